@@ -1,0 +1,108 @@
+//! SGBackup: a backup of one member cluster.
+
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::Timeout;
+
+/// `spec` of an SGBackup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupSpec {
+    pub sg_cluster: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_lifecycle: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Timeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciliation_timeout: Option<Timeout>,
+}
+
+/// `status.process` of a backup.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Process {
+    pub status: BackupPhase,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    #[serde(default)]
+    pub timing: Timing,
+}
+
+/// Where a backup is in its life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackupPhase {
+    #[default]
+    Pending,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl std::fmt::Display for BackupPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self:?}")
+    }
+}
+
+/// `process.timing` (RFC 3339 times).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timing {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored: Option<String>,
+}
+
+/// Compressed and uncompressed sizes in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSize {
+    pub compressed: u64,
+    pub uncompressed: u64,
+}
+
+/// `status` of an SGBackup.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internal_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_path: Option<String>,
+    #[serde(default)]
+    pub process: Process,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_information: Option<BackupInformation>,
+    /// The storage spec and codec used, so restore does not depend on later edits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_backup_config: Option<serde_json::Value>,
+}
+
+/// `status.backupInformation` of an SGBackup.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupInformation {
+    pub hostname: String,
+    pub system_identifier: String,
+    pub postgres_version: String,
+    pub pg_data: String,
+    pub size: BackupSize,
+    pub lsn: LsnRange,
+    pub start_wal_file: String,
+    pub timeline: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_data: Option<serde_json::Value>,
+}
+
+/// Start and end LSN of a backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LsnRange {
+    pub start: String,
+    pub end: String,
+}

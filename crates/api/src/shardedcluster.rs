@@ -1,0 +1,264 @@
+//! SGShardedCluster: a coordinator plus N shard clusters.
+
+use serde::{Deserialize, Serialize};
+
+use crate::quantity::Timeout;
+
+/// `spec` of an SGShardedCluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ShardedClusterSpec {
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub type_: Option<ShardingType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<Postgres>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<Coordinator>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<Shards>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configurations: Option<Configurations>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_data: Option<InitialData>,
+}
+
+/// How data is distributed over the shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShardingType {
+    /// The Citus extension.
+    Citus,
+    /// Plain PostgreSQL with postgres_fdw (distributed partitioning).
+    Ddp,
+}
+
+/// `spec.postgres`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Postgres {
+    pub version: String,
+}
+
+/// `spec.coordinator`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Coordinator {
+    pub instances: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<Pods>,
+}
+
+/// `spec.shards`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Shards {
+    pub clusters: i64,
+    pub instances_per_cluster: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pods: Option<Pods>,
+}
+
+/// Pod settings; only the volume size matters to the local runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pods {
+    pub persistent_volume: PersistentVolume,
+}
+
+/// `pods.persistentVolume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PersistentVolume {
+    pub size: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+}
+
+/// `spec.configurations`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Configurations {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backups: Vec<BackupConfiguration>,
+}
+
+/// One entry of `spec.configurations.backups[]`: a destination with its schedule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupConfiguration {
+    pub sg_object_storage: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_schedule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub performance: Option<BackupPerformance>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub use_volume_snapshot: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot_class: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_volume_snapshot: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Timeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconciliation_timeout: Option<Timeout>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain_wals_for_unmanaged_lifecycle: Option<bool>,
+}
+
+/// `backups[].performance`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupPerformance {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_network_bandwidth: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_disk_bandwidth: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_disk_concurrency: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_concurrency: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_concurrency: Option<i64>,
+}
+
+/// `spec.initialData`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InitialData {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<Restore>,
+}
+
+/// `spec.initialData.restore`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Restore {
+    pub from_backup: FromBackup,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub download_disk_concurrency: Option<i64>,
+}
+
+/// `spec.initialData.restore.fromBackup`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FromBackup {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_inclusive: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time_recovery: Option<PointInTimeRecovery>,
+}
+
+/// `fromBackup.pointInTimeRecovery`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PointInTimeRecovery {
+    pub restore_to_timestamp: String,
+    /// Our extension: recover every member to the newest cluster-wide restore point at or
+    /// before the timestamp.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consistent: Option<bool>,
+}
+
+/// Default `retention` of a backups[] entry.
+pub const DEFAULT_RETENTION: i64 = 5;
+
+impl ShardedClusterSpec {
+    /// The sharding type (citus when unset, as StackGres).
+    pub fn sharding_type(&self) -> ShardingType {
+        self.type_.unwrap_or(ShardingType::Citus)
+    }
+
+    /// Names of the member clusters, coordinator first.
+    pub fn member_names(&self, cluster: &str) -> Vec<String> {
+        let shards = self.shards.as_ref().map_or(0, |s| s.clusters.max(0));
+        std::iter::once(format!("{cluster}-coord"))
+            .chain((0..shards).map(|i| format!("{cluster}-shard{i}")))
+            .collect()
+    }
+
+    /// The backups[] entries (empty when none are configured).
+    pub fn backups(&self) -> &[BackupConfiguration] {
+        self.configurations.as_ref().map_or(&[], |c| &c.backups)
+    }
+}
+
+/// `status` of an SGShardedCluster, written by the cluster controller.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardedClusterStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreStatus>,
+}
+
+/// A Kubernetes-style condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+}
+
+/// One member cluster and its instances.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// One PostgreSQL server of a member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceStatus {
+    pub name: String,
+    pub role: String,
+    pub port: u16,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Progress of the initial restore.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    pub from_backup: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberRestoreStatus>,
+}
+
+/// Restore progress of one member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberRestoreStatus {
+    pub name: String,
+    pub sg_backup: String,
+    pub phase: String,
+}

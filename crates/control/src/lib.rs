@@ -1,0 +1,1 @@
+//! Controllers and sharded backup/restore orchestration for shardvault.

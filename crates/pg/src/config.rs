@@ -1,0 +1,97 @@
+//! The per-member config file the runtime writes and the engine, wal-push and wal-fetch read.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use shardvault_storage::Destination;
+
+/// Everything node work needs to know about one member cluster (mode 0600 on disk).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeConfig {
+    /// Member name, e.g. `my-cluster-shard0`.
+    pub member: String,
+    /// Directory holding `postgres`, `pg_ctl`, `initdb`, ...
+    pub pg_bin: PathBuf,
+    /// The data directory of the instance node work acts on.
+    pub pgdata: PathBuf,
+    /// Unix socket directory of that instance.
+    pub host: PathBuf,
+    /// Port of that instance.
+    pub port: u16,
+    /// Database user node work connects as.
+    pub user: String,
+    /// Where WAL is pushed (every entry) and backups go (the first, unless told otherwise).
+    #[serde(default)]
+    pub destinations: Vec<Destination>,
+    /// Where wal-fetch reads WAL from while this member is being restored.
+    #[serde(default)]
+    pub restore_source: Option<Destination>,
+}
+
+/// Failure to read or write a node config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read or written.
+    #[error("node config {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid node config.
+    #[error("node config {path}: {source}; it is written by the shardvault runtime, rewrite it with the cluster's spec")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl NodeConfig {
+    /// Reads a node config file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read(path).map_err(|source| ConfigError::Io {
+            path: path.into(),
+            source,
+        })?;
+        serde_json::from_slice(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })
+    }
+
+    /// Writes the file with mode 0600, owned by the server user when we are root.
+    pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |source| ConfigError::Io {
+            path: path.into(),
+            source,
+        };
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        f.write_all(&serde_json::to_vec_pretty(self).expect("config serializes"))
+            .map_err(io)?;
+        f.sync_all().map_err(io)?;
+        crate::user::chown_to_server_user(&tmp).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// A libpq connection string for the instance.
+    pub fn conninfo(&self, dbname: &str) -> String {
+        format!(
+            "host={} port={} user={} dbname={}",
+            self.host.display(),
+            self.port,
+            self.user,
+            dbname
+        )
+    }
+}

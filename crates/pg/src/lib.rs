@@ -1,0 +1,4 @@
+//! Node engine (backup, WAL, restore, verify) and local PostgreSQL runtime for shardvault.
+
+pub mod config;
+pub mod user;

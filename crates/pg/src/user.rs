@@ -1,0 +1,66 @@
+//! The one place that knows PostgreSQL refuses to run as root: when we are root, servers
+//! and node work run as the unprivileged `postgres` user, which owns their files.
+
+use std::path::Path;
+
+/// Name of the unprivileged account servers run as when we are root.
+pub const SERVER_USER: &str = "postgres";
+
+/// The uid and gid servers run as, or None when we are not root (run as ourselves).
+pub fn server_ids() -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let user = nix::unistd::User::from_name(SERVER_USER)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| {
+            panic!("running as root needs the `{SERVER_USER}` user: install Debian's postgresql package (bash scripts/setup.sh)")
+        });
+    Some((user.uid.as_raw(), user.gid.as_raw()))
+}
+
+/// A command that runs as the server user (unchanged when we are not root).
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    if let Some((uid, gid)) = server_ids() {
+        cmd.uid(uid).gid(gid);
+        cmd.env("HOME", "/var/lib/postgresql");
+        cmd.env("USER", SERVER_USER);
+    }
+    cmd
+}
+
+/// Gives `path` (not recursive) to the server user when we are root.
+pub fn chown_to_server_user(path: &Path) -> std::io::Result<()> {
+    if let Some((uid, gid)) = server_ids() {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
+/// Gives `path` and everything below it to the server user when we are root.
+pub fn chown_tree_to_server_user(path: &Path) -> std::io::Result<()> {
+    if server_ids().is_none() {
+        return Ok(());
+    }
+    chown_to_server_user(path)?;
+    if path.is_dir() && !path.is_symlink() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree_to_server_user(&entry?.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` and its missing parents, each new one owned by the server user.
+pub fn create_dir_all_for_server(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dir_all_for_server(parent)?;
+    }
+    std::fs::create_dir(dir)?;
+    chown_to_server_user(dir)
+}

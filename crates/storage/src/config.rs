@@ -1,0 +1,116 @@
+//! Plain descriptions of where objects go and how they are encoded.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Compression, Encryption};
+
+/// A storage backend and its credentials, resolved from an SGObjectStorage and its Secrets.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum StorageConfig {
+    /// Objects are files under a directory (our `filesystem` extension).
+    #[serde(rename_all = "camelCase")]
+    Filesystem { path: PathBuf },
+    /// Amazon S3 or an S3-compatible server.
+    #[serde(rename_all = "camelCase")]
+    S3 {
+        bucket: String,
+        #[serde(default)]
+        region: Option<String>,
+        #[serde(default)]
+        endpoint: Option<String>,
+        #[serde(default)]
+        path_style: bool,
+        #[serde(default)]
+        access_key_id: Option<String>,
+        #[serde(default)]
+        secret_access_key: Option<String>,
+        #[serde(default)]
+        storage_class: Option<String>,
+    },
+}
+
+impl fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        match self {
+            StorageConfig::Filesystem { path } => {
+                f.debug_struct("Filesystem").field("path", path).finish()
+            }
+            StorageConfig::S3 {
+                bucket,
+                region,
+                endpoint,
+                path_style,
+                access_key_id,
+                secret_access_key,
+                storage_class,
+            } => f
+                .debug_struct("S3")
+                .field("bucket", bucket)
+                .field("region", region)
+                .field("endpoint", endpoint)
+                .field("path_style", path_style)
+                .field("access_key_id", &redact(access_key_id))
+                .field("secret_access_key", &redact(secret_access_key))
+                .field("storage_class", storage_class)
+                .finish(),
+        }
+    }
+}
+
+/// Throughput and concurrency limits for one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Performance {
+    /// Bytes per second leaving the process, shared by all uploads.
+    #[serde(default)]
+    pub max_network_bandwidth: Option<u64>,
+    /// Bytes per second read from the data directory.
+    #[serde(default)]
+    pub max_disk_bandwidth: Option<u64>,
+    /// Readers and compressors working at once.
+    #[serde(default = "default_two")]
+    pub upload_disk_concurrency: usize,
+    /// Uploads in flight at once.
+    #[serde(default = "default_two")]
+    pub upload_concurrency: usize,
+    /// Downloads in flight at once.
+    #[serde(default = "default_two")]
+    pub download_concurrency: usize,
+}
+
+fn default_two() -> usize {
+    2
+}
+
+impl Default for Performance {
+    fn default() -> Self {
+        Performance {
+            max_network_bandwidth: None,
+            max_disk_bandwidth: None,
+            upload_disk_concurrency: 2,
+            upload_concurrency: 2,
+            download_concurrency: 2,
+        }
+    }
+}
+
+/// One place a member's backups and WAL go: a storage, a prefix inside it, and the codec.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Destination {
+    pub storage: StorageConfig,
+    /// Key prefix inside the storage, without leading or trailing slash.
+    pub prefix: String,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub performance: Performance,
+    /// Client-side encryption of every object, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}

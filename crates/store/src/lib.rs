@@ -1,0 +1,1 @@
+//! Embedded crash-safe resource store for shardvault.

@@ -1,0 +1,1 @@
+//! Test helpers for shardvault: temporary PostgreSQL, S3 server, fixtures.

@@ -10,8 +10,8 @@ use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-use crate::encryption::{self, EncryptionKey};
 use crate::StorageError;
+use crate::encryption::{self, EncryptionKey};
 
 const MAGIC: &[u8; 4] = b"SVO1";
 const HEADER_LEN: usize = 4 + 1 + 1 + 2 + 8 + 4;
@@ -214,7 +214,9 @@ mod tests {
 
     #[test]
     fn round_trips_every_compression() {
-        let data: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
         for c in ALL {
             let obj = encode(&data, c);
             assert_eq!(decode("k", &obj).unwrap(), data, "{c:?}");
@@ -231,10 +233,16 @@ mod tests {
             assert_eq!(obj[5], ENCRYPTION_SODIUM);
             assert_eq!(codec.decode("k", &obj).unwrap(), data, "{c:?}");
             let err = decode("wal/0001", &obj).unwrap_err().to_string();
-            assert!(err.contains("wal/0001") && err.contains("wrong encryption key"), "{err}");
+            assert!(
+                err.contains("wal/0001") && err.contains("wrong encryption key"),
+                "{err}"
+            );
             let other = Codec::new(c, Some(EncryptionKey::from_bytes([4; 32])));
             let err = other.decode("wal/0001", &obj).unwrap_err().to_string();
-            assert!(err.contains("wal/0001") && err.contains("wrong encryption key"), "{err}");
+            assert!(
+                err.contains("wal/0001") && err.contains("wrong encryption key"),
+                "{err}"
+            );
         }
     }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Compression, Encryption};
+use crate::{Codec, Compression, Encryption, StorageError, Store};
 
 /// A storage backend and its credentials, resolved from an SGObjectStorage and its Secrets.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,4 +113,17 @@ pub struct Destination {
     /// Client-side encryption of every object, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,
+}
+
+impl Destination {
+    /// Opens this destination's store, with its prefix and performance limits.
+    pub fn store(&self) -> Result<Store, StorageError> {
+        Ok(Store::open(&self.storage, &self.prefix)?.with_performance(&self.performance))
+    }
+
+    /// The codec new objects are written with (and encrypted ones are read with).
+    pub fn codec(&self) -> Result<Codec, StorageError> {
+        let key = self.encryption.as_ref().map(Encryption::key).transpose()?;
+        Ok(Codec::new(self.compression, key))
+    }
 }

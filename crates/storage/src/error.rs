@@ -10,7 +10,9 @@ pub enum StorageError {
     #[error("object {key} not found in {location}")]
     NotFound { key: String, location: String },
     /// The object exists but its bytes are not what was written.
-    #[error("object {key} is corrupt: {reason}; the stored copy cannot be trusted, take a new backup")]
+    #[error(
+        "object {key} is corrupt: {reason}; the stored copy cannot be trusted, take a new backup"
+    )]
     Corrupt { key: String, reason: String },
     /// The object is encrypted and the key given cannot decrypt it (or no key was given).
     #[error("object {key}: wrong encryption key: {reason}")]
@@ -20,7 +22,10 @@ pub enum StorageError {
     Config(String),
     /// The credentials were refused by the storage.
     #[error("access denied by {location}: check {hint}")]
-    AccessDenied { location: String, hint: &'static str },
+    AccessDenied {
+        location: String,
+        hint: &'static str,
+    },
     /// The bucket named in the configuration does not exist.
     #[error(
         "bucket {bucket} does not exist at endpoint {endpoint}: create it or fix the SGObjectStorage bucket"

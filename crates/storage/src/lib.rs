@@ -2,10 +2,16 @@
 
 pub mod codec;
 pub mod config;
+pub mod encryption;
 pub mod error;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod throttle;
 
-pub use codec::Compression;
+pub use codec::{Codec, Compression};
 pub use config::{Destination, Performance, StorageConfig};
+pub use encryption::{Encryption, EncryptionKey, KeyTransform};
 pub use error::StorageError;
 pub use store::Store;
+pub use throttle::Throttle;

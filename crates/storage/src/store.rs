@@ -1,77 +1,127 @@
-//! A prefixed view of one object storage, with whole-object get and put.
+//! A prefixed view of one object storage, with whole-object get and put, retries of transient
+//! failures, a concurrency limit per kind of request and an optional upload bandwidth limit.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
+use tokio::sync::Semaphore;
 
-use crate::{StorageConfig, StorageError};
+use crate::{Performance, StorageConfig, StorageError, Throttle};
+
+/// Uploads, downloads and other requests in flight at once when no [`Performance`] is given.
+const DEFAULT_CONCURRENCY: usize = 16;
+/// Metadata requests (stat, list, delete) in flight at once.
+const REQUEST_CONCURRENCY: usize = 32;
+/// Bytes handed to the backend per throttle booking.
+const THROTTLE_SLICE: usize = 256 * 1024;
+/// Multipart part size of throttled S3 uploads.
+const S3_PART: usize = 8 * 1024 * 1024;
+/// Directory (under a filesystem root) where objects are written before being renamed.
+const FS_TMP_DIR: &str = ".shardvault-tmp";
 
 /// Objects under one prefix of one storage.
 #[derive(Clone, Debug)]
 pub struct Store {
     op: Operator,
     prefix: String,
-    location: String,
+    backend: Arc<Backend>,
+    limits: Arc<Limits>,
+}
+
+/// Which storage a store talks to, for messages and error mapping (never credentials).
+#[derive(Debug)]
+enum Backend {
+    Filesystem { root: String },
+    S3 { bucket: String, endpoint: String },
+}
+
+impl Backend {
+    fn location(&self) -> String {
+        match self {
+            Backend::Filesystem { root } => format!("filesystem {root}"),
+            Backend::S3 { bucket, .. } => format!("s3 bucket {bucket}"),
+        }
+    }
+}
+
+/// Shared by a store and its children.
+#[derive(Debug)]
+struct Limits {
+    uploads: Semaphore,
+    downloads: Semaphore,
+    requests: Semaphore,
+    network: Option<Throttle>,
+}
+
+impl Limits {
+    fn new(uploads: usize, downloads: usize, network: Option<Throttle>) -> Limits {
+        Limits {
+            uploads: Semaphore::new(uploads.max(1)),
+            downloads: Semaphore::new(downloads.max(1)),
+            requests: Semaphore::new(REQUEST_CONCURRENCY),
+            network,
+        }
+    }
 }
 
 impl Store {
     /// Opens the storage described by `config`, rooted at `prefix`.
     pub fn open(config: &StorageConfig, prefix: &str) -> Result<Store, StorageError> {
-        let (op, location) = match config {
+        let (op, backend) = match config {
             StorageConfig::Filesystem { path } => {
                 let root = path
                     .to_str()
                     .ok_or_else(|| StorageError::Config(format!("path {path:?} is not UTF-8")))?;
-                let builder = opendal::services::Fs::default().root(root);
+                let tmp = path.join(FS_TMP_DIR);
+                let builder = opendal::services::Fs::default()
+                    .root(root)
+                    .atomic_write_dir(tmp.to_str().expect("UTF-8 root joined with ASCII"));
                 let op = Operator::new(builder)
-                    .map_err(|e| StorageError::Config(format!("filesystem.path {root}: {e}")))?
-                    .finish();
-                (op, format!("filesystem {root}"))
+                    .map_err(|e| StorageError::Config(format!("filesystem.path {root}: {e}")))?;
+                let backend = Backend::Filesystem {
+                    root: root.to_string(),
+                };
+                (op, backend)
             }
-            StorageConfig::S3 {
-                bucket,
-                region,
-                endpoint,
-                path_style,
-                access_key_id,
-                secret_access_key,
-                storage_class,
-            } => {
-                let mut b = opendal::services::S3::default()
-                    .bucket(bucket)
-                    .region(region.as_deref().unwrap_or("us-east-1"));
-                if let Some(e) = endpoint {
-                    b = b.endpoint(e);
-                }
-                if !path_style {
-                    b = b.enable_virtual_host_style();
-                }
-                if let Some(k) = access_key_id {
-                    b = b.access_key_id(k);
-                }
-                if let Some(s) = secret_access_key {
-                    b = b.secret_access_key(s);
-                }
-                if let Some(c) = storage_class {
-                    b = b.default_storage_class(c);
-                }
-                let op = Operator::new(b)
-                    .map_err(|e| StorageError::Config(format!("s3 bucket {bucket}: {e}")))?
-                    .finish();
-                (op, format!("s3 bucket {bucket}"))
-            }
+            StorageConfig::S3 { .. } => open_s3(config)?,
         };
+        let op = op.layer(
+            RetryLayer::new()
+                .with_jitter()
+                .with_max_times(4)
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(5)),
+        );
         Ok(Store {
             op,
             prefix: clean(prefix),
-            location,
+            backend: Arc::new(backend),
+            limits: Arc::new(Limits::new(DEFAULT_CONCURRENCY, DEFAULT_CONCURRENCY, None)),
         })
+    }
+
+    /// This store with `performance`'s upload/download concurrency and network bandwidth limits,
+    /// shared by every child of the returned store.
+    pub fn with_performance(&self, performance: &Performance) -> Store {
+        let network = performance.max_network_bandwidth.map(Throttle::new);
+        Store {
+            limits: Arc::new(Limits::new(
+                performance.upload_concurrency,
+                performance.download_concurrency,
+                network,
+            )),
+            ..self.clone()
+        }
     }
 
     /// A view of the sub-prefix `sub` of this store.
     pub fn child(&self, sub: &str) -> Store {
         Store {
-            op: self.op.clone(),
             prefix: self.full(sub),
-            location: self.location.clone(),
+            ..self.clone()
         }
     }
 
@@ -84,58 +134,127 @@ impl Store {
         }
     }
 
-    fn backend(op: &'static str, key: String) -> impl FnOnce(opendal::Error) -> StorageError {
-        move |source| StorageError::Backend { op, key, source }
+    /// Turns a backend error on `key` into the error a user can act on.
+    fn error(&self, op: &'static str, key: String, source: opendal::Error) -> StorageError {
+        match (source.kind(), &*self.backend) {
+            (ErrorKind::NotFound, _) if op == "get" => StorageError::NotFound {
+                key,
+                location: self.backend.location(),
+            },
+            (ErrorKind::PermissionDenied, Backend::S3 { .. }) => StorageError::AccessDenied {
+                location: self.backend.location(),
+                hint: "awsCredentials.secretKeySelectors",
+            },
+            (ErrorKind::PermissionDenied, Backend::Filesystem { .. }) => {
+                StorageError::AccessDenied {
+                    location: self.backend.location(),
+                    hint: "the owner and mode of filesystem.path",
+                }
+            }
+            (ErrorKind::ConfigInvalid, Backend::S3 { bucket, endpoint })
+                if source.message().contains("NoSuchBucket") =>
+            {
+                StorageError::BucketMissing {
+                    bucket: bucket.clone(),
+                    endpoint: endpoint.clone(),
+                }
+            }
+            _ => StorageError::Backend { op, key, source },
+        }
+    }
+
+    /// Checks that the storage is reachable, the bucket exists and the credentials are accepted.
+    pub async fn check(&self) -> Result<(), StorageError> {
+        let _permit = self.limits.requests.acquire().await.expect("never closed");
+        let dir = self.dir(&self.prefix);
+        match self.op.list_with(&dir).limit(1).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.error("check", dir, e)),
+        }
     }
 
     /// Writes `data` as object `key`, replacing any existing object.
     pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StorageError> {
         let full = self.full(key);
-        self.op
-            .write(&full, data)
-            .await
-            .map(|_| ())
-            .map_err(Self::backend("put", full))
+        let _permit = self.limits.uploads.acquire().await.expect("never closed");
+        let result = match &self.limits.network {
+            None => self.op.write(&full, data).await.map(|_| ()),
+            Some(throttle) => self.put_throttled(&full, data.into(), throttle).await,
+        };
+        result.map_err(|e| self.error("put", full, e))
+    }
+
+    async fn put_throttled(
+        &self,
+        full: &str,
+        data: Bytes,
+        throttle: &Throttle,
+    ) -> opendal::Result<()> {
+        let mut writer = self.op.writer_with(full).chunk(S3_PART).await?;
+        let mut at = 0;
+        loop {
+            let end = (at + THROTTLE_SLICE).min(data.len());
+            throttle.acquire((end - at) as u64).await;
+            if let Err(e) = writer.write(data.slice(at..end)).await {
+                let _ = writer.abort().await;
+                return Err(e);
+            }
+            at = end;
+            if at == data.len() {
+                break;
+            }
+        }
+        writer.close().await.map(|_| ())
     }
 
     /// Reads object `key` whole.
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
         let full = self.full(key);
+        let _permit = self.limits.downloads.acquire().await.expect("never closed");
         match self.op.read(&full).await {
             Ok(buf) => Ok(buf.to_vec()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Err(StorageError::NotFound {
-                key: full,
-                location: self.location.clone(),
-            }),
-            Err(e) => Err(Self::backend("get", full)(e)),
+            Err(e) => Err(self.error("get", full, e)),
         }
     }
 
     /// Tells whether object `key` exists.
     pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         let full = self.full(key);
-        self.op.exists(&full).await.map_err(Self::backend("stat", full))
+        let _permit = self.limits.requests.acquire().await.expect("never closed");
+        self.op
+            .exists(&full)
+            .await
+            .map_err(|e| self.error("stat", full, e))
+    }
+
+    /// `path` as a directory path for listing ("" is the storage root).
+    fn dir(&self, path: &str) -> String {
+        if path.is_empty() {
+            "/".to_string()
+        } else {
+            format!("{path}/")
+        }
     }
 
     /// Lists keys under `dir` (recursively), relative to this store's prefix, sorted.
     pub async fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
-        let mut full = self.full(dir);
-        if !full.is_empty() {
-            full.push('/');
-        }
+        let full = self.dir(&self.full(dir));
+        let _permit = self.limits.requests.acquire().await.expect("never closed");
         let entries = match self.op.list_with(&full).recursive(true).await {
             Ok(e) => e,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Self::backend("list", full)(e)),
+            Err(e) => return Err(self.error("list", full, e)),
         };
         let strip = if self.prefix.is_empty() {
             0
         } else {
             self.prefix.len() + 1
         };
+        let tmp = format!("{FS_TMP_DIR}/");
         let mut keys: Vec<String> = entries
             .into_iter()
-            .filter(|e| !e.metadata().is_dir())
+            .filter(|e| !e.metadata().is_dir() && !e.path().starts_with(&tmp))
             .map(|e| e.path()[strip..].to_string())
             .collect();
         keys.sort();
@@ -145,21 +264,102 @@ impl Store {
     /// Deletes object `key`; a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let full = self.full(key);
-        self.op.delete(&full).await.map_err(Self::backend("delete", full))
+        let _permit = self.limits.requests.acquire().await.expect("never closed");
+        self.op
+            .delete(&full)
+            .await
+            .map_err(|e| self.error("delete", full, e))
     }
 
     /// Deletes every object under `dir`.
     pub async fn delete_all(&self, dir: &str) -> Result<(), StorageError> {
-        for key in self.list(dir).await? {
-            self.delete(&key).await?;
+        let keys = self.list(dir).await?;
+        if keys.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let full: Vec<String> = keys.iter().map(|k| self.full(k)).collect();
+        let _permit = self.limits.requests.acquire().await.expect("never closed");
+        self.op
+            .delete_iter(full)
+            .await
+            .map_err(|e| self.error("delete", self.full(dir), e))
     }
 
     /// Where this store points, for messages (never includes credentials).
     pub fn describe(&self) -> String {
-        format!("{}/{}", self.location, self.prefix)
+        format!("{}/{}", self.backend.location(), self.prefix)
     }
+}
+
+/// Builds the S3 operator: explicit credentials never fall back to the environment or IMDS.
+fn open_s3(config: &StorageConfig) -> Result<(Operator, Backend), StorageError> {
+    let StorageConfig::S3 {
+        bucket,
+        region,
+        endpoint,
+        path_style,
+        access_key_id,
+        secret_access_key,
+        storage_class,
+    } = config
+    else {
+        unreachable!("open_s3 is only called with an S3 config");
+    };
+    if bucket.is_empty() {
+        return Err(StorageError::Config("s3 bucket is empty".into()));
+    }
+    // The HTTP client is installed once per process; idempotent.
+    opendal::install_default();
+    let region = region.as_deref().unwrap_or("us-east-1");
+    let mut b = opendal::services::S3::default()
+        .bucket(bucket)
+        .region(region);
+    let shown_endpoint = match endpoint {
+        Some(e) => {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(StorageError::Config(format!(
+                    "s3Compatible endpoint {e:?} must start with http:// or https://"
+                )));
+            }
+            b = b.endpoint(e.trim_end_matches('/'));
+            e.trim_end_matches('/').to_string()
+        }
+        None => format!("https://s3.{region}.amazonaws.com"),
+    };
+    if !path_style {
+        b = b.enable_virtual_host_style();
+    }
+    match (access_key_id, secret_access_key) {
+        (Some(k), Some(s)) => {
+            b = b
+                .access_key_id(k)
+                .secret_access_key(s)
+                .disable_config_load()
+                .disable_ec2_metadata();
+        }
+        (None, None) => {} // useIAMRole: environment, profile or instance metadata.
+        _ => {
+            return Err(StorageError::Config(format!(
+                "s3 bucket {bucket}: awsCredentials.secretKeySelectors needs both accessKeyId \
+                 and secretAccessKey"
+            )));
+        }
+    }
+    if let Some(c) = storage_class {
+        b = b.default_storage_class(c);
+    }
+    let op = Operator::new(b)
+        .map_err(|e| StorageError::Config(format!("s3 bucket {bucket}: {e}")))?
+        .layer(
+            TimeoutLayer::new()
+                .with_timeout(Duration::from_secs(60))
+                .with_io_timeout(Duration::from_secs(120)),
+        );
+    let backend = Backend::S3 {
+        bucket: bucket.clone(),
+        endpoint: shown_endpoint,
+    };
+    Ok((op, backend))
 }
 
 fn clean(p: &str) -> String {
@@ -170,13 +370,17 @@ fn clean(p: &str) -> String {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn put_get_list_delete_on_filesystem() {
-        let dir = tempfile::tempdir().unwrap();
+    fn fs_store(dir: &tempfile::TempDir, prefix: &str) -> Store {
         let cfg = StorageConfig::Filesystem {
             path: dir.path().to_path_buf(),
         };
-        let store = Store::open(&cfg, "/a/b/").unwrap();
+        Store::open(&cfg, prefix).unwrap()
+    }
+
+    #[tokio::test]
+    async fn put_get_list_delete_on_filesystem() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fs_store(&dir, "/a/b/");
         store.put("x/1", b"one".to_vec()).await.unwrap();
         store.child("x").put("2", b"two".to_vec()).await.unwrap();
         assert_eq!(store.get("x/2").await.unwrap(), b"two");
@@ -186,5 +390,64 @@ mod tests {
         assert!(store.list("").await.unwrap().is_empty());
         let err = store.get("x/1").await.unwrap_err();
         assert!(matches!(err, StorageError::NotFound { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn root_listing_hides_unfinished_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = fs_store(&dir, "");
+        store.put("k", b"v".to_vec()).await.unwrap();
+        std::fs::create_dir_all(dir.path().join(FS_TMP_DIR)).unwrap();
+        std::fs::write(dir.path().join(FS_TMP_DIR).join("half"), b"x").unwrap();
+        assert_eq!(store.list("").await.unwrap(), vec!["k"]);
+    }
+
+    #[tokio::test]
+    async fn throttled_puts_write_whole_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let perf = Performance {
+            max_network_bandwidth: Some(1 << 30),
+            ..Performance::default()
+        };
+        let store = fs_store(&dir, "p").with_performance(&perf);
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        store.put("big", data.clone()).await.unwrap();
+        store.put("empty", Vec::new()).await.unwrap();
+        assert_eq!(store.get("big").await.unwrap(), data);
+        assert!(store.get("empty").await.unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_s3_settings_are_config_errors() {
+        let s3 = |endpoint: Option<&str>, ak: Option<&str>, sk: Option<&str>| StorageConfig::S3 {
+            bucket: "b".into(),
+            region: None,
+            endpoint: endpoint.map(Into::into),
+            path_style: true,
+            access_key_id: ak.map(Into::into),
+            secret_access_key: sk.map(Into::into),
+            storage_class: None,
+        };
+        let err = Store::open(&s3(Some("minio:9000"), None, None), "").unwrap_err();
+        assert!(err.to_string().contains("http://"), "{err}");
+        let err = Store::open(&s3(None, Some("AK"), None), "").unwrap_err();
+        assert!(err.to_string().contains("secretAccessKey"), "{err}");
+        let store = Store::open(&s3(Some("http://127.0.0.1:9/"), Some("a"), Some("s")), "x");
+        assert_eq!(store.unwrap().describe(), "s3 bucket b/x");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let cfg = StorageConfig::S3 {
+            bucket: "b".into(),
+            region: None,
+            endpoint: None,
+            path_style: false,
+            access_key_id: Some("AKIDSECRET".into()),
+            secret_access_key: Some("VERYSECRET".into()),
+            storage_class: None,
+        };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
     }
 }

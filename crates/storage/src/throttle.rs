@@ -38,7 +38,10 @@ impl Throttle {
         }
         let cost = Duration::from_secs_f64(bytes as f64 / self.bytes_per_second as f64);
         let start = {
-            let mut next = self.next_free.lock().expect("throttle lock is never poisoned");
+            let mut next = self
+                .next_free
+                .lock()
+                .expect("throttle lock is never poisoned");
             let now = Instant::now();
             let start = next.map_or(now, |n| n.max(now));
             *next = Some(start + cost);

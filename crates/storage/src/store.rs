@@ -16,7 +16,7 @@ const DEFAULT_CONCURRENCY: usize = 16;
 /// Metadata requests (stat, list, delete) in flight at once.
 const REQUEST_CONCURRENCY: usize = 32;
 /// Bytes handed to the backend per throttle booking.
-const THROTTLE_SLICE: usize = 256 * 1024;
+const THROTTLE_SLICE: usize = 64 * 1024;
 /// Multipart part size of throttled S3 uploads.
 const S3_PART: usize = 8 * 1024 * 1024;
 /// Directory (under a filesystem root) where objects are written before being renamed.

@@ -1,0 +1,112 @@
+//! S3-only behaviour against a real S3-protocol server: credentials, missing buckets, retries.
+
+use shardvault_storage::testing::start_s3_server;
+use shardvault_storage::{StorageConfig, StorageError, Store};
+
+#[tokio::test]
+async fn bad_credentials_are_named_with_the_fix() {
+    let server = start_s3_server().await;
+    let config = server.config_for(&server.bucket, &server.access_key, "not-the-secret");
+    let store = Store::open(&config, "p").unwrap();
+    for err in [
+        store.check().await.unwrap_err(),
+        store.put("k", vec![1]).await.unwrap_err(),
+        store.get("k").await.unwrap_err(),
+    ] {
+        assert!(matches!(err, StorageError::AccessDenied { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "access denied by s3 bucket shardvault-test: check awsCredentials.secretKeySelectors"
+        );
+    }
+    let unknown = server.config_for(&server.bucket, "nobody", &server.secret_key);
+    let err = Store::open(&unknown, "p").unwrap().check().await.unwrap_err();
+    assert!(matches!(err, StorageError::AccessDenied { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_bucket_is_named_with_its_endpoint() {
+    let server = start_s3_server().await;
+    let config = server.config_for("no-such-bucket", &server.access_key, &server.secret_key);
+    let store = Store::open(&config, "p").unwrap();
+    let want = format!(
+        "bucket no-such-bucket does not exist at endpoint {}",
+        server.endpoint
+    );
+    for err in [
+        store.check().await.unwrap_err(),
+        store.put("k", vec![1]).await.unwrap_err(),
+        store.get("k").await.unwrap_err(),
+    ] {
+        assert!(matches!(err, StorageError::BucketMissing { .. }), "{err}");
+        assert!(err.to_string().starts_with(&want), "{err}");
+    }
+    server.create_bucket("no-such-bucket");
+    store.check().await.unwrap();
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried() {
+    let server = start_s3_server().await;
+    let store = Store::open(&server.config, "retry").unwrap();
+    server.fail_next_requests(2);
+    store.put("k", b"v".to_vec()).await.unwrap();
+    server.fail_next_requests(2);
+    assert_eq!(store.get("k").await.unwrap(), b"v");
+    server.fail_next_requests(2);
+    assert_eq!(store.list("").await.unwrap(), vec!["k"]);
+    assert_eq!(server.pending_failures(), 0);
+}
+
+#[tokio::test]
+async fn persistent_failures_give_up_with_the_key() {
+    let server = start_s3_server().await;
+    let store = Store::open(&server.config, "retry").unwrap();
+    server.fail_next_requests(100);
+    let err = store.put("wal/seg", b"v".to_vec()).await.unwrap_err();
+    assert!(err.to_string().contains("retry/wal/seg"), "{err}");
+    assert!(server.pending_failures() < 100);
+}
+
+#[tokio::test]
+async fn explicit_credentials_ignore_the_environment() {
+    // SAFETY: this test binary's other tests do not read these variables concurrently in a
+    // way that matters: explicit credentials must win whatever the environment says.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "from-env");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "from-env");
+        std::env::set_var("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+    }
+    let server = start_s3_server().await;
+    let store = Store::open(&server.config, "env").unwrap();
+    store.put("k", b"v".to_vec()).await.unwrap();
+    assert_eq!(store.get("k").await.unwrap(), b"v");
+}
+
+#[tokio::test]
+async fn a_storage_class_is_accepted() {
+    let server = start_s3_server().await;
+    let StorageConfig::S3 {
+        bucket,
+        region,
+        endpoint,
+        access_key_id,
+        secret_access_key,
+        ..
+    } = server.config.clone()
+    else {
+        unreachable!()
+    };
+    let config = StorageConfig::S3 {
+        bucket,
+        region,
+        endpoint,
+        path_style: true,
+        access_key_id,
+        secret_access_key,
+        storage_class: Some("STANDARD_IA".into()),
+    };
+    let store = Store::open(&config, "sc").unwrap();
+    store.put("k", b"v".to_vec()).await.unwrap();
+    assert_eq!(store.get("k").await.unwrap(), b"v");
+}

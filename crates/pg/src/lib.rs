@@ -1,4 +1,5 @@
 //! Node engine (backup, WAL, restore, verify) and local PostgreSQL runtime for shardvault.
 
 pub mod config;
+pub mod runtime;
 pub mod user;

@@ -37,6 +37,6 @@ pub enum StorageError {
         op: &'static str,
         key: String,
         #[source]
-        source: opendal::Error,
+        source: Box<opendal::Error>,
     },
 }

@@ -159,7 +159,11 @@ impl Store {
                     endpoint: endpoint.clone(),
                 }
             }
-            _ => StorageError::Backend { op, key, source },
+            _ => StorageError::Backend {
+                op,
+                key,
+                source: Box::new(source),
+            },
         }
     }
 

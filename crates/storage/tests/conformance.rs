@@ -77,7 +77,9 @@ async fn overwrite_replaces(b: Backend) {
 async fn exists_tells_presence(b: Backend) {
     let s = &b.store;
     assert!(!s.exists("wal/000000010000000000000001").await.unwrap());
-    s.put("wal/000000010000000000000001", vec![1]).await.unwrap();
+    s.put("wal/000000010000000000000001", vec![1])
+        .await
+        .unwrap();
     assert!(s.exists("wal/000000010000000000000001").await.unwrap());
     assert!(!s.exists("wal/000000010000000000000002").await.unwrap());
 }
@@ -171,7 +173,10 @@ async fn encrypted_objects_need_their_key(b: Backend) {
     assert_eq!(codec.decode("wal/seg", &stored).unwrap(), plain);
     let other = Codec::new(Compression::Zstd, Some(EncryptionKey::from_bytes([6; 32])));
     let err = other.decode("wal/seg", &stored).unwrap_err().to_string();
-    assert!(err.contains("wal/seg") && err.contains("wrong encryption key"), "{err}");
+    assert!(
+        err.contains("wal/seg") && err.contains("wrong encryption key"),
+        "{err}"
+    );
 }
 
 async fn large_object(b: Backend) {

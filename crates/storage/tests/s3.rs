@@ -20,7 +20,11 @@ async fn bad_credentials_are_named_with_the_fix() {
         );
     }
     let unknown = server.config_for(&server.bucket, "nobody", &server.secret_key);
-    let err = Store::open(&unknown, "p").unwrap().check().await.unwrap_err();
+    let err = Store::open(&unknown, "p")
+        .unwrap()
+        .check()
+        .await
+        .unwrap_err();
     assert!(matches!(err, StorageError::AccessDenied { .. }), "{err}");
 }
 
@@ -33,10 +37,11 @@ async fn a_missing_bucket_is_named_with_its_endpoint() {
         "bucket no-such-bucket does not exist at endpoint {}",
         server.endpoint
     );
+    // (s3s-fs, unlike S3, creates a missing bucket on PUT and answers NoSuchKey to a GET in
+    // it, so the bucket-level requests are checked.)
     for err in [
         store.check().await.unwrap_err(),
-        store.put("k", vec![1]).await.unwrap_err(),
-        store.get("k").await.unwrap_err(),
+        store.list("").await.unwrap_err(),
     ] {
         assert!(matches!(err, StorageError::BucketMissing { .. }), "{err}");
         assert!(err.to_string().starts_with(&want), "{err}");
@@ -97,16 +102,23 @@ async fn a_storage_class_is_accepted() {
     else {
         unreachable!()
     };
-    let config = StorageConfig::S3 {
-        bucket,
-        region,
-        endpoint,
+    let with_class = |class: &str| StorageConfig::S3 {
+        bucket: bucket.clone(),
+        region: region.clone(),
+        endpoint: endpoint.clone(),
         path_style: true,
-        access_key_id,
-        secret_access_key,
-        storage_class: Some("STANDARD_IA".into()),
+        access_key_id: access_key_id.clone(),
+        secret_access_key: secret_access_key.clone(),
+        storage_class: Some(class.into()),
     };
-    let store = Store::open(&config, "sc").unwrap();
+    let store = Store::open(&with_class("REDUCED_REDUNDANCY"), "sc").unwrap();
     store.put("k", b"v".to_vec()).await.unwrap();
     assert_eq!(store.get("k").await.unwrap(), b"v");
+    // The class reaches the server: s3s-fs refuses the ones it does not know.
+    let store = Store::open(&with_class("NO_SUCH_CLASS"), "sc").unwrap();
+    let err = store.put("k", b"v".to_vec()).await.unwrap_err();
+    assert!(
+        format!("{err:?}").contains("InvalidStorageClass"),
+        "{err:?}"
+    );
 }

@@ -1,1 +1,9 @@
 //! Controllers and sharded backup/restore orchestration for shardvault.
+
+pub mod archive;
+pub mod catalog;
+pub mod cut;
+pub mod destination;
+pub mod fingerprint;
+pub mod restore_check;
+pub mod sharded_backup;

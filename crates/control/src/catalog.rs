@@ -1,0 +1,107 @@
+//! Cluster-level records in storage: one per sharded backup, so a new installation can list
+//! and restore sharded backups from storage alone.
+
+use serde::{Deserialize, Serialize};
+use shardvault_api::backup::BackupSize;
+use shardvault_api::shardedbackup::RestorePoint;
+use shardvault_storage::{Codec, StorageError, Store};
+
+/// Version of the record format.
+pub const CATALOG_FORMAT: u32 = 1;
+
+/// Key prefix of sharded backup records under a cluster prefix.
+const SHARDED_DIR: &str = "sharded";
+
+/// What a sharded backup holds, written beside the members' backups when it completes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardedRecord {
+    /// Record format version.
+    pub format: u32,
+    /// SGShardedBackup name.
+    pub name: String,
+    /// Namespace of the source cluster.
+    pub namespace: String,
+    /// Source SGShardedCluster name.
+    pub cluster: String,
+    /// `citus` or `ddp`.
+    pub sharding_type: String,
+    /// Database the barrier covered.
+    pub database: String,
+    /// PostgreSQL version of the members.
+    pub postgres_version: String,
+    /// Whether retention may delete it.
+    pub managed_lifecycle: bool,
+    /// Members, coordinator first.
+    pub members: Vec<MemberRecord>,
+    /// The cluster-wide restore point.
+    pub restore_point: RestorePoint,
+    /// Sums over members.
+    pub size: BackupSize,
+    /// When the backup started (RFC 3339).
+    pub start: String,
+    /// When the backup ended (RFC 3339).
+    pub end: String,
+}
+
+/// One member's backup inside a sharded record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberRecord {
+    /// Member cluster name.
+    pub name: String,
+    /// SGBackup name (also the backup's name in storage).
+    pub sg_backup: String,
+    /// Key prefix of the member's backups and WAL in the storage.
+    pub prefix: String,
+    /// Start LSN of the base backup.
+    pub start_lsn: String,
+    /// LSN where the base backup is consistent.
+    pub end_lsn: String,
+    /// Timeline of the base backup.
+    pub timeline: u32,
+    /// Sizes of the member's base backup.
+    pub size: BackupSize,
+}
+
+fn key(name: &str) -> String {
+    format!("{SHARDED_DIR}/{name}.json")
+}
+
+/// Writes the record of a completed sharded backup under `store` (a cluster prefix).
+pub async fn write(
+    store: &Store,
+    codec: &Codec,
+    record: &ShardedRecord,
+) -> Result<(), StorageError> {
+    let json = serde_json::to_vec_pretty(record).expect("record serializes");
+    store.put(&key(&record.name), codec.encode(&json)).await
+}
+
+/// Deletes the record of sharded backup `name`.
+pub async fn delete(store: &Store, name: &str) -> Result<(), StorageError> {
+    store.delete(&key(name)).await
+}
+
+/// Reads every sharded backup record under `store`, oldest first.
+pub async fn list(store: &Store, codec: &Codec) -> Result<Vec<ShardedRecord>, StorageError> {
+    let mut out = Vec::new();
+    for k in store.list(SHARDED_DIR).await? {
+        out.push(read_key(store, codec, &k).await?);
+    }
+    out.sort_by(|a, b| a.start.cmp(&b.start));
+    Ok(out)
+}
+
+/// Reads the record of sharded backup `name`.
+pub async fn read(store: &Store, codec: &Codec, name: &str) -> Result<ShardedRecord, StorageError> {
+    read_key(store, codec, &key(name)).await
+}
+
+async fn read_key(store: &Store, codec: &Codec, k: &str) -> Result<ShardedRecord, StorageError> {
+    let bytes = codec.decode(k, &store.get(k).await?)?;
+    serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
+        key: k.to_string(),
+        reason: format!("not a sharded backup record: {e}"),
+    })
+}

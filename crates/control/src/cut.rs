@@ -1,0 +1,305 @@
+//! The cluster-wide restore point: one consistent moment across every member.
+//!
+//! Restore points created one member after another are not a consistent cut: a cross-shard
+//! two-phase commit can be committed on one shard and still prepared on another between
+//! them. So for `ddp` we first raise a write barrier: on every member primary at once, the
+//! user tables of the database are locked in SHARE mode. That lock waits for every write in
+//! flight, prepared transactions included (they keep their locks), and holds new ones. A
+//! distributed transaction half-way through can wait on one shard for a lock we hold while
+//! we wait on another shard for its lock; `lock_timeout` breaks that wait, we release
+//! everything and retry with backoff. While every lock is held no member has a write in
+//! flight, so the restore points taken then are one cut. For `citus`,
+//! `citus_create_restore_point` does the equivalent inside Citus.
+
+use std::time::{Duration, Instant};
+
+use futures::future::try_join_all;
+use rand::Rng;
+use tokio_postgres::{Client, NoTls};
+
+/// How the cut is taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CutMode {
+    /// Write barrier on every member, then every restore point (ddp).
+    Barrier {
+        /// Longest wait for one lock before the attempt is abandoned.
+        lock_timeout: Duration,
+        /// Attempts before giving up.
+        max_attempts: u32,
+    },
+    /// `citus_create_restore_point` on the coordinator (citus).
+    Citus,
+    /// No barrier: restore points one member after another, with a delay between them.
+    /// Not consistent; exists so tests can prove the consistency check can fail.
+    UnsafeSequential { delay: Duration },
+}
+
+impl Default for CutMode {
+    fn default() -> Self {
+        CutMode::Barrier {
+            lock_timeout: Duration::from_millis(40),
+            max_attempts: 60,
+        }
+    }
+}
+
+/// A member primary to take the cut on.
+#[derive(Debug, Clone)]
+pub struct CutMember {
+    /// Member name.
+    pub name: String,
+    /// libpq connection string to the member primary's database.
+    pub conninfo: String,
+}
+
+/// Where one member stood at the cut.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberPoint {
+    /// Member name.
+    pub name: String,
+    /// LSN of the restore point record.
+    pub lsn: String,
+    /// WAL segment holding the restore point.
+    pub wal_file: String,
+    /// Timeline of the member.
+    pub timeline: u32,
+}
+
+/// The result of a cut.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cut {
+    /// Restore point name (the same on every member).
+    pub name: String,
+    /// When the cut was taken.
+    pub time: jiff::Timestamp,
+    /// How long writes were held back, in milliseconds.
+    pub write_pause_ms: f64,
+    /// Attempts the barrier needed.
+    pub attempts: u32,
+    /// Every member's position, in the order given.
+    pub members: Vec<MemberPoint>,
+}
+
+/// Why a cut could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum CutError {
+    /// A member could not be reached or refused a statement.
+    #[error("member {member}: {source}")]
+    Member {
+        member: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The barrier never held.
+    #[error(
+        "the write barrier could not be taken in {attempts} attempts (lock_timeout {timeout_ms} ms): long-running writes hold table locks; retry when the write load is lighter"
+    )]
+    BarrierNotTaken { attempts: u32, timeout_ms: u128 },
+}
+
+fn member_err(member: &str) -> impl FnOnce(tokio_postgres::Error) -> CutError + '_ {
+    move |source| CutError::Member {
+        member: member.to_string(),
+        source,
+    }
+}
+
+async fn connect(m: &CutMember) -> Result<Client, CutError> {
+    let (client, conn) = tokio_postgres::connect(&m.conninfo, NoTls)
+        .await
+        .map_err(member_err(&m.name))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// Creates restore point `name` on every member as one consistent cut.
+pub async fn take_cut(members: &[CutMember], name: &str, mode: &CutMode) -> Result<Cut, CutError> {
+    let clients = try_join_all(members.iter().map(connect)).await?;
+    let started = Instant::now();
+    let (points, attempts, pause) = match mode {
+        CutMode::Barrier {
+            lock_timeout,
+            max_attempts,
+        } => barrier_cut(members, &clients, name, *lock_timeout, *max_attempts).await?,
+        CutMode::Citus => {
+            let row = clients[0]
+                .query_one("SELECT citus_create_restore_point($1)::text", &[&name])
+                .await
+                .map_err(member_err(&members[0].name))?;
+            let _: String = row.get(0);
+            // Citus writes the point on every node; read back each member's position.
+            let mut points = Vec::new();
+            for (m, c) in members.iter().zip(&clients) {
+                points.push(position(m, c).await?);
+            }
+            (points, 1, started.elapsed())
+        }
+        CutMode::UnsafeSequential { delay } => {
+            let mut points = Vec::new();
+            for (i, (m, c)) in members.iter().zip(&clients).enumerate() {
+                if i > 0 {
+                    tokio::time::sleep(*delay).await;
+                }
+                points.push(restore_point(m, c, name).await?);
+            }
+            (points, 1, Duration::ZERO)
+        }
+    };
+    Ok(Cut {
+        name: name.to_string(),
+        time: jiff::Timestamp::now(),
+        write_pause_ms: pause.as_secs_f64() * 1000.0,
+        attempts,
+        members: points,
+    })
+}
+
+const USER_TABLES: &str = "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+     JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+       AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1";
+
+async fn barrier_cut(
+    members: &[CutMember],
+    clients: &[Client],
+    name: &str,
+    lock_timeout: Duration,
+    max_attempts: u32,
+) -> Result<(Vec<MemberPoint>, u32, Duration), CutError> {
+    for attempt in 1..=max_attempts {
+        let started = Instant::now();
+        let locked = futures::future::join_all(
+            members
+                .iter()
+                .zip(clients)
+                .map(|(m, c)| lock_member(m, c, lock_timeout)),
+        )
+        .await;
+        let mut failure = None;
+        for r in &locked {
+            if let Err(e) = r {
+                failure = Some(e);
+            }
+        }
+        match failure {
+            None => {
+                let points = try_join_all(
+                    members
+                        .iter()
+                        .zip(clients)
+                        .map(|(m, c)| restore_point(m, c, name)),
+                )
+                .await;
+                let released = release_all(members, clients, "COMMIT").await;
+                let pause = started.elapsed();
+                let points = points?;
+                released?;
+                return Ok((points, attempt, pause));
+            }
+            Some(e) if is_lock_timeout(e) => {
+                release_all(members, clients, "ROLLBACK").await?;
+                let base = 5u64 << attempt.min(6);
+                let jitter = rand::rng().random_range(0..base);
+                tracing::debug!(attempt, "write barrier not taken (lock timeout); retrying");
+                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+            }
+            Some(_) => {
+                let _ = release_all(members, clients, "ROLLBACK").await;
+                return Err(locked
+                    .into_iter()
+                    .find_map(Result::err)
+                    .expect("a failure was seen"));
+            }
+        }
+    }
+    Err(CutError::BarrierNotTaken {
+        attempts: max_attempts,
+        timeout_ms: lock_timeout.as_millis(),
+    })
+}
+
+fn is_lock_timeout(e: &CutError) -> bool {
+    match e {
+        CutError::Member { source, .. } => {
+            source.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+        }
+        CutError::BarrierNotTaken { .. } => false,
+    }
+}
+
+async fn lock_member(m: &CutMember, c: &Client, lock_timeout: Duration) -> Result<(), CutError> {
+    let err = member_err(&m.name);
+    c.batch_execute(&format!(
+        "BEGIN; SET LOCAL lock_timeout = '{}ms'",
+        lock_timeout.as_millis().max(1)
+    ))
+    .await
+    .map_err(err)?;
+    let tables: Vec<String> = c
+        .query(USER_TABLES, &[])
+        .await
+        .map_err(member_err(&m.name))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !tables.is_empty() {
+        c.batch_execute(&format!("LOCK TABLE {} IN SHARE MODE", tables.join(", ")))
+            .await
+            .map_err(member_err(&m.name))?;
+    }
+    Ok(())
+}
+
+async fn release_all(
+    members: &[CutMember],
+    clients: &[Client],
+    verb: &str,
+) -> Result<(), CutError> {
+    try_join_all(
+        members
+            .iter()
+            .zip(clients)
+            .map(|(m, c)| async move { c.batch_execute(verb).await.map_err(member_err(&m.name)) }),
+    )
+    .await
+    .map(|_| ())
+}
+
+async fn restore_point(m: &CutMember, c: &Client, name: &str) -> Result<MemberPoint, CutError> {
+    let row = c
+        .query_one(
+            "SELECT lsn::text, pg_walfile_name(lsn), \
+             (SELECT timeline_id FROM pg_control_checkpoint())::int4 \
+             FROM pg_create_restore_point($1) AS lsn",
+            &[&name],
+        )
+        .await
+        .map_err(member_err(&m.name))?;
+    Ok(MemberPoint {
+        name: m.name.clone(),
+        lsn: row.get(0),
+        wal_file: row.get(1),
+        timeline: row.get::<_, i32>(2) as u32,
+    })
+}
+
+async fn position(m: &CutMember, c: &Client) -> Result<MemberPoint, CutError> {
+    let row = c
+        .query_one(
+            "SELECT lsn::text, pg_walfile_name(lsn), \
+             (SELECT timeline_id FROM pg_control_checkpoint())::int4 \
+             FROM pg_current_wal_lsn() AS lsn",
+            &[],
+        )
+        .await
+        .map_err(member_err(&m.name))?;
+    Ok(MemberPoint {
+        name: m.name.clone(),
+        lsn: row.get(0),
+        wal_file: row.get(1),
+        timeline: row.get::<_, i32>(2) as u32,
+    })
+}

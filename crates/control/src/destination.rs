@@ -1,0 +1,255 @@
+//! From resources to plain destinations: an SGObjectStorage, its Secrets and a backups[]
+//! entry become the `Destination` of each member (storage, prefix, codec settings).
+
+use shardvault_api::meta::SecretKeySelector;
+use shardvault_api::objectstorage::{EncryptionMethod, KeyTransform as ApiKeyTransform};
+use shardvault_api::objectstorage::{ObjectStorageSpec, StorageType};
+use shardvault_api::shardedcluster::{BackupConfiguration, ShardedClusterSpec};
+use shardvault_storage::{
+    Compression, Destination, Encryption, KeyTransform, Performance, StorageConfig,
+};
+
+/// A resource reference that cannot be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ResolveError {
+    /// Field path of the reference.
+    pub field: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+fn err(field: impl Into<String>, message: impl Into<String>) -> ResolveError {
+    ResolveError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Looks up `key` of Secret `name` (decoded), in the object's namespace.
+pub trait SecretLookup {
+    /// The decoded value, or None when the Secret or key does not exist.
+    fn secret_value(&self, name: &str, key: &str) -> Option<String>;
+}
+
+fn secret(
+    lookup: &dyn SecretLookup,
+    field: &str,
+    sel: &SecretKeySelector,
+) -> Result<String, ResolveError> {
+    lookup.secret_value(&sel.name, &sel.key).ok_or_else(|| {
+        err(
+            field,
+            format!(
+                "Secret {:?} has no key {:?}: create the Secret (kind: Secret, stringData: {{{}: ...}}) before this object",
+                sel.name, sel.key, sel.key
+            ),
+        )
+    })
+}
+
+/// Resolves an SGObjectStorage spec and its Secrets into a storage config.
+pub fn storage_config(
+    spec: &ObjectStorageSpec,
+    lookup: &dyn SecretLookup,
+) -> Result<StorageConfig, ResolveError> {
+    let aws = |field: &str,
+               creds: &shardvault_api::objectstorage::AwsCredentials|
+     -> Result<(Option<String>, Option<String>), ResolveError> {
+        match &creds.secret_key_selectors {
+            Some(sel) => Ok((
+                Some(secret(
+                    lookup,
+                    &format!("{field}.awsCredentials.secretKeySelectors.accessKeyId"),
+                    &sel.access_key_id,
+                )?),
+                Some(secret(
+                    lookup,
+                    &format!("{field}.awsCredentials.secretKeySelectors.secretAccessKey"),
+                    &sel.secret_access_key,
+                )?),
+            )),
+            None => Ok((None, None)),
+        }
+    };
+    match spec.type_ {
+        StorageType::Filesystem => {
+            let fs = spec
+                .filesystem
+                .as_ref()
+                .ok_or_else(|| err("spec.filesystem", "required when type is filesystem"))?;
+            Ok(StorageConfig::Filesystem {
+                path: fs.path.clone().into(),
+            })
+        }
+        StorageType::S3 => {
+            let s3 = spec
+                .s3
+                .as_ref()
+                .ok_or_else(|| err("spec.s3", "required when type is s3"))?;
+            let (access_key_id, secret_access_key) = aws("spec.s3", &s3.aws_credentials)?;
+            Ok(StorageConfig::S3 {
+                bucket: s3.bucket.clone(),
+                region: s3.region.clone(),
+                endpoint: None,
+                path_style: false,
+                access_key_id,
+                secret_access_key,
+                storage_class: s3.storage_class.clone(),
+            })
+        }
+        StorageType::S3Compatible => {
+            let s3 = spec
+                .s3_compatible
+                .as_ref()
+                .ok_or_else(|| err("spec.s3Compatible", "required when type is s3Compatible"))?;
+            let (access_key_id, secret_access_key) = aws("spec.s3Compatible", &s3.aws_credentials)?;
+            Ok(StorageConfig::S3 {
+                bucket: s3.bucket.clone(),
+                region: s3.region.clone(),
+                endpoint: s3.endpoint.clone(),
+                path_style: s3.enable_path_style_addressing.unwrap_or(false),
+                access_key_id,
+                secret_access_key,
+                storage_class: s3.storage_class.clone(),
+            })
+        }
+        StorageType::Gcs => Err(err(
+            "spec.type",
+            "gcs is not supported yet by shardvault: use s3, s3Compatible or filesystem",
+        )),
+        StorageType::AzureBlob => Err(err(
+            "spec.type",
+            "azureBlob is not supported yet by shardvault: use s3, s3Compatible or filesystem",
+        )),
+    }
+}
+
+/// A storage with its credentials and encryption resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedStorage {
+    /// Backend and credentials.
+    pub config: StorageConfig,
+    /// Client-side encryption, if configured.
+    pub encryption: Option<Encryption>,
+}
+
+/// Resolves an SGObjectStorage spec with its backend credentials and encryption key.
+pub fn resolve_storage(
+    spec: &ObjectStorageSpec,
+    lookup: &dyn SecretLookup,
+) -> Result<ResolvedStorage, ResolveError> {
+    let config = storage_config(spec, lookup)?;
+    let encryption = match &spec.encryption {
+        None => None,
+        Some(enc) => match (enc.method, &enc.sodium) {
+            (EncryptionMethod::Sodium, Some(sodium)) => Some(Encryption::Sodium {
+                key: secret(lookup, "spec.encryption.sodium.key", &sodium.key)?,
+                key_transform: match sodium.key_transform {
+                    Some(ApiKeyTransform::Base64) => KeyTransform::Base64,
+                    Some(ApiKeyTransform::Hex) => KeyTransform::Hex,
+                    Some(ApiKeyTransform::None) | None => KeyTransform::None,
+                },
+            }),
+            (EncryptionMethod::Sodium, None) => {
+                return Err(err(
+                    "spec.encryption.sodium",
+                    "required when method is sodium",
+                ));
+            }
+            (EncryptionMethod::Openpgp, _) => {
+                return Err(err(
+                    "spec.encryption.method",
+                    "openpgp is not supported yet by shardvault: use sodium",
+                ));
+            }
+        },
+    };
+    Ok(ResolvedStorage { config, encryption })
+}
+
+/// The default key prefix of a cluster's backups when an entry has no `path`.
+pub fn default_path(namespace: &str, cluster: &str) -> String {
+    format!("shardvault/{namespace}/{cluster}")
+}
+
+/// Prefix of the cluster-level records (sharded backups) of a backups[] entry.
+pub fn cluster_prefix(entry: &BackupConfiguration, namespace: &str, cluster: &str) -> String {
+    match (&entry.paths, &entry.path) {
+        (Some(paths), _) if !paths.is_empty() => {
+            format!("{}/cluster", paths[0].trim_matches('/'))
+        }
+        (_, Some(p)) => p.trim_matches('/').to_string(),
+        _ => default_path(namespace, cluster),
+    }
+}
+
+/// Prefix of member `index` (0 = coordinator) for a backups[] entry.
+pub fn member_prefix(
+    entry: &BackupConfiguration,
+    namespace: &str,
+    cluster: &str,
+    index: usize,
+    member: &str,
+) -> String {
+    match (&entry.paths, &entry.path) {
+        (Some(paths), _) if index < paths.len() => paths[index].trim_matches('/').to_string(),
+        (_, Some(p)) => format!("{}/{member}", p.trim_matches('/')),
+        _ => format!("{}/{member}", default_path(namespace, cluster)),
+    }
+}
+
+/// Codec and limits of a backups[] entry.
+pub fn entry_codec(entry: &BackupConfiguration) -> (Compression, Performance) {
+    let compression = match entry.compression.as_deref() {
+        Some("zstd") => Compression::Zstd,
+        Some("lzma") => Compression::Lzma,
+        Some("brotli") => Compression::Brotli,
+        _ => Compression::Lz4,
+    };
+    let mut perf = Performance::default();
+    if let Some(p) = &entry.performance {
+        let pos = |v: Option<i64>| v.filter(|v| *v > 0).map(|v| v as u64);
+        perf.max_network_bandwidth = pos(p.max_network_bandwidth);
+        perf.max_disk_bandwidth = pos(p.max_disk_bandwidth);
+        if let Some(v) = pos(p.upload_disk_concurrency) {
+            perf.upload_disk_concurrency = v as usize;
+        }
+        if let Some(v) = pos(p.upload_concurrency) {
+            perf.upload_concurrency = v as usize;
+        }
+        if let Some(v) = pos(p.download_concurrency) {
+            perf.download_concurrency = v as usize;
+        }
+    }
+    (compression, perf)
+}
+
+/// The destinations of every member (outer: members in order; inner: backups[] entries).
+pub fn member_destinations(
+    cluster: &str,
+    namespace: &str,
+    spec: &ShardedClusterSpec,
+    storages: &[ResolvedStorage],
+) -> Vec<Vec<Destination>> {
+    spec.member_names(cluster)
+        .iter()
+        .enumerate()
+        .map(|(i, member)| {
+            spec.backups()
+                .iter()
+                .zip(storages)
+                .map(|(entry, storage)| {
+                    let (compression, performance) = entry_codec(entry);
+                    Destination {
+                        storage: storage.config.clone(),
+                        prefix: member_prefix(entry, namespace, cluster, i, member),
+                        compression,
+                        performance,
+                        encryption: storage.encryption.clone(),
+                    }
+                })
+                .collect()
+        })
+        .collect()
+}

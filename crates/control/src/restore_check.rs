@@ -1,0 +1,131 @@
+//! The checks made before a sharded cluster is restored from a backup: refuse, with a
+//! clear error and nothing created, anything that cannot restore correctly.
+
+use shardvault_api::FieldError;
+use shardvault_api::backup::BackupPhase;
+use shardvault_api::shardedbackup::ShardedBackupStatus;
+use shardvault_api::shardedcluster::{FromBackup, ShardedClusterSpec};
+
+const FROM: &str = "spec.initialData.restore.fromBackup";
+
+/// Where every member recovers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterTarget {
+    /// The backup's cluster-wide restore point.
+    RestorePoint(String),
+    /// A time (RFC 3339), every member independently.
+    Time { time: String, inclusive: bool },
+}
+
+fn refuse(path: &str, message: String) -> FieldError {
+    FieldError {
+        path: path.to_string(),
+        message,
+    }
+}
+
+/// Checks a restore of `spec` from sharded backup `from` (None when it does not exist) and
+/// returns the recovery target.
+pub fn check_restore(
+    spec: &ShardedClusterSpec,
+    from: &FromBackup,
+    backup: Option<&ShardedBackupStatus>,
+    now: jiff::Timestamp,
+) -> Result<ClusterTarget, FieldError> {
+    let name = &from.name;
+    let status = backup.ok_or_else(|| {
+        refuse(
+            &format!("{FROM}.name"),
+            format!("{name:?}: no SGShardedBackup of that name in this namespace: list them with `shardvault get sgshardedbackup`, or import one from storage with `shardvault backups import`"),
+        )
+    })?;
+    if status.process.status != BackupPhase::Completed {
+        return Err(refuse(
+            &format!("{FROM}.name"),
+            format!(
+                "{name:?}: the backup is {}, not Completed: wait for it (`shardvault wait sgshardedbackup/{name} --for=jsonpath='{{.status.process.status}}'=Completed`) or choose another",
+                status.process.status
+            ),
+        ));
+    }
+    let members = spec.member_names("x").len();
+    if status.sg_backups.len() != members {
+        let shards = status.sg_backups.len().saturating_sub(1);
+        return Err(refuse(
+            "spec.shards.clusters",
+            format!(
+                "{}: the backup {name:?} has {shards} shards; a restore needs the same number of shards",
+                members - 1
+            ),
+        ));
+    }
+    let info = status.backup_information.as_ref();
+    let backup_major = info
+        .map(|i| {
+            i.postgres_version
+                .split('.')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let want_major = spec
+        .postgres
+        .as_ref()
+        .map(|p| p.version.split('.').next().unwrap_or("").to_string())
+        .unwrap_or_default();
+    if !backup_major.is_empty() && backup_major != want_major {
+        return Err(refuse(
+            "spec.postgres.version",
+            format!(
+                "{want_major:?}: the backup {name:?} is of PostgreSQL {backup_major}; a physical restore needs the same major version"
+            ),
+        ));
+    }
+    let rp = status.restore_point.as_ref().ok_or_else(|| {
+        refuse(
+            &format!("{FROM}.name"),
+            format!("{name:?}: the backup has no restore point recorded; take a new backup"),
+        )
+    })?;
+    match &from.point_in_time_recovery {
+        None => Ok(ClusterTarget::RestorePoint(rp.name.clone())),
+        Some(pitr) => {
+            let path = format!("{FROM}.pointInTimeRecovery.restoreToTimestamp");
+            let text = &pitr.restore_to_timestamp;
+            let t: jiff::Timestamp = text.parse().map_err(|_| {
+                refuse(
+                    &path,
+                    format!("{text:?}: expected an RFC 3339 time such as 2024-01-15T10:30:00Z"),
+                )
+            })?;
+            let earliest: jiff::Timestamp = rp.time.parse().map_err(|_| {
+                refuse(
+                    &format!("{FROM}.name"),
+                    format!("{name:?}: unreadable restore point time {:?}", rp.time),
+                )
+            })?;
+            if t < earliest {
+                return Err(refuse(
+                    &path,
+                    format!(
+                        "{text:?}: before the backup's restore point ({}); the recoverable window of {name:?} starts there: choose a later time or an older backup",
+                        rp.time
+                    ),
+                ));
+            }
+            if t > now {
+                return Err(refuse(
+                    &path,
+                    format!(
+                        "{text:?}: in the future (now is {now}); the recoverable window ends now"
+                    ),
+                ));
+            }
+            Ok(ClusterTarget::Time {
+                time: t.to_string(),
+                inclusive: from.target_inclusive.unwrap_or(true),
+            })
+        }
+    }
+}

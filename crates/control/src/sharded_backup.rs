@@ -1,0 +1,191 @@
+//! One sharded backup, start to finish: a base backup of every member (in parallel, each by
+//! the node engine running as the server user), then the cluster-wide cut, then proof that
+//! the WAL holding the cut is in every member's archive.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use shardvault_pg::config::NodeConfig;
+use shardvault_pg::engine::Manifest;
+use tokio::io::AsyncReadExt;
+
+use crate::archive::{ArchiveError, seal};
+use crate::cut::{Cut, CutError, CutMember, CutMode, take_cut};
+
+/// A member to back up.
+#[derive(Debug, Clone)]
+pub struct MemberJob {
+    /// Member cluster name.
+    pub name: String,
+    /// Backup name in storage (the SGBackup's name).
+    pub backup: String,
+    /// Node config for the backup: its one destination is where the backup goes.
+    pub node_config: NodeConfig,
+    /// Where that config is written for the engine process (server user, 0600).
+    pub config_path: PathBuf,
+}
+
+/// Everything a sharded backup needs.
+#[derive(Debug, Clone)]
+pub struct ShardedBackupJob {
+    /// Sharded backup name, also the restore point name.
+    pub name: String,
+    /// Members, coordinator first.
+    pub members: Vec<MemberJob>,
+    /// Database whose user tables the barrier covers.
+    pub database: String,
+    /// How the cut is taken.
+    pub cut_mode: CutMode,
+    /// Member backups running at once.
+    pub parallelism: usize,
+    /// The shardvault binary the engine runs from.
+    pub shardvault_bin: PathBuf,
+    /// Longest wait for the restore point's WAL to reach the archive.
+    pub archive_wait: Duration,
+}
+
+/// What a sharded backup produced.
+#[derive(Debug, Clone)]
+pub struct ShardedBackupOutcome {
+    /// Every member's backup manifest, in member order.
+    pub manifests: Vec<Manifest>,
+    /// The cluster-wide restore point.
+    pub cut: Cut,
+}
+
+/// Why a sharded backup failed; always names the member when one is to blame.
+#[derive(Debug, thiserror::Error)]
+pub enum ShardedBackupError {
+    /// A member's base backup failed.
+    #[error("member {member}: backup failed: {message}")]
+    Member { member: String, message: String },
+    /// The cut could not be taken.
+    #[error("restore point: {0}")]
+    Cut(#[from] CutError),
+    /// The restore point's WAL could not be shown archived.
+    #[error("member {member}: {source}")]
+    Archive {
+        member: String,
+        #[source]
+        source: ArchiveError,
+    },
+}
+
+/// Reports progress of a sharded backup.
+pub trait Progress: Send + Sync {
+    /// Member `index` started its base backup.
+    fn member_started(&self, index: usize);
+    /// Member `index` finished its base backup.
+    fn member_done(&self, index: usize, manifest: &Manifest);
+    /// A phase of the whole began (`restore point`, `archive`).
+    fn phase(&self, phase: &str);
+}
+
+/// Runs the sharded backup; on any failure nothing claims completion.
+pub async fn run(
+    job: &ShardedBackupJob,
+    progress: Arc<dyn Progress>,
+) -> Result<ShardedBackupOutcome, ShardedBackupError> {
+    let mut results: Vec<(usize, Result<Manifest, ShardedBackupError>)> =
+        futures::stream::iter(job.members.iter().enumerate())
+            .map(|(i, m)| {
+                let progress = progress.clone();
+                async move {
+                    progress.member_started(i);
+                    let r = member_backup(&job.shardvault_bin, m).await;
+                    if let Ok(manifest) = &r {
+                        progress.member_done(i, manifest);
+                    }
+                    (i, r)
+                }
+            })
+            .buffer_unordered(job.parallelism.max(1))
+            .collect()
+            .await;
+    results.sort_by_key(|(i, _)| *i);
+    let mut manifests = Vec::new();
+    for (_, r) in results {
+        manifests.push(r?);
+    }
+
+    progress.phase("restore point");
+    let cut_members: Vec<CutMember> = job
+        .members
+        .iter()
+        .map(|m| CutMember {
+            name: m.name.clone(),
+            conninfo: m.node_config.conninfo(&job.database),
+        })
+        .collect();
+    let cut = take_cut(&cut_members, &job.name, &job.cut_mode).await?;
+
+    progress.phase("archive");
+    futures::future::try_join_all(
+        job.members
+            .iter()
+            .zip(&cut.members)
+            .map(|(m, point)| async {
+                seal(
+                    &m.node_config,
+                    false,
+                    Some(&point.wal_file),
+                    job.archive_wait,
+                )
+                .await
+                .map_err(|e| ShardedBackupError::Archive {
+                    member: m.name.clone(),
+                    source: e,
+                })
+            }),
+    )
+    .await?;
+    Ok(ShardedBackupOutcome { manifests, cut })
+}
+
+/// Runs `shardvault node backup` for one member as the server user.
+async fn member_backup(bin: &PathBuf, m: &MemberJob) -> Result<Manifest, ShardedBackupError> {
+    let fail = |message: String| ShardedBackupError::Member {
+        member: m.name.clone(),
+        message,
+    };
+    m.node_config
+        .save(&m.config_path)
+        .map_err(|e| fail(e.to_string()))?;
+    let mut child = shardvault_pg::user::command(bin)
+        .arg("node")
+        .arg("backup")
+        .arg("--config")
+        .arg(&m.config_path)
+        .arg("--name")
+        .arg(&m.backup)
+        .arg("--json")
+        .env("SHARDVAULT_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| fail(format!("cannot run {}: {e}", bin.display())))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (r1, r2, status) = tokio::join!(
+        stdout.read_to_end(&mut out),
+        stderr.read_to_end(&mut err),
+        child.wait()
+    );
+    r1.and(r2).map_err(|e| fail(e.to_string()))?;
+    let status = status.map_err(|e| fail(e.to_string()))?;
+    if !status.success() {
+        let text = String::from_utf8_lossy(&err);
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no message");
+        return Err(fail(format!("{status}: {last}")));
+    }
+    serde_json::from_slice(&out).map_err(|e| fail(format!("unreadable engine output: {e}")))
+}

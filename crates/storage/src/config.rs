@@ -127,3 +127,49 @@ impl Destination {
         Ok(Codec::new(self.compression, key))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::KeyTransform;
+
+    #[test]
+    fn destinations_without_encryption_still_parse() {
+        let d: Destination = serde_json::from_str(
+            r#"{"storage":{"type":"filesystem","path":"/b"},"prefix":"x","compression":"zstd"}"#,
+        )
+        .unwrap();
+        assert_eq!(d.encryption, None);
+        assert_eq!(d.performance, Performance::default());
+        let codec = d.codec().unwrap();
+        assert_eq!((codec.compression, codec.key), (Compression::Zstd, None));
+        assert!(!serde_json::to_string(&d).unwrap().contains("encryption"));
+    }
+
+    #[test]
+    fn a_destination_gives_its_codec_and_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Destination {
+            storage: StorageConfig::Filesystem {
+                path: dir.path().into(),
+            },
+            prefix: "/ns/c/shard0/".into(),
+            compression: Compression::Lz4,
+            performance: Performance::default(),
+            encryption: Some(Encryption::Sodium {
+                key: "00".repeat(32),
+                key_transform: KeyTransform::Hex,
+            }),
+        };
+        assert!(d.codec().unwrap().key.is_some());
+        assert!(d.store().unwrap().describe().ends_with("/ns/c/shard0"));
+        let back: Destination = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
+        d.encryption = Some(Encryption::Sodium {
+            key: "short".into(),
+            key_transform: KeyTransform::None,
+        });
+        let err = d.codec().unwrap_err();
+        assert!(matches!(err, StorageError::Config(_)), "{err}");
+    }
+}

@@ -7,3 +7,7 @@ pub mod destination;
 pub mod fingerprint;
 pub mod restore_check;
 pub mod sharded_backup;
+pub mod framework;
+pub mod registry;
+
+pub use registry::controllers;

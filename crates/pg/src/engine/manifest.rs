@@ -1,0 +1,256 @@
+//! The manifest of a base backup: what was stored, where, and how to check it.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use shardvault_storage::{Compression, StorageError};
+
+use super::{EngineError, Repo};
+use super::layout::{self, FORMAT_VERSION, Lsn};
+
+/// Everything known about one stored base backup (`basebackups/<name>/manifest.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// Layout and manifest format version ([`FORMAT_VERSION`]).
+    pub format: u32,
+    /// Backup name, also its directory under `basebackups/`.
+    pub name: String,
+    /// WAL location of the backup's checkpoint (`pg_backup_start`).
+    pub start_lsn: Lsn,
+    /// WAL location where the backup becomes consistent (`pg_backup_stop`).
+    pub end_lsn: Lsn,
+    /// Timeline the backup was taken on.
+    pub timeline: u32,
+    /// First WAL segment restore needs.
+    pub start_wal_file: String,
+    /// Last WAL segment needed to reach consistency.
+    pub end_wal_file: String,
+    /// Bytes per WAL segment of the cluster.
+    pub wal_segment_size: u64,
+    /// `pg_control_system().system_identifier`, as text (it does not fit JSON numbers).
+    pub system_identifier: String,
+    /// `server_version`, e.g. `15.8`.
+    pub postgres_version: String,
+    /// `server_version_num`, e.g. `150008`.
+    pub postgres_version_num: u32,
+    /// Whether the backup was taken from a standby.
+    pub from_replica: bool,
+    /// Columns of `pg_control_system()` and `pg_control_checkpoint()` after backup start.
+    pub control_data: serde_json::Map<String, serde_json::Value>,
+    /// Compression the parts were written with.
+    pub compression: Compression,
+    /// Sizes of the stored backup.
+    pub size: Sizes,
+    /// When the backup started.
+    pub start_time: jiff::Timestamp,
+    /// When the backup (including its WAL) was complete.
+    pub end_time: jiff::Timestamp,
+    /// Host the backup was taken on.
+    pub hostname: String,
+    /// Data directory the backup was taken from.
+    pub pgdata: PathBuf,
+    /// Number of parts (`parts/000000` ..).
+    pub parts: u32,
+    /// Whether `tablespace_map` was stored beside `backup_label`.
+    pub has_tablespace_map: bool,
+    /// Tablespaces, stored under `pg_tblspc/<oid>/`.
+    pub tablespaces: Vec<Tablespace>,
+    /// Every directory, parents first.
+    pub directories: Vec<DirEntry>,
+    /// Every stored file.
+    pub files: Vec<FileEntry>,
+}
+
+/// Compressed (stored) and uncompressed (file data) bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sizes {
+    /// Bytes of all stored objects of the backup.
+    pub compressed: u64,
+    /// Bytes of file data.
+    pub uncompressed: u64,
+}
+
+/// A tablespace: its OID (name under `pg_tblspc`) and where it lived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tablespace {
+    /// OID, the link name in `pg_tblspc`.
+    pub oid: String,
+    /// Directory the link pointed to on the source.
+    pub location: PathBuf,
+}
+
+/// A directory of the data directory (relative path) and its mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DirEntry {
+    /// Path relative to the data directory.
+    pub path: String,
+    /// Permission bits.
+    pub mode: u32,
+}
+
+/// A stored file and where its bytes are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileEntry {
+    /// Path relative to the data directory (tablespaces under `pg_tblspc/<oid>/`).
+    pub path: String,
+    /// Bytes stored.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// CRC-32C of the stored bytes.
+    pub crc32c: u32,
+    /// The file's bytes in order.
+    pub chunks: Vec<Chunk>,
+}
+
+/// A run of a file's bytes inside one part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Chunk {
+    /// Part number.
+    pub part: u32,
+    /// Offset of the data in the decoded part.
+    pub at: u64,
+    /// Offset in the file.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// CRC-32C of these bytes.
+    pub crc32c: u32,
+}
+
+/// The facts about a backup a user or a controller shows (the manifest without file lists).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSummary {
+    /// Backup name.
+    pub name: String,
+    /// WAL location of the backup's checkpoint.
+    pub start_lsn: Lsn,
+    /// WAL location where the backup is consistent.
+    pub end_lsn: Lsn,
+    /// Timeline it was taken on.
+    pub timeline: u32,
+    /// First WAL segment restore needs.
+    pub start_wal_file: String,
+    /// Last WAL segment needed for consistency.
+    pub end_wal_file: String,
+    /// The cluster's system identifier.
+    pub system_identifier: String,
+    /// `server_version` of the source.
+    pub postgres_version: String,
+    /// Whether it was taken from a standby.
+    pub from_replica: bool,
+    /// Compression of its parts.
+    pub compression: Compression,
+    /// Stored and file-data bytes.
+    pub size: Sizes,
+    /// When it started.
+    pub start_time: jiff::Timestamp,
+    /// When it was complete.
+    pub end_time: jiff::Timestamp,
+    /// Host it was taken on.
+    pub hostname: String,
+    /// Data directory it was taken from.
+    pub pgdata: PathBuf,
+    /// Number of files.
+    pub files: usize,
+    /// Number of parts.
+    pub parts: u32,
+}
+
+impl Manifest {
+    /// Total bytes of file data, as restore writes them.
+    pub fn data_bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// The manifest without its file lists.
+    pub fn summary(&self) -> BackupSummary {
+        BackupSummary {
+            name: self.name.clone(),
+            start_lsn: self.start_lsn,
+            end_lsn: self.end_lsn,
+            timeline: self.timeline,
+            start_wal_file: self.start_wal_file.clone(),
+            end_wal_file: self.end_wal_file.clone(),
+            system_identifier: self.system_identifier.clone(),
+            postgres_version: self.postgres_version.clone(),
+            from_replica: self.from_replica,
+            compression: self.compression,
+            size: self.size,
+            start_time: self.start_time,
+            end_time: self.end_time,
+            hostname: self.hostname.clone(),
+            pgdata: self.pgdata.clone(),
+            files: self.files.len(),
+            parts: self.parts,
+        }
+    }
+}
+
+/// Reads the manifest of backup `name`.
+pub async fn load_manifest(repo: &Repo, name: &str) -> Result<Manifest, EngineError> {
+    let key = layout::manifest_key(name);
+    let bytes = match repo.get(&key).await {
+        Ok(b) => b,
+        Err(EngineError::Storage(StorageError::NotFound { .. })) => {
+            return Err(EngineError::BackupNotFound {
+                name: name.to_string(),
+                location: repo.store.describe(),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    parse(&key, &bytes)
+}
+
+fn parse(key: &str, bytes: &[u8]) -> Result<Manifest, EngineError> {
+    let bad = |reason: String| EngineError::BadManifest {
+        key: key.to_string(),
+        reason,
+    };
+    let head: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+    match head.get("format").and_then(|f| f.as_u64()) {
+        Some(f) if f == u64::from(FORMAT_VERSION) => {}
+        other => {
+            return Err(bad(format!(
+                "format {other:?} is not supported (this shardvault reads format {FORMAT_VERSION}): use the shardvault version that wrote it"
+            )));
+        }
+    }
+    serde_json::from_value(head).map_err(|e| bad(e.to_string()))
+}
+
+/// The manifests of every complete backup in `store`, oldest first.
+pub async fn list_backups(repo: &Repo) -> Result<Vec<Manifest>, EngineError> {
+    let keys = repo.store.list(layout::BACKUPS_DIR).await?;
+    let mut out = Vec::new();
+    for key in keys {
+        let Some(name) = key
+            .strip_prefix(&format!("{}/", layout::BACKUPS_DIR))
+            .and_then(|k| k.strip_suffix("/manifest.json"))
+        else {
+            continue;
+        };
+        if name.contains('/') {
+            continue;
+        }
+        out.push(parse(&key, &repo.get(&key).await?)?);
+    }
+    out.sort_by_key(|m| m.start_time);
+    Ok(out)
+}
+
+/// Writes the manifest (the step that makes the backup exist).
+pub(crate) async fn store_manifest(repo: &Repo, manifest: &Manifest) -> Result<(), EngineError> {
+    let json = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
+    repo.put(&layout::manifest_key(&manifest.name), json).await?;
+    Ok(())
+}

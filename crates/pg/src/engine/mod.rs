@@ -1,0 +1,144 @@
+//! The node engine: physical base backups, WAL archiving, restore and verification of one
+//! PostgreSQL cluster, against any [`shardvault_storage::Destination`].
+//!
+//! The storage layout is described in `README.md` beside this file.
+
+pub mod backup;
+pub mod layout;
+pub mod manifest;
+mod datadir;
+mod part;
+pub mod restore;
+pub mod verify;
+pub mod wal;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use shardvault_storage::{Codec, Destination, StorageError, Store};
+
+pub use backup::{BackupOptions, backup};
+pub use manifest::{BackupSummary, Manifest, list_backups, load_manifest};
+pub use restore::{RecoveryTarget, RestoreOptions, restore};
+pub use verify::{VerifyReport, verify};
+
+/// A destination opened for node work: its store and its codec.
+#[derive(Clone)]
+pub struct Repo {
+    /// The destination's objects, under its prefix.
+    pub store: Store,
+    /// How objects are encoded (decoding reads each object's own header).
+    pub codec: Codec,
+}
+
+impl Repo {
+    /// Opens `dest`'s store and codec.
+    pub fn open(dest: &Destination) -> Result<Repo, EngineError> {
+        Ok(Repo {
+            store: dest.store()?,
+            codec: dest.codec()?,
+        })
+    }
+
+    /// Reads and decodes object `key` (its checksum checked).
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>, EngineError> {
+        let object = self.store.get(key).await?;
+        let codec = self.codec.clone();
+        let key = key.to_string();
+        Ok(blocking(move || codec.decode(&key, &object)).await?)
+    }
+
+    /// Encodes `data` and writes it as object `key`; returns the stored size.
+    pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<u64, EngineError> {
+        let codec = self.codec.clone();
+        let object = blocking(move || codec.encode(&data)).await;
+        let len = object.len() as u64;
+        self.store.put(key, object).await?;
+        Ok(len)
+    }
+}
+
+/// Reports progress of a long operation: bytes done and bytes in total.
+pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// What can go wrong in node work.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Object storage failed or a stored object is corrupt.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A SQL statement against the server failed.
+    #[error("PostgreSQL {what}: {source}; check that the server is running and the node config's host/port/user are right")]
+    Postgres {
+        what: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A local file or directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The WAL a backup needs did not reach the archive in time.
+    #[error("WAL segment {segment} was not archived within {secs} s: check archive_command / pg_stat_archiver")]
+    NotArchived { segment: String, secs: u64 },
+    /// A backup with this name already has a manifest.
+    #[error("backup {name} already exists in {location}: choose another --name")]
+    BackupExists { name: String, location: String },
+    /// No manifest for the named backup.
+    #[error("backup {name} not found in {location} (no manifest): list backups with `shardvault backups ls`")]
+    BackupNotFound { name: String, location: String },
+    /// A manifest cannot be parsed or has an unsupported format.
+    #[error("manifest {key}: {reason}")]
+    BadManifest { key: String, reason: String },
+    /// Stored data does not match the checksum the manifest recorded.
+    #[error("object {object} is corrupt: {reason}; the stored backup cannot be trusted, take a new backup")]
+    Corrupt { object: String, reason: String },
+    /// The restore target directory already holds something.
+    #[error("{path} is not empty: restore only into an empty or missing directory")]
+    NotEmpty { path: PathBuf },
+    /// The same WAL file name is already archived with different content.
+    #[error("WAL file {name} is already archived in {location} with different content: two clusters may be archiving to the same path; fix the backup path before archiving continues")]
+    WalConflict { name: String, location: String },
+    /// The requested WAL file is not in the archive.
+    #[error("WAL file {name} not found in {location}")]
+    WalNotFound { name: String, location: String },
+    /// A WAL segment between a backup's start and end is missing from the archive.
+    #[error("WAL segment {segment} needed by backup {backup} is missing from {location}")]
+    WalMissing {
+        segment: String,
+        backup: String,
+        location: String,
+    },
+    /// The node config or options cannot be used.
+    #[error("{0}")]
+    Config(String),
+    /// Something PostgreSQL returned could not be understood.
+    #[error("unexpected answer from PostgreSQL: {0}")]
+    Protocol(String),
+}
+
+impl EngineError {
+    /// An [`EngineError::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> EngineError {
+        let path = path.into();
+        move |source| EngineError::Io { path, source }
+    }
+
+    /// An [`EngineError::Postgres`] for the statement described by `what`.
+    pub(crate) fn pg(what: &str) -> impl FnOnce(tokio_postgres::Error) -> EngineError + '_ {
+        move |source| EngineError::Postgres {
+            what: what.to_string(),
+            source,
+        }
+    }
+}
+
+/// Runs blocking work (file I/O, compression) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}

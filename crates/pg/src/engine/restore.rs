@@ -1,0 +1,369 @@
+//! Restore of a stored base backup into an empty directory, set up to recover from the WAL
+//! archive to a target and promote.
+
+use std::io::Write;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::{StreamExt, TryStreamExt};
+use shardvault_storage::Destination;
+
+use super::datadir::CONTROL_FILE;
+use super::manifest::{Chunk, FileEntry, Manifest, load_manifest};
+use super::{EngineError, Progress, Repo, blocking, layout};
+use crate::user;
+
+/// Where recovery stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    /// As soon as the backup is consistent (`recovery_target = 'immediate'`).
+    Immediate,
+    /// At a restore point made with `pg_create_restore_point`.
+    Name(String),
+    /// At a commit time; `inclusive` also replays commits exactly at `time`.
+    Time {
+        time: jiff::Timestamp,
+        inclusive: bool,
+    },
+    /// At the end of the archived WAL.
+    Latest,
+}
+
+/// How to restore a backup.
+#[derive(Clone)]
+pub struct RestoreOptions {
+    /// Name of the backup to restore.
+    pub backup: String,
+    /// Data directory to create (missing or empty).
+    pub pgdata: PathBuf,
+    /// Where recovery stops.
+    pub target: RecoveryTarget,
+    /// Parts downloaded, decoded and written at once.
+    pub concurrency: usize,
+    /// `restore_command` for recovery (see [`super::wal::restore_command`]).
+    pub restore_command: String,
+    /// Directory under which tablespaces are recreated as `<dir>/<oid>`; their original
+    /// locations when None.
+    pub tablespace_dir: Option<PathBuf>,
+    /// Called as file data is written: bytes done, bytes in total.
+    pub progress: Option<Progress>,
+}
+
+/// A value quoted for postgresql.conf.
+fn conf_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// The recovery settings appended to `postgresql.auto.conf`.
+fn recovery_settings(backup: &str, restore_command: &str, target: &RecoveryTarget) -> String {
+    let mut s = format!(
+        "\n# Added by shardvault restore of backup {backup}\nrestore_command = {}\nrecovery_target_timeline = 'latest'\n",
+        conf_quote(restore_command)
+    );
+    match target {
+        RecoveryTarget::Immediate => s.push_str("recovery_target = 'immediate'\n"),
+        RecoveryTarget::Name(n) => s.push_str(&format!("recovery_target_name = {}\n", conf_quote(n))),
+        RecoveryTarget::Time { time, inclusive } => {
+            let t = time.strftime("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
+            s.push_str(&format!(
+                "recovery_target_time = {}\nrecovery_target_inclusive = {}\n",
+                conf_quote(&t),
+                if *inclusive { "on" } else { "off" }
+            ));
+        }
+        RecoveryTarget::Latest => {}
+    }
+    s.push_str("recovery_target_action = 'promote'\n");
+    s
+}
+
+/// Fails unless `dir` is missing or an empty directory.
+fn check_empty(dir: &Path) -> Result<(), EngineError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => match entries.next() {
+            None => Ok(()),
+            Some(_) => Err(EngineError::NotEmpty { path: dir.into() }),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(EngineError::io(dir)(e)),
+    }
+}
+
+/// Checks that each file's chunks cover it in order and add up to its checksum.
+fn check_manifest(m: &Manifest) -> Result<(), EngineError> {
+    for f in &m.files {
+        let mut at = 0;
+        let mut crc = 0;
+        for c in &f.chunks {
+            if c.offset != at || c.part >= m.parts {
+                break;
+            }
+            crc = if at == 0 {
+                c.crc32c
+            } else {
+                crc32c::crc32c_combine(crc, c.crc32c, c.len as usize)
+            };
+            at += c.len;
+        }
+        if at != f.size || crc != f.crc32c || f.path.contains("..") || f.path.starts_with('/') {
+            return Err(EngineError::BadManifest {
+                key: layout::manifest_key(&m.name),
+                reason: format!("entry of file {} is inconsistent", f.path),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Restores backup `opts.backup` from `source` into `opts.pgdata`, ready to start and
+/// recover to `opts.target`. Changes nothing if the directory is not empty.
+pub async fn restore(source: &Destination, opts: &RestoreOptions) -> Result<Manifest, EngineError> {
+    check_empty(&opts.pgdata)?;
+    let repo = Repo::open(source)?;
+    let manifest = load_manifest(&repo, &opts.backup).await?;
+    check_manifest(&manifest)?;
+    let tablespaces: Vec<(String, PathBuf)> = manifest
+        .tablespaces
+        .iter()
+        .map(|t| {
+            let at = match &opts.tablespace_dir {
+                Some(d) => d.join(&t.oid),
+                None => t.location.clone(),
+            };
+            (t.oid.clone(), at)
+        })
+        .collect();
+    for (_, at) in &tablespaces {
+        check_empty(at)?;
+    }
+    let label = repo
+        .get(&layout::backup_file_key(&manifest.name, "backup_label"))
+        .await?;
+
+    let pgdata = opts.pgdata.clone();
+    let m = manifest.clone();
+    let spaces = tablespaces.clone();
+    blocking(move || create_tree(&pgdata, &m, &spaces)).await?;
+
+    let total = manifest.data_bytes();
+    let done = Arc::new(AtomicU64::new(0));
+    if let Some(p) = &opts.progress {
+        p(0, total);
+    }
+    let files: Arc<Vec<FileEntry>> = Arc::new(manifest.files.clone());
+    let mut by_part: Vec<Vec<(usize, Chunk)>> = vec![Vec::new(); manifest.parts as usize];
+    for (i, f) in files.iter().enumerate() {
+        for c in &f.chunks {
+            by_part[c.part as usize].push((i, *c));
+        }
+    }
+    let control: Vec<Vec<u8>> = futures::stream::iter(by_part.into_iter().enumerate())
+        .map(|(index, chunks)| {
+            let repo = repo.clone();
+            let files = files.clone();
+            let pgdata = opts.pgdata.clone();
+            let key = layout::part_key(&manifest.name, index as u32);
+            let done = done.clone();
+            let progress = opts.progress.clone();
+            async move {
+                if chunks.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let payload = repo.get(&key).await?;
+                let (control, bytes) =
+                    blocking(move || write_part(&pgdata, &key, &payload, &files, &chunks)).await?;
+                let now = done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+                if let Some(p) = &progress {
+                    p(now, total);
+                }
+                Ok::<_, EngineError>(control)
+            }
+        })
+        .buffer_unordered(opts.concurrency.max(1))
+        .try_collect()
+        .await?;
+    let control: Vec<u8> = control.into_iter().flatten().collect();
+    let control_entry = manifest.files.iter().find(|f| f.path == CONTROL_FILE);
+    if control_entry.is_none_or(|f| f.size != control.len() as u64) {
+        return Err(EngineError::BadManifest {
+            key: layout::manifest_key(&manifest.name),
+            reason: format!("no complete {CONTROL_FILE}"),
+        });
+    }
+    let spcmap = if manifest.has_tablespace_map {
+        Some(tablespace_map(&tablespaces))
+    } else {
+        None
+    };
+    let settings = recovery_settings(&manifest.name, &opts.restore_command, &opts.target);
+    let pgdata = opts.pgdata.clone();
+    blocking(move || finish(&pgdata, &label, spcmap.as_deref(), &settings, &control)).await?;
+    tracing::info!(backup = %manifest.name, pgdata = %opts.pgdata.display(), "restore complete");
+    Ok(manifest)
+}
+
+/// `tablespace_map` content for tablespaces at their restored locations.
+fn tablespace_map(spaces: &[(String, PathBuf)]) -> String {
+    spaces
+        .iter()
+        .map(|(oid, at)| format!("{oid} {}\n", at.display()))
+        .collect()
+}
+
+/// Creates the data directory (0700), every directory of the backup and the tablespaces
+/// with their links.
+fn create_tree(pgdata: &Path, m: &Manifest, spaces: &[(String, PathBuf)]) -> Result<(), EngineError> {
+    user::create_dir_all_for_server(pgdata).map_err(EngineError::io(pgdata))?;
+    set_mode(pgdata, 0o700)?;
+    for d in &m.directories {
+        let path = pgdata.join(&d.path);
+        if let Some((_, at)) = d
+            .path
+            .strip_prefix("pg_tblspc/")
+            .and_then(|oid| spaces.iter().find(|(o, _)| o == oid))
+        {
+            user::create_dir_all_for_server(at).map_err(EngineError::io(at))?;
+            set_mode(at, 0o700)?;
+            std::os::unix::fs::symlink(at, &path).map_err(EngineError::io(&path))?;
+            continue;
+        }
+        std::fs::create_dir(&path).map_err(EngineError::io(&path))?;
+        set_mode(&path, d.mode)?;
+    }
+    for f in &m.files {
+        if f.chunks.is_empty() {
+            open_for_write(&pgdata.join(&f.path), f.mode)?;
+        }
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), EngineError> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(EngineError::io(path))
+}
+
+fn open_for_write(path: &Path, mode: u32) -> Result<std::fs::File, EngineError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .open(path)
+        .map_err(EngineError::io(path))
+}
+
+/// Writes the chunks of one decoded part, each checked against its checksum; returns the
+/// control file's bytes (written last, by [`finish`]) and the bytes written.
+fn write_part(
+    pgdata: &Path,
+    key: &str,
+    payload: &[u8],
+    files: &[FileEntry],
+    chunks: &[(usize, Chunk)],
+) -> Result<(Vec<u8>, u64), EngineError> {
+    let mut control = Vec::new();
+    let mut bytes = 0;
+    for (i, c) in chunks {
+        let f = &files[*i];
+        let corrupt = |reason: String| EngineError::Corrupt {
+            object: key.to_string(),
+            reason: format!("file {} bytes {}..{}: {reason}", f.path, c.offset, c.offset + c.len),
+        };
+        let data = payload
+            .get(c.at as usize..(c.at + c.len) as usize)
+            .ok_or_else(|| corrupt("part is shorter than the manifest says".into()))?;
+        let crc = crc32c::crc32c(data);
+        if crc != c.crc32c {
+            return Err(corrupt(format!("checksum {crc:08x} instead of {:08x}", c.crc32c)));
+        }
+        if f.path == CONTROL_FILE {
+            control.extend_from_slice(data);
+            continue;
+        }
+        let path = pgdata.join(&f.path);
+        let file = open_for_write(&path, f.mode)?;
+        file.write_all_at(data, c.offset).map_err(EngineError::io(&path))?;
+        bytes += c.len;
+    }
+    Ok((control, bytes))
+}
+
+/// Writes backup_label, tablespace_map, recovery settings and `recovery.signal`, syncs
+/// everything, gives the tree to the server user, and only then puts `pg_control` in place.
+fn finish(
+    pgdata: &Path,
+    label: &[u8],
+    spcmap: Option<&str>,
+    settings: &str,
+    control: &[u8],
+) -> Result<(), EngineError> {
+    let write = |name: &str, data: &[u8]| {
+        let path = pgdata.join(name);
+        std::fs::write(&path, data).map_err(EngineError::io(&path))?;
+        set_mode(&path, 0o600)
+    };
+    write("backup_label", label)?;
+    if let Some(map) = spcmap {
+        write("tablespace_map", map.as_bytes())?;
+    }
+    write("recovery.signal", b"")?;
+    let auto = pgdata.join("postgresql.auto.conf");
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&auto)
+        .map_err(EngineError::io(&auto))?;
+    conf.write_all(settings.as_bytes())
+        .map_err(EngineError::io(&auto))?;
+    user::chown_tree_to_server_user(pgdata).map_err(EngineError::io(pgdata))?;
+    let links = pgdata.join("pg_tblspc");
+    for link in std::fs::read_dir(&links).map_err(EngineError::io(&links))? {
+        let link = link.map_err(EngineError::io(&links))?.path();
+        let at = std::fs::read_link(&link).map_err(EngineError::io(&link))?;
+        user::chown_tree_to_server_user(&at).map_err(EngineError::io(&at))?;
+    }
+    sync_filesystem(pgdata)?;
+    let target = pgdata.join(CONTROL_FILE);
+    let tmp = target.with_extension("shardvault-tmp");
+    let mut f = open_for_write(&tmp, 0o600)?;
+    f.write_all(control).map_err(EngineError::io(&tmp))?;
+    f.sync_all().map_err(EngineError::io(&tmp))?;
+    user::chown_to_server_user(&tmp).map_err(EngineError::io(&tmp))?;
+    std::fs::rename(&tmp, &target).map_err(EngineError::io(&target))?;
+    sync_filesystem(pgdata)
+}
+
+/// Flushes the filesystem holding `dir` (and through it every file written there).
+fn sync_filesystem(dir: &Path) -> Result<(), EngineError> {
+    let d = std::fs::File::open(dir).map_err(EngineError::io(dir))?;
+    nix::unistd::syncfs(&d)
+        .map_err(|e| EngineError::io(dir)(std::io::Error::from_raw_os_error(e as i32)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_settings_quote_and_target() {
+        let s = recovery_settings(
+            "b1",
+            "/bin/sv wal-fetch %f %p --config '/x/it''s.json'",
+            &RecoveryTarget::Time {
+                time: "2026-01-02T03:04:05.5Z".parse().unwrap(),
+                inclusive: false,
+            },
+        );
+        assert!(s.contains("restore_command = '/bin/sv wal-fetch %f %p --config ''/x/it''''s.json'''"), "{s}");
+        assert!(s.contains("recovery_target_time = '2026-01-02 03:04:05.500000+00'"), "{s}");
+        assert!(s.contains("recovery_target_inclusive = off"), "{s}");
+        assert!(s.contains("recovery_target_action = 'promote'"), "{s}");
+        let s = recovery_settings("b1", "x", &RecoveryTarget::Name("rp'1".into()));
+        assert!(s.contains("recovery_target_name = 'rp''1'"), "{s}");
+        assert!(!recovery_settings("b1", "x", &RecoveryTarget::Latest).contains("recovery_target ="));
+    }
+}

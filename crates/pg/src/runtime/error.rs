@@ -62,6 +62,9 @@ pub enum RuntimeError {
         #[source]
         source: serde_json::Error,
     },
+    /// The cluster plan cannot be carried out as given.
+    #[error("{0}")]
+    Plan(String),
     /// Not enough free ports on this host.
     #[error("no free port for {instance}: {source}")]
     NoPort {

@@ -228,6 +228,35 @@ impl Instance {
         postgres_alive(pid).then_some(pid)
     }
 
+    /// Removes `postmaster.pid` and the socket lock file when the pid they name is no live
+    /// server: a postmaster killed with -9 can linger as a zombie until it is reaped, and
+    /// PostgreSQL would take it for a running server.
+    fn remove_stale_lock_files(&self) -> Result<(), RuntimeError> {
+        let socket_lock = self.socket_dir.join(format!(".s.PGSQL.{}.lock", self.port));
+        for lock in [self.pgdata().join("postmaster.pid"), socket_lock] {
+            let Ok(text) = std::fs::read_to_string(&lock) else {
+                continue;
+            };
+            let pid = text
+                .lines()
+                .next()
+                .and_then(|l| l.trim().parse::<i32>().ok());
+            if !pid.is_some_and(postgres_alive) {
+                tracing::info!(instance = %self.name, "removing stale lock file {}", lock.display());
+                match std::fs::remove_file(&lock) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(RuntimeError::Io {
+                            path: lock,
+                            source: e,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Starts the server with `pg_ctl` as the server user and waits until it accepts connections.
     pub async fn start(&self) -> Result<(), RuntimeError> {
         // A server killed with -9 leaves children that hold its shared memory for a moment.
@@ -248,6 +277,7 @@ impl Instance {
     /// Runs `pg_ctl start` without waiting (settings are written first).
     pub async fn launch(&self) -> Result<(), RuntimeError> {
         self.write_settings()?;
+        self.remove_stale_lock_files()?;
         let mut cmd = user::command(self.pg_bin.join("pg_ctl"));
         cmd.args(["start", "-W", "-s", "-D"])
             .arg(self.pgdata())

@@ -1,9 +1,15 @@
 //! The local cluster runtime: real PostgreSQL servers on this host, run as the server user.
 //! See `README.md` beside this file for the layout on disk and the ddp SQL API.
 
+pub mod cluster;
 pub mod error;
 pub mod instance;
 pub mod pgbin;
+pub mod wiring;
 
+pub use cluster::{
+    Bootstrap, ClusterObserved, ClusterPlan, MemberPlan, RecoveryTarget, Sharding, destroy,
+    reconcile,
+};
 pub use error::RuntimeError;
 pub use pgbin::find_pg_bin;

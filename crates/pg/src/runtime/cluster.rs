@@ -1,0 +1,738 @@
+//! A sharded cluster on this host: a plain plan and an idempotent reconcile that creates,
+//! starts, adopts and wires its servers, and a destroy that removes them.
+//!
+//! Layout under the plan's `dir`: `ports.json` (ports, allocated once), `sock/` (every
+//! server's unix socket), `<member>/node.json` (the member's node config, 0600) and
+//! `<member>/<member>-<i>/` (instance `i`: `data/`, `postgres.log`), `observed.json` (what the
+//! last reconcile saw).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+use shardvault_storage::Destination;
+use tokio::io::AsyncBufReadExt;
+
+use super::error::RuntimeError;
+use super::instance::{self, Instance, SUPERUSER};
+use super::{pgbin, wiring};
+use crate::config::NodeConfig;
+use crate::user;
+
+/// How a sharded cluster distributes its tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sharding {
+    /// Plain PostgreSQL: postgres_fdw foreign servers and hash-partitioned tables.
+    Ddp,
+    /// The citus extension.
+    Citus,
+}
+
+/// What a sharded cluster should look like on this host.
+#[derive(Debug, Clone)]
+pub struct ClusterPlan {
+    /// Cluster name.
+    pub name: String,
+    /// The cluster's directory, `<state>/clusters/<ns>/<name>`.
+    pub dir: PathBuf,
+    /// Directory of the PostgreSQL binaries (see [`find_pg_bin`](super::find_pg_bin)).
+    pub pg_bin: PathBuf,
+    /// The `shardvault` binary `archive_command` and restores run.
+    pub shardvault_bin: PathBuf,
+    /// The database created on every member.
+    pub database: String,
+    /// How tables are distributed.
+    pub sharding: Sharding,
+    /// Member clusters, coordinator first.
+    pub members: Vec<MemberPlan>,
+    /// Extra server settings for every instance (later ones win).
+    pub extra_settings: Vec<(String, String)>,
+}
+
+/// One member cluster: a primary and its streaming replicas.
+#[derive(Debug, Clone)]
+pub struct MemberPlan {
+    /// Member name, `<name>-coord` or `<name>-shard<i>`.
+    pub name: String,
+    /// Number of servers: one primary, the rest replicas.
+    pub instances: u32,
+    /// Where WAL is archived and backups go (written into the member's node config).
+    pub destinations: Vec<Destination>,
+    /// How the primary's data directory is first created.
+    pub bootstrap: Bootstrap,
+}
+
+/// How a member's primary is first created.
+#[derive(Debug, Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per member in a plan; boxing would only make plans clumsier to build"
+)]
+pub enum Bootstrap {
+    /// An empty cluster made by initdb.
+    Initdb,
+    /// Restored from a backup with `shardvault node restore`, then promoted.
+    Restore {
+        /// Where the backup and its WAL are.
+        source: Destination,
+        /// The backup's name in that storage.
+        backup: String,
+        /// Where recovery stops.
+        target: RecoveryTarget,
+        /// Parallel downloads.
+        concurrency: usize,
+    },
+}
+
+/// Where recovery of a restored member stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryTarget {
+    /// As soon as the backup is consistent.
+    Immediate,
+    /// At a named restore point.
+    Name(String),
+    /// At a time (RFC 3339), including or excluding transactions committed exactly then.
+    Time {
+        /// RFC 3339 timestamp.
+        time: String,
+        /// Whether transactions committed at `time` are kept.
+        inclusive: bool,
+    },
+    /// At the end of the archived WAL.
+    Latest,
+}
+
+impl RecoveryTarget {
+    /// The `shardvault node restore` flags for this target.
+    pub fn flags(&self) -> Vec<String> {
+        match self {
+            RecoveryTarget::Immediate => vec!["--target-immediate".into()],
+            RecoveryTarget::Name(name) => vec!["--target-name".into(), name.clone()],
+            RecoveryTarget::Time { time, inclusive } => {
+                let mut flags = vec!["--target-time".into(), time.clone()];
+                if !inclusive {
+                    flags.push("--target-exclusive".into());
+                }
+                flags
+            }
+            RecoveryTarget::Latest => vec!["--target-latest".into()],
+        }
+    }
+}
+
+/// The role of an instance in its member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Takes writes.
+    Primary,
+    /// Streams from the primary.
+    Replica,
+}
+
+/// What an instance is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InstanceState {
+    /// Running (and, for a replica, streaming).
+    Running,
+    /// Running but not yet streaming, or waiting for its primary.
+    Pending,
+    /// Could not be created or started; see the reason.
+    Failed,
+}
+
+/// One instance as the last reconcile saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceObserved {
+    /// Instance name, `<member>-<i>`.
+    pub name: String,
+    /// Primary or replica.
+    pub role: Role,
+    /// The port (unix socket in the cluster's socket dir).
+    pub port: u16,
+    /// Running, pending or failed.
+    pub state: InstanceState,
+    /// Why it is not running, if so.
+    pub reason: Option<String>,
+    /// The data directory.
+    pub pgdata: PathBuf,
+}
+
+/// One member as the last reconcile saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberObserved {
+    /// Member name.
+    pub name: String,
+    /// The member's node config file (for wal-push, backups and restores).
+    pub node_config: PathBuf,
+    /// Primary first.
+    pub instances: Vec<InstanceObserved>,
+}
+
+/// What reconcile found and did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterObserved {
+    /// Cluster name.
+    pub name: String,
+    /// Directory of the PostgreSQL binaries.
+    pub pg_bin: PathBuf,
+    /// Unix socket directory of every server.
+    pub socket_dir: PathBuf,
+    /// The database on every member.
+    pub database: String,
+    /// Coordinator first.
+    pub members: Vec<MemberObserved>,
+    /// Problem with the sharding wiring, if any.
+    pub wiring_error: Option<String>,
+    /// What this reconcile changed, one sentence each (empty when everything was in place).
+    pub actions: Vec<String>,
+}
+
+impl ClusterObserved {
+    /// True when every instance runs (replicas streaming) and the wiring is in place.
+    pub fn ready(&self) -> bool {
+        self.wiring_error.is_none()
+            && self
+                .members
+                .iter()
+                .flat_map(|m| &m.instances)
+                .all(|i| i.state == InstanceState::Running)
+    }
+
+    /// Reads `observed.json` that the last reconcile wrote in cluster directory `dir`.
+    pub fn load(dir: &Path) -> Result<ClusterObserved, RuntimeError> {
+        let path = dir.join(OBSERVED_FILE);
+        let text = std::fs::read(&path).map_err(RuntimeError::io(&path))?;
+        serde_json::from_slice(&text).map_err(|source| RuntimeError::State { path, source })
+    }
+
+    /// A libpq connection string for the primary of member `index` (0 = coordinator).
+    pub fn primary_conninfo(&self, index: usize) -> Option<String> {
+        let primary = self.members.get(index)?.instances.first()?;
+        Some(format!(
+            "host={} port={} user={SUPERUSER} dbname={}",
+            self.socket_dir.display(),
+            primary.port,
+            self.database
+        ))
+    }
+}
+
+const PORTS_FILE: &str = "ports.json";
+const OBSERVED_FILE: &str = "observed.json";
+
+/// Longest unix socket path the kernel takes (`sun_path` less the final NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// How long a new replica may take to start streaming before it is reported pending.
+const STREAMING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Creates what is missing (primary by initdb or restore, then replicas), starts what is
+/// stopped (adopting servers that run), creates `database` on every member and wires the
+/// sharding. Errors are for the plan as a whole; a member that fails is reported in the
+/// result with its reason.
+pub async fn reconcile(plan: &ClusterPlan) -> Result<ClusterObserved, RuntimeError> {
+    check_plan(plan)?;
+    let layout = Layout::prepare(plan)?;
+    let mut observed = ClusterObserved {
+        name: plan.name.clone(),
+        pg_bin: plan.pg_bin.clone(),
+        socket_dir: layout.socket_dir.clone(),
+        database: plan.database.clone(),
+        members: Vec::new(),
+        wiring_error: None,
+        actions: Vec::new(),
+    };
+
+    // Primaries first, all members at once.
+    let primaries = join_all(
+        plan.members
+            .iter()
+            .zip(&layout.members)
+            .map(|(member, instances)| ensure_primary(plan, member, &instances[0])),
+    )
+    .await;
+
+    // Then every replica of a primary that is up, all at once.
+    let mut replica_jobs = Vec::new();
+    for (m, result) in primaries.iter().enumerate() {
+        if result.is_ok() {
+            let instances = &layout.members[m];
+            for replica in &instances[1..] {
+                replica_jobs.push(ensure_replica(replica, &instances[0]));
+            }
+        }
+    }
+    let mut replicas = join_all(replica_jobs).await.into_iter();
+
+    for ((member, instances), primary) in plan.members.iter().zip(&layout.members).zip(&primaries) {
+        let mut seen = Vec::new();
+        match primary {
+            Ok(actions) => {
+                observed.actions.extend(actions.iter().cloned());
+                seen.push(observe(
+                    &instances[0],
+                    Role::Primary,
+                    Ok(InstanceState::Running),
+                ));
+                for replica in &instances[1..] {
+                    let (actions, state) = replicas.next().expect("one result per replica");
+                    observed.actions.extend(actions);
+                    seen.push(observe(replica, Role::Replica, state));
+                }
+            }
+            Err(err) => {
+                seen.push(observe(&instances[0], Role::Primary, Err(err.to_string())));
+                for replica in &instances[1..] {
+                    seen.push(observe(
+                        replica,
+                        Role::Replica,
+                        Err(format!("waiting for primary {}", instances[0].name)),
+                    ));
+                }
+            }
+        }
+        observed.members.push(MemberObserved {
+            name: member.name.clone(),
+            node_config: layout.node_config(&member.name),
+            instances: seen,
+        });
+    }
+
+    if primaries.iter().all(Result::is_ok) {
+        let coordinator = &layout.members[0][0];
+        let shards: Vec<&Instance> = layout.members[1..].iter().map(|m| &m[0]).collect();
+        let wired = match plan.sharding {
+            Sharding::Ddp => wiring::wire_ddp(coordinator, &shards, &plan.database).await,
+            Sharding::Citus => wiring::wire_citus(coordinator, &shards, &plan.database).await,
+        };
+        match wired {
+            Ok(actions) => observed.actions.extend(actions),
+            Err(err) => observed.wiring_error = Some(err.to_string()),
+        }
+    } else {
+        observed.wiring_error = Some("not every member primary is running".to_string());
+    }
+
+    let path = plan.dir.join(OBSERVED_FILE);
+    let text = serde_json::to_vec_pretty(&observed).expect("observed state serializes");
+    std::fs::write(&path, text).map_err(RuntimeError::io(&path))?;
+    for action in &observed.actions {
+        tracing::info!(cluster = %plan.name, "{action}");
+    }
+    Ok(observed)
+}
+
+/// Stops every server of the cluster in `plan_dir`, then removes its data, sockets and ports.
+pub async fn destroy(plan_dir: &Path) -> Result<(), RuntimeError> {
+    if !plan_dir.exists() {
+        return Ok(());
+    }
+    let mut pids = Vec::new();
+    for member in read_dirs(plan_dir)? {
+        for dir in read_dirs(&member)? {
+            let pidfile = dir.join("data/postmaster.pid");
+            let pid = std::fs::read_to_string(&pidfile)
+                .ok()
+                .and_then(|t| t.lines().next()?.trim().parse::<i32>().ok());
+            if let Some(pid) = pid.filter(|p| instance::postgres_alive(*p)) {
+                pids.push(pid);
+            }
+        }
+    }
+    join_all(
+        pids.into_iter()
+            .map(|pid| instance::stop_pid(pid, Duration::from_secs(30))),
+    )
+    .await;
+    std::fs::remove_dir_all(plan_dir).map_err(RuntimeError::io(plan_dir))
+}
+
+fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
+    let entries = std::fs::read_dir(dir).map_err(RuntimeError::io(dir))?;
+    Ok(entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !p.is_symlink())
+        .collect())
+}
+
+fn check_plan(plan: &ClusterPlan) -> Result<(), RuntimeError> {
+    if !plan.pg_bin.join("postgres").is_file() {
+        return Err(RuntimeError::VersionNotInstalled {
+            wanted: pgbin::major_of(&plan.pg_bin),
+            found: pgbin::installed_versions(),
+        });
+    }
+    if plan.sharding == Sharding::Citus {
+        pgbin::require_citus(&plan.pg_bin)?;
+    }
+    if plan.members.len() < 2 {
+        return Err(RuntimeError::Plan(format!(
+            "cluster {} has {} member(s); it needs a coordinator and at least one shard",
+            plan.name,
+            plan.members.len()
+        )));
+    }
+    if let Some(m) = plan.members.iter().find(|m| m.instances == 0) {
+        return Err(RuntimeError::Plan(format!(
+            "member {} has 0 instances; it needs at least 1",
+            m.name
+        )));
+    }
+    Ok(())
+}
+
+/// Every instance of the plan with its port, and the directories they live in.
+struct Layout {
+    dir: PathBuf,
+    socket_dir: PathBuf,
+    /// Per member, primary first.
+    members: Vec<Vec<Instance>>,
+}
+
+impl Layout {
+    /// Creates the cluster directories, allocates missing ports and writes node configs.
+    fn prepare(plan: &ClusterPlan) -> Result<Layout, RuntimeError> {
+        let socket_dir = plan.dir.join("sock");
+        let longest = socket_dir.join(".s.PGSQL.65535.lock");
+        if longest.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(RuntimeError::Plan(format!(
+                "the socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter state dir",
+                longest.display()
+            )));
+        }
+        for dir in [&plan.dir, &socket_dir] {
+            user::create_dir_all_for_server(dir).map_err(RuntimeError::io(dir))?;
+        }
+        let ports = allocate_ports(plan)?;
+        let mut layout = Layout {
+            dir: plan.dir.clone(),
+            socket_dir,
+            members: Vec::new(),
+        };
+        for member in &plan.members {
+            let member_dir = plan.dir.join(&member.name);
+            user::create_dir_all_for_server(&member_dir).map_err(RuntimeError::io(&member_dir))?;
+            let node_config = layout.node_config(&member.name);
+            let mut settings = instance::archive_settings(&plan.shardvault_bin, &node_config);
+            if plan.sharding == Sharding::Citus {
+                settings.push(("shared_preload_libraries".into(), "citus".into()));
+            }
+            settings.extend(plan.extra_settings.iter().cloned());
+            let instances: Vec<Instance> = instance_names(member)
+                .map(|name| Instance {
+                    port: ports[&name],
+                    dir: member_dir.join(&name),
+                    name,
+                    pg_bin: plan.pg_bin.clone(),
+                    socket_dir: layout.socket_dir.clone(),
+                    settings: settings.clone(),
+                })
+                .collect();
+            let primary = &instances[0];
+            NodeConfig {
+                member: member.name.clone(),
+                pg_bin: plan.pg_bin.clone(),
+                pgdata: primary.pgdata(),
+                host: layout.socket_dir.clone(),
+                port: primary.port,
+                user: SUPERUSER.to_string(),
+                destinations: member.destinations.clone(),
+                restore_source: match &member.bootstrap {
+                    Bootstrap::Initdb => None,
+                    Bootstrap::Restore { source, .. } => Some(source.clone()),
+                },
+            }
+            .save(&node_config)?;
+            layout.members.push(instances);
+        }
+        Ok(layout)
+    }
+
+    fn node_config(&self, member: &str) -> PathBuf {
+        self.dir.join(member).join("node.json")
+    }
+}
+
+fn instance_names(member: &MemberPlan) -> impl Iterator<Item = String> + '_ {
+    (0..member.instances).map(move |i| format!("{}-{i}", member.name))
+}
+
+/// Loads `ports.json`, gives a free port to every instance without one, and saves it.
+fn allocate_ports(plan: &ClusterPlan) -> Result<BTreeMap<String, u16>, RuntimeError> {
+    let path = plan.dir.join(PORTS_FILE);
+    let mut ports: BTreeMap<String, u16> = match std::fs::read(&path) {
+        Ok(text) => serde_json::from_slice(&text).map_err(|source| RuntimeError::State {
+            path: path.clone(),
+            source,
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(source) => return Err(RuntimeError::Io { path, source }),
+    };
+    let missing: Vec<String> = plan
+        .members
+        .iter()
+        .flat_map(instance_names)
+        .filter(|name| !ports.contains_key(name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(ports);
+    }
+    let taken: Vec<u16> = ports.values().copied().collect();
+    let free =
+        instance::free_ports(missing.len(), &taken).map_err(|source| RuntimeError::NoPort {
+            instance: missing[0].clone(),
+            source,
+        })?;
+    ports.extend(missing.into_iter().zip(free));
+    let text = serde_json::to_vec_pretty(&ports).expect("ports serialize");
+    std::fs::write(&path, text).map_err(RuntimeError::io(&path))?;
+    Ok(ports)
+}
+
+/// Makes the member's primary run (created, restored, started or adopted), promoted, with
+/// `database`; returns what it did.
+async fn ensure_primary(
+    plan: &ClusterPlan,
+    member: &MemberPlan,
+    primary: &Instance,
+) -> Result<Vec<String>, RuntimeError> {
+    let mut actions = Vec::new();
+    if primary.running_pid().is_none() {
+        if primary.is_bootstrapped() {
+            primary.start().await?;
+            actions.push(format!("restarted {} (it had stopped)", primary.name));
+        } else {
+            match &member.bootstrap {
+                Bootstrap::Initdb => {
+                    primary.initdb().await?;
+                    primary.start().await?;
+                    actions.push(format!("created {} (initdb)", primary.name));
+                }
+                Bootstrap::Restore {
+                    backup,
+                    target,
+                    concurrency,
+                    ..
+                } => {
+                    restore(plan, member, primary, backup, target, *concurrency).await?;
+                    // Recovery may take long: wait_promoted waits as long as the server lives.
+                    primary.launch().await?;
+                    actions.push(format!(
+                        "restored {} from backup {backup} ({})",
+                        primary.name,
+                        target.flags().join(" ")
+                    ));
+                }
+            }
+        }
+    }
+    primary.wait_promoted().await?;
+    if ensure_database(primary, &plan.database).await? {
+        actions.push(format!(
+            "created database {} on {}",
+            plan.database, member.name
+        ));
+    }
+    Ok(actions)
+}
+
+/// Runs `shardvault node restore` as the server user into the primary's data directory,
+/// logging its output as it goes.
+async fn restore(
+    plan: &ClusterPlan,
+    member: &MemberPlan,
+    primary: &Instance,
+    backup: &str,
+    target: &RecoveryTarget,
+    concurrency: usize,
+) -> Result<(), RuntimeError> {
+    primary.prepare_dirs()?;
+    let node_config = plan.dir.join(&member.name).join("node.json");
+    let mut cmd = user::command(&plan.shardvault_bin);
+    cmd.args(["node", "restore", "--config"])
+        .arg(&node_config)
+        .args(["--backup", backup, "--pgdata"])
+        .arg(primary.pgdata())
+        .args(target.flags())
+        .args(["--concurrency", &concurrency.max(1).to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let spawn_err = |source| RuntimeError::Spawn {
+        program: plan.shardvault_bin.clone(),
+        source,
+    };
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let (out, err) = tokio::join!(
+        log_lines(&primary.name, child.stdout.take()),
+        log_lines(&primary.name, child.stderr.take()),
+    );
+    let status = child.wait().await.map_err(spawn_err)?;
+    if !status.success() {
+        return Err(RuntimeError::Command {
+            what: format!(
+                "shardvault node restore of {} from backup {backup}",
+                primary.name
+            ),
+            status,
+            output: [out, err].concat().join("\n"),
+        });
+    }
+    primary.mark_bootstrapped()
+}
+
+/// Logs every line of a restore's output stream; returns the last 20.
+async fn log_lines<R: tokio::io::AsyncRead + Unpin>(
+    instance: &str,
+    stream: Option<R>,
+) -> Vec<String> {
+    let mut tail = Vec::new();
+    if let Some(stream) = stream {
+        let mut lines = tokio::io::BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::info!(instance, "restore: {line}");
+            tail.push(line);
+            if tail.len() > 20 {
+                tail.remove(0);
+            }
+        }
+    }
+    tail
+}
+
+/// Makes a replica run and stream from `primary`: created with pg_basebackup when missing,
+/// started when stopped, adopted when running. Returns its actions and state.
+async fn ensure_replica(
+    replica: &Instance,
+    primary: &Instance,
+) -> (Vec<String>, Result<InstanceState, String>) {
+    let mut actions = Vec::new();
+    let result = async {
+        if replica.running_pid().is_none() {
+            if replica.is_bootstrapped() {
+                replica.start().await?;
+                actions.push(format!("restarted {} (it had stopped)", replica.name));
+            } else {
+                replica.create_replica_of(primary).await?;
+                replica.start().await?;
+                actions.push(format!(
+                    "created replica {} of {}",
+                    replica.name, primary.name
+                ));
+            }
+        }
+        wait_streaming(replica).await
+    }
+    .await;
+    (actions, result.map_err(|e: RuntimeError| e.to_string()))
+}
+
+/// Running when the replica's WAL receiver streams within a short wait, else pending.
+async fn wait_streaming(replica: &Instance) -> Result<InstanceState, RuntimeError> {
+    let client = replica.connect("postgres").await?;
+    let started = Instant::now();
+    loop {
+        let streaming = client
+            .query_opt(
+                "SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+                &[],
+            )
+            .await
+            .map_err(|source| RuntimeError::Sql {
+                instance: replica.name.clone(),
+                what: "reading pg_stat_wal_receiver".to_string(),
+                source,
+            })?
+            .is_some();
+        if streaming {
+            return Ok(InstanceState::Running);
+        }
+        if started.elapsed() > STREAMING_TIMEOUT {
+            return Ok(InstanceState::Pending);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Creates `database` on the server unless it exists; true when it was created.
+async fn ensure_database(server: &Instance, database: &str) -> Result<bool, RuntimeError> {
+    let client = server.connect("postgres").await?;
+    let sql = |what: &str| {
+        let instance = server.name.clone();
+        let what = what.to_string();
+        move |source| RuntimeError::Sql {
+            instance,
+            what,
+            source,
+        }
+    };
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+        .await
+        .map_err(sql("reading pg_database"))?
+        .is_some();
+    if exists {
+        return Ok(false);
+    }
+    client
+        .batch_execute(&format!("CREATE DATABASE {}", wiring::ident(database)))
+        .await
+        .map_err(sql(&format!("creating database {database}")))?;
+    Ok(true)
+}
+
+fn observe(
+    instance: &Instance,
+    role: Role,
+    state: Result<InstanceState, String>,
+) -> InstanceObserved {
+    let (state, reason) = match state {
+        Ok(InstanceState::Pending) => (
+            InstanceState::Pending,
+            Some("started but not streaming yet".to_string()),
+        ),
+        Ok(state) => (state, None),
+        Err(reason) => (InstanceState::Failed, Some(reason)),
+    };
+    InstanceObserved {
+        name: instance.name.clone(),
+        role,
+        port: instance.port,
+        state,
+        reason,
+        pgdata: instance.pgdata(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_targets_become_restore_flags() {
+        assert_eq!(RecoveryTarget::Immediate.flags(), ["--target-immediate"]);
+        assert_eq!(
+            RecoveryTarget::Name("b1".into()).flags(),
+            ["--target-name", "b1"]
+        );
+        assert_eq!(RecoveryTarget::Latest.flags(), ["--target-latest"]);
+        let t = RecoveryTarget::Time {
+            time: "2026-01-01T00:00:00Z".into(),
+            inclusive: false,
+        };
+        assert_eq!(
+            t.flags(),
+            [
+                "--target-time",
+                "2026-01-01T00:00:00Z",
+                "--target-exclusive"
+            ]
+        );
+    }
+}

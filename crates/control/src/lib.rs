@@ -3,11 +3,12 @@
 pub mod archive;
 pub mod catalog;
 pub mod cut;
+pub mod demo;
 pub mod destination;
 pub mod fingerprint;
-pub mod restore_check;
-pub mod sharded_backup;
 pub mod framework;
 pub mod registry;
+pub mod restore_check;
+pub mod sharded_backup;
 
 pub use registry::controllers;

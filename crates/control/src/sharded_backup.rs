@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use shardvault_pg::config::NodeConfig;
-use shardvault_pg::engine::Manifest;
+use shardvault_pg::engine::manifest::BackupSummary;
 use tokio::io::AsyncReadExt;
 
 use crate::archive::{ArchiveError, seal};
@@ -50,7 +50,7 @@ pub struct ShardedBackupJob {
 #[derive(Debug, Clone)]
 pub struct ShardedBackupOutcome {
     /// Every member's backup manifest, in member order.
-    pub manifests: Vec<Manifest>,
+    pub manifests: Vec<BackupSummary>,
     /// The cluster-wide restore point.
     pub cut: Cut,
 }
@@ -78,7 +78,7 @@ pub trait Progress: Send + Sync {
     /// Member `index` started its base backup.
     fn member_started(&self, index: usize);
     /// Member `index` finished its base backup.
-    fn member_done(&self, index: usize, manifest: &Manifest);
+    fn member_done(&self, index: usize, manifest: &BackupSummary);
     /// A phase of the whole began (`restore point`, `archive`).
     fn phase(&self, phase: &str);
 }
@@ -88,7 +88,7 @@ pub async fn run(
     job: &ShardedBackupJob,
     progress: Arc<dyn Progress>,
 ) -> Result<ShardedBackupOutcome, ShardedBackupError> {
-    let mut results: Vec<(usize, Result<Manifest, ShardedBackupError>)> =
+    let mut results: Vec<(usize, Result<BackupSummary, ShardedBackupError>)> =
         futures::stream::iter(job.members.iter().enumerate())
             .map(|(i, m)| {
                 let progress = progress.clone();
@@ -145,7 +145,7 @@ pub async fn run(
 }
 
 /// Runs `shardvault node backup` for one member as the server user.
-async fn member_backup(bin: &PathBuf, m: &MemberJob) -> Result<Manifest, ShardedBackupError> {
+async fn member_backup(bin: &PathBuf, m: &MemberJob) -> Result<BackupSummary, ShardedBackupError> {
     let fail = |message: String| ShardedBackupError::Member {
         member: m.name.clone(),
         message,

@@ -1,11 +1,13 @@
 //! One module per command family.
 
 pub mod demo;
+pub mod node;
+pub mod wal;
 
 /// Plain log lines on stderr, filtered by `SHARDVAULT_LOG` (default `info`).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHARDVAULT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

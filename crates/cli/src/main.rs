@@ -17,6 +17,11 @@ enum Command {
     /// The whole journey in one command: cluster, backup, restores, verification.
     #[command(after_help = "Example:\n  shardvault demo\n  shardvault demo --keep --state-dir /tmp/sv-demo")]
     Demo(cmd::demo::Args),
+    /// Opens psql on the primary of a local sharded cluster's coordinator or shard.
+    #[command(
+        after_help = "Example:\n  shardvault psql my-cluster\n  shardvault psql my-cluster --shard 1 -- -c 'SELECT count(*) FROM accounts'"
+    )]
+    Psql(cmd::psql::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -24,6 +29,7 @@ fn main() -> std::process::ExitCode {
     cmd::init_logging();
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Psql(args) => cmd::psql::run(args),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,8 @@
 
 pub mod demo;
 pub mod node;
+pub mod psql;
+pub mod state_dir;
 pub mod wal;
 
 /// Plain log lines on stderr, filtered by `SHARDVAULT_LOG` (default `info`).

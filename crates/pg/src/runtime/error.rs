@@ -34,7 +34,7 @@ pub enum RuntimeError {
     VersionNotInstalled { wanted: String, found: Vec<String> },
     /// A `type: citus` cluster on a host without the citus extension.
     #[error(
-        "type: citus needs the citus extension, but {control} does not exist; install the Debian package postgresql-{major}-citus (or use type: ddp)"
+        "type: citus needs the citus extension, but {control} does not exist; install the citus extension for PostgreSQL {major} (package postgresql-{major}-citus, or Citus Data's postgresql-{major}-citus-<version>) and apply again, or use type: ddp"
     )]
     CitusMissing { control: PathBuf, major: String },
     /// A server did not come up (or went away) in time.

@@ -436,6 +436,30 @@ mod tests {
         assert!(store.get("empty").await.unwrap().is_empty());
     }
 
+    #[tokio::test]
+    async fn performance_limits_are_per_store_and_shared_by_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = fs_store(&dir, "p");
+        let perf = Performance {
+            upload_concurrency: 3,
+            download_concurrency: 0,
+            ..Performance::default()
+        };
+        let limited = base.with_performance(&perf);
+        let child = limited.child("c");
+        assert!(Arc::ptr_eq(&limited.limits, &child.limits));
+        assert!(!Arc::ptr_eq(&limited.limits, &base.limits));
+        assert_eq!(limited.limits.uploads.available_permits(), 3);
+        assert_eq!(limited.limits.downloads.available_permits(), 1);
+        let held = child.limits.uploads.acquire_many(3).await.unwrap();
+        let put = limited.put("k", vec![1]);
+        tokio::pin!(put);
+        let waited = tokio::time::timeout(Duration::from_millis(50), &mut put).await;
+        assert!(waited.is_err(), "a put ran past the upload limit");
+        drop(held);
+        put.await.unwrap();
+    }
+
     #[test]
     fn bad_s3_settings_are_config_errors() {
         let s3 = |endpoint: Option<&str>, ak: Option<&str>, sk: Option<&str>| StorageConfig::S3 {

@@ -1,9 +1,17 @@
 //! One module per command family.
 
+pub mod apply;
+pub mod client;
+pub mod daemon;
+pub mod delete;
 pub mod demo;
+pub mod describe;
+pub mod get;
 pub mod node;
 pub mod psql;
+pub mod serve;
 pub mod state_dir;
+pub mod wait;
 pub mod wal;
 
 /// Plain log lines on stderr, filtered by `SHARDVAULT_LOG` (default `info`).

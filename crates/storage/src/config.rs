@@ -13,21 +13,31 @@ use crate::{Codec, Compression, Encryption, StorageError, Store};
 pub enum StorageConfig {
     /// Objects are files under a directory (our `filesystem` extension).
     #[serde(rename_all = "camelCase")]
-    Filesystem { path: PathBuf },
+    Filesystem {
+        /// The directory holding every object (`filesystem.path`).
+        path: PathBuf,
+    },
     /// Amazon S3 or an S3-compatible server.
     #[serde(rename_all = "camelCase")]
     S3 {
+        /// Bucket name (`s3.bucket`).
         bucket: String,
+        /// Region; `us-east-1` when absent.
         #[serde(default)]
         region: Option<String>,
+        /// `http(s)://host[:port]` of an S3-compatible server; AWS when absent.
         #[serde(default)]
         endpoint: Option<String>,
+        /// `enablePathStyleAddressing`: `endpoint/bucket/key` instead of `bucket.endpoint/key`.
         #[serde(default)]
         path_style: bool,
+        /// Access key id; with no key pair, credentials come from the environment or IAM role.
         #[serde(default)]
         access_key_id: Option<String>,
+        /// Secret access key (never printed).
         #[serde(default)]
         secret_access_key: Option<String>,
+        /// Storage class of new objects (`storageClass`), e.g. `STANDARD_IA`.
         #[serde(default)]
         storage_class: Option<String>,
     },
@@ -103,11 +113,14 @@ impl Default for Performance {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Destination {
+    /// The backend and its credentials.
     pub storage: StorageConfig,
     /// Key prefix inside the storage, without leading or trailing slash.
     pub prefix: String,
+    /// Compression of new objects.
     #[serde(default)]
     pub compression: Compression,
+    /// Bandwidth and concurrency limits.
     #[serde(default)]
     pub performance: Performance,
     /// Client-side encryption of every object, if any.

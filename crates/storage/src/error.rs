@@ -8,34 +8,59 @@ use thiserror::Error;
 pub enum StorageError {
     /// The object does not exist.
     #[error("object {key} not found in {location}")]
-    NotFound { key: String, location: String },
+    NotFound {
+        /// Full key of the object.
+        key: String,
+        /// The storage looked in.
+        location: String,
+    },
     /// The object exists but its bytes are not what was written.
     #[error(
         "object {key} is corrupt: {reason}; the stored copy cannot be trusted, take a new backup"
     )]
-    Corrupt { key: String, reason: String },
+    Corrupt {
+        /// Full key (or name) of the object.
+        key: String,
+        /// What check failed.
+        reason: String,
+    },
     /// The object is encrypted and the key given cannot decrypt it (or no key was given).
     #[error("object {key}: wrong encryption key: {reason}")]
-    WrongKey { key: String, reason: String },
+    WrongKey {
+        /// Full key (or name) of the object.
+        key: String,
+        /// Why it cannot be opened, and what to do.
+        reason: String,
+    },
     /// The storage configuration is unusable.
     #[error("storage configuration: {0}")]
     Config(String),
     /// The credentials were refused by the storage.
     #[error("access denied by {location}: check {hint}")]
     AccessDenied {
+        /// The storage that refused.
         location: String,
+        /// The setting to check.
         hint: &'static str,
     },
     /// The bucket named in the configuration does not exist.
     #[error(
         "bucket {bucket} does not exist at endpoint {endpoint}: create it or fix the SGObjectStorage bucket"
     )]
-    BucketMissing { bucket: String, endpoint: String },
+    BucketMissing {
+        /// The bucket configured.
+        bucket: String,
+        /// The endpoint asked.
+        endpoint: String,
+    },
     /// Any other failure of the backend (after retries, for transient ones).
     #[error("storage {op} {key} failed: {source}")]
     Backend {
+        /// The operation: put, get, stat, list, delete or check.
         op: &'static str,
+        /// Full key (or directory) it was applied to.
         key: String,
+        /// The backend's error.
         #[source]
         source: Box<opendal::Error>,
     },

@@ -1,4 +1,5 @@
 //! Object storage and the codec pipeline. Knows nothing of PostgreSQL.
+#![warn(missing_docs)]
 
 pub mod codec;
 pub mod config;

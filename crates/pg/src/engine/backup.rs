@@ -41,7 +41,10 @@ impl BackupOptions {
 
 /// A default backup name for now: `backup-YYYYMMDDTHHMMSSZ`.
 pub fn default_name() -> String {
-    format!("backup-{}", jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ"))
+    format!(
+        "backup-{}",
+        jiff::Timestamp::now().strftime("%Y%m%dT%H%M%SZ")
+    )
 }
 
 /// Connects to the instance of `cfg` (database `postgres`).
@@ -64,9 +67,12 @@ struct PlannedChunk {
     len: u64,
 }
 
+/// The chunks read into a part, with the file each belongs to.
+type ReadChunks = Vec<(Arc<FileToRead>, Chunk)>;
+
 /// A stored part: what it holds and its sizes.
 struct StoredPart {
-    chunks: Vec<(Arc<FileToRead>, Chunk)>,
+    chunks: ReadChunks,
     stored: u64,
 }
 
@@ -100,7 +106,7 @@ fn plan(files: &[Arc<FileToRead>]) -> Vec<Vec<PlannedChunk>> {
 fn read_part(
     chunks: &[PlannedChunk],
     disk: Option<&Throttle>,
-) -> Result<(Vec<u8>, Vec<(Arc<FileToRead>, Chunk)>), EngineError> {
+) -> Result<(Vec<u8>, ReadChunks), EngineError> {
     let capacity: u64 = chunks.iter().map(|c| c.len + 64).sum();
     let mut builder = PartBuilder::with_capacity(capacity as usize);
     let mut stored = Vec::new();
@@ -157,7 +163,9 @@ async fn store_part(
         c.part = index;
     }
     let len = object.len() as u64;
-    repo.store.put(&layout::part_key(name, index), object).await?;
+    repo.store
+        .put(&layout::part_key(name, index), object)
+        .await?;
     Ok(StoredPart {
         chunks: stored,
         stored: len,
@@ -209,7 +217,9 @@ async fn start(client: &Client, label: &str) -> Result<Started, EngineError> {
     let system_identifier = control_data
         .get("system_identifier")
         .map(|v| v.to_string())
-        .ok_or_else(|| EngineError::Protocol("pg_control_system() has no system_identifier".into()))?;
+        .ok_or_else(|| {
+            EngineError::Protocol("pg_control_system() has no system_identifier".into())
+        })?;
     Ok(Started {
         start_lsn,
         from_replica,
@@ -231,7 +241,11 @@ fn label_field<'a>(label: &'a str, key: &str) -> Option<&'a str> {
 
 /// Timeline and first WAL file from a backup label.
 fn parse_label(label: &str) -> Result<(u32, String), EngineError> {
-    let bad = || EngineError::Protocol(format!("backup label without timeline or WAL file:\n{label}"));
+    let bad = || {
+        EngineError::Protocol(format!(
+            "backup label without timeline or WAL file:\n{label}"
+        ))
+    };
     let timeline = label_field(label, "START TIMELINE")
         .and_then(|t| t.parse().ok())
         .ok_or_else(bad)?;
@@ -296,7 +310,10 @@ pub async fn backup(
     let total: u64 = files.iter().chain([&control]).map(|f| f.size).sum();
     let planned = plan(&files);
     let workers = dest.performance.upload_disk_concurrency.max(1);
-    let disk = dest.performance.max_disk_bandwidth.map(|r| Arc::new(Throttle::new(r)));
+    let disk = dest
+        .performance
+        .max_disk_bandwidth
+        .map(|r| Arc::new(Throttle::new(r)));
     let done = Arc::new(AtomicU64::new(0));
     let report = |bytes: u64| {
         let now = done.fetch_add(bytes, Ordering::Relaxed) + bytes;
@@ -327,7 +344,11 @@ pub async fn backup(
         offset: 0,
     }];
     stored.push(store_part(&repo, name, control_index, control_chunk, disk.clone()).await?);
-    report(stored.last().map_or(0, |p| p.chunks.iter().map(|c| c.1.len).sum()));
+    report(
+        stored
+            .last()
+            .map_or(0, |p| p.chunks.iter().map(|c| c.1.len).sum()),
+    );
 
     let row = client
         .query_one(
@@ -336,14 +357,20 @@ pub async fn backup(
         )
         .await
         .map_err(EngineError::pg("pg_backup_stop"))?;
-    let end_lsn: Lsn = row.get::<_, String>(0).parse().map_err(EngineError::Protocol)?;
+    let end_lsn: Lsn = row
+        .get::<_, String>(0)
+        .parse()
+        .map_err(EngineError::Protocol)?;
     let label: String = row.get(1);
     let spcmap: Option<String> = row.get(2);
     drop(client);
     let (timeline, start_wal_file) = parse_label(&label)?;
     let mut compressed: u64 = stored.iter().map(|p| p.stored).sum();
     compressed += repo
-        .put(&layout::backup_file_key(name, "backup_label"), label.into_bytes())
+        .put(
+            &layout::backup_file_key(name, "backup_label"),
+            label.into_bytes(),
+        )
         .await?;
     let spcmap = spcmap.filter(|s| !s.trim().is_empty());
     if let Some(map) = &spcmap {

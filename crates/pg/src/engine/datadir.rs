@@ -170,7 +170,13 @@ mod tests {
     fn skips_what_postgres_skips() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
-        for dir in ["base/1", "pg_wal/archive_status", "pg_replslot/s", "global", "base/1/pgsql_tmp"] {
+        for dir in [
+            "base/1",
+            "pg_wal/archive_status",
+            "pg_replslot/s",
+            "global",
+            "base/1/pgsql_tmp",
+        ] {
             std::fs::create_dir_all(p.join(dir)).unwrap();
         }
         for f in [
@@ -191,7 +197,14 @@ mod tests {
         let dirs: Vec<_> = l.dirs.iter().map(|d| d.path.as_str()).collect();
         assert_eq!(
             dirs,
-            ["base", "base/1", "global", "pg_replslot", "pg_wal", "pg_wal/archive_status"]
+            [
+                "base",
+                "base/1",
+                "global",
+                "pg_replslot",
+                "pg_wal",
+                "pg_wal/archive_status"
+            ]
         );
     }
 }

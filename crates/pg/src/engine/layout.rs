@@ -88,7 +88,11 @@ pub fn walfile_name(timeline: u32, lsn: Lsn, wal_segment_size: u64) -> String {
 /// The name of the WAL segment holding the byte just before `lsn` (where a record ending at
 /// `lsn` lives; PostgreSQL's choice for a backup's last segment).
 pub fn walfile_name_before(timeline: u32, lsn: Lsn, wal_segment_size: u64) -> String {
-    segment_name(timeline, lsn.0.saturating_sub(1) / wal_segment_size, wal_segment_size)
+    segment_name(
+        timeline,
+        lsn.0.saturating_sub(1) / wal_segment_size,
+        wal_segment_size,
+    )
 }
 
 fn segment_name(timeline: u32, segno: u64, wal_segment_size: u64) -> String {
@@ -150,7 +154,10 @@ mod tests {
         assert_eq!(walfile_name(1, lsn, MB16), "0000000100000016000000B3");
         let boundary: Lsn = "0/3000000".parse().unwrap();
         assert_eq!(walfile_name(1, boundary, MB16), "000000010000000000000003");
-        assert_eq!(walfile_name_before(1, boundary, MB16), "000000010000000000000002");
+        assert_eq!(
+            walfile_name_before(1, boundary, MB16),
+            "000000010000000000000002"
+        );
         assert_eq!(
             walfile_name(2, Lsn(0x1_0000_0000), 64 * 1024 * 1024),
             "000000020000000100000000"
@@ -166,7 +173,9 @@ mod tests {
         assert!(next_segments("00000002.history", 2, MB16).is_empty());
         let r = segment_range("0000000100000000000000FF", "000000010000000100000001", MB16);
         assert_eq!(r.unwrap().len(), 3);
-        assert!(segment_range("000000010000000000000003", "000000020000000000000004", MB16).is_none());
+        assert!(
+            segment_range("000000010000000000000003", "000000020000000000000004", MB16).is_none()
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use shardvault_storage::{Compression, StorageError};
 
-use super::{EngineError, Repo};
 use super::layout::{self, FORMAT_VERSION, Lsn};
+use super::{EngineError, Repo};
 
 /// Everything known about one stored base backup (`basebackups/<name>/manifest.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -251,6 +251,7 @@ pub async fn list_backups(repo: &Repo) -> Result<Vec<Manifest>, EngineError> {
 /// Writes the manifest (the step that makes the backup exist).
 pub(crate) async fn store_manifest(repo: &Repo, manifest: &Manifest) -> Result<(), EngineError> {
     let json = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
-    repo.put(&layout::manifest_key(&manifest.name), json).await?;
+    repo.put(&layout::manifest_key(&manifest.name), json)
+        .await?;
     Ok(())
 }

@@ -4,9 +4,9 @@
 //! The storage layout is described in `README.md` beside this file.
 
 pub mod backup;
+mod datadir;
 pub mod layout;
 pub mod manifest;
-mod datadir;
 mod part;
 pub mod restore;
 pub mod verify;
@@ -68,7 +68,9 @@ pub enum EngineError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// A SQL statement against the server failed.
-    #[error("PostgreSQL {what}: {source}; check that the server is running and the node config's host/port/user are right")]
+    #[error(
+        "PostgreSQL {what}: {source}; check that the server is running and the node config's host/port/user are right"
+    )]
     Postgres {
         what: String,
         #[source]
@@ -82,25 +84,33 @@ pub enum EngineError {
         source: std::io::Error,
     },
     /// The WAL a backup needs did not reach the archive in time.
-    #[error("WAL segment {segment} was not archived within {secs} s: check archive_command / pg_stat_archiver")]
+    #[error(
+        "WAL segment {segment} was not archived within {secs} s: check archive_command / pg_stat_archiver"
+    )]
     NotArchived { segment: String, secs: u64 },
     /// A backup with this name already has a manifest.
     #[error("backup {name} already exists in {location}: choose another --name")]
     BackupExists { name: String, location: String },
     /// No manifest for the named backup.
-    #[error("backup {name} not found in {location} (no manifest): list backups with `shardvault backups ls`")]
+    #[error(
+        "backup {name} not found in {location} (no manifest): list backups with `shardvault backups ls`"
+    )]
     BackupNotFound { name: String, location: String },
     /// A manifest cannot be parsed or has an unsupported format.
     #[error("manifest {key}: {reason}")]
     BadManifest { key: String, reason: String },
     /// Stored data does not match the checksum the manifest recorded.
-    #[error("object {object} is corrupt: {reason}; the stored backup cannot be trusted, take a new backup")]
+    #[error(
+        "object {object} is corrupt: {reason}; the stored backup cannot be trusted, take a new backup"
+    )]
     Corrupt { object: String, reason: String },
     /// The restore target directory already holds something.
     #[error("{path} is not empty: restore only into an empty or missing directory")]
     NotEmpty { path: PathBuf },
     /// The same WAL file name is already archived with different content.
-    #[error("WAL file {name} is already archived in {location} with different content: two clusters may be archiving to the same path; fix the backup path before archiving continues")]
+    #[error(
+        "WAL file {name} is already archived in {location} with different content: two clusters may be archiving to the same path; fix the backup path before archiving continues"
+    )]
     WalConflict { name: String, location: String },
     /// The requested WAL file is not in the archive.
     #[error("WAL file {name} not found in {location}")]

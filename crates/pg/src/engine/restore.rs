@@ -64,7 +64,9 @@ fn recovery_settings(backup: &str, restore_command: &str, target: &RecoveryTarge
     );
     match target {
         RecoveryTarget::Immediate => s.push_str("recovery_target = 'immediate'\n"),
-        RecoveryTarget::Name(n) => s.push_str(&format!("recovery_target_name = {}\n", conf_quote(n))),
+        RecoveryTarget::Name(n) => {
+            s.push_str(&format!("recovery_target_name = {}\n", conf_quote(n)))
+        }
         RecoveryTarget::Time { time, inclusive } => {
             let t = time.strftime("%Y-%m-%d %H:%M:%S%.6f+00").to_string();
             s.push_str(&format!(
@@ -214,7 +216,11 @@ fn tablespace_map(spaces: &[(String, PathBuf)]) -> String {
 
 /// Creates the data directory (0700), every directory of the backup and the tablespaces
 /// with their links.
-fn create_tree(pgdata: &Path, m: &Manifest, spaces: &[(String, PathBuf)]) -> Result<(), EngineError> {
+fn create_tree(
+    pgdata: &Path,
+    m: &Manifest,
+    spaces: &[(String, PathBuf)],
+) -> Result<(), EngineError> {
     user::create_dir_all_for_server(pgdata).map_err(EngineError::io(pgdata))?;
     set_mode(pgdata, 0o700)?;
     for d in &m.directories {
@@ -270,14 +276,22 @@ fn write_part(
         let f = &files[*i];
         let corrupt = |reason: String| EngineError::Corrupt {
             object: key.to_string(),
-            reason: format!("file {} bytes {}..{}: {reason}", f.path, c.offset, c.offset + c.len),
+            reason: format!(
+                "file {} bytes {}..{}: {reason}",
+                f.path,
+                c.offset,
+                c.offset + c.len
+            ),
         };
         let data = payload
             .get(c.at as usize..(c.at + c.len) as usize)
             .ok_or_else(|| corrupt("part is shorter than the manifest says".into()))?;
         let crc = crc32c::crc32c(data);
         if crc != c.crc32c {
-            return Err(corrupt(format!("checksum {crc:08x} instead of {:08x}", c.crc32c)));
+            return Err(corrupt(format!(
+                "checksum {crc:08x} instead of {:08x}",
+                c.crc32c
+            )));
         }
         if f.path == CONTROL_FILE {
             control.extend_from_slice(data);
@@ -285,7 +299,8 @@ fn write_part(
         }
         let path = pgdata.join(&f.path);
         let file = open_for_write(&path, f.mode)?;
-        file.write_all_at(data, c.offset).map_err(EngineError::io(&path))?;
+        file.write_all_at(data, c.offset)
+            .map_err(EngineError::io(&path))?;
         bytes += c.len;
     }
     Ok((control, bytes))
@@ -358,12 +373,20 @@ mod tests {
                 inclusive: false,
             },
         );
-        assert!(s.contains("restore_command = '/bin/sv wal-fetch %f %p --config ''/x/it''''s.json'''"), "{s}");
-        assert!(s.contains("recovery_target_time = '2026-01-02 03:04:05.500000+00'"), "{s}");
+        assert!(
+            s.contains("restore_command = '/bin/sv wal-fetch %f %p --config ''/x/it''''s.json'''"),
+            "{s}"
+        );
+        assert!(
+            s.contains("recovery_target_time = '2026-01-02 03:04:05.500000+00'"),
+            "{s}"
+        );
         assert!(s.contains("recovery_target_inclusive = off"), "{s}");
         assert!(s.contains("recovery_target_action = 'promote'"), "{s}");
         let s = recovery_settings("b1", "x", &RecoveryTarget::Name("rp'1".into()));
         assert!(s.contains("recovery_target_name = 'rp''1'"), "{s}");
-        assert!(!recovery_settings("b1", "x", &RecoveryTarget::Latest).contains("recovery_target ="));
+        assert!(
+            !recovery_settings("b1", "x", &RecoveryTarget::Latest).contains("recovery_target =")
+        );
     }
 }

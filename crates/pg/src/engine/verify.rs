@@ -26,17 +26,25 @@ pub struct VerifyReport {
 pub async fn verify(source: &Destination, name: &str) -> Result<VerifyReport, EngineError> {
     let repo = Repo::open(source)?;
     let manifest = load_manifest(&repo, name).await?;
-    repo.get(&layout::backup_file_key(name, "backup_label")).await?;
+    repo.get(&layout::backup_file_key(name, "backup_label"))
+        .await?;
     if manifest.has_tablespace_map {
-        repo.get(&layout::backup_file_key(name, "tablespace_map")).await?;
+        repo.get(&layout::backup_file_key(name, "tablespace_map"))
+            .await?;
     }
     let mut by_part: Vec<Vec<(&str, Chunk)>> = vec![Vec::new(); manifest.parts as usize];
     for f in &manifest.files {
         for c in &f.chunks {
-            let slot = by_part.get_mut(c.part as usize).ok_or_else(|| EngineError::BadManifest {
-                key: layout::manifest_key(name),
-                reason: format!("file {} refers to part {} of {}", f.path, c.part, manifest.parts),
-            })?;
+            let slot =
+                by_part
+                    .get_mut(c.part as usize)
+                    .ok_or_else(|| EngineError::BadManifest {
+                        key: layout::manifest_key(name),
+                        reason: format!(
+                            "file {} refers to part {} of {}",
+                            f.path, c.part, manifest.parts
+                        ),
+                    })?;
             slot.push((&f.path, *c));
         }
     }
@@ -93,7 +101,8 @@ fn check_part(key: &str, payload: &[u8], chunks: &[(&str, Chunk)]) -> Result<(),
         object: key.to_string(),
         reason,
     };
-    let headers = part::headers(payload).ok_or_else(|| corrupt("malformed chunk headers".into()))?;
+    let headers =
+        part::headers(payload).ok_or_else(|| corrupt("malformed chunk headers".into()))?;
     for (path, c) in chunks {
         let header = headers
             .iter()

@@ -17,7 +17,9 @@ pub const PREFETCH_DIR: &str = ".shardvault-prefetch";
 /// `path` quoted for `/bin/sh` when it needs it.
 fn shell_quote(path: &Path) -> String {
     let s = path.display().to_string();
-    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,".contains(&b)) {
+    if s.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,".contains(&b))
+    {
         s
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -216,7 +218,11 @@ pub async fn prefetch(
 }
 
 /// Waits until WAL file `segment` is in `repo`'s archive, up to `timeout`.
-pub async fn wait_archived(repo: &Repo, segment: &str, timeout: Duration) -> Result<(), EngineError> {
+pub async fn wait_archived(
+    repo: &Repo,
+    segment: &str,
+    timeout: Duration,
+) -> Result<(), EngineError> {
     let key = layout::wal_key(segment);
     let deadline = Instant::now() + timeout;
     loop {

@@ -1,0 +1,116 @@
+//! `shardvault wal-push` and `shardvault wal-fetch`: PostgreSQL's archive_command and
+//! restore_command, reading the per-member node config file.
+
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+
+use shardvault_pg::engine::{EngineError, layout, wal};
+
+use super::node::{load, runtime, source};
+
+/// Options of `shardvault wal-push`.
+#[derive(clap::Args)]
+pub struct PushArgs {
+    /// The WAL file to archive (`%p`: relative to the data directory PostgreSQL runs in).
+    path: PathBuf,
+    /// Node config file.
+    #[arg(long)]
+    config: PathBuf,
+}
+
+/// Options of `shardvault wal-fetch`.
+#[derive(clap::Args)]
+pub struct FetchArgs {
+    /// The WAL file to fetch (`%f`).
+    name: String,
+    /// Where to put it (`%p`).
+    dest: PathBuf,
+    /// Node config file; WAL comes from its restoreSource, else its first destination.
+    #[arg(long)]
+    config: PathBuf,
+    /// Segments to download ahead in the background (0: none).
+    #[arg(long, default_value_t = 8)]
+    prefetch: usize,
+    /// Bytes per WAL segment of the cluster (to name the segments to prefetch).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    wal_segment_size: u64,
+    /// Only download the segments after NAME into the prefetch directory beside DEST.
+    #[arg(long, hide = true)]
+    prefetch_only: bool,
+}
+
+/// Runs `shardvault wal-push`: exit status 0 only when every destination has the file.
+pub fn run_push(args: PushArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let cfg = load(&args.config)?;
+        let pushed = wal::push(&cfg, &args.path).await?;
+        tracing::debug!(path = %args.path.display(), ?pushed, "archived");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Runs `shardvault wal-fetch`: exit status 0 when fetched, 1 when the archive does not
+/// have the file (recovery ends there), 2 on any other error.
+pub fn run_fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
+    let result = runtime().and_then(|rt| rt.block_on(fetch(&args)));
+    Ok(match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if matches!(e.downcast_ref(), Some(EngineError::WalNotFound { .. })) => {
+            tracing::info!("{e:#}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    })
+}
+
+async fn fetch(args: &FetchArgs) -> anyhow::Result<()> {
+    let cfg = load(&args.config)?;
+    let source = source(&cfg, &args.config)?;
+    let dir = wal::prefetch_dir(&args.dest);
+    if args.prefetch_only {
+        let got = wal::prefetch(
+            &source,
+            &args.name,
+            args.prefetch,
+            args.wal_segment_size,
+            &dir,
+        )
+        .await?;
+        tracing::debug!(after = %args.name, got, "prefetched");
+        return Ok(());
+    }
+    let from = wal::fetch(&source, &args.name, &args.dest).await?;
+    tracing::debug!(wal = %args.name, ?from, "fetched");
+    if args.prefetch > 0 && layout::is_segment_name(&args.name) {
+        spawn_prefetcher(args);
+    }
+    Ok(())
+}
+
+/// Starts a detached `wal-fetch --prefetch-only` that outlives this process.
+fn spawn_prefetcher(args: &FetchArgs) {
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let spawned = std::process::Command::new(exe)
+        .arg("wal-fetch")
+        .arg(&args.name)
+        .arg(&args.dest)
+        .arg("--config")
+        .arg(&args.config)
+        .arg("--prefetch")
+        .arg(args.prefetch.to_string())
+        .arg("--wal-segment-size")
+        .arg(args.wal_segment_size.to_string())
+        .arg("--prefetch-only")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if let Err(e) = spawned {
+        tracing::debug!("no prefetch: {e}");
+    }
+}

@@ -1,0 +1,735 @@
+//! The node engine against real PostgreSQL 15 servers and filesystem storage: backups
+//! during writes, restores compared by content, point-in-time targets, replicas,
+//! corruption, interrupted backups and WAL conflicts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use shardvault_pg::config::NodeConfig;
+use shardvault_pg::engine::{
+    self, BackupOptions, EngineError, RecoveryTarget, Repo, RestoreOptions, layout, wal,
+};
+use shardvault_pg::runtime::instance::{Instance, archive_settings, free_ports};
+use shardvault_pg::user;
+use shardvault_storage::{Compression, Destination, Performance, StorageConfig};
+use shardvault_testkit::{TempServer, shardvault_bin};
+
+/// A directory for storage and node configs, owned by the server user.
+struct Work {
+    tmp: tempfile::TempDir,
+}
+
+impl Work {
+    fn new() -> Work {
+        let tmp = tempfile::Builder::new()
+            .prefix("sv-engine-")
+            .tempdir()
+            .unwrap();
+        user::chown_to_server_user(tmp.path()).unwrap();
+        Work { tmp }
+    }
+
+    fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// A filesystem destination under this directory.
+    fn destination(&self, prefix: &str, compression: Compression) -> Destination {
+        let storage = self.path().join("storage");
+        // The filesystem store's atomic-write directory is created by its first writer; the
+        // test (root) and archive_command (postgres) share it, so postgres must own it.
+        user::create_dir_all_for_server(&storage.join(".shardvault-tmp")).unwrap();
+        Destination {
+            storage: StorageConfig::Filesystem { path: storage },
+            prefix: prefix.to_string(),
+            compression,
+            performance: Performance::default(),
+            encryption: None,
+        }
+    }
+
+    /// Where the object `key` of `dest` lives on disk.
+    fn object_path(&self, dest: &Destination, key: &str) -> PathBuf {
+        self.path().join("storage").join(&dest.prefix).join(key)
+    }
+
+    fn config_path(&self, name: &str) -> PathBuf {
+        self.path().join(format!("{name}.json"))
+    }
+}
+
+/// A primary that archives with `shardvault wal-push` to `dests`, its config saved.
+async fn archiving_server(
+    work: &Work,
+    name: &str,
+    dests: Vec<Destination>,
+) -> (TempServer, NodeConfig) {
+    let cfg_path = work.config_path(name);
+    let mut settings = archive_settings(&shardvault_bin(), &cfg_path);
+    settings.push(("wal_keep_size".into(), "64MB".into()));
+    let settings: Vec<(&str, &str)> = settings
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let server = TempServer::start(&settings).await;
+    let cfg = server.node_config(dests);
+    cfg.save(&cfg_path).unwrap();
+    // The first archived segment: the server user creates the storage's directories.
+    let client = server.client("postgres").await;
+    client
+        .batch_execute("CREATE TABLE warmup (x int); INSERT INTO warmup VALUES (1)")
+        .await
+        .unwrap();
+    switch_and_wait(&server, &cfg.destinations[0]).await;
+    (server, cfg)
+}
+
+/// Switches to a new WAL segment and waits until the finished one is archived.
+async fn switch_and_wait(server: &TempServer, dest: &Destination) {
+    let client = server.client("postgres").await;
+    let seg: String = client
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let archived =
+        wal::wait_archived(&Repo::open(dest).unwrap(), &seg, Duration::from_secs(60)).await;
+    if let Err(e) = archived {
+        panic!("{e}\nserver log:\n{}", server.instance().log_tail(30));
+    }
+}
+
+/// Tables of mixed columns with an index, a few MB in all.
+async fn load_data(client: &tokio_postgres::Client) {
+    client
+        .batch_execute(
+            "CREATE TABLE items (id int PRIMARY KEY, n numeric, t text, at timestamptz);
+             INSERT INTO items SELECT g, g * 1.5, md5(g::text) || repeat('x', g % 200), now()
+               FROM generate_series(1, 20000) g;
+             CREATE INDEX ON items (t);
+             CREATE TABLE small (k text PRIMARY KEY, v jsonb);
+             INSERT INTO small SELECT 'k' || g, jsonb_build_object('g', g) FROM generate_series(1, 500) g;
+             CREATE TABLE w (id bigserial PRIMARY KEY, payload text);",
+        )
+        .await
+        .unwrap();
+}
+
+/// Row count and content checksum of every table in `public`, by name.
+async fn contents(client: &tokio_postgres::Client) -> Vec<(String, i64, String)> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::new();
+    for t in tables {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT count(*), coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '') FROM {t} x"
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        out.push((t, row.get(0), row.get(1)));
+    }
+    out
+}
+
+/// A fresh instance (not yet created) whose data directory a restore fills.
+fn restored_instance(server: &TempServer, name: &str) -> Instance {
+    let dir = server.root().join(name);
+    user::create_dir_all_for_server(&dir).unwrap();
+    Instance {
+        name: name.to_string(),
+        pg_bin: server.instance().pg_bin.clone(),
+        dir,
+        socket_dir: server.socket_dir().to_path_buf(),
+        port: free_ports(1, &[server.port()]).unwrap()[0],
+        settings: vec![("fsync".into(), "off".into())],
+    }
+}
+
+/// Restores `backup` into `instance` in-process, starts it and waits for promotion.
+async fn restore_and_start(
+    dest: &Destination,
+    cfg_path: &Path,
+    backup: &str,
+    instance: &Instance,
+    target: RecoveryTarget,
+) -> tokio_postgres::Client {
+    let opts = RestoreOptions {
+        backup: backup.to_string(),
+        pgdata: instance.pgdata(),
+        target,
+        concurrency: 2,
+        restore_command: wal::restore_command(&shardvault_bin(), cfg_path),
+        tablespace_dir: None,
+        progress: None,
+    };
+    engine::restore(dest, &opts).await.unwrap();
+    start_restored(instance).await
+}
+
+async fn start_restored(instance: &Instance) -> tokio_postgres::Client {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(instance.pgdata())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "restored data directory mode");
+    instance.start().await.unwrap();
+    instance.wait_promoted().await.unwrap();
+    instance.connect("postgres").await.unwrap()
+}
+
+/// Runs the built binary with `args`; returns status, stdout and stderr.
+async fn shardvault(args: &[&str]) -> (i32, String, String) {
+    let out = tokio::process::Command::new(shardvault_bin())
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_during_writes_restores_the_same_content_and_corruption_is_named() {
+    let work = Work::new();
+    let dest = work.destination("m0", Compression::Lz4);
+    let (server, cfg) = archiving_server(&work, "m0", vec![dest.clone()]).await;
+    let client = server.client("postgres").await;
+    load_data(&client).await;
+
+    // Writes keep committing while the backup runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let c = server.client("postgres").await;
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                c.execute("INSERT INTO w (payload) VALUES (repeat('w', 500))", &[])
+                    .await
+                    .unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let manifest = engine::backup(&cfg, &dest, &BackupOptions::named("b1"))
+        .await
+        .unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let written: i64 = writer.await.unwrap();
+    assert!(written > 0);
+    assert!(manifest.files.iter().any(|f| f.path == "global/pg_control"));
+    assert!(!manifest.files.iter().any(|f| f.path.starts_with("pg_wal/")));
+    assert!(manifest.size.compressed > 0 && manifest.size.uncompressed > manifest.size.compressed);
+    assert_eq!(manifest.postgres_version_num / 10000, 15);
+
+    // The same name twice is refused; the listing shows the backup.
+    let err = engine::backup(&cfg, &dest, &BackupOptions::named("b1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::BackupExists { .. }), "{err}");
+    let listed = engine::list_backups(&Repo::open(&dest).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+        ["b1"]
+    );
+
+    let report = engine::verify(&dest, "b1").await.unwrap();
+    assert_eq!(report.parts, manifest.parts);
+    assert!(report.wal_segments >= 1);
+
+    let source = contents(&client).await;
+    let instance = restored_instance(&server, "r1");
+    let restored = restore_and_start(
+        &dest,
+        &work.config_path("m0"),
+        "b1",
+        &instance,
+        RecoveryTarget::Immediate,
+    )
+    .await;
+    let got = contents(&restored).await;
+    // Tables not written during the backup match exactly; `w` holds a prefix of what was written.
+    for ((name, count, sum), (rname, rcount, rsum)) in source.iter().zip(&got) {
+        assert_eq!(name, rname);
+        if name == "w" {
+            assert!(
+                *rcount > 0 && rcount <= count,
+                "w: {rcount} of {count} rows"
+            );
+            let max: i64 = restored
+                .query_one("SELECT max(id) FROM w", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(max, *rcount, "w has no gaps");
+        } else {
+            assert_eq!((count, sum), (rcount, rsum), "table {name}");
+        }
+    }
+    assert_eq!(source.len(), got.len());
+    drop(restored);
+    instance.stop().await.unwrap();
+
+    // A non-empty target is refused and left alone.
+    let opts = RestoreOptions {
+        backup: "b1".into(),
+        pgdata: instance.pgdata(),
+        target: RecoveryTarget::Latest,
+        concurrency: 2,
+        restore_command: "false".into(),
+        tablespace_dir: None,
+        progress: None,
+    };
+    let err = engine::restore(&dest, &opts).await.unwrap_err();
+    assert!(matches!(err, EngineError::NotEmpty { .. }), "{err}");
+
+    // A changed byte in a stored part fails verify and restore, naming the part.
+    let part = layout::part_key("b1", 0);
+    let path = work.object_path(&dest, &part);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    let err = engine::verify(&dest, "b1").await.unwrap_err();
+    assert!(err.to_string().contains(&part), "{err}");
+    let opts = RestoreOptions {
+        pgdata: server.root().join("r2"),
+        ..opts
+    };
+    let err = engine::restore(&dest, &opts).await.unwrap_err();
+    assert!(err.to_string().contains(&part), "{err}");
+    assert!(
+        !opts.pgdata.join("global/pg_control").exists(),
+        "a failed restore never gets pg_control"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn point_in_time_restores_stop_at_a_timestamp_and_at_a_restore_point() {
+    let work = Work::new();
+    let dest = work.destination("pitr", Compression::Zstd);
+    let (server, cfg) = archiving_server(&work, "pitr", vec![dest.clone()]).await;
+    let cfg_path = work.config_path("pitr");
+    let client = server.client("postgres").await;
+    client
+        .batch_execute("CREATE TABLE events (id int, label text)")
+        .await
+        .unwrap();
+    let (code, out, err) = shardvault(&[
+        "node",
+        "backup",
+        "--config",
+        cfg_path.to_str().unwrap(),
+        "--name",
+        "base",
+        "--json",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["name"], "base");
+
+    client
+        .execute("INSERT INTO events VALUES (1, 'before')", &[])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let between: String = client
+        .query_one("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    client
+        .execute("INSERT INTO events VALUES (2, 'after')", &[])
+        .await
+        .unwrap();
+    client
+        .execute("SELECT pg_create_restore_point('rp1')", &[])
+        .await
+        .unwrap();
+    client
+        .execute("INSERT INTO events VALUES (3, 'past rp1')", &[])
+        .await
+        .unwrap();
+    switch_and_wait(&server, &cfg.destinations[0]).await;
+
+    // Restores through the CLI, WAL through wal-fetch (with prefetch).
+    let at_time = restored_instance(&server, "at-time");
+    let at_name = restored_instance(&server, "at-name");
+    let cfg_arg = cfg_path.to_str().unwrap();
+    for (inst, target) in [
+        (&at_time, vec!["--target-time", between.as_str()]),
+        (&at_name, vec!["--target-name", "rp1"]),
+    ] {
+        let pgdata = inst.pgdata();
+        let mut args = vec![
+            "node",
+            "restore",
+            "--config",
+            cfg_arg,
+            "--backup",
+            "base",
+            "--pgdata",
+            pgdata.to_str().unwrap(),
+        ];
+        args.extend(target);
+        let (code, _, err) = shardvault(&args).await;
+        assert_eq!(code, 0, "{err}");
+    }
+    let (c1, c2) = tokio::join!(start_restored(&at_time), start_restored(&at_name));
+    let ids = |c: tokio_postgres::Client| async move {
+        c.query("SELECT id FROM events ORDER BY id", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, i32>(0))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(c1).await, [1], "restore to {between}");
+    assert_eq!(ids(c2).await, [1, 2], "restore to rp1");
+
+    let (code, out, err) = shardvault(&["backups", "ls", "--config", cfg_arg]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().next().unwrap().starts_with("NAME"), "{out}");
+    assert!(out.contains("base"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_from_a_replica_restores() {
+    let work = Work::new();
+    let dest = work.destination("rep", Compression::Lz4);
+    let (primary, _) = archiving_server(&work, "rep", vec![dest.clone()]).await;
+    let replica = primary.start_replica().await;
+    let client = primary.client("postgres").await;
+    load_data(&client).await;
+    let lsn: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let standby = replica.client("postgres").await;
+    for _ in 0..200 {
+        let caught_up: bool = standby
+            .query_one(
+                "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                &[&lsn],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if caught_up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A standby cannot switch WAL: the primary's segment is finished from outside meanwhile.
+    let switching = Arc::new(AtomicBool::new(true));
+    let switcher = {
+        let on = switching.clone();
+        let c = primary.client("postgres").await;
+        tokio::spawn(async move {
+            while on.load(Ordering::Relaxed) {
+                c.batch_execute("INSERT INTO warmup VALUES (2); SELECT pg_switch_wal()")
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let cfg = replica.node_config(vec![dest.clone()]);
+    let manifest = engine::backup(&cfg, &dest, &BackupOptions::named("from-replica"))
+        .await
+        .unwrap();
+    switching.store(false, Ordering::Relaxed);
+    switcher.await.unwrap();
+    assert!(manifest.from_replica);
+
+    let source = contents(&client).await;
+    let instance = restored_instance(&primary, "r-rep");
+    let restored = restore_and_start(
+        &dest,
+        &work.config_path("rep"),
+        "from-replica",
+        &instance,
+        RecoveryTarget::Immediate,
+    )
+    .await;
+    let got = contents(&restored).await;
+    let stable = |v: &[(String, i64, String)]| {
+        v.iter()
+            .filter(|t| t.0 != "warmup")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(stable(&got), stable(&source));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_compression_round_trips_and_wal_goes_to_every_destination() {
+    let work = Work::new();
+    let all = [
+        Compression::None,
+        Compression::Lz4,
+        Compression::Zstd,
+        Compression::Lzma,
+        Compression::Brotli,
+    ];
+    let dests: Vec<Destination> = all
+        .iter()
+        .map(|c| work.destination(&format!("{c:?}").to_lowercase(), *c))
+        .collect();
+    let (server, cfg) = archiving_server(&work, "multi", dests.clone()).await;
+    let client = server.client("postgres").await;
+    client
+        .batch_execute(
+            "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 3000) g",
+        )
+        .await
+        .unwrap();
+    let source = contents(&client).await;
+    let mut instances = Vec::new();
+    for (c, dest) in all.iter().zip(&dests) {
+        let m = engine::backup(&cfg, dest, &BackupOptions::named("b"))
+            .await
+            .unwrap();
+        assert_eq!(m.compression, *c);
+        engine::verify(dest, "b").await.unwrap();
+        let inst = restored_instance(&server, &format!("r-{c:?}").to_lowercase());
+        let opts = RestoreOptions {
+            backup: "b".into(),
+            pgdata: inst.pgdata(),
+            target: RecoveryTarget::Immediate,
+            concurrency: 3,
+            restore_command: wal::restore_command(&shardvault_bin(), &work.config_path("multi")),
+            tablespace_dir: None,
+            progress: None,
+        };
+        // wal-fetch reads destinations[0]; each backup's WAL is in every destination anyway.
+        engine::restore(dest, &opts).await.unwrap();
+        instances.push(inst);
+    }
+    let clients = futures::future::join_all(instances.iter().map(start_restored)).await;
+    for (c, restored) in all.iter().zip(&clients) {
+        let got = contents(restored).await;
+        let t = |v: &[(String, i64, String)]| v.iter().find(|x| x.0 == "t").cloned();
+        assert_eq!(t(&got), t(&source), "{c:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_backup_leaves_no_manifest_and_the_next_one_succeeds() {
+    let work = Work::new();
+    let mut dest = work.destination("kill", Compression::Lz4);
+    let (server, mut cfg) = archiving_server(&work, "kill", vec![dest.clone()]).await;
+    let client = server.client("postgres").await;
+    load_data(&client).await;
+    // Slow reads, so the kill lands midway.
+    dest.performance.max_disk_bandwidth = Some(2 * 1024 * 1024);
+    cfg.destinations = vec![dest.clone()];
+    let slow = work.config_path("kill-slow");
+    cfg.save(&slow).unwrap();
+    let mut child = tokio::process::Command::new(shardvault_bin())
+        .args([
+            "node",
+            "backup",
+            "--config",
+            slow.to_str().unwrap(),
+            "--name",
+            "k",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the server is in backup mode, while parts are being read.
+    let mut in_backup = false;
+    for _ in 0..300 {
+        in_backup = client
+            .query_one(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_backup_start%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if in_backup {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(in_backup, "the backup never started");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    child.start_kill().unwrap(); // SIGKILL
+    child.wait().await.unwrap();
+    assert!(!work.object_path(&dest, &layout::manifest_key("k")).exists());
+    let err = engine::verify(&dest, "k").await.unwrap_err();
+    assert!(matches!(err, EngineError::BackupNotFound { .. }), "{err}");
+
+    // The server's backup ended with the killed session; the same name works now.
+    let (code, _, err) = shardvault(&[
+        "node",
+        "backup",
+        "--config",
+        work.config_path("kill").to_str().unwrap(),
+        "--name",
+        "k",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    engine::verify(&dest, "k").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wal_push_refuses_different_content_and_fetch_reports_missing_files() {
+    let work = Work::new();
+    let dests = vec![
+        work.destination("a", Compression::Lz4),
+        work.destination("b", Compression::Brotli),
+    ];
+    let cfg = NodeConfig {
+        member: "m".into(),
+        pg_bin: PathBuf::from("/usr/lib/postgresql/15/bin"),
+        pgdata: work.path().join("pgdata"),
+        host: work.path().to_path_buf(),
+        port: 5432,
+        user: "postgres".into(),
+        destinations: dests.clone(),
+        restore_source: None,
+    };
+    let cfg_path = work.config_path("w");
+    cfg.save(&cfg_path).unwrap();
+    let pg_wal = work.path().join("pg_wal");
+    std::fs::create_dir(&pg_wal).unwrap();
+    let seg = |i: u8| format!("0000000100000000000000{i:02X}");
+    let segment_bytes =
+        |i: u8| -> Vec<u8> { (0..64 * 1024u32).map(|x| (x % 251) as u8 ^ i).collect() };
+    for i in 1..=4 {
+        std::fs::write(pg_wal.join(seg(i)), segment_bytes(i)).unwrap();
+        let pushed = wal::push(&cfg, &pg_wal.join(seg(i))).await.unwrap();
+        assert_eq!(pushed, [wal::Pushed::Stored, wal::Pushed::Stored]);
+    }
+    std::fs::write(
+        pg_wal.join("00000002.history"),
+        b"1\t0/3000000\tno recovery target specified\n",
+    )
+    .unwrap();
+    wal::push(&cfg, &pg_wal.join("00000002.history"))
+        .await
+        .unwrap();
+
+    // Again with the same content: fine; with different content: refused, stored copy kept.
+    let again = wal::push(&cfg, &pg_wal.join(seg(1))).await.unwrap();
+    assert_eq!(
+        again,
+        [wal::Pushed::AlreadyArchived, wal::Pushed::AlreadyArchived]
+    );
+    std::fs::write(pg_wal.join(seg(1)), segment_bytes(9)).unwrap();
+    let err = wal::push(&cfg, &pg_wal.join(seg(1))).await.unwrap_err();
+    assert!(
+        matches!(err, EngineError::WalConflict { .. }) && err.to_string().contains(&seg(1)),
+        "{err}"
+    );
+    let (code, _, err) = shardvault(&[
+        "wal-push",
+        pg_wal.join(seg(1)).to_str().unwrap(),
+        "--config",
+        cfg_path.to_str().unwrap(),
+    ])
+    .await;
+    assert_ne!(code, 0);
+    assert!(err.contains("different content"), "{err}");
+
+    // Fetch: the right bytes, atomically; a missing file is WalNotFound / exit 1.
+    let restore_dir = work.path().join("restore_wal");
+    std::fs::create_dir(&restore_dir).unwrap();
+    let dest_file = restore_dir.join("RECOVERYXLOG");
+    let got = wal::fetch(&dests[1], &seg(2), &dest_file).await.unwrap();
+    assert_eq!(got, wal::Fetched::Downloaded);
+    assert_eq!(std::fs::read(&dest_file).unwrap(), segment_bytes(2));
+    let err = wal::fetch(&dests[0], &seg(7), &dest_file)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::WalNotFound { .. }), "{err}");
+
+    // Prefetch fills the directory beside the destination; the next fetch uses it.
+    let dir = wal::prefetch_dir(&dest_file);
+    let n = wal::prefetch(&dests[0], &seg(2), 5, 16 * 1024 * 1024, &dir)
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "segments 3 and 4 exist, 5 does not");
+    let got = wal::fetch(&dests[0], &seg(3), &dest_file).await.unwrap();
+    assert_eq!(got, wal::Fetched::Prefetched);
+    assert_eq!(std::fs::read(&dest_file).unwrap(), segment_bytes(3));
+
+    // Through the CLI: exit 0 found, 1 missing, 2 on a broken config.
+    let cfg_arg = cfg_path.to_str().unwrap();
+    let history = restore_dir.join("h");
+    let (code, _, err) = shardvault(&[
+        "wal-fetch",
+        "00000002.history",
+        history.to_str().unwrap(),
+        "--config",
+        cfg_arg,
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        std::fs::read_to_string(&history)
+            .unwrap()
+            .starts_with("1\t0/3000000")
+    );
+    let (code, _, _) = shardvault(&[
+        "wal-fetch",
+        &seg(8),
+        dest_file.to_str().unwrap(),
+        "--config",
+        cfg_arg,
+    ])
+    .await;
+    assert_eq!(code, 1);
+    let (code, _, err) = shardvault(&[
+        "wal-fetch",
+        &seg(8),
+        dest_file.to_str().unwrap(),
+        "--config",
+        "/nonexistent.json",
+    ])
+    .await;
+    assert_eq!(code, 2, "{err}");
+
+    // A corrupt archived object is named when fetched.
+    let key = layout::wal_key(&seg(4));
+    let path = work.object_path(&dests[0], &key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = wal::fetch(&dests[0], &seg(4), &dest_file)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains(&key), "{err}");
+}

@@ -17,6 +17,30 @@ enum Command {
     /// The whole journey in one command: cluster, backup, restores, verification.
     #[command(after_help = "Example:\n  shardvault demo\n  shardvault demo --keep --state-dir /tmp/sv-demo")]
     Demo(cmd::demo::Args),
+    /// Runs the control plane in the foreground: store, HTTP API, controllers.
+    #[command(after_help = "Example:\n  shardvault serve --state-dir /var/lib/shardvault\n  shardvault serve --listen 127.0.0.1:7443 --token-file /etc/shardvault/token")]
+    Serve(cmd::serve::Args),
+    /// Starts `shardvault serve` in the background and waits until it answers.
+    #[command(after_help = "Example:\n  shardvault up\n  SHARDVAULT_HOME=/tmp/sv shardvault up")]
+    Up(cmd::daemon::UpArgs),
+    /// Stops the background daemon (PostgreSQL servers are left alone).
+    #[command(after_help = "Example:\n  shardvault down")]
+    Down(cmd::daemon::DownArgs),
+    /// Creates or updates resources from manifests, as `kubectl apply` does.
+    #[command(after_help = "Example:\n  shardvault apply -f sgshardedbackup.yaml\n  shardvault apply -f manifests/ -f extra.yaml\n  cat backup.yaml | shardvault apply -f -")]
+    Apply(cmd::apply::Args),
+    /// Lists resources or shows one.
+    #[command(after_help = "Example:\n  shardvault get sgshardedbackup\n  shardvault get sgsbk manual-backup -o yaml\n  shardvault get sgbackup -l stackgres.io/shardedbackup-name=manual-backup\n  shardvault get sgscl,sgobjs -A")]
+    Get(cmd::get::Args),
+    /// Shows an object in detail, with its Events.
+    #[command(after_help = "Example:\n  shardvault describe sgshardedbackup manual-backup")]
+    Describe(cmd::describe::Args),
+    /// Deletes resources and what they own.
+    #[command(after_help = "Example:\n  shardvault delete sgshardedbackup manual-backup\n  shardvault delete -f sgshardedbackup.yaml --wait")]
+    Delete(cmd::delete::Args),
+    /// Waits until a resource reaches a state.
+    #[command(after_help = "Example:\n  shardvault wait sgsbk/manual-backup --for=jsonpath='{.status.process.status}'=Completed --timeout=10m")]
+    Wait(cmd::wait::Args),
     /// Opens psql on the primary of a local sharded cluster's coordinator or shard.
     #[command(
         after_help = "Example:\n  shardvault psql my-cluster\n  shardvault psql my-cluster --shard 1 -- -c 'SELECT count(*) FROM accounts'"
@@ -47,6 +71,14 @@ fn main() -> std::process::ExitCode {
     cmd::init_logging();
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
+        Command::Up(args) => cmd::daemon::up(args),
+        Command::Down(args) => cmd::daemon::down(args),
+        Command::Apply(args) => cmd::apply::run(args),
+        Command::Get(args) => cmd::get::run(args),
+        Command::Describe(args) => cmd::describe::run(args),
+        Command::Delete(args) => cmd::delete::run(args),
+        Command::Wait(args) => cmd::wait::run(args),
         Command::Psql(args) => cmd::psql::run(args),
         Command::Node(args) => cmd::node::run(args),
         Command::WalPush(args) => cmd::wal::run_push(args),

@@ -733,3 +733,65 @@ async fn wal_push_refuses_different_content_and_fetch_reports_missing_files() {
         .unwrap_err();
     assert!(err.to_string().contains(&key), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tablespaces_are_restored_where_asked() {
+    let work = Work::new();
+    let dest = work.destination("ts", Compression::Lz4);
+    let (server, cfg) = archiving_server(&work, "ts", vec![dest.clone()]).await;
+    let location = work.path().join("ts1");
+    user::create_dir_all_for_server(&location).unwrap();
+    let client = server.client("postgres").await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLESPACE ts1 LOCATION '{}'",
+            location.display()
+        ))
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "CREATE TABLE tt TABLESPACE ts1 AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 2000) g",
+        )
+        .await
+        .unwrap();
+    let manifest = engine::backup(&cfg, &dest, &BackupOptions::named("with-ts"))
+        .await
+        .unwrap();
+    assert_eq!(manifest.tablespaces.len(), 1);
+    assert!(manifest.has_tablespace_map);
+    let oid = manifest.tablespaces[0].oid.clone();
+    engine::verify(&dest, "with-ts").await.unwrap();
+
+    // The original location is in use: refused, and nothing is created.
+    let instance = restored_instance(&server, "r-ts");
+    let mut opts = RestoreOptions {
+        backup: "with-ts".into(),
+        pgdata: instance.pgdata(),
+        target: RecoveryTarget::Immediate,
+        concurrency: 2,
+        restore_command: wal::restore_command(&shardvault_bin(), &work.config_path("ts")),
+        tablespace_dir: None,
+        progress: None,
+    };
+    let err = engine::restore(&dest, &opts).await.unwrap_err();
+    assert!(matches!(err, EngineError::NotEmpty { .. }), "{err}");
+    assert!(!instance.pgdata().exists());
+
+    let elsewhere = server.root().join("ts-restored");
+    opts.tablespace_dir = Some(elsewhere.clone());
+    engine::restore(&dest, &opts).await.unwrap();
+    let link = std::fs::read_link(instance.pgdata().join("pg_tblspc").join(&oid)).unwrap();
+    assert_eq!(link, elsewhere.join(&oid));
+    let restored = start_restored(&instance).await;
+    assert_eq!(contents(&restored).await, contents(&client).await);
+    let spc: String = restored
+        .query_one(
+            "SELECT pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname = 'ts1'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(spc, elsewhere.join(&oid).display().to_string());
+}

@@ -93,8 +93,34 @@ fn check_empty(dir: &Path) -> Result<(), EngineError> {
     }
 }
 
-/// Checks that each file's chunks cover it in order and add up to its checksum.
+/// Tells whether a stored relative path stays inside the directory it is restored into.
+fn stays_inside(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// Checks that every path stays inside the data directory, tablespace OIDs are numbers, and
+/// each file's chunks cover it in order and add up to its checksum.
 fn check_manifest(m: &Manifest) -> Result<(), EngineError> {
+    let bad = |reason: String| EngineError::BadManifest {
+        key: layout::manifest_key(&m.name),
+        reason,
+    };
+    if let Some(d) = m.directories.iter().find(|d| !stays_inside(&d.path)) {
+        return Err(bad(format!(
+            "directory {:?} escapes the data directory",
+            d.path
+        )));
+    }
+    if let Some(t) = m
+        .tablespaces
+        .iter()
+        .find(|t| t.oid.is_empty() || !t.oid.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad(format!("tablespace OID {:?} is not a number", t.oid)));
+    }
     for f in &m.files {
         let mut at = 0;
         let mut crc = 0;
@@ -109,11 +135,11 @@ fn check_manifest(m: &Manifest) -> Result<(), EngineError> {
             };
             at += c.len;
         }
-        if at != f.size || crc != f.crc32c || f.path.contains("..") || f.path.starts_with('/') {
-            return Err(EngineError::BadManifest {
-                key: layout::manifest_key(&m.name),
-                reason: format!("entry of file {} is inconsistent", f.path),
-            });
+        if !stays_inside(&f.path) {
+            return Err(bad(format!("file {:?} escapes the data directory", f.path)));
+        }
+        if at != f.size || crc != f.crc32c {
+            return Err(bad(format!("entry of file {} is inconsistent", f.path)));
         }
     }
     Ok(())

@@ -7,35 +7,25 @@ use std::time::Instant;
 
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::runtime::cluster::{
-    Bootstrap, ClusterObserved, ClusterPlan, InstanceState, MemberPlan, Role, Sharding, destroy,
-    reconcile,
+    Bootstrap, ClusterObserved, ClusterPlan, InstanceState, MemberPlan, RecoveryTarget, Role,
+    Sharding, destroy, reconcile,
 };
 use shardvault_pg::runtime::instance::postgres_alive;
 use shardvault_pg::runtime::{RuntimeError, find_pg_bin};
 use shardvault_pg::user;
 use shardvault_storage::{Destination, StorageConfig};
+use shardvault_testkit::TempStateDir;
 
-/// A state dir the server user can enter, removed at the end.
-fn state_dir() -> tempfile::TempDir {
-    let dir = tempfile::Builder::new().prefix("sv-rt-").tempdir().unwrap();
-    user::chown_to_server_user(dir.path()).unwrap();
-    dir
+/// A state dir the server user can enter; its servers are stopped and it is removed on drop.
+fn state_dir() -> TempStateDir {
+    TempStateDir::new()
 }
 
 fn plan(state: &Path, name: &str, coord: u32, shards: u32, per_shard: u32) -> ClusterPlan {
-    let archive = Destination {
-        storage: StorageConfig::Filesystem {
-            path: state.join("archive"),
-        },
-        prefix: String::new(),
-        compression: Default::default(),
-        performance: Default::default(),
-        encryption: None,
-    };
     let member = |name: String, instances| MemberPlan {
+        destinations: vec![archive(state, &name)],
         name,
         instances,
-        destinations: vec![archive.clone()],
         bootstrap: Bootstrap::Initdb,
     };
     let mut members = vec![member(format!("{name}-coord"), coord)];
@@ -49,6 +39,19 @@ fn plan(state: &Path, name: &str, coord: u32, shards: u32, per_shard: u32) -> Cl
         sharding: Sharding::Ddp,
         members,
         extra_settings: vec![("fsync".into(), "off".into())],
+    }
+}
+
+/// A member's WAL archive and backups: `<state>/archive/<member>`.
+fn archive(state: &Path, member: &str) -> Destination {
+    Destination {
+        storage: StorageConfig::Filesystem {
+            path: state.join("archive"),
+        },
+        prefix: member.to_string(),
+        compression: Default::default(),
+        performance: Default::default(),
+        encryption: None,
     }
 }
 
@@ -333,4 +336,115 @@ async fn a_missing_version_or_citus_is_refused_and_starts_nothing() {
     let err = reconcile(&empty).await.unwrap_err().to_string();
     assert!(err.contains("zero-shard0 has 0 instances"), "{err}");
     assert!(!empty.dir.exists());
+}
+
+#[tokio::test]
+async fn a_cluster_restored_from_backups_is_promoted_replicated_and_talks_to_its_own_shards() {
+    let state = state_dir();
+    let source = plan(state.path(), "src", 1, 1, 1);
+    let first = reconcile(&source).await.unwrap();
+    assert!(first.ready(), "{first:#?}");
+    let coord = client(&first, 0).await;
+    coord
+        .query_one(
+            "SELECT ddp_create_distributed_table('items', 'id bigint primary key, v text', 'id')",
+            &[],
+        )
+        .await
+        .unwrap();
+    coord
+        .execute(
+            "INSERT INTO items SELECT g, 'before' FROM generate_series(1, 100) g",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    // One backup per member, taken as the server user like archive_command's wal-push.
+    for member in &first.members {
+        let mut cmd = user::command(shardvault_testkit::shardvault_bin());
+        cmd.args(["node", "backup", "--name", "b1", "--config"])
+            .arg(&member.node_config);
+        let out = cmd.output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    coord
+        .execute(
+            "INSERT INTO items SELECT g, 'after' FROM generate_series(101, 150) g",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    // A new cluster from those backups, with a replica on the shard built after promotion.
+    let mut restored = plan(state.path(), "dst", 1, 1, 2);
+    for (member, from) in restored.members.iter_mut().zip(&source.members) {
+        member.bootstrap = Bootstrap::Restore {
+            source: from.destinations[0].clone(),
+            backup: "b1".into(),
+            target: RecoveryTarget::Immediate,
+            concurrency: 2,
+        };
+    }
+    let observed = reconcile(&restored).await.unwrap();
+    assert!(observed.ready(), "{observed:#?}");
+    assert!(
+        observed
+            .actions
+            .contains(&"restored dst-shard0-0 from backup b1 (--target-immediate)".to_string()),
+        "{:?}",
+        observed.actions
+    );
+    assert!(
+        observed
+            .actions
+            .contains(&"created replica dst-shard0-1 of dst-shard0-0".to_string())
+    );
+    assert!(
+        observed.actions.contains(&format!(
+            "repointed foreign server shard0 to dst-shard0-0 (port {})",
+            observed.members[1].instances[0].port
+        )),
+        "{:?}",
+        observed.actions
+    );
+    let node = NodeConfig::load(&observed.members[1].node_config).unwrap();
+    assert_eq!(
+        node.restore_source,
+        Some(source.members[1].destinations[0].clone())
+    );
+
+    // The restored coordinator reads the restored shard (100 rows), not the source (150).
+    let coord = client(&observed, 0).await;
+    let row = coord
+        .query_one(
+            "SELECT count(*), count(*) FILTER (WHERE v = 'after') FROM items",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (100, 0));
+    coord
+        .execute("INSERT INTO items VALUES (1000, 'restored')", &[])
+        .await
+        .unwrap();
+    let n: i64 = client(&first, 0)
+        .await
+        .query_one("SELECT count(*) FROM items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        n, 150,
+        "the source cluster must not see writes to the restored one"
+    );
+
+    let mut all = pids(&first);
+    all.extend(pids(&observed));
+    assert_destroyed(&restored, &all[2..]).await;
+    assert_destroyed(&source, &all[..2]).await;
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::runtime::find_pg_bin;
-use shardvault_pg::runtime::instance::{Instance, SUPERUSER, free_ports};
+use shardvault_pg::runtime::instance::{
+    Instance, SUPERUSER, free_ports, postgres_alive, stop_pid_immediate_blocking,
+};
 use shardvault_pg::user;
 use shardvault_storage::Destination;
 
@@ -30,6 +32,62 @@ pub fn shardvault_bin() -> PathBuf {
         .find(|p| p.is_file())
         .cloned()
         .unwrap_or_else(|| panic!("run cargo build --bins first: none of {candidates:?} exists"))
+}
+
+/// A temporary state directory the server user can write to; on drop every PostgreSQL server
+/// whose data directory is below it is stopped (even when a test failed half-way), then it is
+/// removed.
+pub struct TempStateDir {
+    dir: tempfile::TempDir,
+}
+
+impl TempStateDir {
+    /// Creates the directory, owned by the server user.
+    pub fn new() -> TempStateDir {
+        let dir = tempfile::Builder::new()
+            .prefix("sv-state-")
+            .tempdir()
+            .expect("a temporary directory");
+        user::chown_to_server_user(dir.path()).expect("chown of the temporary directory");
+        TempStateDir { dir }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Default for TempStateDir {
+    fn default() -> Self {
+        TempStateDir::new()
+    }
+}
+
+impl Drop for TempStateDir {
+    fn drop(&mut self) {
+        stop_servers_under(self.dir.path(), 8);
+    }
+}
+
+/// Stops at once every running server with a `postmaster.pid` up to `depth` levels below `dir`.
+fn stop_servers_under(dir: &Path, depth: usize) {
+    let pidfile = dir.join("postmaster.pid");
+    let pid = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|text| text.lines().next()?.trim().parse().ok());
+    if let Some(pid) = pid.filter(|pid| postgres_alive(*pid)) {
+        stop_pid_immediate_blocking(pid);
+    }
+    if depth == 0 {
+        return;
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.is_symlink() {
+            stop_servers_under(&path, depth - 1);
+        }
+    }
 }
 
 /// One real PostgreSQL primary in a temporary directory, stopped and removed on drop.

@@ -106,11 +106,7 @@ mod tests {
 
     #[tokio::test]
     async fn psql_reaches_the_coordinator_and_each_shard() {
-        let state = tempfile::Builder::new()
-            .prefix("sv-psql-")
-            .tempdir()
-            .unwrap();
-        shardvault_pg::user::chown_to_server_user(state.path()).unwrap();
+        let state = shardvault_testkit::TempStateDir::new();
         let member = |name: &str| MemberPlan {
             name: name.to_string(),
             instances: 1,

@@ -228,6 +228,9 @@ const OBSERVED_FILE: &str = "observed.json";
 /// Longest unix socket path the kernel takes (`sun_path` less the final NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
+/// How long a running replica may take to accept connections before it is started again.
+const ADOPT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// How long a new replica may take to start streaming before it is reported pending.
 const STREAMING_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -503,7 +506,10 @@ async fn ensure_primary(
     primary: &Instance,
 ) -> Result<Vec<String>, RuntimeError> {
     let mut actions = Vec::new();
-    if primary.running_pid().is_none() {
+    // A running server is adopted; one that dies while we look (kill -9 a moment ago) is
+    // brought up like a stopped one.
+    let adopted = primary.running_pid().is_some() && primary.wait_promoted().await.is_ok();
+    if !adopted {
         if primary.is_bootstrapped() {
             primary.start().await?;
             actions.push(format!("restarted {} (it had stopped)", primary.name));
@@ -531,8 +537,9 @@ async fn ensure_primary(
                 }
             }
         }
+        primary.wait_promoted().await?;
     }
-    primary.wait_promoted().await?;
+    forget_recovery_settings(primary).await?;
     if ensure_database(primary, &plan.database).await? {
         actions.push(format!(
             "created database {} on {}",
@@ -587,6 +594,48 @@ async fn restore(
     primary.mark_bootstrapped()
 }
 
+/// Recovery settings a restore leaves in `postgresql.auto.conf`.
+const RECOVERY_SETTINGS: [&str; 8] = [
+    "restore_command",
+    "recovery_target",
+    "recovery_target_name",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_lsn",
+    "recovery_target_inclusive",
+    "recovery_target_action",
+];
+
+/// Removes a restore's recovery settings from a promoted primary (`ALTER SYSTEM RESET`), so
+/// replicas copied from it do not stop at the old target and promote themselves.
+async fn forget_recovery_settings(primary: &Instance) -> Result<(), RuntimeError> {
+    let auto = primary.pgdata().join("postgresql.auto.conf");
+    let text = std::fs::read_to_string(&auto).map_err(RuntimeError::io(&auto))?;
+    let present: Vec<&str> = RECOVERY_SETTINGS
+        .into_iter()
+        .filter(|key| {
+            text.lines()
+                .any(|l| l.split('=').next().is_some_and(|k| k.trim() == *key))
+        })
+        .collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    let client = primary.connect("postgres").await?;
+    for key in present {
+        // One statement per query: ALTER SYSTEM refuses multi-statement strings.
+        client
+            .batch_execute(&format!("ALTER SYSTEM RESET {key}"))
+            .await
+            .map_err(|source| RuntimeError::Sql {
+                instance: primary.name.clone(),
+                what: format!("resetting {key} after recovery"),
+                source,
+            })?;
+    }
+    Ok(())
+}
+
 /// Logs every line of a restore's output stream; returns the last 20.
 async fn log_lines<R: tokio::io::AsyncRead + Unpin>(
     instance: &str,
@@ -614,7 +663,9 @@ async fn ensure_replica(
 ) -> (Vec<String>, Result<InstanceState, String>) {
     let mut actions = Vec::new();
     let result = async {
-        if replica.running_pid().is_none() {
+        let adopted =
+            replica.running_pid().is_some() && replica.wait_accepting(ADOPT_TIMEOUT).await.is_ok();
+        if !adopted {
             if replica.is_bootstrapped() {
                 replica.start().await?;
                 actions.push(format!("restarted {} (it had stopped)", replica.name));

@@ -375,16 +375,8 @@ impl Instance {
 
     /// Stops the server at once without waiting on a runtime (`pg_ctl stop -m immediate`), for Drop.
     pub fn stop_immediate_blocking(&self) {
-        let Some(pid) = self.running_pid() else {
-            return;
-        };
-        signal(pid, nix::sys::signal::Signal::SIGQUIT);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while postgres_alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if postgres_alive(pid) {
-            signal(pid, nix::sys::signal::Signal::SIGKILL);
+        if let Some(pid) = self.running_pid() {
+            stop_pid_immediate_blocking(pid);
         }
     }
 
@@ -431,6 +423,18 @@ pub async fn stop_pid(pid: i32, timeout: Duration) {
         if !postgres_alive(pid) {
             return;
         }
+    }
+}
+
+/// Stops the postmaster `pid` at once (SIGQUIT, SIGKILL after 10s) and waits, without a runtime.
+pub fn stop_pid_immediate_blocking(pid: i32) {
+    signal(pid, nix::sys::signal::Signal::SIGQUIT);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while postgres_alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if postgres_alive(pid) {
+        signal(pid, nix::sys::signal::Signal::SIGKILL);
     }
 }
 

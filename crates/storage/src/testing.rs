@@ -160,7 +160,11 @@ fn serve(
                 _ = &mut stopped => break,
                 accepted = listener.accept() => match accepted {
                     Ok((socket, _)) => socket,
-                    Err(_) => continue,
+                    Err(_) => {
+                        // Out of descriptors or similar: let connections close first.
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
                 },
             };
             let (http, service, faults) = (http.clone(), service.clone(), faults.clone());

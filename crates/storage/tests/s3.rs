@@ -74,21 +74,6 @@ async fn persistent_failures_give_up_with_the_key() {
 }
 
 #[tokio::test]
-async fn explicit_credentials_ignore_the_environment() {
-    // SAFETY: this test binary's other tests do not read these variables concurrently in a
-    // way that matters: explicit credentials must win whatever the environment says.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "from-env");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "from-env");
-        std::env::set_var("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
-    }
-    let server = start_s3_server().await;
-    let store = Store::open(&server.config, "env").unwrap();
-    store.put("k", b"v".to_vec()).await.unwrap();
-    assert_eq!(store.get("k").await.unwrap(), b"v");
-}
-
-#[tokio::test]
 async fn a_storage_class_is_accepted() {
     let server = start_s3_server().await;
     let StorageConfig::S3 {

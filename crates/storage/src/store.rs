@@ -24,7 +24,7 @@ const S3_READ_STREAMS: usize = 4;
 /// Bytes per ranged S3 download request.
 const S3_READ_CHUNK: usize = 4 * 1024 * 1024;
 /// Directory (under a filesystem root) where objects are written before being renamed.
-const FS_TMP_DIR: &str = ".shardvault-tmp";
+pub const FS_TMP_DIR: &str = ".shardvault-tmp";
 
 /// Objects under one prefix of one storage.
 #[derive(Clone, Debug)]

@@ -1,13 +1,16 @@
 //! Controllers and sharded backup/restore orchestration for shardvault.
 
 pub mod archive;
+pub mod backup_controller;
 pub mod catalog;
+pub mod cluster_controller;
 pub mod cut;
 pub mod demo;
 pub mod destination;
 pub mod fingerprint;
 pub mod framework;
 pub mod registry;
+pub mod resources;
 pub mod restore_check;
 pub mod sharded_backup;
 

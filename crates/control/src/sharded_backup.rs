@@ -89,14 +89,15 @@ pub async fn run(
     progress: Arc<dyn Progress>,
 ) -> Result<ShardedBackupOutcome, ShardedBackupError> {
     let mut results: Vec<(usize, Result<BackupSummary, ShardedBackupError>)> =
-        futures::stream::iter(job.members.iter().enumerate())
+        futures::stream::iter(job.members.clone().into_iter().enumerate())
             .map(|(i, m)| {
                 let progress = progress.clone();
+                let bin = job.shardvault_bin.clone();
                 async move {
                     progress.member_started(i);
-                    let r = member_backup(&job.shardvault_bin, m).await;
-                    if let Ok(manifest) = &r {
-                        progress.member_done(i, manifest);
+                    let r = member_backup(&bin, &m).await;
+                    if let Ok(summary) = &r {
+                        progress.member_done(i, summary);
                     }
                     (i, r)
                 }

@@ -1,5 +1,6 @@
 //! Where shardvault keeps its state: `--state-dir`, else `$SHARDVAULT_HOME`, else
-//! `~/.local/share/shardvault`.
+//! `/var/lib/shardvault` for root (the server user must be able to reach cluster data under
+//! it, and root's home is closed to it), else `~/.local/share/shardvault`.
 
 use std::path::PathBuf;
 
@@ -10,6 +11,9 @@ pub fn resolve(flag: Option<PathBuf>) -> PathBuf {
     }
     if let Some(dir) = std::env::var_os("SHARDVAULT_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
+    }
+    if shardvault_pg::user::server_ids().is_some() {
+        return PathBuf::from("/var/lib/shardvault");
     }
     let data_home = std::env::var_os("XDG_DATA_HOME")
         .filter(|d| !d.is_empty())

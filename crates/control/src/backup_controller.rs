@@ -1,0 +1,704 @@
+//! The SGShardedBackup controller: takes the cluster's backup lock, creates one SGBackup per
+//! member, runs the sharded backup (member backups, cluster-wide restore point, archive
+//! proof) in a worker with `timeout` and `maxRetries`, and writes status and the storage
+//! catalog record. Deleting a sharded backup removes its objects from storage.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::{Value, json};
+use shardvault_api::Kind;
+use shardvault_api::backup::{BackupPhase, BackupSize, BackupStatus};
+use shardvault_api::shardedbackup::{
+    DEFAULT_MAX_RETRIES, MemberRestorePoint, RestorePoint, SHARDED_BACKUP_LABEL,
+    ShardedBackupInformation, ShardedBackupSpec, ShardedBackupStatus,
+};
+use shardvault_api::shardedcluster::{ShardedClusterSpec, ShardingType};
+use shardvault_pg::config::NodeConfig;
+use shardvault_pg::engine::manifest::BackupSummary;
+use shardvault_pg::engine::{Repo, layout};
+use shardvault_pg::runtime::cluster::ClusterObserved;
+use shardvault_store::EventType;
+use tokio::sync::mpsc;
+
+use crate::catalog::{self, MemberRecord, ShardedRecord};
+use crate::cut::CutMode;
+use crate::destination::{cluster_prefix, member_destinations};
+use crate::framework::{Action, Ctx, ReconcileError, Reconciler, has_finalizer, is_deleting};
+use crate::resources::{
+    Secrets, backup_config, backup_destination, cluster_storages, name_of, namespace_of,
+    owner_reference, spec_of, status_of, uid_of,
+};
+use crate::sharded_backup::{self, MemberJob, Progress, ShardedBackupJob};
+
+/// Finalizer that removes a sharded backup's objects from storage.
+pub const FINALIZER: &str = "shardvault.io/backup-objects";
+
+/// Annotation choosing the backups[] entry (index) a manual backup goes to (default 0).
+pub const ENTRY_ANNOTATION: &str = "shardvault.io/backup-entry";
+
+/// Runs sharded backups.
+pub struct ShardedBackupController {
+    bin: PathBuf,
+    workers: Arc<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>>,
+}
+
+impl ShardedBackupController {
+    /// A controller whose engine runs from `shardvault_bin`.
+    pub fn new(shardvault_bin: PathBuf) -> ShardedBackupController {
+        ShardedBackupController {
+            bin: shardvault_bin,
+            workers: Arc::default(),
+        }
+    }
+}
+
+impl Reconciler for ShardedBackupController {
+    fn kind(&self) -> Kind {
+        Kind::SGShardedBackup
+    }
+
+    fn reconcile(
+        &self,
+        obj: Value,
+        ctx: Ctx,
+    ) -> BoxFuture<'static, Result<Action, ReconcileError>> {
+        let bin = self.bin.clone();
+        let workers = self.workers.clone();
+        Box::pin(async move { reconcile(obj, ctx, bin, workers).await })
+    }
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+fn member_suffix(i: usize) -> String {
+    if i == 0 {
+        "coord".into()
+    } else {
+        format!("shard{}", i - 1)
+    }
+}
+
+async fn set_status(
+    ctx: &Ctx,
+    obj: &Value,
+    status: &ShardedBackupStatus,
+) -> Result<Value, ReconcileError> {
+    let status = serde_json::to_value(status).expect("status serializes");
+    if obj.get("status") == Some(&status) {
+        return Ok(obj.clone());
+    }
+    Ok(ctx.update_status(obj, status).await?)
+}
+
+async fn reconcile(
+    obj: Value,
+    ctx: Ctx,
+    bin: PathBuf,
+    workers: Arc<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>>,
+) -> Result<Action, ReconcileError> {
+    let uid = uid_of(&obj).to_string();
+    if is_deleting(&obj) {
+        if let Some(w) = workers.lock().expect("not poisoned").remove(&uid) {
+            w.abort();
+        }
+        if has_finalizer(&obj, FINALIZER) {
+            delete_objects(&ctx, &obj).await?;
+            ctx.remove_finalizer(&obj, FINALIZER).await?;
+        }
+        return Ok(Action::AwaitChange);
+    }
+    let obj = ctx.add_finalizer(&obj, FINALIZER).await?;
+    let spec: ShardedBackupSpec = spec_of(&obj)?;
+    let mut status: ShardedBackupStatus = status_of(&obj);
+    let ns = namespace_of(&obj).to_string();
+    match status.process.status {
+        BackupPhase::Completed | BackupPhase::Failed => return Ok(Action::AwaitChange),
+        BackupPhase::Running => {
+            let alive = workers
+                .lock()
+                .expect("not poisoned")
+                .get(&uid)
+                .is_some_and(|w| !w.is_finished());
+            if alive {
+                return Ok(Action::Requeue(Duration::from_secs(5)));
+            }
+            // Running with no worker here: the daemon restarted mid-backup. That attempt is
+            // lost; its objects are removed and the backup starts again as a new attempt.
+            ctx.event(
+                &obj,
+                EventType::Warning,
+                "Interrupted",
+                "the backup was interrupted (daemon restart); retrying",
+            )
+            .await;
+        }
+        BackupPhase::Pending => {}
+    }
+    let cluster_name = spec.sg_sharded_cluster.clone();
+    let Some(cluster) = ctx.get(Kind::SGShardedCluster, &ns, &cluster_name).await? else {
+        status.process.status = BackupPhase::Failed;
+        status.process.failure = Some(format!(
+            "spec.sgShardedCluster: SGShardedCluster {cluster_name:?} not found in namespace {ns}"
+        ));
+        set_status(&ctx, &obj, &status).await?;
+        return Ok(Action::AwaitChange);
+    };
+    let ready = cluster
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
+    let others_running = ctx
+        .list(Kind::SGShardedBackup, Some(&ns), "")
+        .await?
+        .into_iter()
+        .any(|b| {
+            uid_of(&b) != uid
+                && b.pointer("/spec/sgShardedCluster").and_then(Value::as_str)
+                    == Some(&cluster_name)
+                && b.pointer("/status/process/status").and_then(Value::as_str) == Some("Running")
+        });
+    if status.process.status == BackupPhase::Pending && (!ready || others_running) {
+        let why = if others_running {
+            "another sharded backup of this cluster is running"
+        } else {
+            "the cluster is not Ready yet"
+        };
+        status.process.failure = Some(format!("waiting: {why}"));
+        set_status(&ctx, &obj, &status).await?;
+        return Ok(Action::Requeue(Duration::from_secs(3)));
+    }
+    let plan = match plan_backup(&ctx, &obj, &cluster, &bin).await {
+        Ok(p) => p,
+        Err(e) => {
+            status.process.status = BackupPhase::Failed;
+            status.process.failure = Some(e.message.clone());
+            set_status(&ctx, &obj, &status).await?;
+            ctx.event(&obj, EventType::Warning, &e.reason, &e.message)
+                .await;
+            return Ok(Action::AwaitChange);
+        }
+    };
+    let attempt = status.attempts.unwrap_or(0) + 1;
+    status.process.status = BackupPhase::Running;
+    status.process.failure = None;
+    status.process.timing.start.get_or_insert_with(now);
+    status.attempts = Some(attempt);
+    status.sg_backups = plan.job.members.iter().map(|m| m.backup.clone()).collect();
+    let obj = set_status(&ctx, &obj, &status).await?;
+    ensure_children(&ctx, &obj, &spec, &plan).await?;
+    let max_retries = spec.max_retries.unwrap_or(DEFAULT_MAX_RETRIES).max(0);
+    let timeout = spec
+        .timeout
+        .as_ref()
+        .and_then(|t| t.seconds().ok())
+        .map(Duration::from_secs);
+    let worker = tokio::spawn(run_worker(
+        ctx.clone(),
+        obj,
+        plan,
+        attempt,
+        max_retries,
+        timeout,
+    ));
+    workers.lock().expect("not poisoned").insert(uid, worker);
+    Ok(Action::Requeue(Duration::from_secs(5)))
+}
+
+/// Everything a worker needs about one sharded backup.
+struct BackupPlan {
+    job: ShardedBackupJob,
+    cluster: String,
+    sharding: ShardingType,
+    managed: bool,
+    configs: Vec<Value>,
+    catalog_dest: shardvault_storage::Destination,
+}
+
+async fn plan_backup(
+    ctx: &Ctx,
+    obj: &Value,
+    cluster: &Value,
+    bin: &std::path::Path,
+) -> Result<BackupPlan, ReconcileError> {
+    let ns = namespace_of(obj);
+    let name = name_of(obj);
+    let cluster_name = name_of(cluster);
+    let cspec: ShardedClusterSpec = spec_of(cluster)?;
+    if cspec.backups().is_empty() {
+        return Err(ReconcileError::new(
+            "NoBackupConfiguration",
+            format!(
+                "SGShardedCluster {cluster_name} has no spec.configurations.backups: add one with an sgObjectStorage"
+            ),
+        ));
+    }
+    let entry_index: usize = obj
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            ENTRY_ANNOTATION.replace('/', "~1")
+        ))
+        .and_then(Value::as_str)
+        .map(|v| {
+            v.parse().map_err(|_| {
+                ReconcileError::new(
+                    "InvalidAnnotation",
+                    format!("metadata.annotations[{ENTRY_ANNOTATION:?}]: {v:?} is not an index"),
+                )
+            })
+        })
+        .transpose()?
+        .unwrap_or(0);
+    let entry = cspec.backups().get(entry_index).ok_or_else(|| {
+        ReconcileError::new(
+            "InvalidAnnotation",
+            format!(
+                "metadata.annotations[{ENTRY_ANNOTATION:?}]: {entry_index}: the cluster has {} backups[] entries",
+                cspec.backups().len()
+            ),
+        )
+    })?;
+    let storages = cluster_storages(ctx, ns, &cspec).await?;
+    let resolved: Vec<_> = storages.iter().map(|(_, r)| r.clone()).collect();
+    let dests = member_destinations(cluster_name, ns, &cspec, &resolved);
+    let cluster_dir = ctx.state_dir.join("clusters").join(ns).join(cluster_name);
+    let observed = ClusterObserved::load(&cluster_dir).map_err(|e| {
+        ReconcileError::new(
+            "ClusterNotRunning",
+            format!("SGShardedCluster {cluster_name}: {e}"),
+        )
+    })?;
+    let work = ctx.state_dir.join("work").join(ns).join(name);
+    shardvault_pg::user::create_dir_all_for_server(&work)
+        .map_err(|e| ReconcileError::new("StateDir", format!("{}: {e}", work.display())))?;
+    let mut members = Vec::new();
+    let mut configs = Vec::new();
+    for (i, m) in observed.members.iter().enumerate() {
+        let mut cfg = NodeConfig::load(&m.node_config)
+            .map_err(|e| ReconcileError::new("ClusterNotRunning", e))?;
+        let dest = dests[i][entry_index].clone();
+        configs.push(backup_config(entry, &storages[entry_index].0, &dest.prefix));
+        cfg.destinations = vec![dest];
+        members.push(MemberJob {
+            name: m.name.clone(),
+            backup: format!("{name}-{}", member_suffix(i)),
+            node_config: cfg,
+            config_path: work.join(format!("{}.json", m.name)),
+        });
+    }
+    let (compression, performance) = crate::destination::entry_codec(entry);
+    let sharding = cspec.sharding_type();
+    Ok(BackupPlan {
+        job: ShardedBackupJob {
+            name: name.to_string(),
+            members,
+            database: observed.database.clone(),
+            cut_mode: match sharding {
+                ShardingType::Citus => CutMode::Citus,
+                ShardingType::Ddp => CutMode::default(),
+            },
+            parallelism: performance.upload_concurrency.max(2),
+            shardvault_bin: bin.to_path_buf(),
+            archive_wait: Duration::from_secs(120),
+        },
+        cluster: cluster_name.to_string(),
+        sharding,
+        managed: obj
+            .pointer("/spec/managedLifecycle")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        configs,
+        catalog_dest: shardvault_storage::Destination {
+            storage: storages[entry_index].1.config.clone(),
+            prefix: cluster_prefix(entry, ns, cluster_name),
+            compression,
+            performance,
+            encryption: storages[entry_index].1.encryption.clone(),
+        },
+    })
+}
+
+async fn ensure_children(
+    ctx: &Ctx,
+    obj: &Value,
+    spec: &ShardedBackupSpec,
+    plan: &BackupPlan,
+) -> Result<(), ReconcileError> {
+    let ns = namespace_of(obj);
+    for m in &plan.job.members {
+        if ctx.get(Kind::SGBackup, ns, &m.backup).await?.is_some() {
+            continue;
+        }
+        ctx.create(json!({
+            "apiVersion": Kind::SGBackup.api_version(),
+            "kind": "SGBackup",
+            "metadata": {
+                "name": m.backup,
+                "namespace": ns,
+                "labels": {
+                    SHARDED_BACKUP_LABEL: name_of(obj),
+                    "stackgres.io/cluster-name": m.name,
+                },
+                "ownerReferences": [owner_reference(obj)],
+            },
+            "spec": {
+                "sgCluster": m.name,
+                "managedLifecycle": spec.managed_lifecycle.unwrap_or(false),
+            },
+        }))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Member progress as store updates, applied in order by one task.
+enum Update {
+    Started(usize),
+    Done(usize, Box<BackupSummary>),
+}
+
+struct ChannelProgress(mpsc::UnboundedSender<Update>);
+
+impl Progress for ChannelProgress {
+    fn member_started(&self, index: usize) {
+        let _ = self.0.send(Update::Started(index));
+    }
+    fn member_done(&self, index: usize, summary: &BackupSummary) {
+        let _ = self.0.send(Update::Done(index, Box::new(summary.clone())));
+    }
+    fn phase(&self, phase: &str) {
+        tracing::info!("sharded backup: {phase}");
+    }
+}
+
+fn member_status(summary: &BackupSummary, config: &Value) -> BackupStatus {
+    use shardvault_api::backup::{BackupInformation, LsnRange, Process, Timing};
+    BackupStatus {
+        internal_name: Some(summary.name.clone()),
+        backup_path: config["prefix"].as_str().map(str::to_string),
+        process: Process {
+            status: BackupPhase::Completed,
+            failure: None,
+            timing: Timing {
+                start: Some(summary.start_time.to_string()),
+                end: Some(summary.end_time.to_string()),
+                stored: Some(now()),
+            },
+        },
+        backup_information: Some(BackupInformation {
+            hostname: summary.hostname.clone(),
+            system_identifier: summary.system_identifier.clone(),
+            postgres_version: summary.postgres_version.clone(),
+            pg_data: summary.pgdata.display().to_string(),
+            size: BackupSize {
+                compressed: summary.size.compressed,
+                uncompressed: summary.size.uncompressed,
+            },
+            lsn: LsnRange {
+                start: summary.start_lsn.to_string(),
+                end: summary.end_lsn.to_string(),
+            },
+            start_wal_file: summary.start_wal_file.clone(),
+            timeline: summary.timeline,
+            control_data: None,
+        }),
+        sg_backup_config: Some(config.clone()),
+    }
+}
+
+async fn set_child(ctx: &Ctx, ns: &str, name: &str, status: &BackupStatus) {
+    match ctx.get(Kind::SGBackup, ns, name).await {
+        Ok(Some(child)) => {
+            if let Err(e) = ctx
+                .update_status(
+                    &child,
+                    serde_json::to_value(status).expect("status serializes"),
+                )
+                .await
+            {
+                tracing::warn!("SGBackup {name}: cannot write status: {e}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!("SGBackup {name}: {e}"),
+    }
+}
+
+async fn run_worker(
+    ctx: Ctx,
+    obj: Value,
+    plan: BackupPlan,
+    first_attempt: i64,
+    max_retries: i64,
+    timeout: Option<Duration>,
+) {
+    let ns = namespace_of(&obj).to_string();
+    let name = name_of(&obj).to_string();
+    let started = tokio::time::Instant::now();
+    let mut attempt = first_attempt;
+    if attempt > 1 {
+        cleanup_attempt(&plan).await;
+    }
+    loop {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let updater = {
+            let ctx = ctx.clone();
+            let ns = ns.clone();
+            let members: Vec<String> = plan.job.members.iter().map(|m| m.backup.clone()).collect();
+            let configs = plan.configs.clone();
+            tokio::spawn(async move {
+                while let Some(u) = rx.recv().await {
+                    match u {
+                        Update::Started(i) => {
+                            let mut s = BackupStatus::default();
+                            s.process.status = BackupPhase::Running;
+                            s.process.timing.start = Some(now());
+                            s.sg_backup_config = Some(configs[i].clone());
+                            set_child(&ctx, &ns, &members[i], &s).await;
+                        }
+                        Update::Done(i, summary) => {
+                            set_child(
+                                &ctx,
+                                &ns,
+                                &members[i],
+                                &member_status(&summary, &configs[i]),
+                            )
+                            .await;
+                        }
+                    }
+                }
+            })
+        };
+        let run = sharded_backup::run(&plan.job, Arc::new(ChannelProgress(tx)));
+        let result = match timeout {
+            Some(t) => match tokio::time::timeout(t.saturating_sub(started.elapsed()), run).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("timed out after {} s (spec.timeout)", t.as_secs())),
+            },
+            None => run.await.map_err(|e| e.to_string()),
+        };
+        let _ = updater.await;
+        let current = match ctx.get(Kind::SGShardedBackup, &ns, &name).await {
+            Ok(Some(o)) if uid_of(&o) == uid_of(&obj) => o,
+            _ => return, // deleted meanwhile
+        };
+        let mut status: ShardedBackupStatus = status_of(&current);
+        match result {
+            Ok(outcome) => {
+                if let Err(e) = complete(&ctx, &current, &mut status, &plan, &outcome).await {
+                    status.process.status = BackupPhase::Failed;
+                    status.process.failure = Some(e);
+                    let _ = set_status(&ctx, &current, &status).await;
+                }
+                return;
+            }
+            Err(message) => {
+                ctx.event(
+                    &current,
+                    EventType::Warning,
+                    "BackupFailed",
+                    &format!("attempt {attempt}: {message}"),
+                )
+                .await;
+                for m in &plan.job.members {
+                    let mut s = BackupStatus::default();
+                    s.process.status = BackupPhase::Failed;
+                    s.process.failure = Some(message.clone());
+                    set_child(&ctx, &ns, &m.backup, &s).await;
+                }
+                cleanup_attempt(&plan).await;
+                let out_of_time = timeout.is_some_and(|t| started.elapsed() >= t);
+                if attempt > max_retries || out_of_time {
+                    status.process.status = BackupPhase::Failed;
+                    status.process.failure = Some(message);
+                    status.process.timing.end = Some(now());
+                    let _ = set_status(&ctx, &current, &status).await;
+                    return;
+                }
+                attempt += 1;
+                status.attempts = Some(attempt);
+                status.process.failure = Some(format!("retrying after: {message}"));
+                let _ = set_status(&ctx, &current, &status).await;
+                tokio::time::sleep(Duration::from_secs(2u64.pow(attempt.min(6) as u32))).await;
+            }
+        }
+    }
+}
+
+/// Removes what a failed attempt stored, so nothing half-written looks like a backup.
+async fn cleanup_attempt(plan: &BackupPlan) {
+    for m in &plan.job.members {
+        for dest in &m.node_config.destinations {
+            if let Ok(repo) = Repo::open(dest)
+                && let Err(e) = repo.store.delete_all(&layout::backup_dir(&m.backup)).await
+            {
+                tracing::warn!("{}: cannot remove failed backup {}: {e}", m.name, m.backup);
+            }
+        }
+    }
+}
+
+async fn complete(
+    ctx: &Ctx,
+    obj: &Value,
+    status: &mut ShardedBackupStatus,
+    plan: &BackupPlan,
+    outcome: &sharded_backup::ShardedBackupOutcome,
+) -> Result<(), String> {
+    let size = outcome
+        .manifests
+        .iter()
+        .fold(BackupSize::default(), |acc, m| BackupSize {
+            compressed: acc.compressed + m.size.compressed,
+            uncompressed: acc.uncompressed + m.size.uncompressed,
+        });
+    let restore_point = RestorePoint {
+        name: outcome.cut.name.clone(),
+        time: outcome.cut.time.to_string(),
+        write_pause_ms: (outcome.cut.write_pause_ms * 100.0).round() / 100.0,
+        barrier_attempts: outcome.cut.attempts,
+        members: outcome
+            .cut
+            .members
+            .iter()
+            .map(|p| MemberRestorePoint {
+                name: p.name.clone(),
+                lsn: p.lsn.clone(),
+                wal_file: p.wal_file.clone(),
+                timeline: p.timeline,
+            })
+            .collect(),
+    };
+    let postgres_version = outcome
+        .manifests
+        .first()
+        .map(|m| m.postgres_version.clone())
+        .unwrap_or_default();
+    let start = status.process.timing.start.clone().unwrap_or_else(now);
+    let end = now();
+    let record = ShardedRecord {
+        format: catalog::CATALOG_FORMAT,
+        name: name_of(obj).to_string(),
+        namespace: namespace_of(obj).to_string(),
+        cluster: plan.cluster.clone(),
+        sharding_type: match plan.sharding {
+            ShardingType::Citus => "citus".into(),
+            ShardingType::Ddp => "ddp".into(),
+        },
+        database: plan.job.database.clone(),
+        postgres_version: postgres_version.clone(),
+        managed_lifecycle: plan.managed,
+        members: plan
+            .job
+            .members
+            .iter()
+            .zip(&outcome.manifests)
+            .zip(&plan.configs)
+            .map(|((m, s), c)| MemberRecord {
+                name: m.name.clone(),
+                sg_backup: m.backup.clone(),
+                prefix: c["prefix"].as_str().unwrap_or_default().to_string(),
+                start_lsn: s.start_lsn.to_string(),
+                end_lsn: s.end_lsn.to_string(),
+                timeline: s.timeline,
+                size: BackupSize {
+                    compressed: s.size.compressed,
+                    uncompressed: s.size.uncompressed,
+                },
+            })
+            .collect(),
+        restore_point: restore_point.clone(),
+        size,
+        start: start.clone(),
+        end: end.clone(),
+    };
+    crate::resources::prepare_for_server(
+        &plan.catalog_dest.storage,
+        &format!("{}/sharded", plan.catalog_dest.prefix),
+    )
+    .map_err(|e| e.message)?;
+    let store = plan.catalog_dest.store().map_err(|e| e.to_string())?;
+    let codec = plan.catalog_dest.codec().map_err(|e| e.to_string())?;
+    catalog::write(&store, &codec, &record)
+        .await
+        .map_err(|e| format!("cannot write the catalog record: {e}"))?;
+    status.process.status = BackupPhase::Completed;
+    status.process.failure = None;
+    status.process.timing.end = Some(end);
+    status.process.timing.stored = Some(now());
+    status.backup_information = Some(ShardedBackupInformation {
+        postgres_version,
+        size,
+    });
+    status.restore_point = Some(restore_point);
+    set_status(ctx, obj, status)
+        .await
+        .map_err(|e| e.to_string())?;
+    ctx.event(
+        obj,
+        EventType::Normal,
+        "BackupCompleted",
+        &format!(
+            "{} members, restore point {} (write pause {:.1} ms)",
+            outcome.manifests.len(),
+            outcome.cut.name,
+            outcome.cut.write_pause_ms
+        ),
+    )
+    .await;
+    Ok(())
+}
+
+/// Deletes the member backups and the catalog record of a sharded backup being deleted.
+async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), ReconcileError> {
+    let ns = namespace_of(obj);
+    let secrets = Secrets::load(ctx, ns).await?;
+    let children = ctx
+        .list(
+            Kind::SGBackup,
+            Some(ns),
+            &format!("{SHARDED_BACKUP_LABEL}={}", name_of(obj)),
+        )
+        .await?;
+    for child in children {
+        let Some(config) = child.pointer("/status/sgBackupConfig") else {
+            continue;
+        };
+        let dest = backup_destination(config, &secrets, name_of(&child))?;
+        let repo = Repo::open(&dest).map_err(|e| ReconcileError::new("StorageError", e))?;
+        repo.store
+            .delete_all(&layout::backup_dir(name_of(&child)))
+            .await
+            .map_err(|e| ReconcileError::new("StorageError", e))?;
+    }
+    let spec: ShardedBackupSpec = spec_of(obj)?;
+    if let Some(cluster) = ctx
+        .get(Kind::SGShardedCluster, ns, &spec.sg_sharded_cluster)
+        .await?
+    {
+        let cspec: ShardedClusterSpec = spec_of(&cluster)?;
+        for (entry, (_, storage)) in cspec
+            .backups()
+            .iter()
+            .zip(cluster_storages(ctx, ns, &cspec).await?)
+        {
+            let store = shardvault_storage::Store::open(
+                &storage.config,
+                &cluster_prefix(entry, ns, name_of(&cluster)),
+            )
+            .map_err(|e| ReconcileError::new("StorageError", e))?;
+            catalog::delete(&store, name_of(obj))
+                .await
+                .map_err(|e| ReconcileError::new("StorageError", e))?;
+        }
+    }
+    Ok(())
+}

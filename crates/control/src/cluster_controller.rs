@@ -1,0 +1,409 @@
+//! The SGShardedCluster controller: the cluster becomes local PostgreSQL servers (through
+//! the runtime), kept running; a cluster with `initialData.restore` is first checked, then
+//! each member is restored from its SGBackup. Deleting the cluster stops and removes it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde_json::Value;
+use shardvault_api::Kind;
+use shardvault_api::shardedbackup::{ShardedBackupSpec, ShardedBackupStatus};
+use shardvault_api::shardedcluster::{
+    Condition, InstanceStatus, MemberRestoreStatus, MemberStatus, RestoreStatus,
+    ShardedClusterSpec, ShardedClusterStatus, ShardingType,
+};
+use shardvault_pg::config::NodeConfig;
+use shardvault_pg::runtime::cluster::{
+    self as rt, Bootstrap, ClusterObserved, ClusterPlan, MemberPlan, RecoveryTarget, Sharding,
+};
+use shardvault_store::EventType;
+
+use crate::archive::seal;
+use crate::destination::member_destinations;
+use crate::framework::{Action, Ctx, ReconcileError, Reconciler, has_finalizer, is_deleting};
+use crate::resources::{
+    Secrets, backup_destination, cluster_storages, name_of, namespace_of, spec_of, status_of,
+};
+use crate::restore_check::{ClusterTarget, check_restore};
+
+/// Finalizer that stops and removes the cluster's servers.
+pub const FINALIZER: &str = "shardvault.io/cluster-servers";
+
+/// How often running clusters are checked (dead servers restarted).
+const SUPERVISE_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs sharded clusters on this host.
+pub struct ClusterController {
+    bin: PathBuf,
+    extra_settings: Vec<(String, String)>,
+}
+
+impl ClusterController {
+    /// A controller whose servers archive with `shardvault_bin`; `extra_settings` are added to
+    /// every server (tests use them to make servers lighter).
+    pub fn new(
+        shardvault_bin: PathBuf,
+        extra_settings: Vec<(String, String)>,
+    ) -> ClusterController {
+        ClusterController {
+            bin: shardvault_bin,
+            extra_settings,
+        }
+    }
+}
+
+impl Reconciler for ClusterController {
+    fn kind(&self) -> Kind {
+        Kind::SGShardedCluster
+    }
+
+    fn reconcile(
+        &self,
+        obj: Value,
+        ctx: Ctx,
+    ) -> BoxFuture<'static, Result<Action, ReconcileError>> {
+        let bin = self.bin.clone();
+        let extra = self.extra_settings.clone();
+        Box::pin(async move { reconcile(obj, ctx, bin, extra).await })
+    }
+}
+
+/// The runtime directory of a cluster.
+pub fn cluster_dir(ctx: &Ctx, namespace: &str, name: &str) -> PathBuf {
+    ctx.state_dir.join("clusters").join(namespace).join(name)
+}
+
+fn condition(ready: bool, reason: &str, message: String) -> Condition {
+    Condition {
+        type_: "Ready".into(),
+        status: if ready { "True" } else { "False" }.into(),
+        reason: Some(reason.into()),
+        message: Some(message),
+        last_transition_time: Some(jiff::Timestamp::now().to_string()),
+    }
+}
+
+async fn write_status(
+    ctx: &Ctx,
+    obj: &Value,
+    mut status: ShardedClusterStatus,
+) -> Result<(), ReconcileError> {
+    // Keep the transition time when the condition did not change, so status stays quiet.
+    let old: ShardedClusterStatus = status_of(obj);
+    for c in &mut status.conditions {
+        if let Some(o) = old.conditions.iter().find(|o| o.type_ == c.type_)
+            && o.status == c.status
+            && o.reason == c.reason
+            && o.message == c.message
+        {
+            c.last_transition_time = o.last_transition_time.clone();
+        }
+    }
+    let value = serde_json::to_value(&status).expect("status serializes");
+    if obj.get("status") != Some(&value) {
+        ctx.update_status(obj, value).await?;
+    }
+    Ok(())
+}
+
+async fn refuse(
+    ctx: &Ctx,
+    obj: &Value,
+    reason: &str,
+    message: String,
+) -> Result<Action, ReconcileError> {
+    let old: ShardedClusterStatus = status_of(obj);
+    let already = old.conditions.iter().any(|c| {
+        c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(message.as_str())
+    });
+    if !already {
+        ctx.event(obj, EventType::Warning, reason, &message).await;
+    }
+    let status = ShardedClusterStatus {
+        conditions: vec![condition(false, reason, message)],
+        ..old
+    };
+    write_status(ctx, obj, status).await?;
+    Ok(Action::Requeue(Duration::from_secs(30)))
+}
+
+async fn reconcile(
+    obj: Value,
+    ctx: Ctx,
+    bin: PathBuf,
+    extra_settings: Vec<(String, String)>,
+) -> Result<Action, ReconcileError> {
+    let ns = namespace_of(&obj).to_string();
+    let name = name_of(&obj).to_string();
+    let dir = cluster_dir(&ctx, &ns, &name);
+    if is_deleting(&obj) {
+        if has_finalizer(&obj, FINALIZER) {
+            rt::destroy(&dir)
+                .await
+                .map_err(|e| ReconcileError::new("DeleteFailed", e))?;
+            ctx.remove_finalizer(&obj, FINALIZER).await?;
+        }
+        return Ok(Action::AwaitChange);
+    }
+    let spec: ShardedClusterSpec = spec_of(&obj)?;
+    let version = spec
+        .postgres
+        .as_ref()
+        .map(|p| p.version.as_str())
+        .unwrap_or("");
+    let pg_bin = match rt_find_pg_bin(version) {
+        Ok(b) => b,
+        Err(message) => return refuse(&ctx, &obj, "UnsupportedVersion", message).await,
+    };
+    let storages = match cluster_storages(&ctx, &ns, &spec).await {
+        Ok(s) => s,
+        Err(e) => return refuse(&ctx, &obj, &e.reason, e.message).await,
+    };
+    let resolved: Vec<_> = storages.iter().map(|(_, r)| r.clone()).collect();
+    let dests = member_destinations(&name, &ns, &spec, &resolved);
+    let old: ShardedClusterStatus = status_of(&obj);
+    let restore_done = old
+        .restore
+        .as_ref()
+        .is_some_and(|r| !r.members.is_empty() && r.members.iter().all(|m| m.phase == "Completed"));
+    let restore = match spec.initial_data.as_ref().and_then(|d| d.restore.as_ref()) {
+        Some(r) if !restore_done => match plan_restore(&ctx, &ns, &name, &spec, r).await {
+            Ok(p) => Some(p),
+            Err(e) => return refuse(&ctx, &obj, &e.reason, e.message).await,
+        },
+        _ => None,
+    };
+    let obj = ctx.add_finalizer(&obj, FINALIZER).await?;
+    let instances = |n: i64| n.max(1) as u32;
+    let plan = ClusterPlan {
+        name: name.clone(),
+        dir: dir.clone(),
+        pg_bin,
+        shardvault_bin: bin,
+        database: spec.database.clone().unwrap_or_else(|| "postgres".into()),
+        sharding: match spec.sharding_type() {
+            ShardingType::Citus => Sharding::Citus,
+            ShardingType::Ddp => Sharding::Ddp,
+        },
+        members: spec
+            .member_names(&name)
+            .into_iter()
+            .zip(dests)
+            .enumerate()
+            .map(|(i, (member, destinations))| MemberPlan {
+                name: member,
+                instances: if i == 0 {
+                    instances(spec.coordinator.as_ref().map_or(1, |c| c.instances))
+                } else {
+                    instances(spec.shards.as_ref().map_or(1, |s| s.instances_per_cluster))
+                },
+                destinations,
+                bootstrap: restore
+                    .as_ref()
+                    .map_or(Bootstrap::Initdb, |r| r.bootstraps[i].clone()),
+            })
+            .collect(),
+        extra_settings,
+    };
+    if let Some(r) = &restore {
+        let status = ShardedClusterStatus {
+            conditions: vec![condition(
+                false,
+                "Restoring",
+                format!("restoring from {}", r.status.from_backup),
+            )],
+            members: old.members.clone(),
+            restore: Some(r.status.clone()),
+        };
+        write_status(&ctx, &obj, status).await?;
+        if let Some(sources) = &r.seal_sources {
+            for cfg in sources {
+                seal(cfg, true, None, Duration::from_secs(120))
+                    .await
+                    .map_err(|e| {
+                        ReconcileError::new(
+                            "RestoreFailed",
+                            format!("source member {}: {e}", cfg.member),
+                        )
+                    })?;
+            }
+        }
+    }
+    let observed = match rt::reconcile(&plan).await {
+        Ok(o) => o,
+        Err(e) => {
+            let message = e.to_string();
+            ctx.event(&obj, EventType::Warning, "ReconcileFailed", &message)
+                .await;
+            let status = ShardedClusterStatus {
+                conditions: vec![condition(false, "ReconcileFailed", message.clone())],
+                ..status_of(&obj)
+            };
+            write_status(&ctx, &obj, status).await?;
+            return Err(ReconcileError::new("ReconcileFailed", message));
+        }
+    };
+    for action in &observed.actions {
+        ctx.event(&obj, EventType::Normal, "Reconciled", action)
+            .await;
+    }
+    let mut restore_status = restore.map(|r| r.status).or(old.restore);
+    if let Some(r) = &mut restore_status {
+        for m in &mut r.members {
+            m.phase = "Completed".into();
+        }
+    }
+    let status = observed_status(&observed, restore_status);
+    let obj = ctx
+        .get(Kind::SGShardedCluster, &ns, &name)
+        .await?
+        .unwrap_or(obj);
+    write_status(&ctx, &obj, status).await?;
+    Ok(Action::Requeue(SUPERVISE_EVERY))
+}
+
+fn rt_find_pg_bin(version: &str) -> Result<PathBuf, String> {
+    let major = version.split('.').next().unwrap_or("");
+    shardvault_pg::runtime::find_pg_bin(major)
+        .map_err(|e| format!("spec.postgres.version: {version:?}: {e}"))
+}
+
+fn observed_status(o: &ClusterObserved, restore: Option<RestoreStatus>) -> ShardedClusterStatus {
+    let ready = o.ready();
+    let message = if ready {
+        format!(
+            "{} members, {} servers running",
+            o.members.len(),
+            o.members.iter().map(|m| m.instances.len()).sum::<usize>()
+        )
+    } else if let Some(w) = &o.wiring_error {
+        format!("sharding wiring: {w}")
+    } else {
+        o.members
+            .iter()
+            .flat_map(|m| &m.instances)
+            .filter_map(|i| i.reason.as_ref().map(|r| format!("{}: {r}", i.name)))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    ShardedClusterStatus {
+        conditions: vec![condition(
+            ready,
+            if ready { "Running" } else { "NotReady" },
+            message,
+        )],
+        members: o
+            .members
+            .iter()
+            .map(|m| MemberStatus {
+                name: m.name.clone(),
+                instances: m
+                    .instances
+                    .iter()
+                    .map(|i| InstanceStatus {
+                        name: i.name.clone(),
+                        role: serde_json::to_value(i.role)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        port: i.port,
+                        state: serde_json::to_value(i.state)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default(),
+                        reason: i.reason.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        restore,
+    }
+}
+
+/// A checked restore: how each member starts, and what to seal first.
+struct RestorePlan {
+    bootstraps: Vec<Bootstrap>,
+    status: RestoreStatus,
+    /// Source members to give a commit record after now (timestamp targets, live source).
+    seal_sources: Option<Vec<NodeConfig>>,
+}
+
+async fn plan_restore(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+    spec: &ShardedClusterSpec,
+    restore: &shardvault_api::shardedcluster::Restore,
+) -> Result<RestorePlan, ReconcileError> {
+    let from = &restore.from_backup;
+    let backup = ctx.get(Kind::SGShardedBackup, ns, &from.name).await?;
+    let status: Option<ShardedBackupStatus> = backup.as_ref().map(status_of);
+    let target = check_restore(spec, from, status.as_ref(), jiff::Timestamp::now())
+        .map_err(|e| ReconcileError::new("RestoreRefused", e))?;
+    let status = status.expect("checked above");
+    let backup = backup.expect("checked above");
+    let secrets = Secrets::load(ctx, ns).await?;
+    let concurrency = restore.download_disk_concurrency.unwrap_or(2).max(1) as usize;
+    let recovery = match &target {
+        ClusterTarget::RestorePoint(name) => RecoveryTarget::Name(name.clone()),
+        ClusterTarget::Time { time, inclusive } => RecoveryTarget::Time {
+            time: time.clone(),
+            inclusive: *inclusive,
+        },
+    };
+    let mut bootstraps = Vec::new();
+    let mut members = Vec::new();
+    for (i, sg_backup) in status.sg_backups.iter().enumerate() {
+        let child = ctx.get(Kind::SGBackup, ns, sg_backup).await?.ok_or_else(|| {
+            ReconcileError::new(
+                "RestoreRefused",
+                format!("spec.initialData.restore.fromBackup.name: SGBackup {sg_backup} of {:?} is missing", from.name),
+            )
+        })?;
+        let config = child.pointer("/status/sgBackupConfig").ok_or_else(|| {
+            ReconcileError::new(
+                "RestoreRefused",
+                format!("SGBackup {sg_backup} has no status.sgBackupConfig"),
+            )
+        })?;
+        bootstraps.push(Bootstrap::Restore {
+            source: backup_destination(config, &secrets, sg_backup)?,
+            backup: sg_backup.clone(),
+            target: recovery.clone(),
+            concurrency,
+        });
+        members.push(MemberRestoreStatus {
+            name: spec.member_names(name)[i].clone(),
+            sg_backup: sg_backup.clone(),
+            phase: "Restoring".into(),
+        });
+    }
+    let seal_sources = match target {
+        ClusterTarget::Time { .. } => source_configs(ctx, ns, &backup).await,
+        ClusterTarget::RestorePoint(_) => None,
+    };
+    Ok(RestorePlan {
+        bootstraps,
+        status: RestoreStatus {
+            from_backup: from.name.clone(),
+            target: Some(match &target {
+                ClusterTarget::RestorePoint(n) => format!("restore point {n}"),
+                ClusterTarget::Time { time, .. } => format!("time {time}"),
+            }),
+            members,
+        },
+        seal_sources,
+    })
+}
+
+/// The node configs of the backup's source cluster, when it still runs here.
+async fn source_configs(ctx: &Ctx, ns: &str, backup: &Value) -> Option<Vec<NodeConfig>> {
+    let spec: ShardedBackupSpec = spec_of(backup).ok()?;
+    let observed = ClusterObserved::load(&cluster_dir(ctx, ns, &spec.sg_sharded_cluster)).ok()?;
+    observed
+        .members
+        .iter()
+        .map(|m| NodeConfig::load(&m.node_config).ok())
+        .collect()
+}

@@ -231,13 +231,21 @@ async fn a_backup_during_writes_restores_the_same_content_and_corruption_is_name
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let manifest = engine::backup(&cfg, &dest, &BackupOptions::named("b1"))
-        .await
-        .unwrap();
+    // Small parts: relation files split over several parts, read by parallel workers.
+    let opts = BackupOptions {
+        part_size: 256 * 1024,
+        ..BackupOptions::named("b1")
+    };
+    let manifest = engine::backup(&cfg, &dest, &opts).await.unwrap();
     stop.store(true, Ordering::Relaxed);
     let written: i64 = writer.await.unwrap();
     assert!(written > 0);
     assert!(manifest.files.iter().any(|f| f.path == "global/pg_control"));
+    assert!(manifest.parts > 5, "{} parts", manifest.parts);
+    assert!(
+        manifest.files.iter().any(|f| f.chunks.len() > 2),
+        "a file split over parts"
+    );
     assert!(!manifest.files.iter().any(|f| f.path.starts_with("pg_wal/")));
     assert!(manifest.size.compressed > 0 && manifest.size.uncompressed > manifest.size.compressed);
     assert_eq!(manifest.postgres_version_num / 10000, 15);

@@ -204,9 +204,9 @@ async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let opts = BackupOptions {
-        name: a.name.unwrap_or_else(engine::backup::default_name),
         archive_timeout: Duration::from_secs(a.wal_timeout),
         progress: Some(progress("backup")),
+        ..BackupOptions::named(a.name.unwrap_or_else(engine::backup::default_name))
     };
     let manifest = engine::backup(&cfg, &dest, &opts).await?;
     if a.json {

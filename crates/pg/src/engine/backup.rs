@@ -24,16 +24,20 @@ pub struct BackupOptions {
     pub name: String,
     /// How long to wait for the WAL the backup needs to reach the archive.
     pub archive_timeout: Duration,
+    /// Uncompressed bytes of file data per part (bounds memory: about two parts per worker).
+    pub part_size: u64,
     /// Called as file data is read: bytes done, bytes in total.
     pub progress: Option<Progress>,
 }
 
 impl BackupOptions {
-    /// Options with a name, a 5-minute archive wait and no progress callback.
+    /// Options with a name, a 5-minute archive wait, [`PART_SIZE`] parts and no progress
+    /// callback.
     pub fn named(name: impl Into<String>) -> BackupOptions {
         BackupOptions {
             name: name.into(),
             archive_timeout: Duration::from_secs(300),
+            part_size: PART_SIZE,
             progress: None,
         }
     }
@@ -76,16 +80,17 @@ struct StoredPart {
     stored: u64,
 }
 
-/// Packs files into parts of at most [`PART_SIZE`] bytes, splitting large files.
-fn plan(files: &[Arc<FileToRead>]) -> Vec<Vec<PlannedChunk>> {
+/// Packs files into parts of at most `part_size` bytes, splitting large files.
+fn plan(files: &[Arc<FileToRead>], part_size: u64) -> Vec<Vec<PlannedChunk>> {
+    let part_size = part_size.max(1);
     let mut parts: Vec<Vec<PlannedChunk>> = vec![Vec::new()];
-    let mut room = PART_SIZE;
+    let mut room = part_size;
     for file in files {
         let mut offset = 0;
         while offset < file.size {
             if room == 0 {
                 parts.push(Vec::new());
-                room = PART_SIZE;
+                room = part_size;
             }
             let len = (file.size - offset).min(room);
             parts.last_mut().expect("one part").push(PlannedChunk {
@@ -308,7 +313,7 @@ pub async fn backup(
         ))
     })?;
     let total: u64 = files.iter().chain([&control]).map(|f| f.size).sum();
-    let planned = plan(&files);
+    let planned = plan(&files, opts.part_size);
     let workers = dest.performance.upload_disk_concurrency.max(1);
     let disk = dest
         .performance
@@ -473,4 +478,97 @@ fn assemble(empty: Vec<Arc<FileToRead>>, parts: Vec<StoredPart>) -> Vec<FileEntr
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(rel: &str, size: u64) -> Arc<FileToRead> {
+        Arc::new(FileToRead {
+            rel: rel.into(),
+            abs: rel.into(),
+            size,
+            mode: 0o600,
+        })
+    }
+
+    #[test]
+    fn large_files_split_over_parts_and_checksums_combine() {
+        let files = [file("a", 10), file("b", 25), file("c", 0), file("d", 3)];
+        let parts = plan(&files, 16);
+        let shape: Vec<Vec<(&str, u64, u64)>> = parts
+            .iter()
+            .map(|p| {
+                p.iter()
+                    .map(|c| (c.file.rel.as_str(), c.offset, c.len))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                vec![("a", 0, 10), ("b", 0, 6)],
+                vec![("b", 6, 16)],
+                vec![("b", 22, 3), ("d", 0, 3)],
+            ]
+        );
+
+        let data: Vec<u8> = (0..25u8).collect();
+        let chunk = |part, offset: u64, len: u64| Chunk {
+            part,
+            at: 0,
+            offset,
+            len,
+            crc32c: crc32c::crc32c(&data[offset as usize..(offset + len) as usize]),
+        };
+        let b = files[1].clone();
+        let stored = vec![
+            StoredPart {
+                chunks: vec![(b.clone(), chunk(1, 6, 16))],
+                stored: 0,
+            },
+            StoredPart {
+                chunks: vec![(b.clone(), chunk(0, 0, 6)), (b.clone(), chunk(2, 22, 3))],
+                stored: 0,
+            },
+        ];
+        let entries = assemble(vec![files[2].clone()], stored);
+        assert_eq!(entries.len(), 2);
+        assert_eq!((entries[0].path.as_str(), entries[0].size), ("b", 25));
+        assert_eq!(entries[0].crc32c, crc32c::crc32c(&data));
+        assert_eq!(
+            entries[0].chunks.iter().map(|c| c.part).collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(
+            (entries[1].path.as_str(), entries[1].size, entries[1].crc32c),
+            ("c", 0, 0)
+        );
+    }
+
+    #[test]
+    fn a_file_that_shrank_keeps_its_bytes_up_to_the_gap() {
+        let f = file("x", 30);
+        let short = Chunk {
+            part: 0,
+            at: 0,
+            offset: 0,
+            len: 4,
+            crc32c: crc32c::crc32c(b"abcd"),
+        };
+        let later = Chunk {
+            part: 1,
+            at: 0,
+            offset: 16,
+            len: 14,
+            crc32c: 1,
+        };
+        let stored = vec![StoredPart {
+            chunks: vec![(f.clone(), short), (f.clone(), later)],
+            stored: 0,
+        }];
+        let entries = assemble(Vec::new(), stored);
+        assert_eq!((entries[0].size, entries[0].chunks.len()), (4, 1));
+    }
 }

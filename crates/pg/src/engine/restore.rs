@@ -415,4 +415,12 @@ mod tests {
             !recovery_settings("b1", "x", &RecoveryTarget::Latest).contains("recovery_target =")
         );
     }
+
+    #[test]
+    fn paths_that_escape_are_refused() {
+        assert!(stays_inside("base/1/123"));
+        for p in ["", "../x", "base/../../x", "/etc/passwd", "./x"] {
+            assert!(!stays_inside(p), "{p}");
+        }
+    }
 }

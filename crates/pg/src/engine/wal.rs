@@ -125,8 +125,11 @@ pub async fn fetch(source: &Destination, name: &str, dest: &Path) -> Result<Fetc
     let repo = Repo::open(source)?;
     match download(&repo, name, dest).await {
         Err(e @ EngineError::WalNotFound { .. }) => {
-            // Recovery ends here; nothing prefetched beyond it is of use.
-            let _ = std::fs::remove_dir_all(&dir);
+            // A missing segment ends recovery; nothing prefetched beyond it is of use.
+            // (Missing history files are asked for at every timeline check.)
+            if layout::is_segment_name(name) {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
             Err(e)
         }
         other => {

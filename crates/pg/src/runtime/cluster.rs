@@ -352,7 +352,29 @@ pub async fn destroy(plan_dir: &Path) -> Result<(), RuntimeError> {
             .map(|pid| instance::stop_pid(pid, Duration::from_secs(30))),
     )
     .await;
+    let sockets = socket_dir_for(plan_dir);
+    if !sockets.starts_with(plan_dir) && sockets.exists() {
+        std::fs::remove_dir_all(&sockets).map_err(RuntimeError::io(&sockets))?;
+    }
     std::fs::remove_dir_all(plan_dir).map_err(RuntimeError::io(plan_dir))
+}
+
+/// `<dir>/sock`, or `/tmp/shardvault-<hash of dir>` when socket paths there would be longer
+/// than the kernel allows.
+fn socket_dir_for(dir: &Path) -> PathBuf {
+    let local = dir.join("sock");
+    if local.join(".s.PGSQL.65535.lock").as_os_str().len() <= MAX_SOCKET_PATH {
+        return local;
+    }
+    // FNV-1a: stable across builds, so every run finds the same directory.
+    let hash = dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    PathBuf::from(format!("/tmp/shardvault-{hash:016x}"))
 }
 
 fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
@@ -401,14 +423,7 @@ struct Layout {
 impl Layout {
     /// Creates the cluster directories, allocates missing ports and writes node configs.
     fn prepare(plan: &ClusterPlan) -> Result<Layout, RuntimeError> {
-        let socket_dir = plan.dir.join("sock");
-        let longest = socket_dir.join(".s.PGSQL.65535.lock");
-        if longest.as_os_str().len() > MAX_SOCKET_PATH {
-            return Err(RuntimeError::Plan(format!(
-                "the socket path {} is longer than {MAX_SOCKET_PATH} bytes; use a shorter state dir",
-                longest.display()
-            )));
-        }
+        let socket_dir = socket_dir_for(&plan.dir);
         for dir in [&plan.dir, &socket_dir] {
             user::create_dir_all_for_server(dir).map_err(RuntimeError::io(dir))?;
         }
@@ -764,6 +779,21 @@ fn observe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sockets_move_to_a_short_dir_when_the_cluster_dir_is_long() {
+        let short = Path::new("/var/lib/sv/clusters/default/c1");
+        assert_eq!(socket_dir_for(short), short.join("sock"));
+        let long = Path::new("/var/lib/shardvault/clusters/default").join("c".repeat(80));
+        let dir = socket_dir_for(&long);
+        assert!(
+            dir.to_string_lossy().starts_with("/tmp/shardvault-"),
+            "{}",
+            dir.display()
+        );
+        assert_eq!(dir, socket_dir_for(&long));
+        assert_ne!(dir, socket_dir_for(&long.with_file_name("d".repeat(80))));
+    }
 
     #[test]
     fn recovery_targets_become_restore_flags() {

@@ -23,6 +23,12 @@ const S3_PART: usize = 8 * 1024 * 1024;
 const S3_READ_STREAMS: usize = 4;
 /// Bytes per ranged S3 download request.
 const S3_READ_CHUNK: usize = 4 * 1024 * 1024;
+/// S3 error codes that mean the request went to a region the bucket is not in.
+const WRONG_REGION_CODES: [&str; 3] = [
+    "PermanentRedirect",
+    "AuthorizationHeaderMalformed",
+    "IncorrectEndpoint",
+];
 /// Directory (under a filesystem root) where objects are written before being renamed.
 pub const FS_TMP_DIR: &str = ".shardvault-tmp";
 
@@ -38,8 +44,14 @@ pub struct Store {
 /// Which storage a store talks to, for messages and error mapping (never credentials).
 #[derive(Debug)]
 enum Backend {
-    Filesystem { root: String },
-    S3 { bucket: String, endpoint: String },
+    Filesystem {
+        root: String,
+    },
+    S3 {
+        bucket: String,
+        endpoint: String,
+        region: String,
+    },
 }
 
 impl Backend {
@@ -155,13 +167,24 @@ impl Store {
                     hint: "the owner and mode of filesystem.path",
                 }
             }
-            (ErrorKind::ConfigInvalid, Backend::S3 { bucket, endpoint })
-                if source.message().contains("NoSuchBucket") =>
+            (
+                ErrorKind::ConfigInvalid,
+                Backend::S3 {
+                    bucket, endpoint, ..
+                },
+            ) if source.message().contains("NoSuchBucket") => StorageError::BucketMissing {
+                bucket: bucket.clone(),
+                endpoint: endpoint.clone(),
+            },
+            (_, Backend::S3 { bucket, region, .. })
+                if WRONG_REGION_CODES
+                    .iter()
+                    .any(|code| source.message().contains(code)) =>
             {
-                StorageError::BucketMissing {
-                    bucket: bucket.clone(),
-                    endpoint: endpoint.clone(),
-                }
+                StorageError::Config(format!(
+                    "s3 bucket {bucket} is not in region {region}: set the region of the \
+                     SGObjectStorage to the bucket's"
+                ))
             }
             _ => StorageError::Backend {
                 op,
@@ -377,6 +400,7 @@ fn open_s3(config: &StorageConfig) -> Result<(Operator, Backend), StorageError> 
     let backend = Backend::S3 {
         bucket: bucket.clone(),
         endpoint: shown_endpoint,
+        region: region.to_string(),
     };
     Ok((op, backend))
 }
@@ -477,6 +501,37 @@ mod tests {
         assert!(err.to_string().contains("secretAccessKey"), "{err}");
         let store = Store::open(&s3(Some("http://127.0.0.1:9/"), Some("a"), Some("s")), "x");
         assert_eq!(store.unwrap().describe(), "s3 bucket b/x");
+    }
+
+    #[test]
+    fn s3_error_codes_become_advice() {
+        let cfg = StorageConfig::S3 {
+            bucket: "b".into(),
+            region: Some("eu-west-1".into()),
+            endpoint: None,
+            path_style: false,
+            access_key_id: Some("a".into()),
+            secret_access_key: Some("s".into()),
+            storage_class: None,
+        };
+        let store = Store::open(&cfg, "").unwrap();
+        let s3 = |kind, code: &str| {
+            let e = opendal::Error::new(kind, format!("S3Error {{ code: \"{code}\" }}"));
+            store.error("get", "k".into(), e).to_string()
+        };
+        let moved = s3(ErrorKind::Unexpected, "PermanentRedirect");
+        assert!(moved.contains("not in region eu-west-1"), "{moved}");
+        let missing = s3(ErrorKind::ConfigInvalid, "NoSuchBucket");
+        assert_eq!(
+            missing,
+            "bucket b does not exist at endpoint https://s3.eu-west-1.amazonaws.com: create it \
+             or fix the SGObjectStorage bucket"
+        );
+        let denied = s3(ErrorKind::PermissionDenied, "InvalidAccessKeyId");
+        assert!(
+            denied.contains("awsCredentials.secretKeySelectors"),
+            "{denied}"
+        );
     }
 
     #[test]

@@ -90,6 +90,19 @@ impl ApiError {
         }
     }
 
+    /// The error of a manifest refused before it was sent.
+    pub fn from_validation(v: &shardvault_api::ValidationError) -> ApiError {
+        ApiError {
+            code: 422,
+            message: v.to_string(),
+            causes: v
+                .errors
+                .iter()
+                .map(|e| (e.path.clone(), e.message.clone()))
+                .collect(),
+        }
+    }
+
     /// True for 404.
     pub fn is_not_found(&self) -> bool {
         self.code == 404
@@ -237,7 +250,13 @@ impl Client {
 
     /// `kubectl apply` of one manifest.
     pub async fn apply(&self, doc: &Value) -> anyhow::Result<(Value, ApplyOutcome)> {
-        let (kind, ns, name) = identify(doc)?;
+        let (kind, ns, name) = match identify(doc) {
+            Ok(id) => id,
+            Err(e) => match shardvault_api::validate(doc) {
+                Err(v) => return Err(ApiError::from_validation(&v).into()),
+                Ok(_) => return Err(e),
+            },
+        };
         let (obj, outcome) = self
             .call(Method::PATCH, &object_path(kind, &ns, &name), Some(doc))
             .await?;

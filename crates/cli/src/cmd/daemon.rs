@@ -109,11 +109,13 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
+/// True while `pid` is a live (not zombie) process.
 fn alive(pid: Pid) -> bool {
-    kill(pid, None).is_ok()
+    kill(pid, None).is_ok() && is_shardvault(pid)
 }
 
-/// True when `pid` runs shardvault (so a stale pid file never signals a stranger).
+/// True when `pid` runs shardvault (so a stale pid file never signals a stranger; a
+/// zombie has an empty command line).
 fn is_shardvault(pid: Pid) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))
         .is_ok_and(|c| String::from_utf8_lossy(&c).contains("shardvault"))
@@ -127,7 +129,7 @@ pub fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
         .map(Pid::from_raw)
-        .filter(|p| alive(*p) && is_shardvault(*p));
+        .filter(|p| alive(*p));
     let Some(pid) = pid else {
         println!("shardvault is not running in {}", dir.display());
         return Ok(ExitCode::SUCCESS);

@@ -196,19 +196,42 @@ fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A Kubernetes `Status` error response.
-fn status(code: StatusCode, reason: &str, message: &str, details: Option<Value>) -> Response {
-    let mut body = json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code.as_u16(),
-    });
-    if let Some(d) = details {
-        body["details"] = d;
-    }
-    (code, axum::Json(body)).into_response()
+/// A failed request, answered as a Kubernetes `Status` object.
+struct Failure {
+    code: StatusCode,
+    reason: &'static str,
+    message: String,
+    details: Option<Value>,
 }
 
-fn store_error(e: StoreError) -> Response {
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let mut body = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": self.message, "reason": self.reason, "code": self.code.as_u16(),
+        });
+        if let Some(d) = self.details {
+            body["details"] = d;
+        }
+        (self.code, axum::Json(body)).into_response()
+    }
+}
+
+fn status(
+    code: StatusCode,
+    reason: &'static str,
+    message: &str,
+    details: Option<Value>,
+) -> Failure {
+    Failure {
+        code,
+        reason,
+        message: message.to_string(),
+        details,
+    }
+}
+
+fn store_error(e: StoreError) -> Failure {
     let code = StatusCode::from_u16(e.status_code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let details = match &e {
         StoreError::Invalid(v) => Some(json!({
@@ -225,7 +248,7 @@ fn store_error(e: StoreError) -> Response {
     status(code, e.reason(), &e.to_string(), details)
 }
 
-fn bad_request(message: impl Into<String>) -> Response {
+fn bad_request(message: impl Into<String>) -> Failure {
     status(StatusCode::BAD_REQUEST, "BadRequest", &message.into(), None)
 }
 
@@ -268,7 +291,7 @@ fn parse_path(path: &str) -> Option<Target> {
 async fn blocking<T: Send + 'static>(
     store: &Arc<Store>,
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, Response> {
+) -> Result<T, Failure> {
     let store = store.clone();
     match tokio::task::spawn_blocking(move || f(&store)).await {
         Ok(Ok(v)) => Ok(v),
@@ -314,7 +337,8 @@ async fn handle(
             "Unauthorized",
             "missing or wrong bearer token: pass the daemon's token file with --token-file",
             None,
-        );
+        )
+        .into_response();
     }
     let Some(target) = parse_path(uri.path()) else {
         return status(
@@ -325,15 +349,16 @@ async fn handle(
                 uri.path()
             ),
             None,
-        );
+        )
+        .into_response();
     };
-    match dispatch(&state, method, target, &query, &body).await {
-        Ok(r) | Err(r) => r,
-    }
+    dispatch(&state, method, target, &query, &body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Reads a JSON body and checks it names the kind, namespace and name of the path.
-fn object_body(body: &Bytes, t: &Target) -> Result<Value, Response> {
+fn object_body(body: &Bytes, t: &Target) -> Result<Value, Failure> {
     let mut doc: Value = serde_json::from_slice(body)
         .map_err(|e| bad_request(format!("the request body is not a JSON object: {e}")))?;
     if !doc.is_object() {
@@ -379,7 +404,7 @@ async fn dispatch(
     t: Target,
     query: &HashMap<String, String>,
     body: &Bytes,
-) -> Result<Response, Response> {
+) -> Result<Response, Failure> {
     let store = &state.store;
     let kind = t.kind;
     let json_ok = |v: Value| (StatusCode::OK, axum::Json(v)).into_response();
@@ -483,7 +508,7 @@ async fn watch(
                     );
                     version
                 }
-                Err(r) => return r,
+                Err(r) => return r.into_response(),
             }
         }
     };
@@ -561,6 +586,7 @@ async fn watch(
                 &e.to_string(),
                 None,
             )
+            .into_response()
         })
 }
 

@@ -34,7 +34,7 @@ pub enum Condition {
     /// The value at a JSONPath (`.a.b[0].c`) equals the text.
     JsonPath(Vec<Step>, String),
     /// `status.conditions[type=X].status` is `True`.
-    Condition(String),
+    Named(String),
     /// The object no longer exists.
     Delete,
 }
@@ -93,7 +93,7 @@ pub fn parse_condition(text: &str) -> Result<Condition, String> {
         return Ok(Condition::Delete);
     }
     if let Some(c) = text.strip_prefix("condition=") {
-        return Ok(Condition::Condition(c.to_string()));
+        return Ok(Condition::Named(c.to_string()));
     }
     let Some(rest) = text.strip_prefix("jsonpath=") else {
         return Err(format!(
@@ -137,7 +137,7 @@ impl Condition {
                 }
                 v.as_str().map_or_else(|| v.to_string(), str::to_string) == *want
             }
-            (Condition::Condition(c), Some(o)) => o
+            (Condition::Named(c), Some(o)) => o
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
                 .is_some_and(|cs| {

@@ -633,7 +633,7 @@ async fn wal_push_refuses_different_content_and_fetch_reports_missing_files() {
     std::fs::create_dir(&pg_wal).unwrap();
     let seg = |i: u8| format!("0000000100000000000000{i:02X}");
     let segment_bytes =
-        |i: u8| -> Vec<u8> { (0..64 * 1024u32).map(|x| (x % 251) as u8 ^ i).collect() };
+        |i: u8| -> Vec<u8> { (0..1024 * 1024u32).map(|x| (x % 251) as u8 ^ i).collect() };
     for i in 1..=4 {
         std::fs::write(pg_wal.join(seg(i)), segment_bytes(i)).unwrap();
         let pushed = wal::push(&cfg, &pg_wal.join(seg(i))).await.unwrap();
@@ -727,6 +727,30 @@ async fn wal_push_refuses_different_content_and_fetch_reports_missing_files() {
     ])
     .await;
     assert_eq!(code, 2, "{err}");
+
+    // A fetch through the CLI starts a background prefetcher for the following segments.
+    let _ = std::fs::remove_dir_all(&dir);
+    let (code, _, err) = shardvault(&[
+        "wal-fetch",
+        &seg(1),
+        dest_file.to_str().unwrap(),
+        "--config",
+        cfg_arg,
+        "--prefetch",
+        "2",
+    ])
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let mut prefetched = false;
+    for _ in 0..250 {
+        prefetched = dir.join(seg(2)).is_file() && dir.join(seg(3)).is_file();
+        if prefetched {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(prefetched, "segments 2 and 3 were not prefetched");
+    assert_eq!(std::fs::read(dir.join(seg(3))).unwrap(), segment_bytes(3));
 
     // A corrupt archived object is named when fetched.
     let key = layout::wal_key(&seg(4));

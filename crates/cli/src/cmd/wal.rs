@@ -31,12 +31,10 @@ pub struct FetchArgs {
     /// Segments to download ahead in the background (0: none).
     #[arg(long, default_value_t = 8)]
     prefetch: usize,
-    /// Bytes per WAL segment of the cluster (to name the segments to prefetch).
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
-    wal_segment_size: u64,
-    /// Only download the segments after NAME into the prefetch directory beside DEST.
-    #[arg(long, hide = true)]
-    prefetch_only: bool,
+    /// Only download the segments after NAME, of this many bytes each, into the prefetch
+    /// directory beside DEST (what the background prefetcher runs).
+    #[arg(long, hide = true, value_name = "WAL_SEGMENT_SIZE")]
+    prefetch_only: Option<u64>,
 }
 
 /// Runs `shardvault wal-push`: exit status 0 only when every destination has the file.
@@ -70,28 +68,27 @@ async fn fetch(args: &FetchArgs) -> anyhow::Result<()> {
     let cfg = load(&args.config)?;
     let source = source(&cfg, &args.config)?;
     let dir = wal::prefetch_dir(&args.dest);
-    if args.prefetch_only {
-        let got = wal::prefetch(
-            &source,
-            &args.name,
-            args.prefetch,
-            args.wal_segment_size,
-            &dir,
-        )
-        .await?;
+    if let Some(segment_size) = args.prefetch_only {
+        let got = wal::prefetch(&source, &args.name, args.prefetch, segment_size, &dir).await?;
         tracing::debug!(after = %args.name, got, "prefetched");
         return Ok(());
     }
     let from = wal::fetch(&source, &args.name, &args.dest).await?;
     tracing::debug!(wal = %args.name, ?from, "fetched");
-    if args.prefetch > 0 && layout::is_segment_name(&args.name) {
-        spawn_prefetcher(args);
+    // A segment's size is the cluster's WAL segment size (a power of two, 1 MiB to 1 GiB).
+    let segment_size = std::fs::metadata(&args.dest).map_or(0, |m| m.len());
+    if args.prefetch > 0
+        && layout::is_segment_name(&args.name)
+        && segment_size.is_power_of_two()
+        && (1 << 20..=1 << 30).contains(&segment_size)
+    {
+        spawn_prefetcher(args, segment_size);
     }
     Ok(())
 }
 
 /// Starts a detached `wal-fetch --prefetch-only` that outlives this process.
-fn spawn_prefetcher(args: &FetchArgs) {
+fn spawn_prefetcher(args: &FetchArgs, segment_size: u64) {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
@@ -103,9 +100,8 @@ fn spawn_prefetcher(args: &FetchArgs) {
         .arg(&args.config)
         .arg("--prefetch")
         .arg(args.prefetch.to_string())
-        .arg("--wal-segment-size")
-        .arg(args.wal_segment_size.to_string())
         .arg("--prefetch-only")
+        .arg(segment_size.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -17,13 +17,20 @@ fn bin() -> &'static str {
 struct Daemon {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 impl Daemon {
     fn start() -> Daemon {
+        Daemon::start_with(&[])
+    }
+
+    /// Starts a daemon with extra `serve` arguments.
+    fn start_with(extra: &[&str]) -> Daemon {
         let mut d = Daemon {
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         d.restart();
         d
@@ -39,6 +46,7 @@ impl Daemon {
         let child = Command::new(bin())
             .args(["serve", "--controllers", "none", "--state-dir"])
             .arg(self.state())
+            .args(&self.extra)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -1063,4 +1071,86 @@ fn tables_and_yaml_snapshots() {
             d.ok(&["get", "sgscl", "my-sharded-cluster", "-o", "yaml"])
         );
     });
+}
+
+#[test]
+fn tcp_needs_the_bearer_token() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let token_dir = tempfile::tempdir().unwrap();
+    let token = token_dir.path().join("token");
+    std::fs::write(&token, "s3cr3t-token-0123456789\n").unwrap();
+    let wrong = token_dir.path().join("wrong");
+    std::fs::write(&wrong, "guess").unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start_with(&["--listen", &addr, "--token-file", token.to_str().unwrap()]);
+    d.apply(SPEC_BACKUPS.split("---").next().unwrap());
+    let remote = |token: &Path| {
+        Command::new(bin())
+            .args([
+                "get",
+                "sgsbk",
+                "-o",
+                "name",
+                "--server",
+                &addr,
+                "--token-file",
+            ])
+            .arg(token)
+            .env("SHARDVAULT_HOME", "/nonexistent")
+            .output()
+            .unwrap()
+    };
+    let ok = remote(&token);
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    assert_eq!(
+        text(&ok.stdout),
+        "sgshardedbackup.stackgres.io/manual-backup\n"
+    );
+    let refused = remote(&wrong);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("bearer token"),
+        "{}",
+        text(&refused.stderr)
+    );
+}
+
+#[test]
+fn describe_shows_events() {
+    let d = Daemon::start();
+    d.apply(SPEC_BACKUPS.split("---").next().unwrap());
+    let obj = d.json(&["get", "sgsbk", "manual-backup"]);
+    for (name, reason, message) in [
+        ("e1", "Started", "taking 4 member backups"),
+        ("e2", "Failed", "shard1: connection refused"),
+    ] {
+        let event = json!({
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": name},
+            "involvedObject": {"apiVersion": "stackgres.io/v1", "kind": "SGShardedBackup", "name": "manual-backup",
+                               "namespace": "default", "uid": obj["metadata"]["uid"]},
+            "type": if reason == "Failed" { "Warning" } else { "Normal" },
+            "reason": reason, "message": message, "count": 2,
+            "firstTimestamp": "2024-01-15T05:00:00Z", "lastTimestamp": "2024-01-15T05:00:00Z",
+        });
+        let (code, body) = http(
+            d.state(),
+            "POST",
+            "/api/v1/namespaces/default/events",
+            Some(&event),
+        );
+        assert_eq!(code, 201, "{body}");
+    }
+    let desc = d.ok(&["describe", "sgsbk/manual-backup"]);
+    assert!(desc.contains("Events:\n  TYPE"), "{desc}");
+    assert!(desc.contains("Normal    Started"), "{desc}");
+    assert!(desc.contains("(x2)   shard1: connection refused"), "{desc}");
+    let events = d.ok(&["get", "events"]);
+    assert!(events.contains("sgshardedbackup/manual-backup"), "{events}");
+    // Deleting the object takes its Events with it.
+    d.ok(&["delete", "sgsbk", "manual-backup"]);
+    assert_eq!(d.ok(&["get", "ev", "-o", "name"]), "");
 }

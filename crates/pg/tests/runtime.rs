@@ -117,6 +117,16 @@ async fn an_eight_server_ddp_cluster_replicates_and_distributes_rows() {
             .contains(&"created replica big-shard2-1 of big-shard2-0".to_string())
     );
     assert_eq!(pids(&observed).len(), 8);
+    let postgres_uid = nix::unistd::User::from_name("postgres")
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw();
+    for instance in &all {
+        let meta = std::fs::metadata(&instance.pgdata).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o700, "{}", instance.name);
+        assert_eq!(meta.uid(), postgres_uid, "{}", instance.name);
+    }
 
     // Four replicas stream, one per member, each from its own slot.
     let mut streaming = 0;
@@ -152,14 +162,7 @@ async fn an_eight_server_ddp_cluster_replicates_and_distributes_rows() {
         );
         let meta = std::fs::metadata(node_config).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o600);
-        assert_eq!(
-            meta.uid(),
-            nix::unistd::User::from_name("postgres")
-                .unwrap()
-                .unwrap()
-                .uid
-                .as_raw()
-        );
+        assert_eq!(meta.uid(), postgres_uid);
         let config = NodeConfig::load(node_config).unwrap();
         assert_eq!(config.destinations, plan.members[m].destinations);
         assert_eq!(config.port, observed.members[m].instances[0].port);

@@ -609,8 +609,9 @@ async fn restore(
     primary.mark_bootstrapped()
 }
 
-/// Recovery settings a restore leaves in `postgresql.auto.conf`.
-const RECOVERY_SETTINGS: [&str; 8] = [
+/// Recovery settings a restore leaves in `postgresql.auto.conf` (the last two come with a
+/// backup taken from a replica).
+const RECOVERY_SETTINGS: [&str; 10] = [
     "restore_command",
     "recovery_target",
     "recovery_target_name",
@@ -619,6 +620,8 @@ const RECOVERY_SETTINGS: [&str; 8] = [
     "recovery_target_lsn",
     "recovery_target_inclusive",
     "recovery_target_action",
+    "primary_conninfo",
+    "primary_slot_name",
 ];
 
 /// Removes a restore's recovery settings from a promoted primary (`ALTER SYSTEM RESET`), so

@@ -325,6 +325,7 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
+        create_private(path);
         let conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
@@ -656,10 +657,27 @@ impl Store {
     }
 }
 
+/// Creates the database file readable by its owner only, so that SQLite gives its `-wal`
+/// and `-shm` files the same mode (the store holds Secrets).
+fn create_private(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    // An existing file is left as is here; failures surface when SQLite opens it.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path);
+}
+
 fn restrict_permissions(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
-    // The store holds Secrets: owner only. Failure (e.g. `:memory:`) changes nothing.
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    // Owner only, also for stores made before the mode was set at creation.
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600));
+    }
 }
 
 fn parse_doc(text: &str) -> Result<Value> {

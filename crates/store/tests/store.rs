@@ -258,6 +258,14 @@ fn reopening_keeps_everything() {
     let version = {
         let s = Store::open(&path).unwrap();
         s.create(&storage("a")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["store.db", "store.db-wal", "store.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(f))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{f} holds Secrets: owner only");
+        }
         s.version()
     };
     let s = Store::open(&path).unwrap();

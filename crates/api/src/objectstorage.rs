@@ -192,35 +192,62 @@ impl ObjectStorageSpec {
         let mut errs = Vec::new();
         let sections = [
             (StorageType::S3, "s3", self.s3.is_some()),
-            (StorageType::S3Compatible, "s3Compatible", self.s3_compatible.is_some()),
+            (
+                StorageType::S3Compatible,
+                "s3Compatible",
+                self.s3_compatible.is_some(),
+            ),
             (StorageType::Gcs, "gcs", self.gcs.is_some()),
-            (StorageType::AzureBlob, "azureBlob", self.azure_blob.is_some()),
-            (StorageType::Filesystem, "filesystem", self.filesystem.is_some()),
+            (
+                StorageType::AzureBlob,
+                "azureBlob",
+                self.azure_blob.is_some(),
+            ),
+            (
+                StorageType::Filesystem,
+                "filesystem",
+                self.filesystem.is_some(),
+            ),
         ];
         for (ty, field, present) in sections {
             if ty == self.type_ && !present {
-                errs.push((format!("spec.{field}"), format!("required when type is {field}")));
+                errs.push((
+                    format!("spec.{field}"),
+                    format!("required when type is {field}"),
+                ));
             }
             if ty != self.type_ && present {
                 errs.push((
                     format!("spec.{field}"),
-                    format!("not allowed when type is {}", sections.iter().find(|s| s.0 == self.type_).map(|s| s.1).unwrap_or("")),
+                    format!(
+                        "not allowed when type is {}",
+                        sections
+                            .iter()
+                            .find(|s| s.0 == self.type_)
+                            .map(|s| s.1)
+                            .unwrap_or("")
+                    ),
                 ));
             }
         }
         if let Some(fs) = &self.filesystem
             && !fs.path.starts_with('/')
         {
-            errs.push(("spec.filesystem.path".into(), format!("{:?}: must be an absolute path", fs.path)));
+            errs.push((
+                "spec.filesystem.path".into(),
+                format!("{:?}: must be an absolute path", fs.path),
+            ));
         }
         if let Some(enc) = &self.encryption {
             match enc.method {
-                EncryptionMethod::Sodium if enc.sodium.is_none() => {
-                    errs.push(("spec.encryption.sodium".into(), "required when method is sodium".into()))
-                }
-                EncryptionMethod::Openpgp if enc.openpgp.is_none() => {
-                    errs.push(("spec.encryption.openpgp".into(), "required when method is openpgp".into()))
-                }
+                EncryptionMethod::Sodium if enc.sodium.is_none() => errs.push((
+                    "spec.encryption.sodium".into(),
+                    "required when method is sodium".into(),
+                )),
+                EncryptionMethod::Openpgp if enc.openpgp.is_none() => errs.push((
+                    "spec.encryption.openpgp".into(),
+                    "required when method is openpgp".into(),
+                )),
                 _ => {}
             }
         }

@@ -8,9 +8,9 @@ pub fn parse_quantity(s: &str) -> Result<u64, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| "not a quantity: expected a number with an optional unit such as 20Gi".to_string())?;
+    let value: f64 = num.parse().map_err(|_| {
+        "not a quantity: expected a number with an optional unit such as 20Gi".to_string()
+    })?;
     let mult: f64 = match unit {
         "" => 1.0,
         "Ki" => 1024f64,
@@ -23,7 +23,11 @@ pub fn parse_quantity(s: &str) -> Result<u64, String> {
         "G" => 1e9,
         "T" => 1e12,
         "P" => 1e15,
-        _ => return Err(format!("unknown unit {unit:?}: use Ki, Mi, Gi, Ti, Pi, k, M, G, T or P")),
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?}: use Ki, Mi, Gi, Ti, Pi, k, M, G, T or P"
+            ));
+        }
     };
     Ok((value * mult) as u64)
 }
@@ -53,9 +57,9 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
     if let Ok(n) = text.parse::<u64>() {
         return Ok(n);
     }
-    let span: jiff::Span = text
-        .parse()
-        .map_err(|_| "not a duration: use ISO-8601 such as PT2H or a number of seconds".to_string())?;
+    let span: jiff::Span = text.parse().map_err(|_| {
+        "not a duration: use ISO-8601 such as PT2H or a number of seconds".to_string()
+    })?;
     if span.get_years() != 0 || span.get_months() != 0 || span.get_weeks() != 0 {
         return Err("years, months and weeks are not allowed: use days (P7D) or hours".into());
     }

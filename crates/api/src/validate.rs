@@ -104,7 +104,8 @@ fn check_label_value(v: &str) -> bool {
         || (v.len() <= 63
             && v.starts_with(|c: char| c.is_ascii_alphanumeric())
             && v.ends_with(|c: char| c.is_ascii_alphanumeric())
-            && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
 }
 
 /// Checks a 5-field cron expression.
@@ -134,7 +135,10 @@ pub fn validate(doc: &Value) -> Result<Kind, ValidationError> {
         errors: errs.0,
     };
     if !doc.is_object() {
-        errs.push("", "a manifest must be a mapping with apiVersion, kind and metadata");
+        errs.push(
+            "",
+            "a manifest must be a mapping with apiVersion, kind and metadata",
+        );
         return Err(fail(errs, "object"));
     }
     let kind = match Kind::from_manifest(api_version, kind_name) {
@@ -146,14 +150,36 @@ pub fn validate(doc: &Value) -> Result<Kind, ValidationError> {
                 "apiVersion"
             };
             errs.push(path, msg);
-            return Err(fail(errs, if kind_name.is_empty() { "object" } else { kind_name }));
+            return Err(fail(
+                errs,
+                if kind_name.is_empty() {
+                    "object"
+                } else {
+                    kind_name
+                },
+            ));
         }
     };
     let allowed: &[&str] = match kind {
-        Kind::Secret => &["apiVersion", "kind", "metadata", "type", "data", "stringData"],
+        Kind::Secret => &[
+            "apiVersion",
+            "kind",
+            "metadata",
+            "type",
+            "data",
+            "stringData",
+        ],
         Kind::Event => &[
-            "apiVersion", "kind", "metadata", "involvedObject", "reason", "message", "type", "count",
-            "firstTimestamp", "lastTimestamp",
+            "apiVersion",
+            "kind",
+            "metadata",
+            "involvedObject",
+            "reason",
+            "message",
+            "type",
+            "count",
+            "firstTimestamp",
+            "lastTimestamp",
         ],
         _ => &["apiVersion", "kind", "metadata", "spec", "status"],
     };
@@ -176,9 +202,15 @@ pub fn validate(doc: &Value) -> Result<Kind, ValidationError> {
                 }
                 for (k, v) in &meta.labels {
                     if !check_label_key(k) {
-                        errs.push(format!("metadata.labels[{k:?}]"), format!("{k:?}: not a valid label key"));
+                        errs.push(
+                            format!("metadata.labels[{k:?}]"),
+                            format!("{k:?}: not a valid label key"),
+                        );
                     } else if !check_label_value(v) {
-                        errs.push(format!("metadata.labels[{k:?}]"), format!("{v:?}: not a valid label value"));
+                        errs.push(
+                            format!("metadata.labels[{k:?}]"),
+                            format!("{v:?}: not a valid label value"),
+                        );
                     }
                 }
             }
@@ -193,7 +225,8 @@ pub fn validate(doc: &Value) -> Result<Kind, ValidationError> {
     match kind {
         Kind::SGObjectStorage => {
             need_spec(&mut errs);
-            if let Some(s) = spec.and_then(|s| parse_at::<ObjectStorageSpec>("spec", s, &mut errs)) {
+            if let Some(s) = spec.and_then(|s| parse_at::<ObjectStorageSpec>("spec", s, &mut errs))
+            {
                 for (p, m) in s.check() {
                     errs.push(p, m);
                 }
@@ -201,18 +234,24 @@ pub fn validate(doc: &Value) -> Result<Kind, ValidationError> {
         }
         Kind::SGShardedCluster => {
             need_spec(&mut errs);
-            if let Some(s) = spec.and_then(|s| parse_at::<ShardedClusterSpec>("spec", s, &mut errs)) {
+            if let Some(s) = spec.and_then(|s| parse_at::<ShardedClusterSpec>("spec", s, &mut errs))
+            {
                 check_sharded_cluster(&s, &mut errs);
             }
         }
         Kind::SGShardedBackup => {
             need_spec(&mut errs);
-            if let Some(s) = spec.and_then(|s| parse_at::<ShardedBackupSpec>("spec", s, &mut errs)) {
+            if let Some(s) = spec.and_then(|s| parse_at::<ShardedBackupSpec>("spec", s, &mut errs))
+            {
                 if let Err(e) = check_name(&s.sg_sharded_cluster) {
                     errs.push("spec.sgShardedCluster", e);
                 }
                 check_timeout("spec.timeout", s.timeout.as_ref(), &mut errs);
-                check_timeout("spec.reconciliationTimeout", s.reconciliation_timeout.as_ref(), &mut errs);
+                check_timeout(
+                    "spec.reconciliationTimeout",
+                    s.reconciliation_timeout.as_ref(),
+                    &mut errs,
+                );
                 check_min("spec.maxRetries", s.max_retries, 0, &mut errs);
             }
         }
@@ -230,14 +269,19 @@ pub fn validate(doc: &Value) -> Result<Kind, ValidationError> {
                     Some(map) => {
                         for (k, v) in map {
                             if v.as_str().and_then(crate::secret::base64_decode).is_none() {
-                                errs.push(format!("data.{k}"), "not valid base64: use stringData for plain text");
+                                errs.push(
+                                    format!("data.{k}"),
+                                    "not valid base64: use stringData for plain text",
+                                );
                             }
                         }
                     }
                 }
             }
             if let Some(sd) = doc.get("stringData")
-                && !sd.as_object().is_some_and(|m| m.values().all(Value::is_string))
+                && !sd
+                    .as_object()
+                    .is_some_and(|m| m.values().all(Value::is_string))
             {
                 errs.push("stringData", "must be a mapping of key to string");
             }
@@ -277,20 +321,29 @@ fn check_sharded_cluster(s: &ShardedClusterSpec, errs: &mut Errors) {
         Some(p) => {
             let major = p.version.split('.').next().unwrap_or("");
             if major.is_empty() || !major.chars().all(|c| c.is_ascii_digit()) {
-                errs.push("spec.postgres.version", format!("{:?}: expected a major version such as '15'", p.version));
+                errs.push(
+                    "spec.postgres.version",
+                    format!("{:?}: expected a major version such as '15'", p.version),
+                );
             }
         }
     }
     if let Some(db) = &s.database
         && (db.is_empty() || db.len() > 63 || db.contains(['"', '\0']))
     {
-        errs.push("spec.database", format!("{db:?}: not a usable database name"));
+        errs.push(
+            "spec.database",
+            format!("{db:?}: not a usable database name"),
+        );
     }
     match &s.coordinator {
         None => errs.push("spec.coordinator", "required: give coordinator.instances"),
         Some(c) => {
             if c.instances < 1 {
-                errs.push("spec.coordinator.instances", format!("{}: must be at least 1", c.instances));
+                errs.push(
+                    "spec.coordinator.instances",
+                    format!("{}: must be at least 1", c.instances),
+                );
             }
             if let Some(p) = &c.pods
                 && let Err(e) = parse_quantity(&p.persistent_volume.size)
@@ -303,10 +356,16 @@ fn check_sharded_cluster(s: &ShardedClusterSpec, errs: &mut Errors) {
         }
     }
     match &s.shards {
-        None => errs.push("spec.shards", "required: give shards.clusters and shards.instancesPerCluster"),
+        None => errs.push(
+            "spec.shards",
+            "required: give shards.clusters and shards.instancesPerCluster",
+        ),
         Some(sh) => {
             if sh.clusters < 1 {
-                errs.push("spec.shards.clusters", format!("{}: must be at least 1", sh.clusters));
+                errs.push(
+                    "spec.shards.clusters",
+                    format!("{}: must be at least 1", sh.clusters),
+                );
             }
             if sh.instances_per_cluster < 1 {
                 errs.push(
@@ -326,19 +385,32 @@ fn check_sharded_cluster(s: &ShardedClusterSpec, errs: &mut Errors) {
     }
     let members = s.member_names("x").len();
     for (i, b) in s.backups().iter().enumerate() {
-        check_backup_entry(&format!("spec.configurations.backups[{i}]"), b, members, errs);
+        check_backup_entry(
+            &format!("spec.configurations.backups[{i}]"),
+            b,
+            members,
+            errs,
+        );
     }
     if let Some(r) = s.initial_data.as_ref().and_then(|d| d.restore.as_ref()) {
         if let Err(e) = check_name(&r.from_backup.name) {
             errs.push("spec.initialData.restore.fromBackup.name", e);
         }
-        check_min("spec.initialData.restore.downloadDiskConcurrency", r.download_disk_concurrency, 1, errs);
+        check_min(
+            "spec.initialData.restore.downloadDiskConcurrency",
+            r.download_disk_concurrency,
+            1,
+            errs,
+        );
         if let Some(p) = &r.from_backup.point_in_time_recovery
             && p.restore_to_timestamp.parse::<jiff::Timestamp>().is_err()
         {
             errs.push(
                 "spec.initialData.restore.fromBackup.pointInTimeRecovery.restoreToTimestamp",
-                format!("{:?}: expected an RFC 3339 time such as 2024-01-15T10:30:00Z", p.restore_to_timestamp),
+                format!(
+                    "{:?}: expected an RFC 3339 time such as 2024-01-15T10:30:00Z",
+                    p.restore_to_timestamp
+                ),
             );
         }
     }
@@ -358,21 +430,34 @@ fn check_backup_entry(path: &str, b: &BackupConfiguration, members: usize, errs:
     if let Some(c) = &b.compression
         && !["lz4", "lzma", "zstd", "brotli"].contains(&c.as_str())
     {
-        errs.push(format!("{path}.compression"), format!("{c:?}: must be one of lz4, lzma, zstd, brotli"));
+        errs.push(
+            format!("{path}.compression"),
+            format!("{c:?}: must be one of lz4, lzma, zstd, brotli"),
+        );
     }
     if b.path.is_some() && b.paths.is_some() {
-        errs.push(format!("{path}.paths"), "give either path or paths, not both");
+        errs.push(
+            format!("{path}.paths"),
+            "give either path or paths, not both",
+        );
     }
     if let Some(paths) = &b.paths
         && paths.len() != members
     {
         errs.push(
             format!("{path}.paths"),
-            format!("{} paths for {members} members: give one per member, coordinator first", paths.len()),
+            format!(
+                "{} paths for {members} members: give one per member, coordinator first",
+                paths.len()
+            ),
         );
     }
     check_timeout(&format!("{path}.timeout"), b.timeout.as_ref(), errs);
-    check_timeout(&format!("{path}.reconciliationTimeout"), b.reconciliation_timeout.as_ref(), errs);
+    check_timeout(
+        &format!("{path}.reconciliationTimeout"),
+        b.reconciliation_timeout.as_ref(),
+        errs,
+    );
     if let Some(p) = &b.performance {
         let fields = [
             ("maxNetworkBandwidth", p.max_network_bandwidth),
@@ -402,7 +487,10 @@ pub fn validate_update(old: &Value, new: &Value) -> Result<(), ValidationError> 
         if a != b {
             let path = ptr.trim_start_matches('/').replace('/', ".");
             let shown = b.map_or("(removed)".to_string(), |v| v.to_string());
-            errs.push(path, format!("{shown}: cannot be changed after creation; create a new object instead"));
+            errs.push(
+                path,
+                format!("{shown}: cannot be changed after creation; create a new object instead"),
+            );
         }
     }
     if errs.0.is_empty() {
@@ -410,7 +498,11 @@ pub fn validate_update(old: &Value, new: &Value) -> Result<(), ValidationError> 
     } else {
         Err(ValidationError {
             kind: kind.to_string(),
-            name: new.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string(),
+            name: new
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             errors: errs.0,
         })
     }

@@ -1,6 +1,8 @@
 //! Test helpers for shardvault: temporary PostgreSQL servers built on the runtime's
 //! [`Instance`], and the path of the built `shardvault` binary.
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 
 use shardvault_pg::config::NodeConfig;

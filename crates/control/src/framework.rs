@@ -224,6 +224,8 @@ pub struct Settings {
     pub backoff_max: Duration,
     /// Reconciles running at once (over all keys).
     pub concurrency: usize,
+    /// How long shutdown waits for running reconciles before cancelling them.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Settings {
@@ -233,6 +235,7 @@ impl Default for Settings {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             concurrency: 8,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -334,7 +337,17 @@ pub async fn run(ctx: Ctx, reconcilers: Vec<Arc<dyn Reconciler>>, settings: Sett
             _ = tokio::time::sleep_until(next) => {}
         }
     }
-    while tasks.join_next().await.is_some() {}
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(settings.shutdown_grace, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "reconciles still running after {:?}: cancelling them",
+            settings.shutdown_grace
+        );
+        tasks.abort_all();
+    }
 }
 
 async fn reconcile_one(reconciler: &dyn Reconciler, r: &ObjectRef, ctx: Ctx) -> Outcome {
@@ -528,6 +541,7 @@ mod tests {
             backoff_base: Duration::from_millis(50),
             backoff_max: Duration::from_secs(1),
             concurrency: 4,
+            shutdown_grace: Duration::from_secs(5),
         };
         let handle = tokio::spawn(run(
             ctx,
@@ -578,6 +592,90 @@ mod tests {
         })
         .await;
         assert_eq!(*rec.cleaned.lock().unwrap(), ["early"]);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), handle)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// Sleeps in every reconcile and records how many run at once per key.
+    struct SlowReconciler {
+        running: Mutex<HashMap<String, usize>>,
+        max_parallel: Mutex<usize>,
+        runs: Mutex<usize>,
+    }
+
+    impl Reconciler for Arc<SlowReconciler> {
+        fn kind(&self) -> Kind {
+            Kind::SGShardedBackup
+        }
+
+        fn reconcile(
+            &self,
+            obj: Value,
+            _ctx: Ctx,
+        ) -> BoxFuture<'static, Result<Action, ReconcileError>> {
+            let me = self.clone();
+            Box::pin(async move {
+                let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+                {
+                    let mut running = me.running.lock().unwrap();
+                    let n = running.entry(name.clone()).or_insert(0);
+                    *n += 1;
+                    let mut max = me.max_parallel.lock().unwrap();
+                    *max = (*max).max(*n);
+                    *me.runs.lock().unwrap() += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                *me.running.lock().unwrap().get_mut(&name).unwrap() -= 1;
+                Ok(Action::AwaitChange)
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_reconcile_per_key_changes_coalesce_and_resync_comes_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store.db")).unwrap());
+        let rec = Arc::new(SlowReconciler {
+            running: Mutex::new(HashMap::new()),
+            max_parallel: Mutex::new(0),
+            runs: Mutex::new(0),
+        });
+        let shutdown = CancellationToken::new();
+        let ctx = Ctx::new(store.clone(), dir.path().to_path_buf(), shutdown.clone());
+        let settings = Settings {
+            resync: Duration::from_millis(700),
+            ..Settings::default()
+        };
+        let handle = tokio::spawn(run(
+            ctx,
+            vec![Arc::new(rec.clone()) as Arc<dyn Reconciler>],
+            settings,
+        ));
+        let mut obj = store.create(&backup("busy")).unwrap();
+        for i in 0..20 {
+            obj["metadata"]["labels"] = json!({"n": i.to_string()});
+            obj = store.update(&obj).unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        until("the burst is reconciled", || *rec.runs.lock().unwrap() >= 2).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after_burst = *rec.runs.lock().unwrap();
+        assert!(
+            after_burst < 10,
+            "21 changes coalesced into few runs, got {after_burst}"
+        );
+        assert_eq!(
+            *rec.max_parallel.lock().unwrap(),
+            1,
+            "never two reconciles of one key at once"
+        );
+        until("a resync reconciles the unchanged object again", || {
+            *rec.runs.lock().unwrap() > after_burst
+        })
+        .await;
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(5), handle)
             .await

@@ -125,10 +125,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             String::new()
         }
     );
-    if args.keep {
-        if let Some(t) = temp {
-            let _ = t.keep();
-        }
+    if args.keep
+        && let Some(t) = temp
+    {
+        let _ = t.keep();
     }
     Ok(if passed {
         ExitCode::SUCCESS

@@ -1154,3 +1154,25 @@ fn describe_shows_events() {
     d.ok(&["delete", "sgsbk", "manual-backup"]);
     assert_eq!(d.ok(&["get", "ev", "-o", "name"]), "");
 }
+
+#[test]
+fn get_watch_prints_a_row_per_change() {
+    let d = Daemon::start();
+    d.apply(SPEC_BACKUPS.split("---").next().unwrap());
+    let mut watch = Command::new(bin())
+        .args(["get", "sgsbk", "-w"])
+        .env("SHARDVAULT_HOME", d.state())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut next = || lines.next().unwrap().unwrap();
+    assert!(next().starts_with("NAME"));
+    assert!(next().starts_with("manual-backup "));
+    d.apply("apiVersion: stackgres.io/v1\nkind: SGShardedBackup\nmetadata: {name: later}\nspec: {sgShardedCluster: c}\n");
+    assert!(next().starts_with("later "));
+    d.ok(&["delete", "sgsbk", "manual-backup"]);
+    assert!(next().starts_with("manual-backup "));
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+}

@@ -305,6 +305,29 @@ impl Client {
         Ok(list["items"].as_array().cloned().unwrap_or_default())
     }
 
+    /// Streams changes of a kind (the current objects first, as ADDED), as a watch.
+    pub async fn watch(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&str>,
+    ) -> anyhow::Result<WatchStream> {
+        let mut path = format!("{}?watch=true", collection_path(kind, namespace));
+        if let Some(sel) = selector.filter(|s| !s.is_empty()) {
+            path = format!("{path}&labelSelector={}", encode_query(sel));
+        }
+        let resp = self.send(Method::GET, &path, None).await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            return Err(ApiError::from_status(status, &bytes).into());
+        }
+        Ok(WatchStream {
+            body: resp.into_body(),
+            buf: Vec::new(),
+        })
+    }
+
     /// Deletes an object; returns its last state, `None` if it did not exist.
     pub async fn delete(
         &self,
@@ -361,6 +384,36 @@ impl Client {
                 );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The events of a watch, one JSON line each.
+pub struct WatchStream {
+    body: Incoming,
+    buf: Vec<u8>,
+}
+
+impl WatchStream {
+    /// The next event as (`ADDED`|`MODIFIED`|`DELETED`|`ERROR`, object); `None` when the
+    /// daemon ends the stream.
+    pub async fn next(&mut self) -> anyhow::Result<Option<(String, Value)>> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                let v: Value =
+                    serde_json::from_slice(&line).context("a watch event is not JSON")?;
+                let kind = v["type"].as_str().unwrap_or("").to_string();
+                return Ok(Some((kind, v["object"].clone())));
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(frame) => {
+                    if let Ok(data) = frame?.into_data() {
+                        self.buf.extend_from_slice(&data);
+                    }
+                }
+            }
         }
     }
 }

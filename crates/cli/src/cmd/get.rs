@@ -39,6 +39,9 @@ pub struct Args {
     /// All namespaces.
     #[arg(short = 'A', long)]
     all_namespaces: bool,
+    /// After listing, print a row for every change until interrupted (one kind).
+    #[arg(short = 'w', long)]
+    watch: bool,
     #[command(flatten)]
     conn: ConnArgs,
 }
@@ -419,10 +422,49 @@ pub fn serialize(items: &[Value], single: bool, yaml: bool) -> anyhow::Result<St
     })
 }
 
+/// Prints the current objects of one kind as a table, then a row per change.
+async fn watch(args: &Args, kind: Kind, ns: Option<&str>) -> anyhow::Result<ExitCode> {
+    let client = args.conn.connect().await?;
+    let mut stream = client.watch(kind, ns, args.selector.as_deref()).await?;
+    let wide = args.output == Some(Output::Wide);
+    let mut first = true;
+    while let Some((event, obj)) = stream.next().await? {
+        if event == "ERROR" {
+            bail!(
+                "the watch ended: {}",
+                obj["message"].as_str().unwrap_or("unknown error")
+            );
+        }
+        let text = table(kind, &[redact(&obj)], wide, args.all_namespaces, false);
+        let shown = if first {
+            text.as_str()
+        } else {
+            text.split_once('\n').map_or("", |(_, rows)| rows)
+        };
+        print!("{shown}");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        first = false;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs `get`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let targets = parse_targets(&args.resources)?;
     let ns = (!args.all_namespaces).then_some(args.namespace.as_str());
+    if args.watch {
+        if !matches!(targets.as_slice(), [(_, None)])
+            || matches!(
+                args.output,
+                Some(Output::Yaml | Output::Json | Output::Name)
+            )
+        {
+            bail!("--watch takes one kind without names, as a table (-o wide at most)");
+        }
+        let kind = targets[0].0;
+        return runtime()?.block_on(watch(&args, kind, ns));
+    }
     runtime()?.block_on(async {
         let client = args.conn.connect().await?;
         let mut groups: Vec<(Kind, Vec<Value>)> = Vec::new();

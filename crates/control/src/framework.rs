@@ -313,10 +313,12 @@ pub async fn run(ctx: Ctx, reconcilers: Vec<Arc<dyn Reconciler>>, settings: Sett
                 (key, outcome)
             });
         }
+        // With every slot busy, only a finished reconcile (or a change) can start more work.
+        let saturated = queue.running.len() >= settings.concurrency;
         let next = queue
             .due
             .iter()
-            .filter(|(k, _)| !queue.running.contains(*k))
+            .filter(|(k, _)| !saturated && !queue.running.contains(*k))
             .map(|(_, t)| *t)
             .min()
             .unwrap_or_else(|| now + settings.resync);

@@ -88,8 +88,15 @@ struct AppState {
 /// socket. Usable in-process (e.g. by `shardvault demo`).
 pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
     let dir = state_dir::resolve(args.state_dir.clone());
-    create_private_dir(&dir)?;
     let socket = dir.join(SOCKET);
+    // The kernel limits Unix socket paths to 107 bytes.
+    if socket.as_os_str().len() > 107 {
+        bail!(
+            "the socket path {} is longer than Unix sockets allow (107 bytes): use a shorter --state-dir",
+            socket.display()
+        );
+    }
+    create_state_dir(&dir)?;
     if socket.exists() {
         if Client::connect(&dir).await.is_ok() {
             bail!(
@@ -174,7 +181,7 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
     result
 }
 
-fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
     Ok(())

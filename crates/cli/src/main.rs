@@ -6,7 +6,12 @@ use clap::{Parser, Subcommand};
 
 /// Backup and restore for sharded PostgreSQL clusters, with StackGres's resources.
 #[derive(Parser)]
-#[command(name = "shardvault", version, about, long_about = None)]
+#[command(
+    name = "shardvault",
+    version,
+    about = "Backup and restore for sharded PostgreSQL clusters, with StackGres's resources",
+    after_help = "Example:\n  shardvault up\n  shardvault apply -f sgshardedcluster.yaml\n  shardvault get sgshardedbackup"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,10 +20,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// The whole journey in one command: cluster, backup, restores, verification.
-    #[command(after_help = "Example:\n  shardvault demo\n  shardvault demo --keep --state-dir /tmp/sv-demo")]
+    #[command(
+        after_help = "Example:\n  shardvault demo\n  shardvault demo --keep --state-dir /tmp/sv-demo"
+    )]
     Demo(cmd::demo::Args),
     /// Runs the control plane in the foreground: store, HTTP API, controllers.
-    #[command(after_help = "Example:\n  shardvault serve --state-dir /var/lib/shardvault\n  shardvault serve --listen 127.0.0.1:7443 --token-file /etc/shardvault/token")]
+    #[command(
+        after_help = "Example:\n  shardvault serve --state-dir /var/lib/shardvault\n  shardvault serve --listen 127.0.0.1:7443 --token-file /etc/shardvault/token"
+    )]
     Serve(cmd::serve::Args),
     /// Starts `shardvault serve` in the background and waits until it answers.
     #[command(after_help = "Example:\n  shardvault up\n  SHARDVAULT_HOME=/tmp/sv shardvault up")]
@@ -27,19 +36,27 @@ enum Command {
     #[command(after_help = "Example:\n  shardvault down")]
     Down(cmd::daemon::DownArgs),
     /// Creates or updates resources from manifests, as `kubectl apply` does.
-    #[command(after_help = "Example:\n  shardvault apply -f sgshardedbackup.yaml\n  shardvault apply -f manifests/ -f extra.yaml\n  cat backup.yaml | shardvault apply -f -")]
+    #[command(
+        after_help = "Example:\n  shardvault apply -f sgshardedbackup.yaml\n  shardvault apply -f manifests/ -f extra.yaml\n  cat backup.yaml | shardvault apply -f -"
+    )]
     Apply(cmd::apply::Args),
     /// Lists resources or shows one.
-    #[command(after_help = "Example:\n  shardvault get sgshardedbackup\n  shardvault get sgsbk manual-backup -o yaml\n  shardvault get sgbackup -l stackgres.io/shardedbackup-name=manual-backup\n  shardvault get sgscl,sgobjs -A")]
+    #[command(
+        after_help = "Example:\n  shardvault get sgshardedbackup\n  shardvault get sgsbk manual-backup -o yaml\n  shardvault get sgbackup -l stackgres.io/shardedbackup-name=manual-backup\n  shardvault get sgscl,sgobjs -A"
+    )]
     Get(cmd::get::Args),
     /// Shows an object in detail, with its Events.
     #[command(after_help = "Example:\n  shardvault describe sgshardedbackup manual-backup")]
     Describe(cmd::describe::Args),
     /// Deletes resources and what they own.
-    #[command(after_help = "Example:\n  shardvault delete sgshardedbackup manual-backup\n  shardvault delete -f sgshardedbackup.yaml --wait")]
+    #[command(
+        after_help = "Example:\n  shardvault delete sgshardedbackup manual-backup\n  shardvault delete -f sgshardedbackup.yaml --wait"
+    )]
     Delete(cmd::delete::Args),
     /// Waits until a resource reaches a state.
-    #[command(after_help = "Example:\n  shardvault wait sgsbk/manual-backup --for=jsonpath='{.status.process.status}'=Completed --timeout=10m")]
+    #[command(
+        after_help = "Example:\n  shardvault wait sgsbk/manual-backup --for=jsonpath='{.status.process.status}'=Completed --timeout=10m"
+    )]
     Wait(cmd::wait::Args),
     /// Opens psql on the primary of a local sharded cluster's coordinator or shard.
     #[command(
@@ -63,7 +80,7 @@ enum Command {
     WalFetch(cmd::wal::FetchArgs),
     /// Lists stored backups.
     #[command(after_help = "Example:\n  shardvault backups ls --config shard0.json")]
-    Backups(cmd::node::BackupsArgs),
+    Backups(cmd::catalog::BackupsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -83,7 +100,7 @@ fn main() -> std::process::ExitCode {
         Command::Node(args) => cmd::node::run(args),
         Command::WalPush(args) => cmd::wal::run_push(args),
         Command::WalFetch(args) => cmd::wal::run_fetch(args),
-        Command::Backups(args) => cmd::node::run_backups(args),
+        Command::Backups(args) => cmd::catalog::run(args),
     };
     match result {
         Ok(code) => code,

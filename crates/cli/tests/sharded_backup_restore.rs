@@ -313,4 +313,36 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
 
     d.ok(&["delete", "sgshardedcluster", "at-restore-point", "--wait"]);
     assert!(!d.state().join("clusters/default/at-restore-point").exists());
+
+    // Disaster recovery: a new installation with an empty state dir and only the
+    // SGObjectStorage lists the sharded backup from storage, imports it and restores.
+    let dr = Daemon::start();
+    dr.apply_ok(&storage(&d));
+    let listed = dr.ok(&["backups", "ls", "--storage", "my-backup-storage"]);
+    assert!(
+        listed.contains("manual-backup") && listed.contains("my-sharded-cluster"),
+        "{listed}"
+    );
+    dr.ok(&[
+        "backups",
+        "import",
+        "--storage",
+        "my-backup-storage",
+        "manual-backup",
+    ]);
+    let imported = dr.json(&["get", "sgshardedbackup", "manual-backup"]);
+    assert_eq!(imported["status"]["process"]["status"], "Completed");
+    assert_eq!(
+        imported["status"]["restorePoint"],
+        backup["status"]["restorePoint"]
+    );
+    dr.apply_ok(&restore("from-storage", 2, "15", ""));
+    dr.wait_until("sgshardedcluster", "from-storage", 180, ready);
+    let from_storage =
+        ClusterObserved::load(&dr.state().join("clusters/default/from-storage")).unwrap();
+    assert_same(
+        &at_restore_point,
+        &prints(&from_storage).await,
+        "restore from storage alone",
+    );
 }

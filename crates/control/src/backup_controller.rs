@@ -103,6 +103,17 @@ async fn reconcile(
     workers: Arc<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>>,
 ) -> Result<Action, ReconcileError> {
     let uid = uid_of(&obj).to_string();
+    let imported = obj
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            crate::import::IMPORTED_ANNOTATION.replace('/', "~1")
+        ))
+        .is_some();
+    if imported {
+        // Found in storage, not taken here: nothing to run, and its objects are not ours
+        // to delete.
+        return Ok(Action::AwaitChange);
+    }
     if is_deleting(&obj) {
         if let Some(w) = workers.lock().expect("not poisoned").remove(&uid) {
             w.abort();

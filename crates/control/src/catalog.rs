@@ -105,3 +105,26 @@ async fn read_key(store: &Store, codec: &Codec, k: &str) -> Result<ShardedRecord
         reason: format!("not a sharded backup record: {e}"),
     })
 }
+
+/// Every sharded backup record anywhere under `store`, with the cluster prefix it was found
+/// at, oldest first (for `backups ls --storage` without `--path`).
+pub async fn find_all(
+    store: &Store,
+    codec: &Codec,
+) -> Result<Vec<(String, ShardedRecord)>, StorageError> {
+    let mut out = Vec::new();
+    for k in store.list("").await? {
+        let Some((prefix, file)) = k
+            .rsplit_once(&format!("/{SHARDED_DIR}/"))
+            .or_else(|| k.strip_prefix(&format!("{SHARDED_DIR}/")).map(|f| ("", f)))
+        else {
+            continue;
+        };
+        if file.contains('/') || !file.ends_with(".json") {
+            continue;
+        }
+        out.push((prefix.to_string(), read_key(store, codec, &k).await?));
+    }
+    out.sort_by(|a, b| a.1.start.cmp(&b.1.start));
+    Ok(out)
+}

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod destination;
 pub mod fingerprint;
 pub mod framework;
+pub mod import;
 pub mod registry;
 pub mod resources;
 pub mod restore_check;

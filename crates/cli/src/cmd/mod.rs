@@ -1,6 +1,7 @@
 //! One module per command family.
 
 pub mod apply;
+pub mod catalog;
 pub mod client;
 pub mod daemon;
 pub mod delete;

@@ -102,33 +102,6 @@ struct VerifyArgs {
     backup: String,
 }
 
-/// Options of `shardvault backups`.
-#[derive(clap::Args)]
-pub struct BackupsArgs {
-    #[command(subcommand)]
-    command: BackupsCommand,
-}
-
-#[derive(clap::Subcommand)]
-enum BackupsCommand {
-    /// Lists the complete backups in the config's restoreSource, else its first destination.
-    #[command(
-        after_help = "Example:\n  shardvault backups ls --config shard0.json\n  shardvault backups ls --config shard0.json --json"
-    )]
-    Ls(LsArgs),
-}
-
-/// Options of `shardvault backups ls`.
-#[derive(clap::Args)]
-struct LsArgs {
-    /// Node config file.
-    #[arg(long)]
-    config: PathBuf,
-    /// Print JSON (one summary per backup) instead of a table.
-    #[arg(long)]
-    json: bool,
-}
-
 /// A multi-threaded runtime for one command.
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -274,21 +247,18 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs `shardvault backups ...`.
-pub fn run_backups(args: BackupsArgs) -> anyhow::Result<ExitCode> {
-    let BackupsCommand::Ls(a) = args.command;
-    runtime()?.block_on(async {
-        let cfg = load(&a.config)?;
-        let source = source(&cfg, &a.config)?;
-        let backups = engine::list_backups(&Repo::open(&source)?).await?;
-        let summaries: Vec<_> = backups.iter().map(|m| m.summary()).collect();
-        if a.json {
-            println!("{}", serde_json::to_string_pretty(&summaries)?);
-        } else {
-            print!("{}", table(&summaries));
-        }
-        Ok(ExitCode::SUCCESS)
-    })
+/// Prints the complete backups of one member (`backups ls --config`).
+pub async fn list_member_backups(config: &Path, json: bool) -> anyhow::Result<()> {
+    let cfg = load(config)?;
+    let source = source(&cfg, config)?;
+    let backups = engine::list_backups(&Repo::open(&source)?).await?;
+    let summaries: Vec<_> = backups.iter().map(|m| m.summary()).collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+    } else {
+        print!("{}", table(&summaries));
+    }
+    Ok(())
 }
 
 /// The `backups ls` table.

@@ -1,0 +1,273 @@
+//! `shardvault backups ls --storage` and `backups import`: the sharded backups an
+//! SGObjectStorage holds, read from storage alone, and brought back as resources so a new
+//! installation can restore from them.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context, bail};
+use hyper::Method;
+use serde_json::Value;
+use shardvault_api::Kind;
+use shardvault_api::objectstorage::ObjectStorageSpec;
+use shardvault_api::secret::base64_decode;
+use shardvault_control::catalog::{self, ShardedRecord};
+use shardvault_control::demo::human;
+use shardvault_control::destination::{SecretLookup, resolve_storage};
+use shardvault_control::import::documents;
+use shardvault_storage::{Codec, Compression, Store};
+
+use super::client::{Client, ConnArgs, object_path};
+
+/// Options of `shardvault backups`.
+#[derive(clap::Args)]
+pub struct BackupsArgs {
+    #[command(subcommand)]
+    command: BackupsCommand,
+}
+
+#[derive(clap::Subcommand)]
+enum BackupsCommand {
+    /// Lists backups: one member's (`--config`), or the sharded backups an SGObjectStorage
+    /// holds, read from storage alone (`--storage`).
+    #[command(
+        after_help = "Example:\n  shardvault backups ls --storage my-backup-storage\n  shardvault backups ls --config shard0.json --json"
+    )]
+    Ls(LsArgs),
+    /// Brings a sharded backup found in storage back as SGShardedBackup and SGBackups, so a
+    /// new installation can restore from it.
+    #[command(
+        after_help = "Example:\n  shardvault backups import --storage my-backup-storage manual-backup\n  # then apply an SGShardedCluster with initialData.restore.fromBackup.name: manual-backup"
+    )]
+    Import(ImportArgs),
+}
+
+/// Options of `shardvault backups ls`.
+#[derive(clap::Args)]
+struct LsArgs {
+    /// One member's node config file (no daemon needed).
+    #[arg(long, conflicts_with = "storage", required_unless_present = "storage")]
+    config: Option<std::path::PathBuf>,
+    /// SGObjectStorage whose sharded backups to list.
+    #[arg(long)]
+    storage: Option<String>,
+    /// Cluster prefix inside the storage (default: search the whole storage).
+    #[arg(long, requires = "storage")]
+    path: Option<String>,
+    /// Namespace of the SGObjectStorage and its Secrets.
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// Options of `shardvault backups import`.
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// Name of the sharded backup to import.
+    name: String,
+    #[command(flatten)]
+    storage: StorageArgs,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+/// Runs `shardvault backups ...`.
+pub fn run(args: BackupsArgs) -> anyhow::Result<std::process::ExitCode> {
+    super::client::runtime()?.block_on(async {
+        match args.command {
+            BackupsCommand::Ls(a) => match (&a.config, a.storage) {
+                (Some(config), _) => super::node::list_member_backups(config, a.json).await?,
+                (None, Some(storage)) => {
+                    let client = a.conn.connect().await?;
+                    let sa = StorageArgs {
+                        storage,
+                        path: a.path,
+                        namespace: a.namespace,
+                    };
+                    ls(&client, &sa, a.json).await?;
+                }
+                (None, None) => bail!("give --config FILE or --storage NAME"),
+            },
+            BackupsCommand::Import(a) => {
+                let client = a.conn.connect().await?;
+                import(&client, &a.storage, &a.name).await?;
+            }
+        }
+        Ok(std::process::ExitCode::SUCCESS)
+    })
+}
+
+/// Where to look for sharded backups.
+#[derive(clap::Args)]
+pub struct StorageArgs {
+    /// SGObjectStorage to read.
+    #[arg(long)]
+    pub storage: String,
+    /// Cluster prefix inside the storage (default: search the whole storage).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// Namespace of the SGObjectStorage and its Secrets.
+    #[arg(short = 'n', long, default_value = "default")]
+    pub namespace: String,
+}
+
+struct FetchedSecrets(BTreeMap<String, BTreeMap<String, String>>);
+
+impl SecretLookup for FetchedSecrets {
+    fn secret_value(&self, name: &str, key: &str) -> Option<String> {
+        self.0.get(name)?.get(key).cloned()
+    }
+}
+
+/// Opens the storage of an SGObjectStorage, with credentials from its Secrets.
+async fn open(
+    client: &Client,
+    args: &StorageArgs,
+) -> anyhow::Result<(ObjectStorageSpec, Store, Codec)> {
+    let ns = &args.namespace;
+    let obj = client
+        .get(Kind::SGObjectStorage, ns, &args.storage)
+        .await?
+        .with_context(|| {
+            format!(
+                "--storage: SGObjectStorage {:?} not found in namespace {ns}: apply it (and its Secrets) first",
+                args.storage
+            )
+        })?;
+    let spec: ObjectStorageSpec = serde_json::from_value(obj["spec"].clone())
+        .context("the SGObjectStorage spec is unreadable")?;
+    let mut secrets = BTreeMap::new();
+    for s in client.list(Kind::Secret, Some(ns), None).await? {
+        let name = s["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if let Some(full) = client.get(Kind::Secret, ns, &name).await? {
+            let data = full["data"]
+                .as_object()
+                .map(|d| {
+                    d.iter()
+                        .filter_map(|(k, v)| {
+                            Some((
+                                k.clone(),
+                                String::from_utf8(base64_decode(v.as_str()?)?).ok()?,
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            secrets.insert(name, data);
+        }
+    }
+    let resolved =
+        resolve_storage(&spec, &FetchedSecrets(secrets)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = Store::open(&resolved.config, args.path.as_deref().unwrap_or(""))?;
+    let key = resolved.encryption.as_ref().map(|e| e.key()).transpose()?;
+    Ok((spec, store, Codec::new(Compression::default(), key)))
+}
+
+async fn records(
+    client: &Client,
+    args: &StorageArgs,
+) -> anyhow::Result<(ObjectStorageSpec, Vec<(String, ShardedRecord)>)> {
+    let (spec, store, codec) = open(client, args).await?;
+    let found = catalog::find_all(&store, &codec).await?;
+    let base = args.path.as_deref().unwrap_or("").trim_matches('/');
+    let found = found
+        .into_iter()
+        .map(|(prefix, r)| {
+            let full = [base, prefix.as_str()]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("/");
+            (full, r)
+        })
+        .collect();
+    Ok((spec, found))
+}
+
+/// Prints the sharded backups found in storage.
+pub async fn ls(client: &Client, args: &StorageArgs, json: bool) -> anyhow::Result<()> {
+    let (_, found) = records(client, args).await?;
+    if json {
+        let list: Vec<Value> = found
+            .iter()
+            .map(|(p, r)| serde_json::json!({"path": p, "record": r}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:<24} {:>7} {:<32} {:>10} {:>12}  PATH",
+        "NAME", "CLUSTER", "MEMBERS", "RESTORE POINT TIME", "COMPRESSED", "UNCOMPRESSED"
+    );
+    for (path, r) in &found {
+        println!(
+            "{:<32} {:<24} {:>7} {:<32} {:>10} {:>12}  {}",
+            r.name,
+            r.cluster,
+            r.members.len(),
+            r.restore_point.time,
+            human(r.size.compressed),
+            human(r.size.uncompressed),
+            path
+        );
+    }
+    if found.is_empty() {
+        eprintln!(
+            "no sharded backups found in SGObjectStorage {}",
+            args.storage
+        );
+    }
+    Ok(())
+}
+
+/// Creates the SGShardedBackup and SGBackups of sharded backup `name` found in storage.
+pub async fn import(client: &Client, args: &StorageArgs, name: &str) -> anyhow::Result<()> {
+    let (spec, found) = records(client, args).await?;
+    let mut matching: Vec<_> = found.into_iter().filter(|(_, r)| r.name == name).collect();
+    let (_, record) = match matching.len() {
+        0 => bail!(
+            "no sharded backup {name:?} in SGObjectStorage {}: list them with `shardvault backups ls --storage {}`",
+            args.storage,
+            args.storage
+        ),
+        1 => matching.remove(0),
+        n => bail!(
+            "{n} sharded backups named {name:?} in SGObjectStorage {}: choose one with --path",
+            args.storage
+        ),
+    };
+    let docs = documents(&record, &args.namespace, &args.storage, &spec);
+    for (doc, _) in &docs {
+        let (kind, ns, n) = super::client::identify(doc)?;
+        if client.get(kind, &ns, &n).await?.is_some() {
+            bail!(
+                "{} {n} already exists in namespace {ns}: delete it or import into another namespace (-n)",
+                kind.qualified()
+            );
+        }
+    }
+    for (doc, status) in docs {
+        let (obj, _) = client.apply(&doc).await?;
+        let mut with_status = obj.clone();
+        with_status["status"] = status;
+        let (kind, ns, n) = super::client::identify(&obj)?;
+        let path = format!("{}/status", object_path(kind, &ns, &n));
+        let resp = client.send(Method::PUT, &path, Some(&with_status)).await?;
+        if !resp.status().is_success() {
+            bail!(
+                "cannot record the status of {}/{n}: HTTP {}",
+                kind.qualified(),
+                resp.status()
+            );
+        }
+        println!("{}/{n} imported", kind.qualified());
+    }
+    Ok(())
+}

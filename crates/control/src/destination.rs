@@ -253,3 +253,64 @@ pub fn member_destinations(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(yaml: &str) -> BackupConfiguration {
+        yaml_serde::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn prefixes_follow_path_paths_and_the_default() {
+        let default = entry("sgObjectStorage: s");
+        assert_eq!(
+            member_prefix(&default, "ns", "c", 1, "c-shard0"),
+            "shardvault/ns/c/c-shard0"
+        );
+        assert_eq!(cluster_prefix(&default, "ns", "c"), "shardvault/ns/c");
+        let path = entry("sgObjectStorage: s\npath: /archive/");
+        assert_eq!(
+            member_prefix(&path, "ns", "c", 0, "c-coord"),
+            "archive/c-coord"
+        );
+        assert_eq!(cluster_prefix(&path, "ns", "c"), "archive");
+        let paths = entry("sgObjectStorage: s\npaths: [/a, /b, /c]");
+        assert_eq!(member_prefix(&paths, "ns", "c", 2, "c-shard1"), "c");
+        assert_eq!(cluster_prefix(&paths, "ns", "c"), "a/cluster");
+    }
+
+    #[test]
+    fn codec_settings_come_from_the_entry() {
+        let e = entry(
+            "sgObjectStorage: s\ncompression: zstd\nperformance: {uploadDiskConcurrency: 4, maxNetworkBandwidth: 1000}",
+        );
+        let (c, p) = entry_codec(&e);
+        assert_eq!(c, Compression::Zstd);
+        assert_eq!(p.upload_disk_concurrency, 4);
+        assert_eq!(p.max_network_bandwidth, Some(1000));
+    }
+
+    struct NoSecrets;
+
+    impl SecretLookup for NoSecrets {
+        fn secret_value(&self, _: &str, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_missing_secret_names_the_selector_field() {
+        let spec: ObjectStorageSpec = yaml_serde::from_str(
+            "type: s3Compatible\ns3Compatible:\n  bucket: b\n  awsCredentials:\n    secretKeySelectors:\n      accessKeyId: {name: creds, key: ak}\n      secretAccessKey: {name: creds, key: sk}\n",
+        )
+        .unwrap();
+        let e = storage_config(&spec, &NoSecrets).unwrap_err();
+        assert_eq!(
+            e.field,
+            "spec.s3Compatible.awsCredentials.secretKeySelectors.accessKeyId"
+        );
+        assert!(e.message.contains("creds"), "{e}");
+    }
+}

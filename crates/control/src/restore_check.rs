@@ -129,3 +129,140 @@ pub fn check_restore(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use shardvault_api::backup::BackupPhase;
+    use shardvault_api::shardedbackup::{RestorePoint, ShardedBackupInformation};
+
+    use super::*;
+
+    fn spec(shards: u32, version: &str) -> ShardedClusterSpec {
+        yaml_serde::from_str(&format!(
+            "type: ddp\npostgres: {{version: '{version}'}}\ncoordinator: {{instances: 1}}\nshards: {{clusters: {shards}, instancesPerCluster: 1}}\n"
+        ))
+        .unwrap()
+    }
+
+    fn backup(phase: BackupPhase) -> ShardedBackupStatus {
+        let mut s = ShardedBackupStatus::default();
+        s.process.status = phase;
+        s.sg_backups = vec!["b-coord".into(), "b-shard0".into(), "b-shard1".into()];
+        s.backup_information = Some(ShardedBackupInformation {
+            postgres_version: "15.18".into(),
+            ..Default::default()
+        });
+        s.restore_point = Some(RestorePoint {
+            name: "b".into(),
+            time: "2026-01-01T10:00:00Z".into(),
+            ..Default::default()
+        });
+        s
+    }
+
+    fn from(pitr: Option<&str>) -> FromBackup {
+        FromBackup {
+            name: "b".into(),
+            target_inclusive: Some(false),
+            point_in_time_recovery: pitr.map(|t| {
+                shardvault_api::shardedcluster::PointInTimeRecovery {
+                    restore_to_timestamp: t.into(),
+                    consistent: None,
+                }
+            }),
+        }
+    }
+
+    fn now() -> jiff::Timestamp {
+        "2026-01-02T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn restore_point_is_the_default_target() {
+        let t = check_restore(
+            &spec(2, "15"),
+            &from(None),
+            Some(&backup(BackupPhase::Completed)),
+            now(),
+        );
+        assert_eq!(t, Ok(ClusterTarget::RestorePoint("b".into())));
+    }
+
+    #[test]
+    fn a_time_inside_the_window_keeps_target_inclusive() {
+        let t = check_restore(
+            &spec(2, "15"),
+            &from(Some("2026-01-01T12:00:00Z")),
+            Some(&backup(BackupPhase::Completed)),
+            now(),
+        );
+        assert_eq!(
+            t,
+            Ok(ClusterTarget::Time {
+                time: "2026-01-01T12:00:00Z".into(),
+                inclusive: false
+            })
+        );
+    }
+
+    #[test]
+    fn every_refusal_names_its_field() {
+        let done = backup(BackupPhase::Completed);
+        let cases = [
+            (
+                spec(2, "15"),
+                from(None),
+                None,
+                "fromBackup.name",
+                "no SGShardedBackup",
+            ),
+            (
+                spec(2, "15"),
+                from(None),
+                Some(backup(BackupPhase::Running)),
+                "fromBackup.name",
+                "Running",
+            ),
+            (
+                spec(3, "15"),
+                from(None),
+                Some(done.clone()),
+                "spec.shards.clusters",
+                "2 shards",
+            ),
+            (
+                spec(2, "16"),
+                from(None),
+                Some(done.clone()),
+                "spec.postgres.version",
+                "PostgreSQL 15",
+            ),
+            (
+                spec(2, "15"),
+                from(Some("2026-01-01T09:00:00Z")),
+                Some(done.clone()),
+                "restoreToTimestamp",
+                "before the backup's restore point",
+            ),
+            (
+                spec(2, "15"),
+                from(Some("2027-01-01T00:00:00Z")),
+                Some(done.clone()),
+                "restoreToTimestamp",
+                "future",
+            ),
+            (
+                spec(2, "15"),
+                from(Some("yesterday")),
+                Some(done),
+                "restoreToTimestamp",
+                "RFC 3339",
+            ),
+        ];
+        for (spec, from, status, path, message) in cases {
+            let e = check_restore(&spec, &from, status.as_ref(), now()).unwrap_err();
+            assert!(e.path.ends_with(path), "{e}");
+            assert!(e.message.contains(message), "{e}");
+        }
+    }
+}

@@ -3,9 +3,9 @@
 pub mod archive;
 pub mod backup_controller;
 pub mod catalog;
+pub mod clock;
 pub mod cluster_controller;
 pub mod cut;
-pub mod demo;
 pub mod destination;
 pub mod fingerprint;
 pub mod framework;
@@ -13,6 +13,8 @@ pub mod import;
 pub mod registry;
 pub mod resources;
 pub mod restore_check;
+pub mod retention;
+pub mod schedule;
 pub mod sharded_backup;
 
 pub use registry::controllers;

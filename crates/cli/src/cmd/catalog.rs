@@ -9,9 +9,9 @@ use hyper::Method;
 use serde_json::Value;
 use shardvault_api::Kind;
 use shardvault_api::objectstorage::ObjectStorageSpec;
+use shardvault_api::quantity::human_bytes;
 use shardvault_api::secret::base64_decode;
 use shardvault_control::catalog::{self, ShardedRecord};
-use shardvault_control::demo::human;
 use shardvault_control::destination::{SecretLookup, resolve_storage};
 use shardvault_control::import::documents;
 use shardvault_storage::{Codec, Compression, Store};
@@ -213,8 +213,8 @@ pub async fn ls(client: &Client, args: &StorageArgs, json: bool) -> anyhow::Resu
             r.cluster,
             r.members.len(),
             r.restore_point.time,
-            human(r.size.compressed),
-            human(r.size.uncompressed),
+            human_bytes(r.size.compressed),
+            human_bytes(r.size.uncompressed),
             path
         );
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use shardvault_api::quantity::human_bytes;
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::engine::{self, BackupOptions, Progress, RecoveryTarget, Repo, RestoreOptions};
 use shardvault_storage::Destination;
@@ -189,7 +190,7 @@ async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
             "backup {} complete: {} files, {} stored, end LSN {}",
             manifest.name,
             manifest.files.len(),
-            human(manifest.size.compressed),
+            human_bytes(manifest.size.compressed),
             manifest.end_lsn
         );
     }
@@ -241,7 +242,7 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         a.backup,
         report.parts,
         report.files,
-        human(report.bytes),
+        human_bytes(report.bytes),
         report.wal_segments
     );
     Ok(ExitCode::SUCCESS)
@@ -278,8 +279,8 @@ fn table(rows: &[engine::BackupSummary]) -> String {
             r.start_time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
             r.end_lsn.to_string(),
             r.timeline.to_string(),
-            human(r.size.uncompressed),
-            human(r.size.compressed),
+            human_bytes(r.size.uncompressed),
+            human_bytes(r.size.compressed),
             if r.from_replica { "replica" } else { "primary" }.to_string(),
         ]);
     }
@@ -296,20 +297,4 @@ fn table(rows: &[engine::BackupSummary]) -> String {
             format!("{}\n", line.join("  ").trim_end())
         })
         .collect()
-}
-
-/// Bytes for people: `12.3 MiB`.
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }

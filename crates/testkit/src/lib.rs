@@ -1,6 +1,7 @@
 //! Test helpers for shardvault: temporary PostgreSQL servers built on the runtime's
 //! [`Instance`], and the path of the built `shardvault` binary.
 
+pub mod cluster;
 pub mod daemon;
 
 use std::path::{Path, PathBuf};

@@ -4,146 +4,26 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use shardvault_testkit::daemon::Daemon;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_shardvault")
 }
 
-/// A daemon running `serve --controllers none` in its own temporary state directory.
-struct Daemon {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    extra: Vec<String>,
+/// A daemon with its controllers off (so no PostgreSQL is started) and extra `serve` args.
+fn daemon(extra: &[&str]) -> Daemon {
+    let mut args = vec!["--controllers", "none"];
+    args.extend_from_slice(extra);
+    Daemon::start_with(&args)
 }
 
-impl Daemon {
-    fn start() -> Daemon {
-        Daemon::start_with(&[])
-    }
-
-    /// Starts a daemon with extra `serve` arguments.
-    fn start_with(extra: &[&str]) -> Daemon {
-        let mut d = Daemon {
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-            extra: extra.iter().map(|a| a.to_string()).collect(),
-        };
-        d.restart();
-        d
-    }
-
-    fn state(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Starts the daemon (again) and waits until it answers.
-    fn restart(&mut self) {
-        let log = std::fs::File::create(self.state().join("test-serve.log")).unwrap();
-        let child = Command::new(bin())
-            .args(["serve", "--controllers", "none", "--state-dir"])
-            .arg(self.state())
-            .args(&self.extra)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while http(self.state(), "GET", "/healthz", None).0 != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not answer: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.state().join("test-serve.log")).unwrap_or_default()
-    }
-
-    fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("daemon running");
-        Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        child.wait().unwrap()
-    }
-
-    /// Runs the CLI against this daemon.
-    fn sv(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .args(args)
-            .env("SHARDVAULT_HOME", self.state())
-            .output()
-            .unwrap()
-    }
-
-    /// Runs the CLI with `input` on stdin.
-    fn sv_in(&self, args: &[&str], input: &str) -> Output {
-        let mut child = Command::new(bin())
-            .args(args)
-            .env("SHARDVAULT_HOME", self.state())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    /// Runs the CLI and returns stdout, failing the test on a non-zero exit.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.sv(args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed: {}",
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-
-    fn apply(&self, yaml: &str) -> String {
-        let out = self.sv_in(&["apply", "-f", "-"], yaml);
-        assert!(
-            out.status.success(),
-            "apply failed: {}\n{yaml}",
-            text(&out.stderr)
-        );
-        text(&out.stdout)
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.ok(&a)).unwrap()
-    }
-
-    /// Everything stored, for before/after comparisons.
-    fn everything(&self) -> Value {
-        self.json(&["get", "sgobjs,sgscl,sgsbk,sgbkp,secret,ev", "-A"])
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            self.signal("KILL");
-        }
-    }
+/// Everything stored, for before/after comparisons.
+fn everything(d: &Daemon) -> Value {
+    d.json(&["get", "sgobjs,sgscl,sgsbk,sgbkp,secret,ev", "-A"])
 }
 
 fn text(b: &[u8]) -> String {
@@ -305,7 +185,7 @@ spec:
 
 #[test]
 fn spec_manifests_apply_and_read_back() {
-    let d = Daemon::start();
+    let d = daemon(&[]);
     d.apply(STORAGE);
     d.apply(&STORAGE.replace("my-backup-storage", "s3-backup-storage"));
     assert_eq!(
@@ -375,7 +255,7 @@ fn spec_manifests_apply_and_read_back() {
 
 #[test]
 fn get_describe_delete_in_every_form() {
-    let d = Daemon::start();
+    let d = daemon(&[]);
     d.apply(&format!("{STORAGE}---{CLUSTER}---{SPEC_BACKUPS}"));
     d.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: creds, namespace: prod}\nstringData: {accessKeyId: AKIAEXAMPLE, secretAccessKey: very-secret-value}\n");
     for kind in [
@@ -487,7 +367,7 @@ fn get_describe_delete_in_every_form() {
 
 #[test]
 fn label_selectors_filter() {
-    let d = Daemon::start();
+    let d = daemon(&[]);
     let mut docs = Vec::new();
     for (name, sb, tier) in [
         ("a-coord", "a", "gold"),
@@ -560,7 +440,7 @@ fn label_selectors_filter() {
 
 #[test]
 fn deleting_an_owner_deletes_what_it_owns() {
-    let d = Daemon::start();
+    let d = daemon(&[]);
     d.apply(&format!("{CLUSTER}---{SPEC_BACKUPS}"));
     let owner = d.json(&["get", "sgsbk", "manual-backup"]);
     let uid = owner["metadata"]["uid"].as_str().unwrap();
@@ -586,7 +466,7 @@ fn deleting_an_owner_deletes_what_it_owns() {
 
 #[test]
 fn a_concurrent_conflicting_update_is_refused() {
-    let d = Daemon::start();
+    let d = daemon(&[]);
     d.apply(&format!("{CLUSTER}---{SPEC_BACKUPS}"));
     let read = d.json(&["get", "sgsbk", "manual-backup"]);
     let rv = read["metadata"]["resourceVersion"].as_str().unwrap();
@@ -634,10 +514,10 @@ fn a_concurrent_conflicting_update_is_refused() {
 
 #[test]
 fn a_restarted_daemon_keeps_everything() {
-    let mut d = Daemon::start();
+    let mut d = daemon(&[]);
     d.apply(&format!("{STORAGE}---{CLUSTER}---{SPEC_BACKUPS}"));
     d.apply(SPEC_PREREQUISITES);
-    let before = d.everything();
+    let before = everything(&d);
     assert!(
         d.signal("TERM").success(),
         "clean exit on SIGTERM: {}",
@@ -652,7 +532,7 @@ fn a_restarted_daemon_keeps_everything() {
     );
     assert!(text(&down.stderr).contains("shardvault up"));
     d.restart();
-    assert_eq!(d.everything(), before);
+    assert_eq!(everything(&d), before);
     let more = d.apply("apiVersion: stackgres.io/v1\nkind: SGShardedBackup\nmetadata: {name: after}\nspec: {sgShardedCluster: my-sharded-cluster}\n");
     assert!(more.contains("created"));
     let after = d.json(&["get", "sgsbk", "after"]);
@@ -708,7 +588,7 @@ fn up_and_down_run_the_daemon_in_the_background() {
 
 #[test]
 fn kill_9_during_a_burst_leaves_a_prefix() {
-    let mut d = Daemon::start();
+    let mut d = daemon(&[]);
     let docs: Vec<String> = (0..1000)
         .map(|i| format!("apiVersion: stackgres.io/v1\nkind: SGBackup\nmetadata: {{name: burst-{i:03}}}\nspec: {{sgCluster: c-coord}}\n"))
         .collect();
@@ -927,11 +807,11 @@ const INVALID: &[(&str, &str)] = &[
 
 #[test]
 fn invalid_manifests_are_refused_with_their_field_path() {
-    let d = Daemon::start();
+    let d = daemon(&[]);
     d.apply(&format!(
         "{STORAGE}---{CLUSTER}---{SPEC_BACKUPS}---{SPEC_RESTORE}"
     ));
-    let before = d.everything();
+    let before = everything(&d);
     assert!(INVALID.len() >= 30);
     let docs: Vec<&str> = INVALID.iter().map(|(m, _)| *m).collect();
     let out = d.sv_in(&["apply", "-f", "-"], &docs.join("\n---\n"));
@@ -963,7 +843,7 @@ fn invalid_manifests_are_refused_with_their_field_path() {
             "manifest {i} should name {path:?}:\n{manifest}\ngot: {err}"
         );
     }
-    assert_eq!(d.everything(), before, "the store is unchanged");
+    assert_eq!(everything(&d), before, "the store is unchanged");
     // Malformed YAML is refused before anything is sent.
     let out = d.sv_in(
         &["apply", "-f", "-"],
@@ -975,7 +855,7 @@ fn invalid_manifests_are_refused_with_their_field_path() {
         "{}",
         text(&out.stderr)
     );
-    assert_eq!(d.everything(), before);
+    assert_eq!(everything(&d), before);
 }
 
 fn set_status(d: &Daemon, kind_path: &str, name: &str, status: Value) {
@@ -989,7 +869,7 @@ fn set_status(d: &Daemon, kind_path: &str, name: &str, status: Value) {
 
 #[test]
 fn tables_and_yaml_snapshots() {
-    let d = Daemon::start();
+    let d = daemon(&[]);
     d.apply(&format!("{STORAGE}---{CLUSTER}---{SPEC_BACKUPS}"));
     d.apply(SPEC_PREREQUISITES);
     d.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: backup-keys}\nstringData: {accessKeyId: AKIA, secretAccessKey: s3cr3t}\n");
@@ -1086,7 +966,7 @@ fn tcp_needs_the_bearer_token() {
     let wrong = token_dir.path().join("wrong");
     std::fs::write(&wrong, "guess").unwrap();
     let addr = format!("127.0.0.1:{port}");
-    let d = Daemon::start_with(&["--listen", &addr, "--token-file", token.to_str().unwrap()]);
+    let d = daemon(&["--listen", &addr, "--token-file", token.to_str().unwrap()]);
     d.apply(SPEC_BACKUPS.split("---").next().unwrap());
     let remote = |token: &Path| {
         Command::new(bin())
@@ -1121,7 +1001,7 @@ fn tcp_needs_the_bearer_token() {
 
 #[test]
 fn describe_shows_events() {
-    let d = Daemon::start();
+    let d = daemon(&[]);
     d.apply(SPEC_BACKUPS.split("---").next().unwrap());
     let obj = d.json(&["get", "sgsbk", "manual-backup"]);
     for (name, reason, message) in [
@@ -1157,7 +1037,7 @@ fn describe_shows_events() {
 
 #[test]
 fn get_watch_prints_a_row_per_change() {
-    let d = Daemon::start();
+    let d = daemon(&[]);
     d.apply(SPEC_BACKUPS.split("---").next().unwrap());
     let mut watch = Command::new(bin())
         .args(["get", "sgsbk", "-w"])

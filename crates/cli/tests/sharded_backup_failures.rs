@@ -79,7 +79,7 @@ fn has_manifest(d: &Daemon, member: &str, backup: &str) -> bool {
 #[test]
 fn a_failing_member_fails_the_backup_by_name_then_retries_and_timeouts_behave() {
     let d = Daemon::start();
-    d.apply_ok(&manifests(&d));
+    d.apply(&manifests(&d));
     d.wait_until("sgshardedcluster", "c", 120, |o| {
         o.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
     });
@@ -88,7 +88,7 @@ fn a_failing_member_fails_the_backup_by_name_then_retries_and_timeouts_behave() 
 
     // shard1 cannot write its backup: with no retries the whole fails, naming the member.
     set_mode(&shard1.join("basebackups"), 0);
-    d.apply_ok(&backup("no-retry", "  maxRetries: 0\n"));
+    d.apply(&backup("no-retry", "  maxRetries: 0\n"));
     let failed = d.wait_until("sgshardedbackup", "no-retry", 60, |o| phase(o) == "Failed");
     let failure = failed["status"]["process"]["failure"]
         .as_str()
@@ -103,7 +103,7 @@ fn a_failing_member_fails_the_backup_by_name_then_retries_and_timeouts_behave() 
     );
 
     // With retries, the attempt after the member is fixed completes.
-    d.apply_ok(&backup("with-retry", "  maxRetries: 2\n"));
+    d.apply(&backup("with-retry", "  maxRetries: 2\n"));
     d.wait_until("sgshardedbackup", "with-retry", 60, |o| {
         o.pointer("/status/attempts").and_then(Value::as_i64) >= Some(2)
     });
@@ -132,7 +132,7 @@ fn a_failing_member_fails_the_backup_by_name_then_retries_and_timeouts_behave() 
     // WAL that never reaches the archive (readable, but the server user cannot add to it):
     // the backup waits for it until `timeout` ends it.
     set_mode(&shard1.join("wal"), 0o555);
-    d.apply_ok(&backup("too-slow", "  timeout: 8\n  maxRetries: 0\n"));
+    d.apply(&backup("too-slow", "  timeout: 8\n  maxRetries: 0\n"));
     let timed_out = d.wait_until("sgshardedbackup", "too-slow", 90, |o| phase(o) == "Failed");
     set_mode(&shard1.join("wal"), 0o755);
     let failure = timed_out["status"]["process"]["failure"]

@@ -144,8 +144,8 @@ fn assert_same(want: &[Fingerprint], got: &[Fingerprint], what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time() {
     let d = Daemon::start();
-    d.apply_ok(&storage(&d));
-    d.apply_ok(CLUSTER);
+    d.apply(&storage(&d));
+    d.apply(CLUSTER);
     d.wait_until("sgshardedcluster", "my-sharded-cluster", 120, ready);
     let source = observed(&d, "my-sharded-cluster");
     let coord = source.primary_conninfo(0).unwrap();
@@ -156,7 +156,7 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
     )
     .await;
 
-    d.apply_ok(BACKUP);
+    d.apply(BACKUP);
     let backup = d.wait_until("sgshardedbackup", "manual-backup", 120, |o| {
         o.pointer("/status/process/status")
             .and_then(Value::as_str)
@@ -243,7 +243,7 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
         ),
     ];
     for (yaml, _, _) in &refusals {
-        d.apply_ok(yaml);
+        d.apply(yaml);
     }
     for (yaml, reason, needle) in &refusals {
         let name = yaml.split("name: ").nth(1).unwrap().lines().next().unwrap();
@@ -257,8 +257,8 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
         d.ok(&["delete", "sgshardedcluster", name]);
     }
 
-    d.apply_ok(&restore("at-restore-point", 2, "15", ""));
-    d.apply_ok(&restore(
+    d.apply(&restore("at-restore-point", 2, "15", ""));
+    d.apply(&restore(
         "at-time",
         2,
         "15",
@@ -317,7 +317,7 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
     // Disaster recovery: a new installation with an empty state dir and only the
     // SGObjectStorage lists the sharded backup from storage, imports it and restores.
     let dr = Daemon::start();
-    dr.apply_ok(&storage(&d));
+    dr.apply(&storage(&d));
     let listed = dr.ok(&["backups", "ls", "--storage", "my-backup-storage"]);
     assert!(
         listed.contains("manual-backup") && listed.contains("my-sharded-cluster"),
@@ -336,7 +336,7 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
         imported["status"]["restorePoint"],
         backup["status"]["restorePoint"]
     );
-    dr.apply_ok(&restore("from-storage", 2, "15", ""));
+    dr.apply(&restore("from-storage", 2, "15", ""));
     dr.wait_until("sgshardedcluster", "from-storage", 180, ready);
     let from_storage =
         ClusterObserved::load(&dr.state().join("clusters/default/from-storage")).unwrap();

@@ -13,21 +13,21 @@ use crate::{TempStateDir, shardvault_bin};
 pub struct Daemon {
     state: TempStateDir,
     child: Option<Child>,
-    controllers: bool,
+    args: Vec<String>,
 }
 
 impl Daemon {
     /// Starts a daemon with every controller, in a fresh state directory.
     pub fn start() -> Daemon {
-        Daemon::start_with(true)
+        Daemon::start_with(&[])
     }
 
-    /// Starts a daemon with or without its controllers.
-    pub fn start_with(controllers: bool) -> Daemon {
+    /// Starts a daemon with extra `serve` arguments (e.g. `--controllers none`).
+    pub fn start_with(args: &[&str]) -> Daemon {
         let mut d = Daemon {
             state: TempStateDir::new(),
             child: None,
-            controllers,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         d.restart();
         d
@@ -45,19 +45,20 @@ impl Daemon {
             .append(true)
             .open(self.state().join("test-serve.log"))
             .expect("daemon log");
-        let mut cmd = Command::new(shardvault_bin());
-        cmd.arg("serve").arg("--state-dir").arg(self.state());
-        if !self.controllers {
-            cmd.args(["--controllers", "none"]);
-        }
-        let child = cmd
+        let child = Command::new(shardvault_bin())
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(self.state())
+            .args(&self.args)
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
             .spawn()
             .expect("shardvault serve starts");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.sv(&["get", "sgobjs"]).status.success() {
+        while !self.state().join("shardvault.sock").exists()
+            || !self.sv(&["get", "sgobjs"]).status.success()
+        {
             assert!(
                 Instant::now() < deadline,
                 "the daemon did not answer:\n{}",
@@ -72,12 +73,15 @@ impl Daemon {
         std::fs::read_to_string(self.state().join("test-serve.log")).unwrap_or_default()
     }
 
-    /// Stops the daemon with SIGTERM and waits for it.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill").arg(child.id().to_string()).status();
-            let _ = child.wait();
-        }
+    /// Sends signal `sig` (`TERM`, `KILL`, ...) to the daemon and waits for it to exit.
+    pub fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the daemon is running");
+        Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill runs");
+        child.wait().expect("the daemon exits")
     }
 
     /// Runs the CLI against this daemon.
@@ -101,10 +105,10 @@ impl Daemon {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Applies a manifest given as text (`apply -f -`); returns the whole output.
-    pub fn apply(&self, yaml: &str) -> Output {
+    /// Runs the CLI with `input` on its standard input.
+    pub fn sv_in(&self, args: &[&str], input: &str) -> Output {
         let mut child = Command::new(shardvault_bin())
-            .args(["apply", "-f", "-"])
+            .args(args)
             .env("SHARDVAULT_HOME", self.state())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -115,19 +119,20 @@ impl Daemon {
             .stdin
             .take()
             .expect("piped")
-            .write_all(yaml.as_bytes())
-            .expect("manifest written");
-        child.wait_with_output().expect("apply finishes")
+            .write_all(input.as_bytes())
+            .expect("input written");
+        child.wait_with_output().expect("the command finishes")
     }
 
-    /// Applies a manifest that must be accepted.
-    pub fn apply_ok(&self, yaml: &str) {
-        let out = self.apply(yaml);
+    /// Applies a manifest given as text that must be accepted; returns what apply printed.
+    pub fn apply(&self, yaml: &str) -> String {
+        let out = self.sv_in(&["apply", "-f", "-"], yaml);
         assert!(
             out.status.success(),
             "apply failed: {}\n{yaml}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// `get ... -o json`, parsed.

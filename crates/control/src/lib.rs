@@ -1,5 +1,6 @@
 //! Controllers and sharded backup/restore orchestration for shardvault.
 
+pub mod admission;
 pub mod archive;
 pub mod backup_controller;
 pub mod catalog;

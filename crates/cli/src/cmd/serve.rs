@@ -438,7 +438,11 @@ async fn dispatch(
         }
         (&Method::POST, None) if t.namespace.is_some() && !t.status => {
             let doc = object_body(body, &t)?;
-            let created = blocking(store, move |s| s.create(&doc)).await?;
+            let created = blocking(store, move |s| {
+                shardvault_control::admission::admit(s, &doc)?;
+                s.create(&doc)
+            })
+            .await?;
             Ok((StatusCode::CREATED, axum::Json(created)).into_response())
         }
         (&Method::GET, Some(name)) => {
@@ -462,7 +466,11 @@ async fn dispatch(
         }
         (&Method::PATCH, Some(_)) if !t.status => {
             let doc = object_body(body, &t)?;
-            let (obj, outcome) = blocking(store, move |s| s.apply(&doc)).await?;
+            let (obj, outcome) = blocking(store, move |s| {
+                shardvault_control::admission::admit(s, &doc)?;
+                s.apply(&doc)
+            })
+            .await?;
             let code = if outcome == ApplyOutcome::Created {
                 StatusCode::CREATED
             } else {

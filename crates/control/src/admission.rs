@@ -1,0 +1,76 @@
+//! Admission: checks that need other objects, made when a manifest is applied, so that a
+//! restore that cannot work is refused by `apply` itself and nothing is stored. (The
+//! controllers check again before they act: objects can change after admission.)
+
+use serde_json::Value;
+use shardvault_api::shardedbackup::ShardedBackupStatus;
+use shardvault_api::shardedcluster::ShardedClusterSpec;
+use shardvault_api::{FieldError, Kind, ValidationError};
+use shardvault_store::{Store, StoreError};
+
+use crate::restore_check::check_restore;
+
+fn refuse(doc: &Value, error: FieldError) -> StoreError {
+    StoreError::Invalid(ValidationError {
+        kind: doc["kind"].as_str().unwrap_or("").to_string(),
+        name: doc
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        errors: vec![error],
+    })
+}
+
+/// Admits or refuses a document about to be created or applied.
+pub fn admit(store: &Store, doc: &Value) -> Result<(), StoreError> {
+    if doc["kind"] != Kind::SGShardedCluster.name() {
+        return Ok(());
+    }
+    let ns = doc
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let name = doc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match store.get(Kind::SGShardedCluster, ns, name) {
+        Ok(_) => return Ok(()), // an update: initialData is immutable, checked by validation
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    let Ok(spec) = serde_json::from_value::<ShardedClusterSpec>(doc["spec"].clone()) else {
+        return Ok(()); // validation reports what is wrong with the spec
+    };
+    let version = spec.postgres.as_ref().map_or("", |p| p.version.as_str());
+    let major = version.split('.').next().unwrap_or("");
+    if let Err(e) = shardvault_pg::runtime::find_pg_bin(major) {
+        return Err(refuse(
+            doc,
+            FieldError {
+                path: "spec.postgres.version".into(),
+                message: format!("{version:?}: {e}"),
+            },
+        ));
+    }
+    let Some(restore) = spec.initial_data.as_ref().and_then(|d| d.restore.as_ref()) else {
+        return Ok(());
+    };
+    let backup = match store.get(Kind::SGShardedBackup, ns, &restore.from_backup.name) {
+        Ok(b) => Some(b),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(e),
+    };
+    let status: Option<ShardedBackupStatus> = backup
+        .as_ref()
+        .map(|b| serde_json::from_value(b["status"].clone()).unwrap_or_default());
+    check_restore(
+        &spec,
+        &restore.from_backup,
+        status.as_ref(),
+        jiff::Timestamp::now(),
+    )
+    .map(drop)
+    .map_err(|e| refuse(doc, e))
+}

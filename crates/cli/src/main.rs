@@ -81,6 +81,9 @@ enum Command {
     /// Lists stored backups.
     #[command(after_help = "Example:\n  shardvault backups ls --config shard0.json")]
     Backups(cmd::catalog::BackupsArgs),
+    /// Retention of scheduled backups: what the next pass would delete.
+    #[command(after_help = "Example:\n  shardvault retention plan my-sharded-cluster")]
+    Retention(cmd::retention::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -101,6 +104,7 @@ fn main() -> std::process::ExitCode {
         Command::WalPush(args) => cmd::wal::run_push(args),
         Command::WalFetch(args) => cmd::wal::run_fetch(args),
         Command::Backups(args) => cmd::catalog::run(args),
+        Command::Retention(args) => cmd::retention::run(args),
     };
     match result {
         Ok(code) => code,

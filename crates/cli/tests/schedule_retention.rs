@@ -163,6 +163,28 @@ fn start_wal_file(d: &Daemon, sg_backup: &str) -> String {
         .to_string()
 }
 
+/// GET /metrics from the daemon.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("the metrics port answers");
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    conn.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    response
+}
+
+/// The value of the sample `series` (name and labels exactly as written).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
 const T0: &str = "2030-01-01T00:00:10Z";
 
 fn at_hour(h: i64) -> Timestamp {
@@ -396,8 +418,12 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn second_storage_restores_after_the_first_is_lost() {
-    let d = Daemon::start();
+async fn second_storage_restores_after_the_first_is_lost_and_metrics_show_it() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let d = Daemon::start_with(&["--metrics-listen", &addr]);
     let (a, b) = (d.state().join("objects-a"), d.state().join("objects-b"));
     apply(&d, &storage("primary", &a));
     apply(&d, &storage("offsite", &b));
@@ -433,6 +459,71 @@ async fn second_storage_restores_after_the_first_is_lost() {
     assert!(
         !wal_segments(&a.join("shardvault/default/dual/dual-coord")).is_empty(),
         "WAL is archived to every entry's storage"
+    );
+
+    let text = scrape(&addr);
+    let entry = |e: &str| format!("{{namespace=\"default\",cluster=\"dual\",entry=\"{e}\"}}");
+    let member = "{namespace=\"default\",cluster=\"dual\",member=\"dual-coord\"}";
+    let backup = d.json(&["get", "sgshardedbackup", "to-offsite"]);
+    let end: Timestamp = backup["status"]["process"]["timing"]["end"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let last = sample(
+        &text,
+        &format!(
+            "shardvault_backup_last_success_timestamp_seconds{}",
+            entry("1")
+        ),
+    );
+    assert!(
+        (last - end.as_millisecond() as f64 / 1000.0).abs() < 0.01,
+        "{text}"
+    );
+    assert!(
+        !text.contains(&format!(
+            "shardvault_backup_last_success_timestamp_seconds{}",
+            entry("0")
+        )),
+        "entry 0 has no backup: {text}"
+    );
+    assert!(
+        sample(
+            &text,
+            &format!("shardvault_backup_last_duration_seconds{}", entry("1"))
+        ) > 0.0
+    );
+    let compressed = sample(
+        &text,
+        "shardvault_backup_last_size_bytes{namespace=\"default\",cluster=\"dual\",entry=\"1\",size=\"compressed\"}",
+    );
+    assert_eq!(
+        compressed,
+        backup["status"]["backupInformation"]["size"]["compressed"]
+            .as_u64()
+            .unwrap() as f64
+    );
+    assert_eq!(
+        sample(&text, &format!("shardvault_backup_failures{}", entry("1"))),
+        0.0
+    );
+    assert_eq!(sample(&text, &format!("shardvault_member_up{member}")), 1.0);
+    assert!(
+        sample(&text, &format!("shardvault_wal_archived_total{member}")) >= 1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("shardvault_wal_archive_failures_total{member}")
+        ),
+        0.0
+    );
+    let lag = sample(&text, &format!("shardvault_wal_archive_lag_bytes{member}"));
+    assert!(
+        (0.0..16.0 * 1024.0 * 1024.0).contains(&lag),
+        "lag within a segment: {text}"
     );
 
     // Storage 1 is lost; the restore reads storage 2 only.

@@ -11,6 +11,7 @@ pub mod destination;
 pub mod fingerprint;
 pub mod framework;
 pub mod import;
+pub mod metrics;
 pub mod registry;
 pub mod resources;
 pub mod restore_check;

@@ -444,6 +444,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 state_dir: Some(state.clone()),
                 listen: None,
                 token_file: None,
+                metrics_listen: None,
                 controllers: serve::Controllers::All,
             },
             shutdown.clone(),

@@ -50,6 +50,9 @@ pub struct Args {
     /// Which controllers to run.
     #[arg(long, value_enum, default_value = "all")]
     pub controllers: Controllers,
+    /// Serve Prometheus metrics at http://ADDR/metrics (no token; opt-in).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
@@ -160,6 +163,31 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
                 .into_future(),
         );
         tracing::info!("listening on {addr} (bearer token required)");
+    }
+    if let Some(addr) = args.metrics_listen {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--metrics-listen: cannot listen on {addr}"))?;
+        let metrics_ctx = Ctx::new(store.clone(), dir.clone(), shutdown.clone());
+        let app = Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let ctx = metrics_ctx.clone();
+                async move {
+                    match shardvault_control::metrics::render(&ctx).await {
+                        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+                            .into_response(),
+                        Err(e) => store_error(e).into_response(),
+                    }
+                }
+            }),
+        );
+        servers.spawn(
+            axum::serve(tcp, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .into_future(),
+        );
+        tracing::info!("metrics on http://{addr}/metrics");
     }
     tracing::info!(
         "shardvault serving {} on {} (store version {})",

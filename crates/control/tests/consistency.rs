@@ -5,7 +5,8 @@
 //! consistent exactly when a cluster restored to it has that total and no transaction left
 //! prepared. Every sharded backup taken with the write barrier must pass that check; a cut
 //! taken member by member without the barrier, while one transfer is committed on A and
-//! still prepared on B, must fail it (proof that the check can fail).
+//! still prepared on B, must fail it (proof that the check can fail). A participant that
+//! prepared read-only must not be left prepared by a barrier cut either.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

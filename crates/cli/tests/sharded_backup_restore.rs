@@ -34,7 +34,7 @@ spec:
         size: 1Gi
   shards:
     clusters: 2
-    instancesPerCluster: 1
+    instancesPerCluster: 2
     pods:
       persistentVolume:
         size: 1Gi
@@ -58,6 +58,17 @@ spec:
 /// A restore of `manual-backup` into a new cluster `name`, with extra lines under
 /// `fromBackup` and a number of shards.
 fn restore(name: &str, shards: u32, version: &str, from_backup_extra: &str) -> String {
+    restore_with(name, shards, 1, version, from_backup_extra)
+}
+
+/// Like [`restore`], with `instances` servers per shard (replicas are built after the restore).
+fn restore_with(
+    name: &str,
+    shards: u32,
+    instances: u32,
+    version: &str,
+    from_backup_extra: &str,
+) -> String {
     format!(
         "
 apiVersion: stackgres.io/v1alpha1
@@ -76,7 +87,7 @@ spec:
         size: 20Gi
   shards:
     clusters: {shards}
-    instancesPerCluster: 1
+    instancesPerCluster: {instances}
     pods:
       persistentVolume:
         size: 50Gi
@@ -249,7 +260,7 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
         );
     }
 
-    d.apply(&restore("at-restore-point", 2, "15", ""));
+    d.apply(&restore_with("at-restore-point", 2, 2, "15", ""));
     d.apply(&restore(
         "at-time",
         2,

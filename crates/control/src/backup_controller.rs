@@ -298,10 +298,22 @@ async fn plan_backup(
         let dest = dests[i][entry_index].clone();
         configs.push(backup_config(entry, &storages[entry_index].0, &dest.prefix));
         cfg.destinations = vec![dest];
+        // Back up from a streaming replica when one runs, sparing the primary the reads.
+        let mut backup_from = cfg.clone();
+        if let Some(replica) = m
+            .instances
+            .iter()
+            .skip(1)
+            .find(|r| r.state == shardvault_pg::runtime::cluster::InstanceState::Running)
+        {
+            backup_from.port = replica.port;
+            backup_from.pgdata = replica.pgdata.clone();
+        }
         members.push(MemberJob {
             name: m.name.clone(),
             backup: format!("{name}-{}", member_suffix(i)),
             node_config: cfg,
+            backup_from,
             config_path: work.join(format!("{}.json", m.name)),
         });
     }

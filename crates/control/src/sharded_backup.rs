@@ -21,8 +21,12 @@ pub struct MemberJob {
     pub name: String,
     /// Backup name in storage (the SGBackup's name).
     pub backup: String,
-    /// Node config for the backup: its one destination is where the backup goes.
+    /// Node config of the member primary (the cut and the archive proof run there); its one
+    /// destination is where the backup goes.
     pub node_config: NodeConfig,
+    /// Node config the engine backs up from: a streaming replica when one is healthy,
+    /// else the primary.
+    pub backup_from: NodeConfig,
     /// Where that config is written for the engine process (server user, 0600).
     pub config_path: PathBuf,
 }
@@ -151,7 +155,7 @@ async fn member_backup(bin: &PathBuf, m: &MemberJob) -> Result<BackupSummary, Sh
         member: m.name.clone(),
         message,
     };
-    m.node_config
+    m.backup_from
         .save(&m.config_path)
         .map_err(|e| fail(e.to_string()))?;
     let mut child = shardvault_pg::user::command(bin)

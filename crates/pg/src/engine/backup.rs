@@ -236,6 +236,36 @@ async fn start(client: &Client, label: &str) -> Result<Started, EngineError> {
     })
 }
 
+/// Asks the primary a standby streams from (its `primary_conninfo`) to switch WAL.
+async fn switch_on_primary(standby: &Client) -> Result<(), EngineError> {
+    let conninfo: String = standby
+        .query_one("SELECT current_setting('primary_conninfo')", &[])
+        .await
+        .map_err(EngineError::pg("read primary_conninfo"))?
+        .get(0);
+    // Keep the connection keywords tokio-postgres knows; libpq writes many more.
+    let kept: Vec<&str> = conninfo
+        .split_whitespace()
+        .filter(|kv| {
+            ["host=", "port=", "user=", "dbname="]
+                .iter()
+                .any(|k| kv.starts_with(k))
+        })
+        .collect();
+    let mut conninfo = kept.join(" ");
+    if !conninfo.contains("dbname=") {
+        conninfo.push_str(" dbname=postgres");
+    }
+    let (primary, conn) = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls)
+        .await
+        .map_err(EngineError::pg("connect to the primary to switch WAL"))?;
+    tokio::spawn(conn);
+    primary
+        .batch_execute("SELECT pg_switch_wal()")
+        .await
+        .map_err(EngineError::pg("pg_switch_wal on the primary"))
+}
+
 /// The value of `KEY: value` in a backup label.
 fn label_field<'a>(label: &'a str, key: &str) -> Option<&'a str> {
     label
@@ -368,6 +398,11 @@ pub async fn backup(
         .map_err(EngineError::Protocol)?;
     let label: String = row.get(1);
     let spcmap: Option<String> = row.get(2);
+    if started.from_replica {
+        // A standby cannot switch WAL; its primary must close the segment holding the
+        // backup's end, or archiving waits for the next natural switch.
+        switch_on_primary(&client).await?;
+    }
     drop(client);
     let (timeline, start_wal_file) = parse_label(&label)?;
     let mut compressed: u64 = stored.iter().map(|p| p.stored).sum();

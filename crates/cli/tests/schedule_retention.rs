@@ -274,6 +274,7 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
     // Hours 3..=25: 23 more runs, 24 backups in all; an unmanaged one after hour 12.
     let started = std::time::Instant::now();
     let mut at_oldest_kept = Vec::new();
+    let (mut target, mut at_target) = (None, Vec::new());
     for h in 3..=25 {
         sql(
             &coord,
@@ -292,6 +293,15 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
         if h == 19 {
             at_oldest_kept = prints(&source).await;
         }
+        if h == 20 {
+            // A time inside the retained window, after a later backup: reached from the
+            // oldest kept backup through the retained WAL.
+            sql(&coord, "UPDATE events SET hour = -1 WHERE id % 3 = 0;").await;
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+            target = Some(Timestamp::now());
+            at_target = prints(&source).await;
+            tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        }
     }
     eprintln!("23 scheduled backups in {:?}", started.elapsed());
     let annotation = d.json(&["get", "sgshardedcluster", "sched"])["metadata"]["annotations"]
@@ -303,6 +313,12 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
         annotation.contains("\"lastScheduleTime\":\"2030-01-02T01:00:00Z\"")
             && annotation.contains("\"nextScheduleTime\":\"2030-01-02T02:00:00Z\""),
         "{annotation}"
+    );
+
+    let wide = d.ok(&["get", "sgshardedcluster", "sched", "-o", "wide"]);
+    assert!(
+        wide.contains("NEXT BACKUP") && wide.contains("backups[0] 2030-01-02T02:00:00Z"),
+        "{wide}"
     );
 
     // Retention: exactly the 7 newest managed backups remain, with their objects.
@@ -407,13 +423,30 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
     }
     assert!(!stray.exists());
 
-    // The oldest kept backup still restores to its restore point.
+    // The oldest kept backup still restores, to its restore point and to a later time.
     apply(&d, &cluster("oldest", &restore_from(&scheduled(19))));
+    let target = target.expect("hour 20 recorded a time");
+    apply(
+        &d,
+        &cluster(
+            "oldest-at-time",
+            &format!(
+                "{}        pointInTimeRecovery:\n          restoreToTimestamp: \"{target}\"\n",
+                restore_from(&scheduled(19))
+            ),
+        ),
+    );
     d.wait_until("sgshardedcluster", "oldest", 180, ready);
+    d.wait_until("sgshardedcluster", "oldest-at-time", 180, ready);
     assert_same(
         &at_oldest_kept,
         &prints(&observed(&d, "oldest")).await,
         "restore of the oldest kept backup",
+    );
+    assert_same(
+        &at_target,
+        &prints(&observed(&d, "oldest-at-time")).await,
+        "restore of the oldest kept backup to a time after the next backup",
     );
 }
 

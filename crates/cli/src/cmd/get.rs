@@ -200,6 +200,7 @@ fn headers(kind: Kind, wide: bool) -> Vec<&'static str> {
                 "SHARDS",
                 "INSTANCES/SHARD",
                 "BACKUPS",
+                "NEXT BACKUP",
             ],
             Kind::SGObjectStorage => vec!["ENCRYPTION"],
             Kind::Secret => vec!["TYPE"],
@@ -233,6 +234,16 @@ fn ready_members(v: &Value) -> String {
                 .count()
         });
     format!("{ready}/{members}")
+}
+
+/// The next scheduled backup of a cluster over all its entries (`backups[i]` and UTC time).
+fn next_backup(v: &Value) -> String {
+    shardvault_control::schedule::recorded(v)
+        .iter()
+        .min_by_key(|e| e.next_schedule_time)
+        .map_or("-".into(), |e| {
+            format!("backups[{}] {}", e.entry, e.next_schedule_time)
+        })
 }
 
 /// One table row for an object.
@@ -334,6 +345,7 @@ fn row(kind: Kind, v: &Value, wide: bool) -> Vec<String> {
                     .and_then(Value::as_array)
                     .map_or(0, Vec::len)
                     .to_string(),
+                next_backup(v),
             ],
             Kind::SGObjectStorage => vec![or_dash(s(v, "/spec/encryption/method"))],
             Kind::Secret => vec![or_dash(s(v, "/type"))],

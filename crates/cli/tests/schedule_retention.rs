@@ -204,11 +204,16 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
     let clock = clock_dir.path().join("now");
     let set_clock = |t: Timestamp| std::fs::write(&clock, t.to_string()).unwrap();
     set_clock(at_hour(0));
+    let minutes = |h: i64, m: i64| {
+        at_hour(h)
+            .checked_add(SignedDuration::from_mins(m))
+            .unwrap()
+    };
     // SAFETY: set before any thread of this test process reads the environment; the daemon
     // (a child process) inherits it. Other tests run in their own processes under nextest and
     // configure no schedule.
     unsafe { std::env::set_var(shardvault_control::clock::CLOCK_FILE_ENV, &clock) };
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     let objects = d.state().join("objects");
     apply(&d, &storage("hourly", &objects));
     let entry = "  configurations:\n    backups:\n      - sgObjectStorage: hourly\n        cronSchedule: '0 * * * *'\n        retention: 7\n";
@@ -448,6 +453,30 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
         &prints(&observed(&d, "oldest-at-time")).await,
         "restore of the oldest kept backup to a time after the next backup",
     );
+
+    // The daemon is down over three runs: on restart, one catch-up run (the latest, 2 min
+    // late), not three.
+    d.signal("TERM");
+    set_clock(minutes(28, 2));
+    d.restart();
+    completed(&d, &scheduled(28));
+    assert!(!exists(&d, &scheduled(26)) && !exists(&d, &scheduled(27)));
+    // Down past the starting deadline (6 min late): the run is missed, with an Event.
+    d.signal("TERM");
+    set_clock(minutes(29, 6));
+    d.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !d
+        .ok(&["describe", "sgshardedcluster", "sched"])
+        .contains("ScheduleMissed")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ScheduleMissed Event"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(!exists(&d, &scheduled(29)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -84,8 +84,8 @@ trap stop_server EXIT
 as_pg "${PGBR[@]}" stanza-create
 PSQL=("$PGBIN/psql" -h "$ROOT" -p "$PORT" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1)
 
-# About 210 bytes per row with its index entries.
-ROWS=$((SIZE_MB * 1024 * 1024 / 210))
+# About 195 bytes per row with its index entries.
+ROWS=$((SIZE_MB * 1024 * 1024 / 195))
 BATCH=1000000
 log "loading $ROWS rows (~$SIZE_MB MiB with indexes)"
 as_pg "${PSQL[@]}" -c "CREATE TABLE facts (id bigint, account int, amount numeric(12,2),
@@ -111,18 +111,20 @@ DATA_BYTES=$(du -sb --exclude=pg_wal "$ROOT/data" | cut -f1)
 log "data directory: $((DATA_BYTES / 1024 / 1024)) MiB (without pg_wal)"
 
 # --- timing helpers ------------------------------------------------------------------------
-declare -A SECS RSS
+declare -A SECS RSS CPU
 timed() {
   local label=$1
   shift
   sync
   echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
   log "$label"
-  if ! /usr/bin/time -f "%e %M" -o "$ROOT/time.$label" "$@" > "$ROOT/out.$label" 2>&1; then
+  if ! /usr/bin/time -f "%e %M %U %S" -o "$ROOT/time.$label" "$@" > "$ROOT/out.$label" 2>&1; then
     cat "$ROOT/out.$label" >&2
     exit 1
   fi
-  read -r SECS[$label] RSS[$label] < "$ROOT/time.$label"
+  local user sys
+  read -r SECS[$label] RSS[$label] user sys < "$ROOT/time.$label"
+  CPU[$label]=$(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.1f", u + s }')
 }
 
 timed sv_backup "${AS_PG[@]}" "$BIN" node backup --config "$ROOT/node.json" --name bench-1
@@ -161,15 +163,17 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'; }
 cat <<EOF
 
 Data directory $(mib "$DATA_BYTES") MiB (pg_wal excluded), lz4, $WORKERS workers, $(nproc) cores,
-page cache dropped before each run when the kernel allows it.
+load average $(cut -d' ' -f1-3 /proc/loadavg) at the end, page cache dropped before each run
+when the kernel allows it. CPU is user+sys of the timed command and its children (for
+pg_basebackup the server's reading is not included); peak RSS is the largest single process.
 
-| step | tool | seconds | MiB/s | peak RSS MiB | stored MiB |
-|---|---|---|---|---|---|
-| backup | shardvault | ${SECS[sv_backup]} | $(rate "${SECS[sv_backup]}") | $((RSS[sv_backup] / 1024)) | $(mib "$SV_STORED") |
-| backup | pgBackRest | ${SECS[pgbr_backup]} | $(rate "${SECS[pgbr_backup]}") | $((RSS[pgbr_backup] / 1024)) | $(mib "$PGBR_STORED") |
-| backup | pg_basebackup client-lz4 | ${SECS[pgbb_backup]} | $(rate "${SECS[pgbb_backup]}") | $((RSS[pgbb_backup] / 1024)) | $(mib "$PGBB_STORED") |
-| restore | shardvault | ${SECS[sv_restore]} | $(rate "${SECS[sv_restore]}") | $((RSS[sv_restore] / 1024)) | |
-| restore | pgBackRest | ${SECS[pgbr_restore]} | $(rate "${SECS[pgbr_restore]}") | $((RSS[pgbr_restore] / 1024)) | |
+| step | tool | seconds | MiB/s | CPU s (client) | peak RSS MiB | stored MiB |
+|---|---|---|---|---|---|---|
+| backup | shardvault | ${SECS[sv_backup]} | $(rate "${SECS[sv_backup]}") | ${CPU[sv_backup]} | $((RSS[sv_backup] / 1024)) | $(mib "$SV_STORED") |
+| backup | pgBackRest | ${SECS[pgbr_backup]} | $(rate "${SECS[pgbr_backup]}") | ${CPU[pgbr_backup]} | $((RSS[pgbr_backup] / 1024)) | $(mib "$PGBR_STORED") |
+| backup | pg_basebackup client-lz4 | ${SECS[pgbb_backup]} | $(rate "${SECS[pgbb_backup]}") | ${CPU[pgbb_backup]} | $((RSS[pgbb_backup] / 1024)) | $(mib "$PGBB_STORED") |
+| restore | shardvault | ${SECS[sv_restore]} | $(rate "${SECS[sv_restore]}") | ${CPU[sv_restore]} | $((RSS[sv_restore] / 1024)) | |
+| restore | pgBackRest | ${SECS[pgbr_restore]} | $(rate "${SECS[pgbr_restore]}") | ${CPU[pgbr_restore]} | $((RSS[pgbr_restore] / 1024)) | |
 
 Backup: shardvault is $(ratio "${SECS[sv_backup]}" "${SECS[pgbr_backup]}")x pgBackRest's throughput and $(ratio "${SECS[sv_backup]}" "${SECS[pgbb_backup]}")x pg_basebackup's.
 Restore: shardvault is $(ratio "${SECS[sv_restore]}" "${SECS[pgbr_restore]}")x pgBackRest's throughput.

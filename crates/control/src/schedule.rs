@@ -202,14 +202,17 @@ async fn entry_busy(ctx: &Ctx, ns: &str, cluster: &str, entry: usize) -> Result<
         }))
 }
 
+/// Creates the backup of `entry` scheduled as `name` and returns its name: `name` itself,
+/// or `name-<entry>` when another entry's run of the same time already took `name`.
 async fn create_backup(
     ctx: &Ctx,
     cluster: &Value,
     spec: &ShardedClusterSpec,
     entry: usize,
     name: &str,
-) -> Result<(), StoreError> {
+) -> Result<String, StoreError> {
     let e = &spec.backups()[entry];
+    let ns = namespace_of(cluster);
     let mut bspec = json!({"sgShardedCluster": name_of(cluster), "managedLifecycle": true});
     if let Some(t) = &e.timeout {
         bspec["timeout"] = json!(t);
@@ -217,23 +220,40 @@ async fn create_backup(
     if let Some(r) = e.max_retries {
         bspec["maxRetries"] = json!(r);
     }
-    let doc = json!({
+    let mut doc = json!({
         "apiVersion": Kind::SGShardedBackup.api_version(),
         "kind": "SGShardedBackup",
         "metadata": {
             "name": name,
-            "namespace": namespace_of(cluster),
+            "namespace": ns,
             "labels": {CLUSTER_LABEL: name_of(cluster), ENTRY_LABEL: entry.to_string()},
             "annotations": {ENTRY_ANNOTATION: entry.to_string()},
         },
         "spec": bspec,
     });
-    match ctx.create(doc).await {
-        Ok(_) => Ok(()),
-        // Created before a crash that lost the state write: the run is already made.
-        Err(StoreError::AlreadyExists { .. }) => Ok(()),
-        Err(e) => Err(e),
+    for candidate in [name.to_string(), format!("{name}-{entry}")] {
+        doc["metadata"]["name"] = json!(candidate);
+        match ctx.create(doc.clone()).await {
+            Ok(_) => return Ok(candidate),
+            Err(StoreError::AlreadyExists { .. }) => {
+                let existing = ctx.get(Kind::SGShardedBackup, ns, &candidate).await?;
+                let same_entry = existing.as_ref().is_some_and(|b| {
+                    b.pointer(&format!(
+                        "/metadata/labels/{}",
+                        ENTRY_LABEL.replace('/', "~1")
+                    )) == Some(&json!(entry.to_string()))
+                });
+                if same_entry {
+                    // Created before a crash that lost the state write: the run is made.
+                    return Ok(candidate);
+                }
+            }
+            Err(e) => return Err(e),
+        }
     }
+    Err(StoreError::BadRequest(format!(
+        "backups[{entry}]: SGShardedBackups {name} and {name}-{entry} exist and are not this entry's: rename or delete them"
+    )))
 }
 
 /// Writes the schedule annotation on the newest version of the cluster.
@@ -300,8 +320,7 @@ async fn reconcile(
         match decision {
             Decision::Wait => {}
             Decision::Run(at) => {
-                let name = backup_name(&cluster, at);
-                create_backup(&ctx, &obj, &spec, i, &name).await?;
+                let name = create_backup(&ctx, &obj, &spec, i, &backup_name(&cluster, at)).await?;
                 ctx.event(
                     &obj,
                     EventType::Normal,

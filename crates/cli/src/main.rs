@@ -80,6 +80,9 @@ enum Command {
     WalFetch(cmd::wal::FetchArgs),
     /// Lists stored backups.
     #[command(after_help = "Example:\n  shardvault backups ls --config shard0.json")]
+    /// Reads a sharded backup back from storage and checks every checksum and WAL segment.
+    #[command(after_help = "Example:\n  shardvault verify sgshardedbackup manual-backup")]
+    Verify(cmd::verify::Args),
     Backups(cmd::catalog::BackupsArgs),
     /// Retention of scheduled backups: what the next pass would delete.
     #[command(after_help = "Example:\n  shardvault retention plan my-sharded-cluster")]
@@ -104,6 +107,7 @@ fn main() -> std::process::ExitCode {
         Command::WalPush(args) => cmd::wal::run_push(args),
         Command::WalFetch(args) => cmd::wal::run_fetch(args),
         Command::Backups(args) => cmd::catalog::run(args),
+        Command::Verify(args) => cmd::verify::run(args),
         Command::Retention(args) => cmd::retention::run(args),
     };
     match result {

@@ -207,6 +207,35 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
     );
     let at_restore_point = prints(&source).await;
 
+    // The whole sharded backup reads back clean; a changed byte in any part is found and named.
+    let verified = d.ok(&["verify", "sgshardedbackup", "manual-backup"]);
+    assert!(verified.contains("verified"), "{verified}");
+    let parts = d
+        .state()
+        .join("objects/shardvault/default/my-sharded-cluster/my-sharded-cluster-shard1/basebackups/manual-backup-shard1/parts");
+    let part = std::fs::read_dir(&parts)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good = std::fs::read(&part).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 0x5a;
+    std::fs::write(&part, &bad).unwrap();
+    let out = d.sv(&["verify", "sgshardedbackup", "manual-backup"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "a corrupt part must fail verify: {text}"
+    );
+    let part_name = part.file_name().unwrap().to_str().unwrap();
+    assert!(
+        text.contains("my-sharded-cluster-shard1: FAILED") && text.contains(part_name),
+        "{text}"
+    );
+    std::fs::write(&part, &good).unwrap();
+
     sql(&coord, "INSERT INTO accounts SELECT i, 5 FROM generate_series(1001, 1500) i; UPDATE accounts SET balance = 0 WHERE id < 10;").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let target = jiff::Timestamp::now();

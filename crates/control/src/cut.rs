@@ -169,6 +169,9 @@ async fn barrier_cut(
     lock_timeout: Duration,
     max_attempts: u32,
 ) -> Result<(Vec<MemberPoint>, u32, Duration), CutError> {
+    // Writers can be held back by every attempt (granted locks, and the queued lock
+    // requests they wait behind), so the pause is the sum of all attempts, not the last.
+    let mut pause = Duration::ZERO;
     for attempt in 1..=max_attempts {
         let started = Instant::now();
         let locked = futures::future::join_all(
@@ -178,34 +181,41 @@ async fn barrier_cut(
                 .map(|(m, c)| lock_member(m, c, lock_timeout)),
         )
         .await;
-        let mut failure = None;
-        for r in &locked {
-            if let Err(e) = r {
-                failure = Some(e);
-            }
-        }
-        match failure {
+        let failure = locked.iter().find_map(|r| r.as_ref().err());
+        let retry = match failure {
             None => {
-                let points = try_join_all(
+                // Locks hold writers, but a participant that only read holds no lock the
+                // barrier waits for and can still be prepared: no cut while one is.
+                let prepared = try_join_all(
                     members
                         .iter()
                         .zip(clients)
-                        .map(|(m, c)| restore_point(m, c, name)),
+                        .map(|(m, c)| prepared_count(m, c)),
                 )
                 .await;
-                let released = release_all(members, clients, "COMMIT").await;
-                let pause = started.elapsed();
-                let points = points?;
-                released?;
-                return Ok((points, attempt, pause));
+                match prepared {
+                    Ok(counts) if counts.iter().all(|n| *n == 0) => {
+                        let points = try_join_all(
+                            members
+                                .iter()
+                                .zip(clients)
+                                .map(|(m, c)| restore_point(m, c, name)),
+                        )
+                        .await;
+                        let released = release_all(members, clients, "COMMIT").await;
+                        pause += started.elapsed();
+                        let points = points?;
+                        released?;
+                        return Ok((points, attempt, pause));
+                    }
+                    Ok(_) => "a two-phase transaction is prepared",
+                    Err(e) => {
+                        let _ = release_all(members, clients, "ROLLBACK").await;
+                        return Err(e);
+                    }
+                }
             }
-            Some(e) if is_lock_timeout(e) => {
-                release_all(members, clients, "ROLLBACK").await?;
-                let base = 5u64 << attempt.min(6);
-                let jitter = rand::rng().random_range(0..base);
-                tracing::debug!(attempt, "write barrier not taken (lock timeout); retrying");
-                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
-            }
+            Some(e) if is_retryable(e) => "lock timeout",
             Some(_) => {
                 let _ = release_all(members, clients, "ROLLBACK").await;
                 return Err(locked
@@ -213,7 +223,16 @@ async fn barrier_cut(
                     .find_map(Result::err)
                     .expect("a failure was seen"));
             }
+        };
+        release_all(members, clients, "ROLLBACK").await?;
+        pause += started.elapsed();
+        if retry == "lock timeout" {
+            cancel_autovacuum(members, clients).await;
         }
+        let base = 5u64 << attempt.min(6);
+        let jitter = rand::rng().random_range(0..base);
+        tracing::debug!(attempt, "write barrier not taken ({retry}); retrying");
+        tokio::time::sleep(Duration::from_millis(base + jitter)).await;
     }
     Err(CutError::BarrierNotTaken {
         attempts: max_attempts,
@@ -221,10 +240,41 @@ async fn barrier_cut(
     })
 }
 
-fn is_lock_timeout(e: &CutError) -> bool {
+/// Prepared two-phase transactions of the member's database.
+async fn prepared_count(m: &CutMember, c: &Client) -> Result<i64, CutError> {
+    Ok(c.query_one(
+        "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()",
+        &[],
+    )
+    .await
+    .map_err(member_err(&m.name))?
+    .get(0))
+}
+
+/// Cancels autovacuum workers of the members' databases: their locks conflict with the
+/// barrier's, and PostgreSQL cancels them for a waiting lock only after `deadlock_timeout`,
+/// longer than the barrier waits. Autovacuum simply runs again later.
+async fn cancel_autovacuum(members: &[CutMember], clients: &[Client]) {
+    for (m, c) in members.iter().zip(clients) {
+        if let Err(e) = c
+            .batch_execute(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity \
+                 WHERE backend_type = 'autovacuum worker' AND datname = current_database()",
+            )
+            .await
+        {
+            tracing::debug!(member = %m.name, "cannot cancel autovacuum: {e}");
+        }
+    }
+}
+
+/// Lock timeouts and deadlocks end an attempt, not the cut.
+fn is_retryable(e: &CutError) -> bool {
+    use tokio_postgres::error::SqlState;
     match e {
         CutError::Member { source, .. } => {
-            source.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
+            source.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                || source.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
         }
         CutError::BarrierNotTaken { .. } => false,
     }

@@ -18,5 +18,6 @@ pub mod restore_check;
 pub mod retention;
 pub mod schedule;
 pub mod sharded_backup;
+pub mod verify;
 
 pub use registry::controllers;

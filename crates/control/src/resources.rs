@@ -73,23 +73,32 @@ pub fn owner_reference(owner: &Value) -> Value {
 pub struct Secrets(BTreeMap<String, BTreeMap<String, String>>);
 
 impl Secrets {
+    /// Secrets already decoded: name -> key -> value.
+    pub fn from_map(map: BTreeMap<String, BTreeMap<String, String>>) -> Secrets {
+        Secrets(map)
+    }
+
+    /// Decodes the `data` (base64) of a Secret document into key -> value.
+    pub fn decode_data(secret: &Value) -> BTreeMap<String, String> {
+        secret
+            .get("data")
+            .and_then(Value::as_object)
+            .map(|d| {
+                d.iter()
+                    .filter_map(|(k, v)| {
+                        let bytes = base64_decode(v.as_str()?)?;
+                        Some((k.clone(), String::from_utf8(bytes).ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Reads every Secret of `namespace`.
     pub async fn load(ctx: &Ctx, namespace: &str) -> Result<Secrets, ReconcileError> {
         let mut map = BTreeMap::new();
         for s in ctx.list(Kind::Secret, Some(namespace), "").await? {
-            let data = s
-                .get("data")
-                .and_then(Value::as_object)
-                .map(|d| {
-                    d.iter()
-                        .filter_map(|(k, v)| {
-                            let bytes = base64_decode(v.as_str()?)?;
-                            Some((k.clone(), String::from_utf8(bytes).ok()?))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            map.insert(name_of(&s).to_string(), data);
+            map.insert(name_of(&s).to_string(), Secrets::decode_data(&s));
         }
         Ok(Secrets(map))
     }

@@ -10,10 +10,10 @@ use serde_json::Value;
 use shardvault_api::Kind;
 use shardvault_api::objectstorage::ObjectStorageSpec;
 use shardvault_api::quantity::human_bytes;
-use shardvault_api::secret::base64_decode;
 use shardvault_control::catalog::{self, ShardedRecord};
-use shardvault_control::destination::{SecretLookup, resolve_storage};
+use shardvault_control::destination::resolve_storage;
 use shardvault_control::import::documents;
+use shardvault_control::resources::Secrets;
 use shardvault_storage::{Codec, Compression, Store};
 
 use super::client::{Client, ConnArgs, object_path};
@@ -114,12 +114,19 @@ pub struct StorageArgs {
     pub namespace: String,
 }
 
-struct FetchedSecrets(BTreeMap<String, BTreeMap<String, String>>);
-
-impl SecretLookup for FetchedSecrets {
-    fn secret_value(&self, name: &str, key: &str) -> Option<String> {
-        self.0.get(name)?.get(key).cloned()
+/// Every Secret of `namespace`, decoded, read through the daemon.
+pub async fn fetch_secrets(client: &Client, namespace: &str) -> anyhow::Result<Secrets> {
+    let mut map = BTreeMap::new();
+    for s in client.list(Kind::Secret, Some(namespace), None).await? {
+        let name = s["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if let Some(full) = client.get(Kind::Secret, namespace, &name).await? {
+            map.insert(name, Secrets::decode_data(&full));
+        }
     }
+    Ok(Secrets::from_map(map))
 }
 
 /// Opens the storage of an SGObjectStorage, with credentials from its Secrets.
@@ -139,31 +146,8 @@ async fn open(
         })?;
     let spec: ObjectStorageSpec = serde_json::from_value(obj["spec"].clone())
         .context("the SGObjectStorage spec is unreadable")?;
-    let mut secrets = BTreeMap::new();
-    for s in client.list(Kind::Secret, Some(ns), None).await? {
-        let name = s["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        if let Some(full) = client.get(Kind::Secret, ns, &name).await? {
-            let data = full["data"]
-                .as_object()
-                .map(|d| {
-                    d.iter()
-                        .filter_map(|(k, v)| {
-                            Some((
-                                k.clone(),
-                                String::from_utf8(base64_decode(v.as_str()?)?).ok()?,
-                            ))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            secrets.insert(name, data);
-        }
-    }
-    let resolved =
-        resolve_storage(&spec, &FetchedSecrets(secrets)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let secrets = fetch_secrets(client, ns).await?;
+    let resolved = resolve_storage(&spec, &secrets).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = Store::open(&resolved.config, args.path.as_deref().unwrap_or(""))?;
     let key = resolved.encryption.as_ref().map(|e| e.key()).transpose()?;
     Ok((spec, store, Codec::new(Compression::default(), key)))

@@ -13,6 +13,7 @@ pub mod psql;
 pub mod retention;
 pub mod serve;
 pub mod state_dir;
+pub mod verify;
 pub mod wait;
 pub mod wal;
 

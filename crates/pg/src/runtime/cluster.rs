@@ -356,7 +356,19 @@ pub async fn destroy(plan_dir: &Path) -> Result<(), RuntimeError> {
     if !sockets.starts_with(plan_dir) && sockets.exists() {
         std::fs::remove_dir_all(&sockets).map_err(RuntimeError::io(&sockets))?;
     }
-    std::fs::remove_dir_all(plan_dir).map_err(RuntimeError::io(plan_dir))
+    // A WAL prefetcher (`wal-fetch`) started by a stopped server may still be writing into
+    // its data directory for a moment: retry while the tree is not empty.
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir_all(plan_dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(RuntimeError::io(plan_dir)(e)),
+        }
+    }
 }
 
 /// `<dir>/sock`, or `/tmp/shardvault-<hash of dir>` when socket paths there would be longer
@@ -549,6 +561,10 @@ async fn ensure_primary(
                         primary.name,
                         target.flags().join(" ")
                     ));
+                    if matches!(target, RecoveryTarget::Name(_)) {
+                        primary.wait_promoted().await?;
+                        actions.extend(rollback_read_only_prepared(primary).await?);
+                    }
                 }
             }
         }
@@ -623,6 +639,48 @@ const RECOVERY_SETTINGS: [&str; 10] = [
     "primary_conninfo",
     "primary_slot_name",
 ];
+
+/// Rolls back the two-phase transactions left prepared at a cluster-wide restore point that
+/// only read (they hold no lock but AccessShareLock): a read-only participant of a
+/// distributed transaction holds nothing the write barrier waits for, and left prepared it
+/// would block vacuum forever. It changed nothing, so rolling it back loses nothing.
+/// Prepared transactions that wrote are left alone.
+async fn rollback_read_only_prepared(primary: &Instance) -> Result<Vec<String>, RuntimeError> {
+    let sql_err = |what: &str| {
+        let (instance, what) = (primary.name.clone(), what.to_string());
+        move |source| RuntimeError::Sql {
+            instance,
+            what,
+            source,
+        }
+    };
+    let client = primary.connect("postgres").await?;
+    let rows = client
+        .query(
+            "SELECT p.gid, p.database FROM pg_prepared_xacts p \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_locks l \
+                 WHERE l.virtualtransaction = '-1/' || p.transaction::text \
+                   AND l.locktype NOT IN ('transactionid', 'virtualxid') \
+                   AND l.mode <> 'AccessShareLock')",
+            &[],
+        )
+        .await
+        .map_err(sql_err("listing prepared transactions"))?;
+    let mut actions = Vec::new();
+    for row in rows {
+        let (gid, database): (String, String) = (row.get(0), row.get(1));
+        let db = primary.connect(&database).await?;
+        let escaped = gid.replace('\'', "''");
+        db.batch_execute(&format!("ROLLBACK PREPARED '{escaped}'"))
+            .await
+            .map_err(sql_err("rolling back a read-only prepared transaction"))?;
+        actions.push(format!(
+            "rolled back read-only prepared transaction {gid:?} on {} (it changed nothing)",
+            primary.name
+        ));
+    }
+    Ok(actions)
+}
 
 /// Removes a restore's recovery settings from a promoted primary (`ALTER SYSTEM RESET`), so
 /// replicas copied from it do not stop at the old target and promote themselves.

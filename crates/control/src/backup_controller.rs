@@ -212,6 +212,15 @@ async fn reconcile(
         .as_ref()
         .and_then(|t| t.seconds().ok())
         .map(Duration::from_secs);
+    if plan.volume_snapshot && attempt == 1 {
+        ctx.event(
+            &obj,
+            EventType::Normal,
+            "VolumeSnapshotUnavailable",
+            "useVolumeSnapshot is set, but the local runtime has no CSI volume snapshots: taking a regular backup",
+        )
+        .await;
+    }
     let worker = tokio::spawn(run_worker(
         ctx.clone(),
         obj,
@@ -232,6 +241,8 @@ struct BackupPlan {
     managed: bool,
     configs: Vec<Value>,
     catalog_dest: shardvault_storage::Destination,
+    /// The entry asks for volume snapshots, which the local runtime does not have.
+    volume_snapshot: bool,
 }
 
 async fn plan_backup(
@@ -334,6 +345,7 @@ async fn plan_backup(
         },
         cluster: cluster_name.to_string(),
         sharding,
+        volume_snapshot: entry.use_volume_snapshot.unwrap_or(false),
         managed: obj
             .pointer("/spec/managedLifecycle")
             .and_then(Value::as_bool)

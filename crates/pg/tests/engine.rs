@@ -572,12 +572,14 @@ async fn a_killed_backup_leaves_no_manifest_and_the_next_one_succeeds() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Kill it once the server is in backup mode, while parts are being read.
+    // Kill it once the server is in backup mode (the session's last statements are the
+    // backup start and the control data read), while parts are being read.
     let mut in_backup = false;
     for _ in 0..300 {
         in_backup = client
             .query_one(
-                "SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_backup_start%'",
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE pid <> pg_backend_pid() \
+                 AND (query LIKE '%pg_backup_start%' OR query LIKE '%pg_control_checkpoint%')",
                 &[],
             )
             .await

@@ -150,20 +150,32 @@ fn read_part(
     Ok((builder.finish(), stored))
 }
 
-/// Reads, encodes and stores part `index`.
+/// How parts are read and encoded: the disk bandwidth limit and the permits of the
+/// `uploadDiskConcurrency` readers/compressors.
+#[derive(Clone)]
+struct Readers {
+    disk: Option<Arc<Throttle>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// Reads and encodes part `index` (holding a reader permit), then stores it (the store
+/// bounds uploads in flight to `uploadConcurrency`).
 async fn store_part(
     repo: &Repo,
     name: &str,
     index: u32,
     chunks: Vec<PlannedChunk>,
-    disk: Option<Arc<Throttle>>,
+    readers: Readers,
 ) -> Result<StoredPart, EngineError> {
     let codec = repo.codec.clone();
+    let permit = readers.permits.acquire_owned().await.expect("never closed");
+    let disk = readers.disk;
     let (object, mut stored) = blocking(move || {
         let (payload, stored) = read_part(&chunks, disk.as_deref())?;
         Ok::<_, EngineError>((codec.encode(&payload), stored))
     })
     .await?;
+    drop(permit);
     for (_, c) in &mut stored {
         c.part = index;
     }
@@ -345,10 +357,15 @@ pub async fn backup(
     let total: u64 = files.iter().chain([&control]).map(|f| f.size).sum();
     let planned = plan(&files, opts.part_size);
     let workers = dest.performance.upload_disk_concurrency.max(1);
-    let disk = dest
-        .performance
-        .max_disk_bandwidth
-        .map(|r| Arc::new(Throttle::new(r)));
+    let readers = Readers {
+        disk: dest
+            .performance
+            .max_disk_bandwidth
+            .map(|r| Arc::new(Throttle::new(r))),
+        permits: Arc::new(tokio::sync::Semaphore::new(workers)),
+    };
+    // Parts in flight: those being read and encoded, plus those being uploaded.
+    let in_flight = workers + dest.performance.upload_concurrency.max(1);
     let done = Arc::new(AtomicU64::new(0));
     let report = |bytes: u64| {
         let now = done.fetch_add(bytes, Ordering::Relaxed) + bytes;
@@ -361,7 +378,7 @@ pub async fn backup(
     let mut stored: Vec<StoredPart> = futures::stream::iter(planned.into_iter().enumerate())
         .map(|(i, chunks)| {
             let bytes: u64 = chunks.iter().map(|c| c.len).sum();
-            let part = store_part(&repo, name, i as u32, chunks, disk.clone());
+            let part = store_part(&repo, name, i as u32, chunks, readers.clone());
             let report = &report;
             async move {
                 let part = part.await?;
@@ -369,7 +386,7 @@ pub async fn backup(
                 Ok::<_, EngineError>(part)
             }
         })
-        .buffer_unordered(workers)
+        .buffer_unordered(in_flight)
         .try_collect()
         .await?;
     // The control file last: a standby's backup is consistent at its minRecoveryPoint.
@@ -378,7 +395,7 @@ pub async fn backup(
         file: control,
         offset: 0,
     }];
-    stored.push(store_part(&repo, name, control_index, control_chunk, disk.clone()).await?);
+    stored.push(store_part(&repo, name, control_index, control_chunk, readers).await?);
     report(
         stored
             .last()

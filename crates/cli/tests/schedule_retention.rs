@@ -50,6 +50,14 @@ spec:
     )
 }
 
+/// The scheduled cluster: hourly backups (`entry`) and hourly cluster-wide restore points.
+fn sched_cluster(entry: &str) -> String {
+    cluster("sched", entry).replace(
+        "metadata:\n  name: sched\n",
+        "metadata:\n  name: sched\n  annotations:\n    shardvault.io/restore-point-schedule: '0 * * * *'\n",
+    )
+}
+
 fn restore_from(backup: &str) -> String {
     format!("  initialData:\n    restore:\n      fromBackup:\n        name: {backup}\n")
 }
@@ -217,7 +225,7 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
     let objects = d.state().join("objects");
     apply(&d, &storage("hourly", &objects));
     let entry = "  configurations:\n    backups:\n      - sgObjectStorage: hourly\n        cronSchedule: '0 * * * *'\n        retention: 7\n";
-    apply(&d, &cluster("sched", entry));
+    apply(&d, &sched_cluster(entry));
     d.wait_until("sgshardedcluster", "sched", 30, |o| {
         o.pointer("/metadata/annotations/shardvault.io~1backup-schedule")
             .and_then(Value::as_str)
@@ -320,6 +328,40 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
         "{annotation}"
     );
 
+    // Every hour with the cluster Ready also got a cluster-wide restore point, recorded in
+    // storage and on the cluster, its WAL archived.
+    let rp_state = |o: &Value| -> Value {
+        o.pointer("/metadata/annotations/shardvault.io~1restore-point-state")
+            .and_then(Value::as_str)
+            .and_then(|s| serde_json::from_str(s).ok())
+            .unwrap_or(Value::Null)
+    };
+    let cluster_obj = d.wait_until("sgshardedcluster", "sched", 60, |o| {
+        rp_state(o)["lastRestorePoint"]["name"] == "sched-rp-2030-01-02-01-00-00"
+    });
+    let state = rp_state(&cluster_obj);
+    let records = entries(&objects.join("shardvault/default/sched/restorepoints"));
+    for h in 3..=25 {
+        let rp = format!("sched-rp-{}", at_hour(h).strftime("%Y-%m-%d-%H-00-00"));
+        assert!(records.contains(&format!("{rp}.json")), "{rp}: {records:?}");
+    }
+    let last = &state["lastRestorePoint"];
+    for m in last["members"].as_array().unwrap() {
+        let member = m["name"].as_str().unwrap();
+        let wal = m["walFile"].as_str().unwrap();
+        assert!(
+            objects
+                .join("shardvault/default/sched")
+                .join(member)
+                .join("wal")
+                .join(wal)
+                .exists(),
+            "{member}: the restore point's segment {wal} is archived"
+        );
+    }
+    let events = d.ok(&["describe", "sgshardedcluster", "sched"]);
+    assert!(events.contains("RestorePointCreated"), "{events}");
+
     let wide = d.ok(&["get", "sgshardedcluster", "sched", "-o", "wide"]);
     assert!(
         wide.contains("NEXT BACKUP") && wide.contains("backups[0] 2030-01-02T02:00:00Z"),
@@ -404,10 +446,9 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
     // the unmanaged backup itself stays.
     apply(
         &d,
-        &cluster(
-            "sched",
-            &format!("{entry}        retainWalsForUnmanagedLifecycle: false\n"),
-        ),
+        &sched_cluster(&format!(
+            "{entry}        retainWalsForUnmanagedLifecycle: false\n"
+        )),
     );
     for member in ["sched-coord", "sched-shard0"] {
         let suffix = member.trim_start_matches("sched-");

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod registry;
 pub mod resources;
 pub mod restore_check;
+pub mod restore_points;
 pub mod retention;
 pub mod schedule;
 pub mod sharded_backup;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::backup_controller::ShardedBackupController;
 use crate::cluster_controller::ClusterController;
 use crate::framework::Reconciler;
+use crate::restore_points::RestorePointScheduler;
 use crate::retention::RetentionController;
 use crate::schedule::Scheduler;
 
@@ -17,6 +18,7 @@ pub fn controllers(shardvault_bin: PathBuf) -> Vec<Arc<dyn Reconciler>> {
         Arc::new(ClusterController::new(shardvault_bin.clone(), Vec::new())),
         Arc::new(ShardedBackupController::new(shardvault_bin)),
         Arc::new(Scheduler::new(clock.clone())),
+        Arc::new(RestorePointScheduler::new(clock.clone())),
         Arc::new(RetentionController::new(
             clock.poll().min(Duration::from_secs(30)),
         )),

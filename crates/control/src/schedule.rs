@@ -144,12 +144,7 @@ pub fn backup_name(cluster: &str, at: Timestamp) -> String {
 
 /// The schedule state recorded on a cluster (empty when none or unreadable).
 pub fn recorded(cluster: &Value) -> Vec<EntrySchedule> {
-    cluster
-        .pointer(&format!(
-            "/metadata/annotations/{}",
-            SCHEDULE_ANNOTATION.replace('/', "~1")
-        ))
-        .and_then(Value::as_str)
+    annotation(cluster, SCHEDULE_ANNOTATION)
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default()
 }
@@ -256,9 +251,13 @@ async fn create_backup(
     )))
 }
 
-/// Writes the schedule annotation on the newest version of the cluster.
-async fn record(ctx: &Ctx, cluster: &Value, states: &[EntrySchedule]) -> Result<(), StoreError> {
-    let text = serde_json::to_string(states).expect("schedule serializes");
+/// Sets annotation `key` to `text` on the newest version of `cluster` (retried on conflict).
+pub(crate) async fn set_annotation(
+    ctx: &Ctx,
+    cluster: &Value,
+    key: &str,
+    text: &str,
+) -> Result<(), StoreError> {
     for _ in 0..3 {
         let Some(mut fresh) = ctx
             .get(
@@ -276,16 +275,22 @@ async fn record(ctx: &Ctx, cluster: &Value, states: &[EntrySchedule]) -> Result<
         {
             fresh["metadata"]["annotations"] = json!({});
         }
-        fresh["metadata"]["annotations"][SCHEDULE_ANNOTATION] = json!(text);
+        fresh["metadata"]["annotations"][key] = json!(text);
         match ctx.update(fresh).await {
             Err(StoreError::Conflict { .. }) => continue,
             other => return other.map(drop),
         }
     }
     Err(StoreError::BadRequest(format!(
-        "SGShardedCluster {}: annotation {SCHEDULE_ANNOTATION} kept conflicting with other writers",
+        "SGShardedCluster {}: annotation {key} kept conflicting with other writers",
         name_of(cluster)
     )))
+}
+
+/// The value of annotation `key` of `obj`.
+pub(crate) fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.pointer(&format!("/metadata/annotations/{}", key.replace('/', "~1")))
+        .and_then(Value::as_str)
 }
 
 async fn reconcile(
@@ -362,7 +367,8 @@ async fn reconcile(
         states.push(next);
     }
     if states != old {
-        record(&ctx, &obj, &states).await?;
+        let text = serde_json::to_string(&states).expect("schedule serializes");
+        set_annotation(&ctx, &obj, SCHEDULE_ANNOTATION, &text).await?;
     }
     if states.is_empty() {
         return Ok(Action::AwaitChange);

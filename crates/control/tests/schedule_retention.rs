@@ -119,7 +119,10 @@ async fn entries_with_one_schedule_get_a_backup_each_and_skip_while_pending() {
     })
     .await;
     assert_eq!(backups().len(), 2, "skipped runs create nothing");
-    assert_eq!(annotation().matches("2030-01-01T03:00:00Z").count(), 2);
+    until("the next runs recorded", || {
+        annotation().matches("2030-01-01T03:00:00Z").count() == 2
+    })
+    .await;
     shutdown.cancel();
     run.await.unwrap();
 }

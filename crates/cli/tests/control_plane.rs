@@ -237,6 +237,7 @@ fn spec_manifests_apply_and_read_back() {
         d.json(&["get", "sgsbk", "large-cluster-backup"])["spec"]["timeout"],
         "PT6H"
     );
+    complete_manual_backup(&d);
     d.apply(SPEC_RESTORE);
     let r = d.json(&["get", "SGShardedCluster", "restored-sharded-cluster"]);
     assert_eq!(
@@ -808,9 +809,9 @@ const INVALID: &[(&str, &str)] = &[
 #[test]
 fn invalid_manifests_are_refused_with_their_field_path() {
     let d = daemon(&[]);
-    d.apply(&format!(
-        "{STORAGE}---{CLUSTER}---{SPEC_BACKUPS}---{SPEC_RESTORE}"
-    ));
+    d.apply(&format!("{STORAGE}---{CLUSTER}---{SPEC_BACKUPS}"));
+    complete_manual_backup(&d);
+    d.apply(SPEC_RESTORE);
     let before = everything(&d);
     assert!(INVALID.len() >= 30);
     let docs: Vec<&str> = INVALID.iter().map(|(m, _)| *m).collect();
@@ -856,6 +857,22 @@ fn invalid_manifests_are_refused_with_their_field_path() {
         text(&out.stderr)
     );
     assert_eq!(everything(&d), before);
+}
+
+/// Marks `manual-backup` Completed with a restore point, as the backup controller would
+/// (controllers are off here), so that the guide's restore manifest is admitted.
+fn complete_manual_backup(d: &Daemon) {
+    set_status(
+        d,
+        "/apis/stackgres.io/v1/namespaces/default/sgshardedbackups",
+        "manual-backup",
+        json!({
+            "process": {"status": "Completed", "timing": {"start": "2024-01-15T05:00:00Z", "end": "2024-01-15T05:45:00Z"}},
+            "sgBackups": ["manual-backup-coord", "manual-backup-shard0", "manual-backup-shard1", "manual-backup-shard2"],
+            "backupInformation": {"postgresVersion": "15.3", "size": {"compressed": 1073741824u64, "uncompressed": 5368709120u64}},
+            "restorePoint": {"name": "manual-backup", "time": "2024-01-15T05:44:00Z", "writePauseMs": 3.5, "barrierAttempts": 1, "members": []},
+        }),
+    );
 }
 
 fn set_status(d: &Daemon, kind_path: &str, name: &str, status: Value) {

@@ -40,8 +40,12 @@ pub fn admit(store: &Store, doc: &Value) -> Result<(), StoreError> {
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e),
     }
+    // A manifest invalid on its own is reported by validation, with every field at once.
+    if shardvault_api::validate(doc).is_err() {
+        return Ok(());
+    }
     let Ok(spec) = serde_json::from_value::<ShardedClusterSpec>(doc["spec"].clone()) else {
-        return Ok(()); // validation reports what is wrong with the spec
+        return Ok(());
     };
     let version = spec.postgres.as_ref().map_or("", |p| p.version.as_str());
     let major = version.split('.').next().unwrap_or("");

@@ -414,6 +414,11 @@ impl Progress for ChannelProgress {
     }
 }
 
+/// `15.18` of a `server_version` such as `15.18 (Debian 15.18-0+deb12u1)`.
+fn plain_version(server_version: &str) -> String {
+    server_version.split_whitespace().next().unwrap_or_default().to_string()
+}
+
 fn member_status(summary: &BackupSummary, config: &Value) -> BackupStatus {
     use shardvault_api::backup::{BackupInformation, LsnRange, Process, Timing};
     BackupStatus {
@@ -431,7 +436,7 @@ fn member_status(summary: &BackupSummary, config: &Value) -> BackupStatus {
         backup_information: Some(BackupInformation {
             hostname: summary.hostname.clone(),
             system_identifier: summary.system_identifier.clone(),
-            postgres_version: summary.postgres_version.clone(),
+            postgres_version: plain_version(&summary.postgres_version),
             pg_data: summary.pgdata.display().to_string(),
             size: BackupSize {
                 compressed: summary.size.compressed,
@@ -615,7 +620,7 @@ async fn complete(
     let postgres_version = outcome
         .manifests
         .first()
-        .map(|m| m.postgres_version.clone())
+        .map(|m| plain_version(&m.postgres_version))
         .unwrap_or_default();
     let start = status.process.timing.start.clone().unwrap_or_else(now);
     let end = now();

@@ -287,7 +287,7 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
     // Hours 3..=25: 23 more runs, 24 backups in all; an unmanaged one after hour 12.
     let started = std::time::Instant::now();
     let mut at_oldest_kept = Vec::new();
-    let (mut target, mut at_target) = (None, Vec::new());
+    let (mut target, mut at_target, mut at_rp20) = (None, Vec::new(), Vec::new());
     for h in 3..=25 {
         sql(
             &coord,
@@ -307,6 +307,9 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
             at_oldest_kept = prints(&source).await;
         }
         if h == 20 {
+            // Nothing was written since the hour-20 tick: this is the content at the
+            // hour-20 cluster-wide restore point.
+            at_rp20 = prints(&source).await;
             // A time inside the retained window, after a later backup: reached from the
             // oldest kept backup through the retained WAL.
             sql(&coord, "UPDATE events SET hour = -1 WHERE id % 3 = 0;").await;
@@ -482,8 +485,30 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
             ),
         ),
     );
+    // With `consistent: true` the same time stops every member at the newest cluster-wide
+    // restore point before it (hour 20's), not at the time member by member.
+    apply(
+        &d,
+        &cluster(
+            "oldest-consistent",
+            &format!(
+                "{}        pointInTimeRecovery:\n          restoreToTimestamp: \"{target}\"\n          consistent: true\n",
+                restore_from(&scheduled(19))
+            ),
+        ),
+    );
     d.wait_until("sgshardedcluster", "oldest", 180, ready);
     d.wait_until("sgshardedcluster", "oldest-at-time", 180, ready);
+    let consistent = d.wait_until("sgshardedcluster", "oldest-consistent", 180, ready);
+    assert_eq!(
+        consistent["status"]["restore"]["target"], "restore point sched-rp-2030-01-01-20-00-00",
+        "{consistent:#}"
+    );
+    assert_same(
+        &at_rp20,
+        &prints(&observed(&d, "oldest-consistent")).await,
+        "consistent restore to the newest restore point before a time",
+    );
     assert_same(
         &at_oldest_kept,
         &prints(&observed(&d, "oldest")).await,

@@ -339,7 +339,7 @@ async fn plan_restore(
     let from = &restore.from_backup;
     let backup = ctx.get(Kind::SGShardedBackup, ns, &from.name).await?;
     let status: Option<ShardedBackupStatus> = backup.as_ref().map(status_of);
-    let target = check_restore(spec, from, status.as_ref(), jiff::Timestamp::now())
+    let mut target = check_restore(spec, from, status.as_ref(), jiff::Timestamp::now())
         .map_err(|e| ReconcileError::new("RestoreRefused", e))?;
     let status = status.expect("checked above");
     let backup = backup.expect("checked above");
@@ -378,6 +378,24 @@ async fn plan_restore(
             sg_backup: sg_backup.clone(),
             phase: "Restoring".into(),
         });
+    }
+    // Extension `pointInTimeRecovery.consistent`: every member stops at the newest
+    // cluster-wide restore point at or before the time (see restore_points).
+    if let (ClusterTarget::Time { time, .. }, Some(Bootstrap::Restore { source, .. }), Some(rp)) =
+        (&target, bootstraps.first(), status.restore_point.as_ref())
+        && from
+            .point_in_time_recovery
+            .as_ref()
+            .and_then(|p| p.consistent)
+            == Some(true)
+    {
+        let point = crate::restore_points::consistent_point(source, time, rp).await?;
+        for b in &mut bootstraps {
+            if let Bootstrap::Restore { target, .. } = b {
+                *target = RecoveryTarget::Name(point.clone());
+            }
+        }
+        target = ClusterTarget::RestorePoint(point);
     }
     let seal_sources = match target {
         ClusterTarget::Time { .. } => source_configs(ctx, ns, &backup).await,

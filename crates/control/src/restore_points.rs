@@ -28,7 +28,7 @@ use shardvault_store::EventType;
 use crate::archive::seal;
 use crate::clock::Clock;
 use crate::cut::{Cut, CutMember, CutMode, take_cut};
-use crate::destination::{cluster_prefix, entry_codec};
+use crate::destination::{cluster_prefix, entry_codec, member_destinations};
 use crate::framework::{Action, Ctx, ReconcileError, Reconciler, is_deleting};
 use crate::resources::{cluster_storages, name_of, namespace_of, prepare_for_server, spec_of};
 use crate::schedule::{
@@ -155,6 +155,39 @@ pub fn newest_at_or_before(
         .max_by_key(|r| r.restore_point.time.parse::<Timestamp>().ok())
 }
 
+/// The restore point a consistent timestamp restore stops at: the newest scheduled one at or
+/// before `time` recorded beside the coordinator's backup (`coordinator`), if it is not older
+/// than the backup's own restore point; otherwise the backup's restore point.
+pub async fn consistent_point(
+    coordinator: &Destination,
+    time: &str,
+    backup_point: &RestorePoint,
+) -> Result<String, ReconcileError> {
+    let t: Timestamp = time.parse().map_err(|e| {
+        ReconcileError::new(
+            "RestoreRefused",
+            format!("spec.initialData.restore.fromBackup.pointInTimeRecovery.restoreToTimestamp: {time:?}: {e}"),
+        )
+    })?;
+    let storage_err = |e: String| ReconcileError::new("StorageError", e);
+    let store = coordinator
+        .store()
+        .map_err(|e| storage_err(e.to_string()))?;
+    let codec = coordinator
+        .codec()
+        .map_err(|e| storage_err(e.to_string()))?;
+    let records = list_records(&store, &codec)
+        .await
+        .map_err(|e| storage_err(format!("reading restore point records: {e}")))?;
+    let floor = backup_point.time.parse::<Timestamp>().ok();
+    Ok(newest_at_or_before(&records, t)
+        .filter(|r| r.restore_point.time.parse::<Timestamp>().ok() >= floor)
+        .map_or_else(
+            || backup_point.name.clone(),
+            |r| r.restore_point.name.clone(),
+        ))
+}
+
 /// Takes scheduled cluster-wide restore points.
 #[derive(Debug)]
 pub struct RestorePointScheduler {
@@ -238,17 +271,27 @@ async fn take(ctx: &Ctx, cluster: &Value, name: &str) -> Result<RestorePoint, Re
         restore_point: RestorePoint::from(&cut),
     };
     let storages = cluster_storages(ctx, ns, &spec).await?;
-    for (entry, (_, storage)) in spec.backups().iter().zip(&storages) {
-        let prefix = cluster_prefix(entry, ns, cname);
-        prepare_for_server(&storage.config, &format!("{prefix}/{RECORDS_DIR}"))?;
+    let resolved: Vec<_> = storages.iter().map(|(_, r)| r.clone()).collect();
+    let coordinator = member_destinations(cname, ns, &spec, &resolved)
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    // Beside the sharded backup records (listing from storage alone), and beside the
+    // coordinator's backups (where a restore, which knows only the SGBackups, looks).
+    let mut dests = Vec::new();
+    for ((entry, (_, storage)), coord) in spec.backups().iter().zip(&storages).zip(coordinator) {
         let (compression, performance) = entry_codec(entry);
-        let dest = Destination {
+        dests.push(Destination {
             storage: storage.config.clone(),
-            prefix,
+            prefix: cluster_prefix(entry, ns, cname),
             compression,
             performance,
             encryption: storage.encryption.clone(),
-        };
+        });
+        dests.push(coord);
+    }
+    for dest in dests {
+        prepare_for_server(&dest.storage, &format!("{}/{RECORDS_DIR}", dest.prefix))?;
         let storage_err = |e: String| ReconcileError::new("StorageError", e);
         let store = dest.store().map_err(|e| storage_err(e.to_string()))?;
         let codec = dest.codec().map_err(|e| storage_err(e.to_string()))?;

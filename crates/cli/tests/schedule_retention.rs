@@ -202,6 +202,13 @@ fn at_hour(h: i64) -> Timestamp {
         .unwrap()
 }
 
+/// File names of the restore point records of hours `hours`.
+fn rp_records(hours: std::ops::RangeInclusive<i64>) -> BTreeSet<String> {
+    hours
+        .map(|h| format!("sched-rp-{}.json", at_hour(h).strftime("%Y-%m-%d-%H-00-00")))
+        .collect()
+}
+
 fn scheduled(h: i64) -> String {
     format!("sched-{}", at_hour(h).strftime("%Y-%m-%d-%H-00-00"))
 }
@@ -343,11 +350,6 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
         rp_state(o)["lastRestorePoint"]["name"] == "sched-rp-2030-01-02-01-00-00"
     });
     let state = rp_state(&cluster_obj);
-    let records = entries(&objects.join("shardvault/default/sched/restorepoints"));
-    for h in 3..=25 {
-        let rp = format!("sched-rp-{}", at_hour(h).strftime("%Y-%m-%d-%H-00-00"));
-        assert!(records.contains(&format!("{rp}.json")), "{rp}: {records:?}");
-    }
     let last = &state["lastRestorePoint"];
     for m in last["members"].as_array().unwrap() {
         let member = m["name"].as_str().unwrap();
@@ -397,10 +399,18 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
         std::thread::sleep(std::time::Duration::from_millis(300));
     };
     assert!(
-        d.sv(&["get", "sgshardedbackup", "keep-me"])
-            .status
-            .success()
+        exists(&d, "keep-me"),
+        "an unmanaged backup is never deleted"
     );
+    // Restore point records stay from the oldest counted backup on (the unmanaged one,
+    // after hour 12), beside the sharded backup records and the coordinator's backups.
+    for dir in ["restorepoints", "sched-coord/restorepoints"] {
+        assert_eq!(
+            entries(&objects.join("shardvault/default/sched").join(dir)),
+            rp_records(13..=25),
+            "{dir}"
+        );
+    }
     let prefix = objects.join("shardvault/default/sched");
     for member in ["sched-coord", "sched-shard0"] {
         let suffix = member.trim_start_matches("sched-");
@@ -471,6 +481,13 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
         );
     }
     assert!(!stray.exists());
+    for dir in ["restorepoints", "sched-coord/restorepoints"] {
+        assert_eq!(
+            entries(&objects.join("shardvault/default/sched").join(dir)),
+            rp_records(20..=25),
+            "{dir}: only restore points the kept backups reach"
+        );
+    }
 
     // The oldest kept backup still restores, to its restore point and to a later time.
     apply(&d, &cluster("oldest", &restore_from(&scheduled(19))));

@@ -118,6 +118,11 @@ pub async fn write_record(
         .await
 }
 
+/// Deletes the record of restore point `name` under `store` (a missing one is no error).
+pub async fn delete_record(store: &Store, name: &str) -> Result<(), StorageError> {
+    store.delete(&key(name)).await
+}
+
 /// Every restore point record under `store` (a cluster prefix), oldest first.
 pub async fn list_records(
     store: &Store,

@@ -27,7 +27,10 @@ use shardvault_storage::{Destination, StorageError};
 use shardvault_store::EventType;
 
 use crate::backup_controller::ENTRY_ANNOTATION;
-use crate::destination::{ResolvedStorage, SecretLookup, member_destinations, resolve_storage};
+use crate::destination::{
+    ResolvedStorage, SecretLookup, cluster_prefix, entry_codec, member_destinations,
+    resolve_storage,
+};
 use crate::framework::{Action, Ctx, ReconcileError, Reconciler, is_deleting};
 use crate::import::IMPORTED_ANNOTATION;
 use crate::resources::{cluster_storages, name_of, namespace_of, spec_of, uid_of};
@@ -89,6 +92,11 @@ pub struct EntryPlan {
     pub retain_unmanaged_wal: bool,
     /// WAL to delete, per member.
     pub wal: Vec<MemberWal>,
+    /// Cluster-wide restore point records no remaining backup can reach, oldest first.
+    pub restore_points: Vec<String>,
+    /// Where the restore point records are (cluster prefix, coordinator prefix).
+    #[serde(skip)]
+    record_dests: Vec<Destination>,
 }
 
 /// The WAL of one member in one entry's storage.
@@ -197,6 +205,14 @@ fn started(backup: &Value) -> jiff::Timestamp {
 fn wal_position(file: &str) -> Option<(&str, &str)> {
     let seg = file.get(..24)?;
     layout::is_segment_name(seg).then(|| (&seg[..8], &seg[8..]))
+}
+
+fn records_err(entry: usize, err: StorageError) -> RetentionError {
+    RetentionError::Objects {
+        member: "restore point records".into(),
+        location: format!("backups[{entry}]"),
+        source: err.into(),
+    }
 }
 
 /// Whether member backup `member_backup` still needs its WAL.
@@ -328,6 +344,54 @@ pub async fn plan(
                 dest: Some(dest),
             });
         }
+        // A restore point older than the restore point of every backup still counted
+        // cannot be reached by a restore.
+        let floor = ours
+            .iter()
+            .filter(|b| {
+                entry_of(b) == e
+                    && completed(b)
+                    && !is_deleting(b)
+                    && !delete.iter().any(|d| d == name_of(b))
+                    && (managed(b) || retain_unmanaged_wal)
+            })
+            .filter_map(|b| {
+                b.pointer("/status/restorePoint/time")?
+                    .as_str()?
+                    .parse::<jiff::Timestamp>()
+                    .ok()
+            })
+            .min();
+        let (compression, performance) = entry_codec(entry);
+        let record_dests = vec![
+            Destination {
+                storage: storages[e].config.clone(),
+                prefix: cluster_prefix(entry, ns, name),
+                compression,
+                performance,
+                encryption: storages[e].encryption.clone(),
+            },
+            dests[0][e].clone(),
+        ];
+        let mut restore_points = Vec::new();
+        if let Some(floor) = floor {
+            let records = crate::restore_points::list_records(
+                &record_dests[0].store().map_err(|err| records_err(e, err))?,
+                &record_dests[0].codec().map_err(|err| records_err(e, err))?,
+            )
+            .await
+            .map_err(|err| records_err(e, err))?;
+            restore_points = records
+                .into_iter()
+                .filter(|r| {
+                    r.restore_point
+                        .time
+                        .parse::<jiff::Timestamp>()
+                        .is_ok_and(|t| t < floor)
+                })
+                .map(|r| r.restore_point.name)
+                .collect();
+        }
         entries.push(EntryPlan {
             entry: e,
             retention,
@@ -335,6 +399,8 @@ pub async fn plan(
             delete,
             retain_unmanaged_wal,
             wal,
+            restore_points,
+            record_dests,
         });
     }
     Ok(RetentionPlan {
@@ -346,9 +412,11 @@ pub async fn plan(
 impl RetentionPlan {
     /// True when the pass would delete nothing.
     pub fn is_empty(&self) -> bool {
-        self.entries
-            .iter()
-            .all(|e| e.delete.is_empty() && e.wal.iter().all(|w| w.delete.is_empty()))
+        self.entries.iter().all(|e| {
+            e.delete.is_empty()
+                && e.restore_points.is_empty()
+                && e.wal.iter().all(|w| w.delete.is_empty())
+        })
     }
 
     /// The plan as text: backups and WAL ranges to delete, per entry and member.
@@ -368,6 +436,12 @@ impl RetentionPlan {
             );
             for b in &e.delete {
                 out += &format!("  delete SGShardedBackup {b}\n");
+            }
+            if let (Some(first), Some(last)) = (e.restore_points.first(), e.restore_points.last()) {
+                out += &format!(
+                    "  delete {} restore point record(s), {first} .. {last}\n",
+                    e.restore_points.len()
+                );
             }
             for w in &e.wal {
                 match (w.delete.first(), w.delete.last()) {
@@ -418,6 +492,39 @@ pub async fn execute(
                 &format!(
                     "backups[{}]: deleted SGShardedBackup {b} (retention {} managed backups)",
                     e.entry, e.retention
+                ),
+            )
+            .await;
+        }
+        if !e.restore_points.is_empty() {
+            for dest in &e.record_dests {
+                let store = dest
+                    .store()
+                    .map_err(|err| ReconcileError::new("StorageError", err))?;
+                for rp in &e.restore_points {
+                    crate::restore_points::delete_record(&store, rp)
+                        .await
+                        .map_err(|err| {
+                            ReconcileError::new(
+                                "RetentionFailed",
+                                format!(
+                                    "{}: deleting restore point record {rp}: {err}",
+                                    store.describe()
+                                ),
+                            )
+                        })?;
+                }
+            }
+            ctx.event(
+                cluster,
+                EventType::Normal,
+                "RestorePointsDeleted",
+                &format!(
+                    "backups[{}]: deleted {} restore point record(s) no remaining backup reaches, {} .. {}",
+                    e.entry,
+                    e.restore_points.len(),
+                    e.restore_points[0],
+                    e.restore_points[e.restore_points.len() - 1]
                 ),
             )
             .await;

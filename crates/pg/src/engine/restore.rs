@@ -327,13 +327,16 @@ fn write_part(
         let file = open_for_write(&path, f.mode)?;
         file.write_all_at(data, c.offset)
             .map_err(EngineError::io(&path))?;
+        // Durable before the next part: only our own files are flushed (not the whole
+        // filesystem), in parallel with the other workers' downloads.
+        file.sync_data().map_err(EngineError::io(&path))?;
         bytes += c.len;
     }
     Ok((control, bytes))
 }
 
-/// Writes backup_label, tablespace_map, recovery settings and `recovery.signal`, syncs
-/// everything, gives the tree to the server user, and only then puts `pg_control` in place.
+/// Writes backup_label, tablespace_map, recovery settings and `recovery.signal`, gives the
+/// tree to the server user, syncs every directory, and only then puts `pg_control` in place.
 fn finish(
     pgdata: &Path,
     label: &[u8],
@@ -343,8 +346,9 @@ fn finish(
 ) -> Result<(), EngineError> {
     let write = |name: &str, data: &[u8]| {
         let path = pgdata.join(name);
-        std::fs::write(&path, data).map_err(EngineError::io(&path))?;
-        set_mode(&path, 0o600)
+        let mut f = open_for_write(&path, 0o600)?;
+        f.write_all(data).map_err(EngineError::io(&path))?;
+        f.sync_all().map_err(EngineError::io(&path))
     };
     write("backup_label", label)?;
     if let Some(map) = spcmap {
@@ -360,14 +364,16 @@ fn finish(
         .map_err(EngineError::io(&auto))?;
     conf.write_all(settings.as_bytes())
         .map_err(EngineError::io(&auto))?;
+    conf.sync_all().map_err(EngineError::io(&auto))?;
     user::chown_tree_to_server_user(pgdata).map_err(EngineError::io(pgdata))?;
     let links = pgdata.join("pg_tblspc");
     for link in std::fs::read_dir(&links).map_err(EngineError::io(&links))? {
         let link = link.map_err(EngineError::io(&links))?.path();
         let at = std::fs::read_link(&link).map_err(EngineError::io(&link))?;
         user::chown_tree_to_server_user(&at).map_err(EngineError::io(&at))?;
+        sync_dirs(&at)?;
     }
-    sync_filesystem(pgdata)?;
+    sync_dirs(pgdata)?;
     let target = pgdata.join(CONTROL_FILE);
     let tmp = target.with_extension("shardvault-tmp");
     let mut f = open_for_write(&tmp, 0o600)?;
@@ -375,14 +381,25 @@ fn finish(
     f.sync_all().map_err(EngineError::io(&tmp))?;
     user::chown_to_server_user(&tmp).map_err(EngineError::io(&tmp))?;
     std::fs::rename(&tmp, &target).map_err(EngineError::io(&target))?;
-    sync_filesystem(pgdata)
+    sync_dir(&pgdata.join("global"))
 }
 
-/// Flushes the filesystem holding `dir` (and through it every file written there).
-fn sync_filesystem(dir: &Path) -> Result<(), EngineError> {
-    let d = std::fs::File::open(dir).map_err(EngineError::io(dir))?;
-    nix::unistd::syncfs(&d)
-        .map_err(|e| EngineError::io(dir)(std::io::Error::from_raw_os_error(e as i32)))
+/// Flushes a directory's entries (names created, renamed) to disk.
+fn sync_dir(dir: &Path) -> Result<(), EngineError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(EngineError::io(dir))
+}
+
+/// Flushes `dir` and every directory below it (files were flushed as they were written).
+fn sync_dirs(dir: &Path) -> Result<(), EngineError> {
+    for entry in std::fs::read_dir(dir).map_err(EngineError::io(dir))? {
+        let entry = entry.map_err(EngineError::io(dir))?;
+        if entry.file_type().map_err(EngineError::io(dir))?.is_dir() {
+            sync_dirs(&entry.path())?;
+        }
+    }
+    sync_dir(dir)
 }
 
 #[cfg(test)]

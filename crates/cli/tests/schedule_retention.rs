@@ -411,6 +411,14 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
             "{dir}"
         );
     }
+    let listed = d.ok(&["get", "restorepoints", "sched"]);
+    assert!(
+        listed.starts_with("CLUSTER   NAME")
+            && listed.lines().count() == 14
+            && listed.contains("sched-rp-2030-01-01-13-00-00")
+            && listed.contains("sched-rp-2030-01-02-01-00-00"),
+        "{listed}"
+    );
     let prefix = objects.join("shardvault/default/sched");
     for member in ["sched-coord", "sched-shard0"] {
         let suffix = member.trim_start_matches("sched-");

@@ -449,6 +449,15 @@ async fn watch(args: &Args, kind: Kind, ns: Option<&str>) -> anyhow::Result<Exit
 
 /// Runs `get`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    use super::restore_points::{self as rp, Format};
+    if rp::NAMES.contains(&args.resources[0].as_str()) {
+        let format = match args.output {
+            Some(Output::Json) => Format::Json,
+            Some(Output::Yaml) => Format::Yaml,
+            _ => Format::Table,
+        };
+        return rp::run(&args.resources[1..], &args.namespace, format, &args.conn);
+    }
     let targets = parse_targets(&args.resources)?;
     let ns = (!args.all_namespaces).then_some(args.namespace.as_str());
     if args.watch {

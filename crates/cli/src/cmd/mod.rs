@@ -10,6 +10,7 @@ pub mod describe;
 pub mod get;
 pub mod node;
 pub mod psql;
+pub mod restore_points;
 pub mod retention;
 pub mod serve;
 pub mod state_dir;

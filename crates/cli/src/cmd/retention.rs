@@ -6,9 +6,10 @@ use anyhow::Context;
 use serde_json::Value;
 use shardvault_api::Kind;
 use shardvault_api::shardedcluster::ShardedClusterSpec;
+use shardvault_control::destination::ResolvedStorage;
 use shardvault_control::retention::{SecretObjects, plan, resolve_entries};
 
-use super::client::ConnArgs;
+use super::client::{Client, ConnArgs};
 
 /// Options of `shardvault retention`.
 #[derive(clap::Args)]
@@ -41,35 +42,58 @@ struct PlanArgs {
     conn: ConnArgs,
 }
 
+/// A cluster as the daemon stores it, with the storage of each backups[] entry resolved.
+pub struct ClusterStorages {
+    /// The SGShardedCluster object.
+    pub cluster: Value,
+    /// Its spec.
+    pub spec: ShardedClusterSpec,
+    /// The resolved storage of each backups[] entry.
+    pub storages: Vec<ResolvedStorage>,
+}
+
+/// Reads SGShardedCluster `name` of `ns` and resolves its entries' storages and Secrets.
+pub async fn cluster_storages(
+    client: &Client,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<ClusterStorages> {
+    let cluster = client
+        .get(Kind::SGShardedCluster, ns, name)
+        .await?
+        .with_context(|| {
+            format!(
+                "SGShardedCluster {name:?} not found in namespace {ns}: check the name (shardvault get sgscl -n {ns})"
+            )
+        })?;
+    let spec: ShardedClusterSpec = serde_json::from_value(cluster["spec"].clone())
+        .with_context(|| format!("SGShardedCluster {name}: unreadable spec"))?;
+    let storages = client.list(Kind::SGObjectStorage, Some(ns), None).await?;
+    // Lists leave Secret data out; each one is read in full.
+    let mut secrets: Vec<Value> = Vec::new();
+    for s in client.list(Kind::Secret, Some(ns), None).await? {
+        let secret = s["metadata"]["name"].as_str().unwrap_or_default();
+        if let Some(full) = client.get(Kind::Secret, ns, secret).await? {
+            secrets.push(full);
+        }
+    }
+    let storages = resolve_entries(&spec, &storages, &SecretObjects(&secrets))?;
+    Ok(ClusterStorages {
+        cluster,
+        spec,
+        storages,
+    })
+}
+
 /// Runs `shardvault retention ...`.
 pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
     let RetentionCommand::Plan(a) = args.command;
     super::client::runtime()?.block_on(async {
         let client = a.conn.connect().await?;
         let ns = a.namespace.as_str();
-        let cluster = client
-            .get(Kind::SGShardedCluster, ns, &a.cluster)
-            .await?
-            .with_context(|| {
-                format!(
-                    "SGShardedCluster {:?} not found in namespace {ns}: check the name (shardvault get sgscl -n {ns})",
-                    a.cluster
-                )
-            })?;
-        let spec: ShardedClusterSpec = serde_json::from_value(cluster["spec"].clone())
-            .with_context(|| format!("SGShardedCluster {}: unreadable spec", a.cluster))?;
-        let storages = client.list(Kind::SGObjectStorage, Some(ns), None).await?;
-        // Lists leave Secret data out; each one referenced is read in full.
-        let mut secrets: Vec<Value> = Vec::new();
-        for s in client.list(Kind::Secret, Some(ns), None).await? {
-            let name = s["metadata"]["name"].as_str().unwrap_or_default();
-            if let Some(full) = client.get(Kind::Secret, ns, name).await? {
-                secrets.push(full);
-            }
-        }
-        let resolved = resolve_entries(&spec, &storages, &SecretObjects(&secrets))?;
+        let c = cluster_storages(&client, ns, &a.cluster).await?;
         let backups = client.list(Kind::SGShardedBackup, Some(ns), None).await?;
-        let plan = plan(&cluster, &backups, &resolved).await?;
+        let plan = plan(&c.cluster, &backups, &c.storages).await?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {

@@ -440,7 +440,16 @@ pub async fn backup(
     }
     let end_wal_file = layout::walfile_name_before(timeline, end_lsn, started.wal_segment_size);
     tracing::info!(backup = name, end_lsn = %end_lsn, wal = %end_wal_file, "data copied; waiting for WAL to be archived");
-    wal::wait_archived(&repo, &end_wal_file, opts.archive_timeout).await?;
+    wal::wait_archived(&repo, &end_wal_file, opts.archive_timeout)
+        .await
+        .map_err(|e| match e {
+            EngineError::NotArchived { segment, secs, .. } => EngineError::NotArchived {
+                segment,
+                secs,
+                standby: started.from_replica,
+            },
+            other => other,
+        })?;
 
     let empty = files.iter().filter(|f| f.size == 0).cloned().collect();
     let files = assemble(empty, stored);

@@ -85,9 +85,15 @@ pub enum EngineError {
     },
     /// The WAL a backup needs did not reach the archive in time.
     #[error(
-        "WAL segment {segment} was not archived within {secs} s: check archive_command / pg_stat_archiver"
+        "WAL segment {segment} was not archived within {secs} s: check archive_command / pg_stat_archiver{}",
+        standby_hint(.standby)
     )]
-    NotArchived { segment: String, secs: u64 },
+    NotArchived {
+        segment: String,
+        secs: u64,
+        /// The backup was taken from a standby (the primary archives the segment).
+        standby: bool,
+    },
     /// A backup with this name already has a manifest.
     #[error("backup {name} already exists in {location}: choose another --name")]
     BackupExists { name: String, location: String },
@@ -130,6 +136,16 @@ pub enum EngineError {
     Protocol(String),
 }
 
+/// What to add to a [`EngineError::NotArchived`] of a backup taken from a standby.
+fn standby_hint(standby: &bool) -> &'static str {
+    if *standby {
+        " on the primary; the backup was taken from a standby, so the primary archives that \
+         segment once it is full: run SELECT pg_switch_wal() there or set its archive_timeout"
+    } else {
+        ""
+    }
+}
+
 impl EngineError {
     /// An [`EngineError::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> EngineError {
@@ -151,4 +167,24 @@ pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + '
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_segment_says_where_to_look() {
+        let e = |standby| EngineError::NotArchived {
+            segment: "000000010000000000000007".into(),
+            secs: 30,
+            standby,
+        };
+        let primary = e(false).to_string();
+        assert_eq!(
+            primary,
+            "WAL segment 000000010000000000000007 was not archived within 30 s: check archive_command / pg_stat_archiver"
+        );
+        assert!(e(true).to_string().contains("pg_switch_wal() there"));
+    }
 }

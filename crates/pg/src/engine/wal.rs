@@ -236,6 +236,7 @@ pub async fn wait_archived(
             return Err(EngineError::NotArchived {
                 segment: segment.to_string(),
                 secs: timeout.as_secs(),
+                standby: false,
             });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

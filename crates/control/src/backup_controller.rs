@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use shardvault_api::Kind;
 use shardvault_api::backup::{BackupPhase, BackupSize, BackupStatus};
 use shardvault_api::shardedbackup::{
-    DEFAULT_MAX_RETRIES, MemberRestorePoint, RestorePoint, SHARDED_BACKUP_LABEL,
-    ShardedBackupInformation, ShardedBackupSpec, ShardedBackupStatus,
+    DEFAULT_MAX_RETRIES, RestorePoint, SHARDED_BACKUP_LABEL, ShardedBackupInformation,
+    ShardedBackupSpec, ShardedBackupStatus,
 };
 use shardvault_api::shardedcluster::{ShardedClusterSpec, ShardingType};
 use shardvault_pg::config::NodeConfig;
@@ -416,7 +416,11 @@ impl Progress for ChannelProgress {
 
 /// `15.18` of a `server_version` such as `15.18 (Debian 15.18-0+deb12u1)`.
 fn plain_version(server_version: &str) -> String {
-    server_version.split_whitespace().next().unwrap_or_default().to_string()
+    server_version
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn member_status(summary: &BackupSummary, config: &Value) -> BackupStatus {
@@ -600,23 +604,7 @@ async fn complete(
             compressed: acc.compressed + m.size.compressed,
             uncompressed: acc.uncompressed + m.size.uncompressed,
         });
-    let restore_point = RestorePoint {
-        name: outcome.cut.name.clone(),
-        time: outcome.cut.time.to_string(),
-        write_pause_ms: (outcome.cut.write_pause_ms * 100.0).round() / 100.0,
-        barrier_attempts: outcome.cut.attempts,
-        members: outcome
-            .cut
-            .members
-            .iter()
-            .map(|p| MemberRestorePoint {
-                name: p.name.clone(),
-                lsn: p.lsn.clone(),
-                wal_file: p.wal_file.clone(),
-                timeline: p.timeline,
-            })
-            .collect(),
-    };
+    let restore_point = RestorePoint::from(&outcome.cut);
     let postgres_version = outcome
         .manifests
         .first()

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
 use rand::Rng;
+use shardvault_api::shardedbackup::{MemberRestorePoint, RestorePoint};
 use tokio_postgres::{Client, NoTls};
 
 /// How the cut is taken.
@@ -352,4 +353,26 @@ async fn position(m: &CutMember, c: &Client) -> Result<MemberPoint, CutError> {
         wal_file: row.get(1),
         timeline: row.get::<_, i32>(2) as u32,
     })
+}
+
+/// The status form of a cut (`status.restorePoint`, catalog records).
+impl From<&Cut> for RestorePoint {
+    fn from(cut: &Cut) -> RestorePoint {
+        RestorePoint {
+            name: cut.name.clone(),
+            time: cut.time.to_string(),
+            write_pause_ms: (cut.write_pause_ms * 100.0).round() / 100.0,
+            barrier_attempts: cut.attempts,
+            members: cut
+                .members
+                .iter()
+                .map(|p| MemberRestorePoint {
+                    name: p.name.clone(),
+                    lsn: p.lsn.clone(),
+                    wal_file: p.wal_file.clone(),
+                    timeline: p.timeline,
+                })
+                .collect(),
+        }
+    }
 }

@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use shardvault_api::Kind;
-use shardvault_api::shardedbackup::{MemberRestorePoint, RestorePoint};
+use shardvault_api::shardedbackup::RestorePoint;
 use shardvault_api::shardedcluster::{ShardedClusterSpec, ShardingType};
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::runtime::cluster::ClusterObserved;
@@ -27,7 +27,7 @@ use shardvault_store::EventType;
 
 use crate::archive::seal;
 use crate::clock::Clock;
-use crate::cut::{Cut, CutMember, CutMode, take_cut};
+use crate::cut::{CutMember, CutMode, take_cut};
 use crate::destination::{cluster_prefix, entry_codec, member_destinations};
 use crate::framework::{Action, Ctx, ReconcileError, Reconciler, is_deleting};
 use crate::resources::{cluster_storages, name_of, namespace_of, prepare_for_server, spec_of};
@@ -74,27 +74,6 @@ pub struct RestorePointState {
     /// The newest restore point taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restore_point: Option<RestorePoint>,
-}
-
-impl From<&Cut> for RestorePoint {
-    fn from(cut: &Cut) -> RestorePoint {
-        RestorePoint {
-            name: cut.name.clone(),
-            time: cut.time.to_string(),
-            write_pause_ms: (cut.write_pause_ms * 100.0).round() / 100.0,
-            barrier_attempts: cut.attempts,
-            members: cut
-                .members
-                .iter()
-                .map(|p| MemberRestorePoint {
-                    name: p.name.clone(),
-                    lsn: p.lsn.clone(),
-                    wal_file: p.wal_file.clone(),
-                    timeline: p.timeline,
-                })
-                .collect(),
-        }
-    }
 }
 
 /// The name of the restore point scheduled at `at`: `<cluster>-rp-YYYY-MM-DD-HH-MM-SS`.

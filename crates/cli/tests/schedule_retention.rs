@@ -10,8 +10,8 @@ use std::path::Path;
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
-use shardvault_control::fingerprint::{Fingerprint, differences, fingerprint};
-use shardvault_pg::runtime::cluster::ClusterObserved;
+use shardvault_pg::fingerprint;
+use shardvault_testkit::cluster::{assert_same_content, sql};
 use shardvault_testkit::daemon::Daemon;
 
 fn storage(name: &str, dir: &Path) -> String {
@@ -93,46 +93,6 @@ fn completed(d: &Daemon, backup: &str) -> Value {
     });
     assert_eq!(phase(&b), "Completed", "{b:#}");
     b
-}
-
-async fn sql(conninfo: &str, statements: &str) {
-    let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
-        .await
-        .expect("connects");
-    tokio::spawn(conn);
-    client
-        .batch_execute(statements)
-        .await
-        .expect("statements run");
-}
-
-async fn prints(o: &ClusterObserved) -> Vec<Fingerprint> {
-    let mut out = Vec::new();
-    for i in 0..o.members.len() {
-        out.push(
-            fingerprint(&o.primary_conninfo(i).unwrap())
-                .await
-                .expect("fingerprint"),
-        );
-    }
-    out
-}
-
-fn assert_same(want: &[Fingerprint], got: &[Fingerprint], what: &str) {
-    assert_eq!(want.len(), got.len(), "{what}: member count");
-    for (i, (w, g)) in want.iter().zip(got).enumerate() {
-        let diffs = differences(w, g);
-        assert!(diffs.is_empty(), "{what}: member {i} differs: {diffs:?}");
-    }
-    assert!(
-        want.iter().map(|f| f.len()).sum::<usize>() >= 1,
-        "{what}: the tables are there"
-    );
-}
-
-fn observed(d: &Daemon, cluster: &str) -> ClusterObserved {
-    ClusterObserved::load(&d.state().join("clusters/default").join(cluster))
-        .expect("the cluster runs")
 }
 
 /// Names of the entries of a directory (empty when it does not exist).
@@ -282,7 +242,7 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
     );
 
     d.wait_until("sgshardedcluster", "sched", 120, ready);
-    let source = observed(&d, "sched");
+    let source = d.observed("sched");
     let coord = source.primary_conninfo(0).unwrap();
     sql(
         &coord,
@@ -311,18 +271,18 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
             completed(&d, "keep-me");
         }
         if h == 19 {
-            at_oldest_kept = prints(&source).await;
+            at_oldest_kept = fingerprint::members(&source).await.expect("fingerprint");
         }
         if h == 20 {
             // Nothing was written since the hour-20 tick: this is the content at the
             // hour-20 cluster-wide restore point.
-            at_rp20 = prints(&source).await;
+            at_rp20 = fingerprint::members(&source).await.expect("fingerprint");
             // A time inside the retained window, after a later backup: reached from the
             // oldest kept backup through the retained WAL.
             sql(&coord, "UPDATE events SET hour = -1 WHERE id % 3 = 0;").await;
             tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
             target = Some(Timestamp::now());
-            at_target = prints(&source).await;
+            at_target = fingerprint::members(&source).await.expect("fingerprint");
             tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
         }
     }
@@ -529,19 +489,25 @@ async fn hourly_schedule_over_a_day_keeps_seven_with_their_wal_and_the_oldest_re
         consistent["status"]["restore"]["target"], "restore point sched-rp-2030-01-01-20-00-00",
         "{consistent:#}"
     );
-    assert_same(
+    assert_same_content(
         &at_rp20,
-        &prints(&observed(&d, "oldest-consistent")).await,
+        &fingerprint::members(&d.observed("oldest-consistent"))
+            .await
+            .expect("fingerprint"),
         "consistent restore to the newest restore point before a time",
     );
-    assert_same(
+    assert_same_content(
         &at_oldest_kept,
-        &prints(&observed(&d, "oldest")).await,
+        &fingerprint::members(&d.observed("oldest"))
+            .await
+            .expect("fingerprint"),
         "restore of the oldest kept backup",
     );
-    assert_same(
+    assert_same_content(
         &at_target,
-        &prints(&observed(&d, "oldest-at-time")).await,
+        &fingerprint::members(&d.observed("oldest-at-time"))
+            .await
+            .expect("fingerprint"),
         "restore of the oldest kept backup to a time after the next backup",
     );
 
@@ -588,7 +554,7 @@ async fn second_storage_restores_after_the_first_is_lost_and_metrics_show_it() {
         ),
     );
     d.wait_until("sgshardedcluster", "dual", 120, ready);
-    let source = observed(&d, "dual");
+    let source = d.observed("dual");
     sql(
         &source.primary_conninfo(0).unwrap(),
         "SELECT ddp_create_distributed_table('items', 'id bigint primary key, v text not null', 'id');
@@ -600,7 +566,7 @@ async fn second_storage_restores_after_the_first_is_lost_and_metrics_show_it() {
         "apiVersion: stackgres.io/v1\nkind: SGShardedBackup\nmetadata:\n  name: to-offsite\n  annotations:\n    shardvault.io/backup-entry: '1'\nspec:\n  sgShardedCluster: dual\n",
     );
     completed(&d, "to-offsite");
-    let want = prints(&source).await;
+    let want = fingerprint::members(&source).await.expect("fingerprint");
     assert_eq!(
         stored_backups(&b.join("dr/dual-coord")),
         BTreeSet::from(["to-offsite-coord".to_string()])
@@ -688,9 +654,11 @@ async fn second_storage_restores_after_the_first_is_lost_and_metrics_show_it() {
     }
     apply(&d, &cluster("from-offsite", &restore_from("to-offsite")));
     d.wait_until("sgshardedcluster", "from-offsite", 180, ready);
-    assert_same(
+    assert_same_content(
         &want,
-        &prints(&observed(&d, "from-offsite")).await,
+        &fingerprint::members(&d.observed("from-offsite"))
+            .await
+            .expect("fingerprint"),
         "restore from the second storage",
     );
 }

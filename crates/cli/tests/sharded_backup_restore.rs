@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use shardvault_control::fingerprint::{Fingerprint, differences, fingerprint};
+use shardvault_pg::fingerprint;
 use shardvault_pg::runtime::cluster::ClusterObserved;
+use shardvault_testkit::cluster::{assert_same_content, sql};
 use shardvault_testkit::daemon::Daemon;
 
 fn storage(d: &Daemon) -> String {
@@ -104,53 +105,13 @@ fn ready(obj: &Value) -> bool {
     obj.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
 }
 
-fn observed(d: &Daemon, cluster: &str) -> ClusterObserved {
-    ClusterObserved::load(&d.state().join("clusters/default").join(cluster))
-        .expect("the cluster runs")
-}
-
-async fn sql(conninfo: &str, statements: &str) {
-    let (client, conn) = tokio_postgres::connect(conninfo, tokio_postgres::NoTls)
-        .await
-        .expect("connects");
-    tokio::spawn(conn);
-    client
-        .batch_execute(statements)
-        .await
-        .expect("statements run");
-}
-
-async fn prints(o: &ClusterObserved) -> Vec<Fingerprint> {
-    let mut out = Vec::new();
-    for i in 0..o.members.len() {
-        out.push(
-            fingerprint(&o.primary_conninfo(i).unwrap())
-                .await
-                .expect("fingerprint"),
-        );
-    }
-    out
-}
-
-fn assert_same(want: &[Fingerprint], got: &[Fingerprint], what: &str) {
-    assert_eq!(want.len(), got.len(), "{what}: member count");
-    for (i, (w, g)) in want.iter().zip(got).enumerate() {
-        let diffs = differences(w, g);
-        assert!(diffs.is_empty(), "{what}: member {i} differs: {diffs:?}");
-    }
-    assert!(
-        want.iter().map(|f| f.len()).sum::<usize>() >= 2,
-        "{what}: the shards hold the tables"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time() {
     let d = Daemon::start();
     d.apply(&storage(&d));
     d.apply(CLUSTER);
     d.wait_until("sgshardedcluster", "my-sharded-cluster", 120, ready);
-    let source = observed(&d, "my-sharded-cluster");
+    let source = d.observed("my-sharded-cluster");
     let coord = source.primary_conninfo(0).unwrap();
     sql(
         &coord,
@@ -205,7 +166,7 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
             .iter()
             .all(|c| c["status"]["process"]["status"] == "Completed")
     );
-    let at_restore_point = prints(&source).await;
+    let at_restore_point = fingerprint::members(&source).await.expect("fingerprint");
 
     // The whole sharded backup reads back clean; a changed byte in any part is found and named.
     let verified = d.ok(&["verify", "sgshardedbackup", "manual-backup"]);
@@ -239,7 +200,7 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
     sql(&coord, "INSERT INTO accounts SELECT i, 5 FROM generate_series(1001, 1500) i; UPDATE accounts SET balance = 0 WHERE id < 10;").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let target = jiff::Timestamp::now();
-    let at_target = prints(&source).await;
+    let at_target = fingerprint::members(&source).await.expect("fingerprint");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     sql(&coord, "INSERT INTO accounts SELECT i, 7 FROM generate_series(1501, 1600) i; DELETE FROM accounts WHERE id > 1590;").await;
 
@@ -299,16 +260,20 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
     d.wait_until("sgshardedcluster", "at-restore-point", 180, ready);
     d.wait_until("sgshardedcluster", "at-time", 180, ready);
 
-    let rp_cluster = observed(&d, "at-restore-point");
-    assert_same(
+    let rp_cluster = d.observed("at-restore-point");
+    assert_same_content(
         &at_restore_point,
-        &prints(&rp_cluster).await,
+        &fingerprint::members(&rp_cluster)
+            .await
+            .expect("fingerprint"),
         "restore to the restore point",
     );
-    let time_cluster = observed(&d, "at-time");
-    assert_same(
+    let time_cluster = d.observed("at-time");
+    assert_same_content(
         &at_target,
-        &prints(&time_cluster).await,
+        &fingerprint::members(&time_cluster)
+            .await
+            .expect("fingerprint"),
         "restore to a time",
     );
 
@@ -372,9 +337,11 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
     dr.wait_until("sgshardedcluster", "from-storage", 180, ready);
     let from_storage =
         ClusterObserved::load(&dr.state().join("clusters/default/from-storage")).unwrap();
-    assert_same(
+    assert_same_content(
         &at_restore_point,
-        &prints(&from_storage).await,
+        &fingerprint::members(&from_storage)
+            .await
+            .expect("fingerprint"),
         "restore from storage alone",
     );
 }

@@ -8,7 +8,6 @@ pub mod clock;
 pub mod cluster_controller;
 pub mod cut;
 pub mod destination;
-pub mod fingerprint;
 pub mod framework;
 pub mod import;
 pub mod metrics;

@@ -2,5 +2,6 @@
 
 pub mod config;
 pub mod engine;
+pub mod fingerprint;
 pub mod runtime;
 pub mod user;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use shardvault_pg::engine::wal::PREFETCH_DIR;
+use shardvault_pg::fingerprint::{Fingerprint, differences};
 use shardvault_pg::runtime::cluster::{
     Bootstrap, ClusterObserved, ClusterPlan, MemberPlan, RecoveryTarget, Sharding, destroy,
     reconcile,
@@ -112,6 +113,28 @@ pub async fn connect(conninfo: &str) -> tokio_postgres::Client {
         .unwrap_or_else(|e| panic!("connect to {conninfo}: {e}"));
     tokio::spawn(conn);
     client
+}
+
+/// Runs `statements` on `conninfo`; panics with the error.
+pub async fn sql(conninfo: &str, statements: &str) {
+    connect(conninfo)
+        .await
+        .batch_execute(statements)
+        .await
+        .unwrap_or_else(|e| panic!("{statements}: {e}"));
+}
+
+/// Asserts that every member of a restored cluster holds what the source held.
+pub fn assert_same_content(want: &[Fingerprint], got: &[Fingerprint], what: &str) {
+    assert_eq!(want.len(), got.len(), "{what}: member count");
+    for (i, (w, g)) in want.iter().zip(got).enumerate() {
+        let diffs = differences(w, g);
+        assert!(diffs.is_empty(), "{what}: member {i} differs: {diffs:?}");
+    }
+    assert!(
+        want.iter().map(|f| f.len()).sum::<usize>() >= 1,
+        "{what}: the source had tables to compare"
+    );
 }
 
 /// Destroys the cluster in `plan_dir`, trying again while its directory cannot be removed

@@ -68,6 +68,14 @@ impl Daemon {
         }
     }
 
+    /// What the runtime last observed of cluster `name` in namespace `default`.
+    pub fn observed(&self, name: &str) -> shardvault_pg::runtime::cluster::ClusterObserved {
+        shardvault_pg::runtime::cluster::ClusterObserved::load(
+            &self.state().join("clusters/default").join(name),
+        )
+        .unwrap_or_else(|e| panic!("cluster {name} does not run: {e}"))
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.state().join("test-serve.log")).unwrap_or_default()

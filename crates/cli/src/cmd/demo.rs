@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use shardvault_api::Kind;
 use shardvault_api::quantity::human_bytes;
-use shardvault_control::fingerprint::{Fingerprint, differences, fingerprint};
+use shardvault_pg::fingerprint::{self, Fingerprint, differences};
 use shardvault_pg::runtime::cluster::ClusterObserved;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
@@ -190,14 +190,6 @@ fn primary(o: &ClusterObserved, i: usize) -> String {
     o.primary_conninfo(i).expect("every member has a primary")
 }
 
-async fn prints(o: &ClusterObserved) -> anyhow::Result<Vec<Fingerprint>> {
-    let mut out = Vec::new();
-    for i in 0..o.members.len() {
-        out.push(fingerprint(&primary(o, i)).await?);
-    }
-    Ok(out)
-}
-
 fn condition_ready(o: Option<&Value>) -> bool {
     o.and_then(|o| o.pointer("/status/conditions/0"))
         .is_some_and(|c| c["status"] == "True" || c["reason"] == "RestoreRefused")
@@ -268,7 +260,7 @@ async fn journey(j: &mut Journey, client: &Client, state: &Path) -> anyhow::Resu
                 if st["process"]["status"] != "Completed" {
                     bail!("{}", st["process"]["failure"].as_str().unwrap_or("failed"));
                 }
-                let prints = prints(&source).await?;
+                let prints = fingerprint::members(&source).await?;
                 let size = &st["backupInformation"]["size"];
                 Ok((
                     prints,
@@ -293,7 +285,7 @@ async fn journey(j: &mut Journey, client: &Client, state: &Path) -> anyhow::Resu
             .await?;
             tokio::time::sleep(Duration::from_millis(1100)).await;
             let target = jiff::Timestamp::now();
-            let prints = prints(&source).await?;
+            let prints = fingerprint::members(&source).await?;
             tokio::time::sleep(Duration::from_millis(1100)).await;
             sql(
                 &coord,
@@ -340,7 +332,7 @@ async fn journey(j: &mut Journey, client: &Client, state: &Path) -> anyhow::Resu
         )
         .await?;
     for ((name, _, want, label), restored) in restores.iter().zip(&restored) {
-        let got = prints(restored).await?;
+        let got = fingerprint::members(restored).await?;
         let mut diffs = Vec::new();
         for (m, (w, g)) in restored.members.iter().zip(want.iter().zip(&got)) {
             diffs.extend(

@@ -55,6 +55,20 @@ pub async fn fingerprint(conninfo: &str) -> Result<Fingerprint, tokio_postgres::
     Ok(out)
 }
 
+/// Fingerprints the primary of every member of a local cluster, coordinator first.
+pub async fn members(
+    observed: &crate::runtime::cluster::ClusterObserved,
+) -> Result<Vec<Fingerprint>, tokio_postgres::Error> {
+    let mut out = Vec::new();
+    for i in 0..observed.members.len() {
+        let conninfo = observed
+            .primary_conninfo(i)
+            .expect("an observed member has a primary");
+        out.push(fingerprint(&conninfo).await?);
+    }
+    Ok(out)
+}
+
 /// Describes how `got` differs from `want` (empty when equal).
 pub fn differences(want: &Fingerprint, got: &Fingerprint) -> Vec<String> {
     let mut out = Vec::new();

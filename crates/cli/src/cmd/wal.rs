@@ -48,7 +48,9 @@ pub fn run_push(args: PushArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs `shardvault wal-fetch`: exit status 0 when fetched, 1 when the archive does not
-/// have the file (recovery ends there), 2 on any other error.
+/// have the file (recovery ends there), 128 on any other error: PostgreSQL aborts recovery
+/// on an exit status above 125, so a storage failure or a corrupt segment stops the restore
+/// loudly instead of ending recovery early at an older point.
 pub fn run_fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let result = runtime().and_then(|rt| rt.block_on(fetch(&args)));
     Ok(match result {
@@ -59,7 +61,7 @@ pub fn run_fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(128)
         }
     })
 }

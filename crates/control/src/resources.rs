@@ -139,20 +139,16 @@ pub async fn storage(
 /// server user, which archives WAL into it, owns what we create there.
 pub fn prepare_for_server(config: &StorageConfig, prefix: &str) -> Result<(), ReconcileError> {
     if let StorageConfig::Filesystem { path } = config {
-        for dir in [
-            path.join(shardvault_storage::store::FS_TMP_DIR),
-            path.join(prefix.trim_matches('/')),
-        ] {
-            shardvault_pg::user::create_dir_all_for_server(&dir).map_err(|e| {
-                ReconcileError::new(
-                    "StorageError",
-                    format!(
-                        "filesystem.path {}: {e}: create it, writable by the postgres user",
-                        dir.display()
-                    ),
-                )
-            })?;
-        }
+        let dir = path.join(prefix.trim_matches('/'));
+        shardvault_pg::user::create_dir_all_for_server(&dir).map_err(|e| {
+            ReconcileError::new(
+                "StorageError",
+                format!(
+                    "filesystem.path {}: {e}: create it, writable by the postgres user",
+                    dir.display()
+                ),
+            )
+        })?;
     }
     Ok(())
 }

@@ -30,7 +30,7 @@ const WRONG_REGION_CODES: [&str; 3] = [
     "IncorrectEndpoint",
 ];
 /// Directory (under a filesystem root) where objects are written before being renamed.
-pub const FS_TMP_DIR: &str = ".shardvault-tmp";
+const FS_TMP_DIR: &str = ".shardvault-tmp";
 
 /// Objects under one prefix of one storage.
 #[derive(Clone, Debug)]
@@ -83,6 +83,24 @@ impl Limits {
     }
 }
 
+/// Makes the temporary directory of a filesystem storage shared like `/tmp` (sticky and
+/// writable by all) when the storage root exists, so that processes of different users
+/// writing the same storage (a daemon as root, `wal-push` as the server's user) can each
+/// stage their objects there, whoever created it first.
+fn shared_tmp_dir(tmp: &std::path::Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // Only its owner (or root) may change the mode; for anyone else this does nothing.
+    if !tmp.parent().is_some_and(|root| root.is_dir()) {
+        return;
+    }
+    if !tmp.exists() && std::fs::create_dir(tmp).is_err() {
+        return;
+    }
+    if std::fs::metadata(tmp).is_ok_and(|m| m.mode() & 0o7777 != 0o1777) {
+        let _ = std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o1777));
+    }
+}
+
 impl Store {
     /// Opens the storage described by `config`, rooted at `prefix`.
     pub fn open(config: &StorageConfig, prefix: &str) -> Result<Store, StorageError> {
@@ -92,6 +110,7 @@ impl Store {
                     .to_str()
                     .ok_or_else(|| StorageError::Config(format!("path {path:?} is not UTF-8")))?;
                 let tmp = path.join(FS_TMP_DIR);
+                shared_tmp_dir(&tmp);
                 let builder = opendal::services::Fs::default()
                     .root(root)
                     .atomic_write_dir(tmp.to_str().expect("UTF-8 root joined with ASCII"));

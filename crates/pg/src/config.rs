@@ -40,7 +40,9 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The file is not a valid node config.
-    #[error("node config {path}: {source}; it is written by the shardvault runtime, rewrite it with the cluster's spec")]
+    #[error(
+        "node config {path}: {source}; it is written by the shardvault runtime, rewrite it with the cluster's spec"
+    )]
     Parse {
         path: PathBuf,
         #[source]

@@ -6,7 +6,9 @@
 //! prepared. Every sharded backup taken with the write barrier must pass that check; a cut
 //! taken member by member without the barrier, while one transfer is committed on A and
 //! still prepared on B, must fail it (proof that the check can fail). A participant that
-//! prepared read-only must not be left prepared by a barrier cut either.
+//! prepared read-only must not be left prepared by a barrier cut either. A timestamp restore
+//! with `consistent: true` goes to the newest cluster-wide restore point at or before the
+//! time, so it keeps the invariant too.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +17,12 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use shardvault_api::shardedbackup::RestorePoint;
 use shardvault_control::archive::seal;
 use shardvault_control::cut::{Cut, CutMember, CutMode, take_cut};
+use shardvault_control::restore_points::{
+    RestorePointRecord, list_records, newest_at_or_before, write_record,
+};
 use shardvault_control::sharded_backup::{self, MemberJob, Progress, ShardedBackupJob};
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::engine::manifest::BackupSummary;
@@ -627,5 +633,80 @@ async fn barrier_cut_leaves_no_transaction_prepared_by_a_read_only_participant()
     assert!(
         found.is_empty(),
         "a restore to a barrier cut must leave nothing prepared: {found:?}"
+    );
+}
+
+/// A timestamp restore made consistent: cluster-wide restore points are taken under the
+/// cross-shard workload and recorded in storage, as the restore-point schedule does; a time
+/// between two of them restores every member to the earlier one, and the restored cluster
+/// keeps the invariant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_timestamp_restore_keeps_the_invariant() {
+    let bank = Bank::open("timely").await;
+    let workload = Workload::start(&bank);
+    let base = bank.backup_job("base", CutMode::default());
+    sharded_backup::run(&base, Arc::new(Quiet))
+        .await
+        .unwrap_or_else(|e| panic!("sharded backup base: {e}"));
+    let members: Vec<CutMember> = bank
+        .plan
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| CutMember {
+            name: m.name.clone(),
+            conninfo: bank.conninfo(i),
+        })
+        .collect();
+    let storage = shardvault_storage::Store::open(
+        &shardvault_storage::StorageConfig::Filesystem {
+            path: bank.state.path().join("storage"),
+        },
+        "timely",
+    )
+    .expect("the records' storage");
+    let codec = shardvault_storage::Codec::new(Default::default(), None);
+    let mut target = None;
+    let mut last = None;
+    for i in 0..3 {
+        if i == 2 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            target = Some(jiff::Timestamp::now());
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cut = take_cut(&members, &format!("timely-rp-{i}"), &CutMode::default())
+            .await
+            .unwrap_or_else(|e| panic!("cut {i}: {e}"));
+        let record = RestorePointRecord {
+            format: 1,
+            namespace: "default".into(),
+            cluster: "timely".into(),
+            restore_point: RestorePoint::from(&cut),
+        };
+        write_record(&storage, &codec, &record)
+            .await
+            .expect("record written");
+        last = Some(cut);
+    }
+    let stats = workload.stop().await;
+    assert!(stats.committed > 0, "the workload ran");
+    bank.seal_all(last.as_ref().expect("three cuts")).await;
+
+    let records = list_records(&storage, &codec)
+        .await
+        .expect("records listed");
+    assert_eq!(records.len(), 3);
+    let chosen = newest_at_or_before(&records, target.expect("a target time"))
+        .expect("a restore point before the time");
+    assert_eq!(
+        chosen.restore_point.name, "timely-rp-1",
+        "the newest point at or before the time"
+    );
+    let found = bank
+        .restore_and_check("timely-restored", "base", &chosen.restore_point.name)
+        .await;
+    assert!(
+        found.is_empty(),
+        "a consistent timestamp restore: {found:?}"
     );
 }

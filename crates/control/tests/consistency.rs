@@ -88,6 +88,19 @@ impl Bank {
             .expect("every member has a primary")
     }
 
+    /// Every member primary, for a cut taken without a base backup.
+    fn cut_members(&self) -> Vec<CutMember> {
+        self.plan
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| CutMember {
+                name: m.name.clone(),
+                conninfo: self.conninfo(i),
+            })
+            .collect()
+    }
+
     fn node_config(&self, member: usize) -> NodeConfig {
         NodeConfig::load(&self.observed.members[member].node_config)
             .expect("the member's node config")
@@ -524,16 +537,7 @@ async fn unsafe_sequential_cut_detects_an_anomaly() {
 
     // Restore points one member after another, while a transfer is committed on A and still
     // prepared on B from before the first point until after the last.
-    let members: Vec<CutMember> = bank
-        .plan
-        .members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| CutMember {
-            name: m.name.clone(),
-            conninfo: bank.conninfo(i),
-        })
-        .collect();
+    let members = bank.cut_members();
     let straddle = Straddle::hold(&bank, "straddle").await;
     let before = workload.committed();
     let cut = take_cut(
@@ -648,16 +652,7 @@ async fn consistent_timestamp_restore_keeps_the_invariant() {
     sharded_backup::run(&base, Arc::new(Quiet))
         .await
         .unwrap_or_else(|e| panic!("sharded backup base: {e}"));
-    let members: Vec<CutMember> = bank
-        .plan
-        .members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| CutMember {
-            name: m.name.clone(),
-            conninfo: bank.conninfo(i),
-        })
-        .collect();
+    let members = bank.cut_members();
     let storage = shardvault_storage::Store::open(
         &shardvault_storage::StorageConfig::Filesystem {
             path: bank.state.path().join("storage"),

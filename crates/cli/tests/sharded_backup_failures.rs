@@ -78,7 +78,7 @@ fn has_manifest(d: &Daemon, member: &str, backup: &str) -> bool {
 
 #[test]
 fn a_failing_member_fails_the_backup_by_name_then_retries_and_timeouts_behave() {
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     d.apply(&manifests(&d));
     d.wait_until("sgshardedcluster", "c", 120, |o| {
         o.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
@@ -149,4 +149,45 @@ fn a_failing_member_fails_the_backup_by_name_then_retries_and_timeouts_behave() 
             "{member}: timed-out backup removed"
         );
     }
+
+    // kill -9 of the daemon in the middle of a backup: its engine processes die with it, the
+    // backup never claims completion, and the restarted daemon retries it to the end.
+    set_mode(&shard1.join("wal"), 0o555);
+    d.apply(&backup("crash", "  maxRetries: 1\n"));
+    d.wait_until("sgshardedbackup", "crash", 60, |o| phase(o) == "Running");
+    let engines = || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-f", "node backup --config"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while engines() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the member backups never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    d.signal("KILL");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(engines(), 0, "node work must not outlive the daemon");
+    set_mode(&shard1.join("wal"), 0o755);
+    d.restart();
+    let done = d.wait_until("sgshardedbackup", "crash", 120, |o| {
+        matches!(phase(o), "Completed" | "Failed")
+    });
+    assert_eq!(phase(&done), "Completed", "{done:#}");
+    for (member, suffix) in [
+        ("c-coord", "coord"),
+        ("c-shard0", "shard0"),
+        ("c-shard1", "shard1"),
+    ] {
+        assert!(
+            has_manifest(&d, member, &format!("crash-{suffix}")),
+            "{member}: the retried backup is complete"
+        );
+    }
+    d.ok(&["verify", "sgshardedbackup", "crash"]);
 }

@@ -158,7 +158,9 @@ async fn member_backup(bin: &PathBuf, m: &MemberJob) -> Result<BackupSummary, Sh
     m.backup_from
         .save(&m.config_path)
         .map_err(|e| fail(e.to_string()))?;
-    let mut child = shardvault_pg::user::command(bin)
+    let mut cmd = shardvault_pg::user::command(bin);
+    shardvault_pg::user::die_with_parent(&mut cmd);
+    let mut child = cmd
         .arg("node")
         .arg("backup")
         .arg("--config")

@@ -31,6 +31,21 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command 
     cmd
 }
 
+/// Makes the command's process get SIGKILL when the thread that started it dies, so node
+/// work never outlives the daemon that tracks it (a killed daemon retries that work after
+/// it restarts; an orphan would race the retry). Set after the switch to the server user,
+/// which would clear it.
+pub fn die_with_parent(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+    // which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::prctl::set_pdeathsig(Some(nix::sys::signal::Signal::SIGKILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// Gives `path` (not recursive) to the server user when we are root.
 pub fn chown_to_server_user(path: &Path) -> std::io::Result<()> {
     if let Some((uid, gid)) = server_ids() {

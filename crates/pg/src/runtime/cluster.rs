@@ -593,6 +593,7 @@ async fn restore(
     primary.prepare_dirs()?;
     let node_config = plan.dir.join(&member.name).join("node.json");
     let mut cmd = user::command(&plan.shardvault_bin);
+    user::die_with_parent(&mut cmd);
     cmd.args(["node", "restore", "--config"])
         .arg(&node_config)
         .args(["--backup", backup, "--pgdata"])

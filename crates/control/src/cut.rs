@@ -183,7 +183,9 @@ async fn barrier_cut(
         )
         .await;
         let failure = locked.iter().find_map(|r| r.as_ref().err());
-        let retry = match failure {
+        // Why this attempt gave way: a lock wait that timed out (or deadlocked), or `false`
+        // for a prepared transaction seen while every lock was held.
+        let lock_wait = match failure {
             None => {
                 // Locks hold writers, but a participant that only read holds no lock the
                 // barrier waits for and can still be prepared: no cut while one is.
@@ -209,14 +211,14 @@ async fn barrier_cut(
                         released?;
                         return Ok((points, attempt, pause));
                     }
-                    Ok(_) => "a two-phase transaction is prepared",
+                    Ok(_) => false,
                     Err(e) => {
                         let _ = release_all(members, clients, "ROLLBACK").await;
                         return Err(e);
                     }
                 }
             }
-            Some(e) if is_retryable(e) => "lock timeout",
+            Some(e) if is_retryable(e) => true,
             Some(_) => {
                 let _ = release_all(members, clients, "ROLLBACK").await;
                 return Err(locked
@@ -227,12 +229,12 @@ async fn barrier_cut(
         };
         release_all(members, clients, "ROLLBACK").await?;
         pause += started.elapsed();
-        if retry == "lock timeout" {
+        if lock_wait {
             cancel_autovacuum(members, clients).await;
         }
         let base = 5u64 << attempt.min(6);
         let jitter = rand::rng().random_range(0..base);
-        tracing::debug!(attempt, "write barrier not taken ({retry}); retrying");
+        tracing::debug!(attempt, lock_wait, "write barrier not taken; retrying");
         tokio::time::sleep(Duration::from_millis(base + jitter)).await;
     }
     Err(CutError::BarrierNotTaken {

@@ -38,7 +38,7 @@ pub enum CutMode {
 impl Default for CutMode {
     fn default() -> Self {
         CutMode::Barrier {
-            lock_timeout: Duration::from_millis(40),
+            lock_timeout: Duration::from_millis(15),
             max_attempts: 60,
         }
     }

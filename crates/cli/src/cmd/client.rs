@@ -275,19 +275,7 @@ impl Client {
         namespace: &str,
         name: &str,
     ) -> anyhow::Result<Option<Value>> {
-        match self
-            .call(Method::GET, &object_path(kind, namespace, name), None)
-            .await
-        {
-            Ok((v, _)) => Ok(Some(v)),
-            Err(e)
-                if e.downcast_ref::<ApiError>()
-                    .is_some_and(ApiError::is_not_found) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        self.object(Method::GET, kind, namespace, name).await
     }
 
     /// Lists objects of a kind in a namespace (all with `None`), optionally by label selector.
@@ -335,8 +323,19 @@ impl Client {
         namespace: &str,
         name: &str,
     ) -> anyhow::Result<Option<Value>> {
+        self.object(Method::DELETE, kind, namespace, name).await
+    }
+
+    /// Sends `method` to one object's path; `None` when the object does not exist.
+    async fn object(
+        &self,
+        method: Method,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<Option<Value>> {
         match self
-            .call(Method::DELETE, &object_path(kind, namespace, name), None)
+            .call(method, &object_path(kind, namespace, name), None)
             .await
         {
             Ok((v, _)) => Ok(Some(v)),

@@ -88,6 +88,14 @@ impl Bank {
             .expect("every member has a primary")
     }
 
+    /// Sharded backup `base` (barrier cut), which later cuts restore from.
+    async fn base_backup(&self) {
+        let base = self.backup_job("base", CutMode::default());
+        sharded_backup::run(&base, Arc::new(Quiet))
+            .await
+            .unwrap_or_else(|e| panic!("sharded backup base: {e}"));
+    }
+
     /// Every member primary, for a cut taken without a base backup.
     fn cut_members(&self) -> Vec<CutMember> {
         self.plan
@@ -530,10 +538,7 @@ async fn barrier_cut_is_consistent_under_cross_shard_load() {
 async fn unsafe_sequential_cut_detects_an_anomaly() {
     let bank = Bank::open("loose").await;
     let workload = Workload::start(&bank);
-    let base = bank.backup_job("base", CutMode::default());
-    sharded_backup::run(&base, Arc::new(Quiet))
-        .await
-        .unwrap_or_else(|e| panic!("sharded backup base: {e}"));
+    bank.base_backup().await;
 
     // Restore points one member after another, while a transfer is committed on A and still
     // prepared on B from before the first point until after the last.
@@ -581,10 +586,7 @@ async fn unsafe_sequential_cut_detects_an_anomaly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn barrier_cut_leaves_no_transaction_prepared_by_a_read_only_participant() {
     let bank = Bank::open("reader").await;
-    let base = bank.backup_job("base", CutMode::default());
-    sharded_backup::run(&base, Arc::new(Quiet))
-        .await
-        .unwrap_or_else(|e| panic!("sharded backup base: {e}"));
+    bank.base_backup().await;
 
     let a = connect(&bank.conninfo(SHARD_A)).await;
     let b = connect(&bank.conninfo(SHARD_B)).await;
@@ -648,10 +650,7 @@ async fn barrier_cut_leaves_no_transaction_prepared_by_a_read_only_participant()
 async fn consistent_timestamp_restore_keeps_the_invariant() {
     let bank = Bank::open("timely").await;
     let workload = Workload::start(&bank);
-    let base = bank.backup_job("base", CutMode::default());
-    sharded_backup::run(&base, Arc::new(Quiet))
-        .await
-        .unwrap_or_else(|e| panic!("sharded backup base: {e}"));
+    bank.base_backup().await;
     let members = bank.cut_members();
     let storage = shardvault_storage::Store::open(
         &shardvault_storage::StorageConfig::Filesystem {

@@ -260,5 +260,36 @@ pub struct RestoreStatus {
 pub struct MemberRestoreStatus {
     pub name: String,
     pub sg_backup: String,
-    pub phase: String,
+    pub phase: RestorePhase,
+    /// Why the last attempt failed, and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// Restore attempts that failed so far.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_attempts: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Where the restore of one member stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RestorePhase {
+    /// Being restored (or about to be).
+    Restoring,
+    /// Restored, recovered and running.
+    Completed,
+    /// The restore failed; the member is absent (never created empty in its place).
+    Failed,
+}
+
+impl std::fmt::Display for RestorePhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RestorePhase::Restoring => "Restoring",
+            RestorePhase::Completed => "Completed",
+            RestorePhase::Failed => "Failed",
+        })
+    }
 }

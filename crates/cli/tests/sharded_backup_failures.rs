@@ -155,15 +155,9 @@ fn a_failing_member_fails_the_backup_by_name_then_retries_and_timeouts_behave() 
     set_mode(&shard1.join("wal"), 0o555);
     d.apply(&backup("crash", "  maxRetries: 1\n"));
     d.wait_until("sgshardedbackup", "crash", 60, |o| phase(o) == "Running");
-    let engines = || {
-        let out = std::process::Command::new("pgrep")
-            .args(["-f", "node backup --config"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).lines().count()
-    };
+    let engines = |d: &Daemon| d.processes("node backup --config").len();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while engines() == 0 {
+    while engines(&d) == 0 {
         assert!(
             std::time::Instant::now() < deadline,
             "the member backups never started"
@@ -172,7 +166,7 @@ fn a_failing_member_fails_the_backup_by_name_then_retries_and_timeouts_behave() 
     }
     d.signal("KILL");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(engines(), 0, "node work must not outlive the daemon");
+    assert_eq!(engines(&d), 0, "node work must not outlive the daemon");
     set_mode(&shard1.join("wal"), 0o755);
     d.restart();
     let done = d.wait_until("sgshardedbackup", "crash", 120, |o| {
@@ -190,4 +184,95 @@ fn a_failing_member_fails_the_backup_by_name_then_retries_and_timeouts_behave() 
         );
     }
     d.ok(&["verify", "sgshardedbackup", "crash"]);
+}
+
+/// A restore into a new cluster `r` from sharded backup `from` of cluster `c`.
+fn restore_of(from: &str) -> String {
+    format!(
+        "apiVersion: stackgres.io/v1alpha1
+kind: SGShardedCluster
+metadata:
+  name: r
+spec:
+  type: ddp
+  database: app
+  postgres:
+    version: '15'
+  coordinator:
+    instances: 1
+  shards:
+    clusters: 2
+    instancesPerCluster: 1
+  initialData:
+    restore:
+      fromBackup:
+        name: {from}
+"
+    )
+}
+
+fn restore_phase(o: &Value, member: usize) -> &str {
+    o.pointer(&format!("/status/restore/members/{member}/phase"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+#[test]
+fn a_restore_from_a_damaged_backup_fails_and_never_brings_up_an_empty_member() {
+    let d = Daemon::start();
+    d.apply(&manifests(&d));
+    d.wait_until("sgshardedcluster", "c", 120, |o| {
+        o.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
+    });
+    d.apply(&backup("good", ""));
+    d.wait_until("sgshardedbackup", "good", 120, |o| phase(o) == "Completed");
+
+    // One byte of shard0's first part flipped.
+    let part = member_dir(&d, "c-shard0").join("basebackups/good-shard0/parts/000000");
+    let mut bytes = std::fs::read(&part).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&part, &bytes).unwrap();
+
+    d.apply(&restore_of("good"));
+    let failed = d.wait_until("sgshardedcluster", "r", 180, |o| {
+        restore_phase(o, 1) == "Failed"
+    });
+    assert_ne!(
+        failed.pointer("/status/conditions/0/status"),
+        Some(&Value::from("True")),
+        "a cluster with a failed member is not Ready: {failed:#}"
+    );
+    let failure = failed
+        .pointer("/status/restore/members/1/failure")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    assert!(failure.contains("good-shard0"), "{failure}");
+
+    // It is retried, then given up; shard0 is never created empty meanwhile.
+    let given_up = d.wait_until("sgshardedcluster", "r", 240, |o| {
+        o.pointer("/status/conditions/0/reason") == Some(&Value::from("RestoreFailed"))
+    });
+    let message = given_up
+        .pointer("/status/conditions/0/message")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    assert!(
+        message.contains("r-shard0") && message.contains("verify sgshardedbackup good"),
+        "{message}"
+    );
+    assert_eq!(restore_phase(&given_up, 1), "Failed");
+    let events = d.ok(&["describe", "sgshardedcluster", "r"]);
+    assert!(!events.contains("(initdb)"), "{events}");
+    assert!(events.contains("RestoreFailed"), "{events}");
+    let shard0 = d.state().join("clusters/default/r/r-shard0/r-shard0-0");
+    assert!(
+        !shard0.join("bootstrapped").exists() && !shard0.join("data/PG_VERSION").exists(),
+        "no data directory stands in for the failed member"
+    );
+    let observed = d.observed("r");
+    assert_ne!(
+        observed.members[1].instances[0].state,
+        shardvault_pg::runtime::cluster::InstanceState::Running
+    );
 }

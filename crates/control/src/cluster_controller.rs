@@ -10,7 +10,7 @@ use serde_json::Value;
 use shardvault_api::Kind;
 use shardvault_api::shardedbackup::{ShardedBackupSpec, ShardedBackupStatus};
 use shardvault_api::shardedcluster::{
-    Condition, InstanceStatus, MemberRestoreStatus, MemberStatus, RestoreStatus,
+    Condition, InstanceStatus, MemberRestoreStatus, MemberStatus, RestorePhase, RestoreStatus,
     ShardedClusterSpec, ShardedClusterStatus, ShardingType,
 };
 use shardvault_pg::config::NodeConfig;
@@ -163,17 +163,32 @@ async fn reconcile(
     let resolved: Vec<_> = storages.iter().map(|(_, r)| r.clone()).collect();
     let dests = member_destinations(&name, &ns, &spec, &resolved);
     let old: ShardedClusterStatus = status_of(&obj);
-    let restore_done = old
+    let restored = old
         .restore
         .as_ref()
-        .is_some_and(|r| !r.members.is_empty() && r.members.iter().all(|m| m.phase == "Completed"));
+        .filter(|r| {
+            !r.members.is_empty() && r.members.iter().all(|m| m.phase == RestorePhase::Completed)
+        })
+        .map(|r| r.from_backup.clone());
     let restore = match spec.initial_data.as_ref().and_then(|d| d.restore.as_ref()) {
-        Some(r) if !restore_done => match plan_restore(&ctx, &ns, &name, &spec, r).await {
-            Ok(p) => Some(p),
-            Err(e) => return refuse(&ctx, &obj, &e.reason, e.message).await,
-        },
-        _ => None,
+        Some(_) if restored.is_some() => None,
+        Some(r) => {
+            if let Some(message) = old.restore.as_ref().and_then(given_up) {
+                return refuse(&ctx, &obj, "RestoreFailed", message).await;
+            }
+            match plan_restore(&ctx, &ns, &name, &spec, r).await {
+                Ok(mut p) => {
+                    p.keep_progress(old.restore.as_ref());
+                    Some(p)
+                }
+                Err(e) => return refuse(&ctx, &obj, &e.reason, e.message).await,
+            }
+        }
+        None => None,
     };
+    let existing = restored.as_ref().map(|from| Bootstrap::Existing {
+        origin: format!("restored from backup {from}"),
+    });
     let obj = ctx.add_finalizer(&obj, FINALIZER).await?;
     let instances = |n: i64| n.max(1) as u32;
     let plan = ClusterPlan {
@@ -199,9 +214,11 @@ async fn reconcile(
                     instances(spec.shards.as_ref().map_or(1, |s| s.instances_per_cluster))
                 },
                 destinations,
-                bootstrap: restore
-                    .as_ref()
-                    .map_or(Bootstrap::Initdb, |r| r.bootstraps[i].clone()),
+                bootstrap: match (&restore, &existing) {
+                    (Some(r), _) => r.bootstraps[i].clone(),
+                    (None, Some(e)) => e.clone(),
+                    (None, None) => Bootstrap::Initdb,
+                },
             })
             .collect(),
         extra_settings,
@@ -249,9 +266,10 @@ async fn reconcile(
             .await;
     }
     let mut restore_status = restore.map(|r| r.status).or(old.restore);
-    if let Some(r) = &mut restore_status {
-        for m in &mut r.members {
-            m.phase = "Completed".into();
+    if let Some(r) = restore_status.as_mut().filter(|_| restored.is_none()) {
+        for event in record_restore_outcome(r, &observed) {
+            ctx.event(&obj, EventType::Warning, "RestoreFailed", &event)
+                .await;
         }
     }
     let status = observed_status(&observed, restore_status);
@@ -376,7 +394,9 @@ async fn plan_restore(
         members.push(MemberRestoreStatus {
             name: spec.member_names(name)[i].clone(),
             sg_backup: sg_backup.clone(),
-            phase: "Restoring".into(),
+            phase: RestorePhase::Restoring,
+            failure: None,
+            failed_attempts: 0,
         });
     }
     // Extension `pointInTimeRecovery.consistent`: every member stops at the newest
@@ -413,6 +433,77 @@ async fn plan_restore(
         },
         seal_sources,
     })
+}
+
+/// Restore attempts a member gets before the restore is given up as Failed.
+const RESTORE_ATTEMPTS: u32 = 3;
+
+impl RestorePlan {
+    /// Carries the phases and failed attempts of earlier passes into this plan's status.
+    fn keep_progress(&mut self, old: Option<&RestoreStatus>) {
+        let Some(old) = old.filter(|o| o.from_backup == self.status.from_backup) else {
+            return;
+        };
+        for m in &mut self.status.members {
+            if let Some(o) = old.members.iter().find(|o| o.name == m.name) {
+                m.phase = o.phase;
+                m.failure = o.failure.clone();
+                m.failed_attempts = o.failed_attempts;
+            }
+        }
+    }
+}
+
+/// The message of a restore given up after too many failed attempts of a member.
+fn given_up(restore: &RestoreStatus) -> Option<String> {
+    let m = restore
+        .members
+        .iter()
+        .find(|m| m.phase == RestorePhase::Failed && m.failed_attempts >= RESTORE_ATTEMPTS)?;
+    Some(format!(
+        "the restore of member {} from SGBackup {} failed {} times and was given up; the member \
+         was not created. Last error: {}. Check the backup with `shardvault verify \
+         sgshardedbackup {}`, then delete this cluster and restore from a good backup",
+        m.name,
+        m.sg_backup,
+        m.failed_attempts,
+        m.failure.as_deref().unwrap_or("unknown"),
+        restore.from_backup
+    ))
+}
+
+/// Sets each restoring member's phase from what the runtime saw of its primary (Completed
+/// only when it runs); returns a sentence for each member that failed in this pass.
+fn record_restore_outcome(restore: &mut RestoreStatus, observed: &ClusterObserved) -> Vec<String> {
+    let mut failures = Vec::new();
+    for m in &mut restore.members {
+        if m.phase == RestorePhase::Completed {
+            continue;
+        }
+        let primary = observed
+            .members
+            .iter()
+            .find(|o| o.name == m.name)
+            .and_then(|o| o.instances.first());
+        match primary {
+            Some(p) if p.state == rt::InstanceState::Running => {
+                m.phase = RestorePhase::Completed;
+                m.failure = None;
+            }
+            Some(p) => {
+                let reason = p.reason.clone().unwrap_or_else(|| "not running".into());
+                m.phase = RestorePhase::Failed;
+                m.failed_attempts += 1;
+                failures.push(format!(
+                    "restore of member {} from SGBackup {} failed (attempt {} of {RESTORE_ATTEMPTS}): {reason}",
+                    m.name, m.sg_backup, m.failed_attempts
+                ));
+                m.failure = Some(reason);
+            }
+            None => {}
+        }
+    }
+    failures
 }
 
 /// The node configs of the backup's source cluster, when it still runs here.

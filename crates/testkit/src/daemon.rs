@@ -76,6 +76,24 @@ impl Daemon {
         .unwrap_or_else(|e| panic!("cluster {name} does not run: {e}"))
     }
 
+    /// Process ids of the processes whose command line holds `words` and this daemon's state
+    /// directory (so a test sees its own daemon's work, never another test's).
+    pub fn processes(&self, words: &str) -> Vec<u32> {
+        let state = self.state().to_string_lossy().into_owned();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                cmdline.contains(words) && cmdline.contains(&state)
+            })
+            .collect()
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.state().join("test-serve.log")).unwrap_or_default()

@@ -85,6 +85,12 @@ pub enum Bootstrap {
         /// Parallel downloads.
         concurrency: usize,
     },
+    /// Created earlier (restored, so never made again): a primary whose data directory is
+    /// missing is an error, never an empty cluster in its place.
+    Existing {
+        /// How it was first made, for the error (e.g. "restored from backup b1").
+        origin: String,
+    },
 }
 
 /// Where recovery of a restored member stops.
@@ -474,7 +480,7 @@ impl Layout {
                 user: SUPERUSER.to_string(),
                 destinations: member.destinations.clone(),
                 restore_source: match &member.bootstrap {
-                    Bootstrap::Initdb => None,
+                    Bootstrap::Initdb | Bootstrap::Existing { .. } => None,
                     Bootstrap::Restore { source, .. } => Some(source.clone()),
                 },
             }
@@ -546,6 +552,13 @@ async fn ensure_primary(
                     primary.initdb().await?;
                     primary.start().await?;
                     actions.push(format!("created {} (initdb)", primary.name));
+                }
+                Bootstrap::Existing { origin } => {
+                    return Err(RuntimeError::Plan(format!(
+                        "the data directory of {} is missing; the member was {origin} and is \
+                         never re-created empty: delete the cluster and restore it again",
+                        primary.name
+                    )));
                 }
                 Bootstrap::Restore {
                     backup,

@@ -42,9 +42,12 @@ pub fn major_of(pg_bin: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// The directory holding extension control files for the binaries in `pg_bin`.
+/// The directory holding extension control files for the binaries in `pg_bin`: Debian's
+/// `<prefix>/lib/postgresql/<major>/bin` has them in `<prefix>/share/postgresql/<major>/extension`.
 pub fn extension_dir(pg_bin: &Path) -> PathBuf {
-    Path::new("/usr/share/postgresql")
+    let prefix = pg_bin.ancestors().nth(4).unwrap_or(Path::new("/usr"));
+    prefix
+        .join("share/postgresql")
         .join(major_of(pg_bin))
         .join("extension")
 }
@@ -77,5 +80,17 @@ mod tests {
             assert!(err.contains(&v), "{err}");
         }
         assert!(find_pg_bin("../15").is_err());
+    }
+
+    #[test]
+    fn extensions_live_beside_the_binaries_prefix() {
+        assert_eq!(
+            extension_dir(Path::new("/usr/lib/postgresql/15/bin")),
+            Path::new("/usr/share/postgresql/15/extension")
+        );
+        assert_eq!(
+            extension_dir(Path::new("/opt/pg/lib/postgresql/16/bin")),
+            Path::new("/opt/pg/share/postgresql/16/extension")
+        );
     }
 }

@@ -8,6 +8,7 @@ pub mod quantity;
 pub mod secret;
 pub mod shardedbackup;
 pub mod shardedcluster;
+pub mod storage_path;
 pub mod validate;
 
 pub use kind::Kind;

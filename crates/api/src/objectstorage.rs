@@ -231,12 +231,9 @@ impl ObjectStorageSpec {
             }
         }
         if let Some(fs) = &self.filesystem
-            && !fs.path.starts_with('/')
+            && let Err(e) = crate::storage_path::check_directory(&fs.path)
         {
-            errs.push((
-                "spec.filesystem.path".into(),
-                format!("{:?}: must be an absolute path", fs.path),
-            ));
+            errs.push(("spec.filesystem.path".into(), e));
         }
         if let Some(enc) = &self.encryption {
             match enc.method {

@@ -13,6 +13,7 @@ use crate::objectstorage::ObjectStorageSpec;
 use crate::quantity::{Timeout, parse_quantity};
 use crate::shardedbackup::ShardedBackupSpec;
 use crate::shardedcluster::{BackupConfiguration, ShardedClusterSpec};
+use crate::storage_path::check_key_prefix;
 
 /// One problem in a manifest: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,6 +304,19 @@ fn check_min(path: &str, v: Option<i64>, min: i64, errs: &mut Errors) {
     }
 }
 
+/// Most shard clusters a sharded cluster may have.
+const MAX_SHARDS: i64 = 64;
+/// Most servers a member may have.
+const MAX_INSTANCES: i64 = 16;
+/// Most parallel transfers a backup or restore may ask for.
+const MAX_CONCURRENCY: i64 = 256;
+
+fn check_range(path: &str, v: i64, min: i64, max: i64, errs: &mut Errors) {
+    if v < min || v > max {
+        errs.push(path, format!("{v}: must be between {min} and {max}"));
+    }
+}
+
 fn check_timeout(path: &str, t: Option<&Timeout>, errs: &mut Errors) {
     if let Some(t) = t
         && let Err(e) = t.seconds()
@@ -339,12 +353,7 @@ fn check_sharded_cluster(s: &ShardedClusterSpec, errs: &mut Errors) {
     match &s.coordinator {
         None => errs.push("spec.coordinator", "required: give coordinator.instances"),
         Some(c) => {
-            if c.instances < 1 {
-                errs.push(
-                    "spec.coordinator.instances",
-                    format!("{}: must be at least 1", c.instances),
-                );
-            }
+            check_range("spec.coordinator.instances", c.instances, 1, MAX_INSTANCES, errs);
             if let Some(p) = &c.pods
                 && let Err(e) = parse_quantity(&p.persistent_volume.size)
             {
@@ -361,18 +370,14 @@ fn check_sharded_cluster(s: &ShardedClusterSpec, errs: &mut Errors) {
             "required: give shards.clusters and shards.instancesPerCluster",
         ),
         Some(sh) => {
-            if sh.clusters < 1 {
-                errs.push(
-                    "spec.shards.clusters",
-                    format!("{}: must be at least 1", sh.clusters),
-                );
-            }
-            if sh.instances_per_cluster < 1 {
-                errs.push(
-                    "spec.shards.instancesPerCluster",
-                    format!("{}: must be at least 1", sh.instances_per_cluster),
-                );
-            }
+            check_range("spec.shards.clusters", sh.clusters, 1, MAX_SHARDS, errs);
+            check_range(
+                "spec.shards.instancesPerCluster",
+                sh.instances_per_cluster,
+                1,
+                MAX_INSTANCES,
+                errs,
+            );
             if let Some(p) = &sh.pods
                 && let Err(e) = parse_quantity(&p.persistent_volume.size)
             {
@@ -396,12 +401,15 @@ fn check_sharded_cluster(s: &ShardedClusterSpec, errs: &mut Errors) {
         if let Err(e) = check_name(&r.from_backup.name) {
             errs.push("spec.initialData.restore.fromBackup.name", e);
         }
-        check_min(
-            "spec.initialData.restore.downloadDiskConcurrency",
-            r.download_disk_concurrency,
-            1,
-            errs,
-        );
+        if let Some(v) = r.download_disk_concurrency {
+            check_range(
+                "spec.initialData.restore.downloadDiskConcurrency",
+                v,
+                1,
+                MAX_CONCURRENCY,
+                errs,
+            );
+        }
         if let Some(p) = &r.from_backup.point_in_time_recovery
             && p.restore_to_timestamp.parse::<jiff::Timestamp>().is_err()
         {
@@ -441,6 +449,16 @@ fn check_backup_entry(path: &str, b: &BackupConfiguration, members: usize, errs:
             "give either path or paths, not both",
         );
     }
+    if let Some(p) = &b.path
+        && let Err(e) = check_key_prefix(p)
+    {
+        errs.push(format!("{path}.path"), e);
+    }
+    for (i, p) in b.paths.iter().flatten().enumerate() {
+        if let Err(e) = check_key_prefix(p) {
+            errs.push(format!("{path}.paths[{i}]"), e);
+        }
+    }
     if let Some(paths) = &b.paths
         && paths.len() != members
     {
@@ -459,15 +477,22 @@ fn check_backup_entry(path: &str, b: &BackupConfiguration, members: usize, errs:
         errs,
     );
     if let Some(p) = &b.performance {
-        let fields = [
+        let bandwidth = [
             ("maxNetworkBandwidth", p.max_network_bandwidth),
             ("maxDiskBandwidth", p.max_disk_bandwidth),
+        ];
+        for (f, v) in bandwidth {
+            check_min(&format!("{path}.performance.{f}"), v, 1, errs);
+        }
+        let concurrency = [
             ("uploadDiskConcurrency", p.upload_disk_concurrency),
             ("uploadConcurrency", p.upload_concurrency),
             ("downloadConcurrency", p.download_concurrency),
         ];
-        for (f, v) in fields {
-            check_min(&format!("{path}.performance.{f}"), v, 1, errs);
+        for (f, v) in concurrency {
+            if let Some(v) = v {
+                check_range(&format!("{path}.performance.{f}"), v, 1, MAX_CONCURRENCY, errs);
+            }
         }
     }
 }

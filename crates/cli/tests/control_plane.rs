@@ -88,6 +88,24 @@ spec:
         size: 50Gi
 ";
 
+/// The cluster the guide's `large-cluster-backup` example backs up (it must exist: a backup
+/// of a cluster that does not exist is refused, as by StackGres's webhook).
+const LARGE_CLUSTER: &str = "
+apiVersion: stackgres.io/v1alpha1
+kind: SGShardedCluster
+metadata:
+  name: my-large-sharded-cluster
+spec:
+  type: ddp
+  postgres:
+    version: '15'
+  coordinator:
+    instances: 1
+  shards:
+    clusters: 8
+    instancesPerCluster: 1
+";
+
 /// The complete manifests of the user guide, verbatim.
 const SPEC_PREREQUISITES: &str = "
 apiVersion: stackgres.io/v1alpha1
@@ -221,6 +239,7 @@ fn spec_manifests_apply_and_read_back() {
     assert_eq!(b["performance"]["uploadDiskConcurrency"], 2);
     assert_eq!(c["spec"]["database"], "sharded");
 
+    d.apply(LARGE_CLUSTER);
     assert_eq!(
         d.apply(SPEC_BACKUPS),
         "sgshardedbackup.stackgres.io/manual-backup created\n\
@@ -257,7 +276,7 @@ fn spec_manifests_apply_and_read_back() {
 #[test]
 fn get_describe_delete_in_every_form() {
     let d = daemon(&[]);
-    d.apply(&format!("{STORAGE}---{CLUSTER}---{SPEC_BACKUPS}"));
+    d.apply(&format!("{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"));
     d.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: creds, namespace: prod}\nstringData: {accessKeyId: AKIAEXAMPLE, secretAccessKey: very-secret-value}\n");
     for kind in [
         "sgsbk",
@@ -442,7 +461,7 @@ fn label_selectors_filter() {
 #[test]
 fn deleting_an_owner_deletes_what_it_owns() {
     let d = daemon(&[]);
-    d.apply(&format!("{CLUSTER}---{SPEC_BACKUPS}"));
+    d.apply(&format!("{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"));
     let owner = d.json(&["get", "sgsbk", "manual-backup"]);
     let uid = owner["metadata"]["uid"].as_str().unwrap();
     let member = |name: &str| {
@@ -468,7 +487,7 @@ fn deleting_an_owner_deletes_what_it_owns() {
 #[test]
 fn a_concurrent_conflicting_update_is_refused() {
     let d = daemon(&[]);
-    d.apply(&format!("{CLUSTER}---{SPEC_BACKUPS}"));
+    d.apply(&format!("{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"));
     let read = d.json(&["get", "sgsbk", "manual-backup"]);
     let rv = read["metadata"]["resourceVersion"].as_str().unwrap();
     let edit = |retries: u32| {
@@ -516,7 +535,7 @@ fn a_concurrent_conflicting_update_is_refused() {
 #[test]
 fn a_restarted_daemon_keeps_everything() {
     let mut d = daemon(&[]);
-    d.apply(&format!("{STORAGE}---{CLUSTER}---{SPEC_BACKUPS}"));
+    d.apply(&format!("{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"));
     d.apply(SPEC_PREREQUISITES);
     let before = everything(&d);
     assert!(
@@ -795,6 +814,52 @@ const INVALID: &[(&str, &str)] = &[
         "apiVersion: stackgres.io/v1alpha1\nkind: SGShardedCluster\nmetadata: {name: x}\nspec: {postgres: {version: '15'}, coordinator: {instances: 1}, shards: {clusters: 1, instancesPerCluster: 1}, initialData: {restore: {fromBackup: {name: b}, downloadDiskConcurrency: 0}}}",
         "spec.initialData.restore.downloadDiskConcurrency",
     ),
+    // Hostile input: paths that climb out of their storage, huge numbers, long names.
+    (
+        "apiVersion: stackgres.io/v1alpha1\nkind: SGShardedCluster\nmetadata: {name: x}\nspec: {postgres: {version: '15'}, coordinator: {instances: 1}, shards: {clusters: 1, instancesPerCluster: 1}, configurations: {backups: [{sgObjectStorage: s, path: ../../../../tmp/x}]}}",
+        "spec.configurations.backups[0].path",
+    ),
+    (
+        "apiVersion: stackgres.io/v1alpha1\nkind: SGShardedCluster\nmetadata: {name: x}\nspec: {postgres: {version: '15'}, coordinator: {instances: 1}, shards: {clusters: 1, instancesPerCluster: 1}, configurations: {backups: [{sgObjectStorage: s, paths: [a, b/../../c]}]}}",
+        "spec.configurations.backups[0].paths[1]",
+    ),
+    (
+        "apiVersion: stackgres.io/v1beta1\nkind: SGObjectStorage\nmetadata: {name: x}\nspec: {type: filesystem, filesystem: {path: /var/backups/../../etc}}",
+        "spec.filesystem.path",
+    ),
+    (
+        "apiVersion: stackgres.io/v1alpha1\nkind: SGShardedCluster\nmetadata: {name: x}\nspec: {postgres: {version: '15'}, coordinator: {instances: 1}, shards: {clusters: 100000, instancesPerCluster: 1}}",
+        "spec.shards.clusters",
+    ),
+    (
+        "apiVersion: stackgres.io/v1alpha1\nkind: SGShardedCluster\nmetadata: {name: x}\nspec: {postgres: {version: '15'}, coordinator: {instances: 1}, shards: {clusters: 1, instancesPerCluster: 1000}}",
+        "spec.shards.instancesPerCluster",
+    ),
+    (
+        "apiVersion: stackgres.io/v1alpha1\nkind: SGShardedCluster\nmetadata: {name: x}\nspec: {postgres: {version: '15'}, coordinator: {instances: 1}, shards: {clusters: 1, instancesPerCluster: 1}, configurations: {backups: [{sgObjectStorage: s, performance: {uploadConcurrency: 100000}}]}}",
+        "spec.configurations.backups[0].performance.uploadConcurrency",
+    ),
+    (
+        "apiVersion: stackgres.io/v1\nkind: SGShardedBackup\nmetadata: {name: x}\nspec: {sgShardedCluster: c, timeout: -PT1H}",
+        "spec.timeout",
+    ),
+    (
+        "apiVersion: stackgres.io/v1\nkind: SGShardedBackup\nmetadata: {name: a/b}\nspec: {sgShardedCluster: c}",
+        "metadata.name",
+    ),
+    (
+        "apiVersion: stackgres.io/v1\nkind: SGShardedBackup\nmetadata: {name: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}\nspec: {sgShardedCluster: c}",
+        "metadata.name",
+    ),
+    // A backup of a cluster that does not exist, a restore to a time in the future.
+    (
+        "apiVersion: stackgres.io/v1\nkind: SGShardedBackup\nmetadata: {name: orphan}\nspec: {sgShardedCluster: no-such-cluster}",
+        "spec.sgShardedCluster",
+    ),
+    (
+        "apiVersion: stackgres.io/v1alpha1\nkind: SGShardedCluster\nmetadata: {name: from-the-future}\nspec: {type: ddp, postgres: {version: '15'}, coordinator: {instances: 1}, shards: {clusters: 3, instancesPerCluster: 1}, initialData: {restore: {fromBackup: {name: manual-backup, pointInTimeRecovery: {restoreToTimestamp: '2999-01-01T00:00:00Z'}}}}}",
+        "spec.initialData.restore.fromBackup.pointInTimeRecovery.restoreToTimestamp",
+    ),
     // Changes of immutable fields of objects that exist.
     (
         "apiVersion: stackgres.io/v1\nkind: SGShardedBackup\nmetadata: {name: manual-backup}\nspec: {sgShardedCluster: another-cluster}",
@@ -809,7 +874,7 @@ const INVALID: &[(&str, &str)] = &[
 #[test]
 fn invalid_manifests_are_refused_with_their_field_path() {
     let d = daemon(&[]);
-    d.apply(&format!("{STORAGE}---{CLUSTER}---{SPEC_BACKUPS}"));
+    d.apply(&format!("{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"));
     complete_manual_backup(&d);
     d.apply(SPEC_RESTORE);
     let before = everything(&d);
@@ -887,7 +952,7 @@ fn set_status(d: &Daemon, kind_path: &str, name: &str, status: Value) {
 #[test]
 fn tables_and_yaml_snapshots() {
     let d = daemon(&[]);
-    d.apply(&format!("{STORAGE}---{CLUSTER}---{SPEC_BACKUPS}"));
+    d.apply(&format!("{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"));
     d.apply(SPEC_PREREQUISITES);
     d.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: backup-keys}\nstringData: {accessKeyId: AKIA, secretAccessKey: s3cr3t}\n");
     let sb = "/apis/stackgres.io/v1/namespaces/default/sgshardedbackups";
@@ -984,6 +1049,7 @@ fn tcp_needs_the_bearer_token() {
     std::fs::write(&wrong, "guess").unwrap();
     let addr = format!("127.0.0.1:{port}");
     let d = daemon(&["--listen", &addr, "--token-file", token.to_str().unwrap()]);
+    d.apply(CLUSTER);
     d.apply(SPEC_BACKUPS.split("---").next().unwrap());
     let remote = |token: &Path| {
         Command::new(bin())
@@ -1019,6 +1085,7 @@ fn tcp_needs_the_bearer_token() {
 #[test]
 fn describe_shows_events() {
     let d = daemon(&[]);
+    d.apply(CLUSTER);
     d.apply(SPEC_BACKUPS.split("---").next().unwrap());
     let obj = d.json(&["get", "sgsbk", "manual-backup"]);
     for (name, reason, message) in [
@@ -1055,6 +1122,7 @@ fn describe_shows_events() {
 #[test]
 fn get_watch_prints_a_row_per_change() {
     let d = daemon(&[]);
+    d.apply(CLUSTER);
     d.apply(SPEC_BACKUPS.split("---").next().unwrap());
     let mut watch = Command::new(bin())
         .args(["get", "sgsbk", "-w"])
@@ -1066,7 +1134,7 @@ fn get_watch_prints_a_row_per_change() {
     let mut next = || lines.next().unwrap().unwrap();
     assert!(next().starts_with("NAME"));
     assert!(next().starts_with("manual-backup "));
-    d.apply("apiVersion: stackgres.io/v1\nkind: SGShardedBackup\nmetadata: {name: later}\nspec: {sgShardedCluster: c}\n");
+    d.apply("apiVersion: stackgres.io/v1\nkind: SGShardedBackup\nmetadata: {name: later}\nspec: {sgShardedCluster: my-sharded-cluster}\n");
     assert!(next().starts_with("later "));
     d.ok(&["delete", "sgsbk", "manual-backup"]);
     assert!(next().starts_with("manual-backup "));

@@ -24,9 +24,6 @@ fn refuse(doc: &Value, error: FieldError) -> StoreError {
 
 /// Admits or refuses a document about to be created or applied.
 pub fn admit(store: &Store, doc: &Value) -> Result<(), StoreError> {
-    if doc["kind"] != Kind::SGShardedCluster.name() {
-        return Ok(());
-    }
     let ns = doc
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
@@ -35,14 +32,56 @@ pub fn admit(store: &Store, doc: &Value) -> Result<(), StoreError> {
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or("");
+    // A manifest invalid on its own is reported by validation, with every field at once.
+    if shardvault_api::validate(doc).is_err() {
+        return Ok(());
+    }
+    match doc["kind"].as_str() {
+        Some(k) if k == Kind::SGShardedCluster.name() => admit_cluster(store, doc, ns, name),
+        Some(k) if k == Kind::SGShardedBackup.name() => admit_backup(store, doc, ns, name),
+        _ => Ok(()),
+    }
+}
+
+/// A new SGShardedBackup must name a cluster that exists, as StackGres's webhook requires;
+/// one imported from storage (annotated so) names a cluster that may be gone, and scheduled
+/// ones are made by the scheduler for a cluster it just read.
+fn admit_backup(store: &Store, doc: &Value, ns: &str, name: &str) -> Result<(), StoreError> {
+    match store.get(Kind::SGShardedBackup, ns, name) {
+        Ok(_) => return Ok(()),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    let imported = doc
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(crate::import::IMPORTED_ANNOTATION))
+        .is_some();
+    let Some(cluster) = doc.pointer("/spec/sgShardedCluster").and_then(Value::as_str) else {
+        return Ok(()); // reported by validation
+    };
+    if imported {
+        return Ok(());
+    }
+    match store.get(Kind::SGShardedCluster, ns, cluster) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Err(refuse(
+            doc,
+            FieldError {
+                path: "spec.sgShardedCluster".into(),
+                message: format!(
+                    "{cluster:?}: no SGShardedCluster of that name in namespace {ns}; apply the cluster first"
+                ),
+            },
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+fn admit_cluster(store: &Store, doc: &Value, ns: &str, name: &str) -> Result<(), StoreError> {
     match store.get(Kind::SGShardedCluster, ns, name) {
         Ok(_) => return Ok(()), // an update: initialData is immutable, checked by validation
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(e),
-    }
-    // A manifest invalid on its own is reported by validation, with every field at once.
-    if shardvault_api::validate(doc).is_err() {
-        return Ok(());
     }
     let Ok(spec) = serde_json::from_value::<ShardedClusterSpec>(doc["spec"].clone()) else {
         return Ok(());

@@ -39,10 +39,14 @@ pub fn collection_path(kind: Kind, namespace: Option<&str>) -> String {
 
 /// The URL path of one object.
 pub fn object_path(kind: Kind, namespace: &str, name: &str) -> String {
-    format!("{}/{name}", collection_path(kind, Some(namespace)))
+    format!(
+        "{}/{}",
+        collection_path(kind, Some(namespace)),
+        encode_query(name)
+    )
 }
 
-/// Percent-encodes a query parameter value.
+/// Percent-encodes a query parameter value or a path segment.
 pub fn encode_query(v: &str) -> String {
     v.bytes()
         .map(|b| match b {

@@ -276,3 +276,97 @@ fn a_restore_from_a_damaged_backup_fails_and_never_brings_up_an_empty_member() {
         shardvault_pg::runtime::cluster::InstanceState::Running
     );
 }
+
+fn phases(d: &Daemon, names: &[&str]) -> Vec<String> {
+    let all = d.json(&["get", "sgshardedbackup"]);
+    names
+        .iter()
+        .map(|n| {
+            all["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|o| o["metadata"]["name"] == *n)
+                .map_or("", |o| phase(o))
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn concurrent_backups_deletes_and_repeated_applies_stay_consistent() {
+    let d = Daemon::start();
+    d.apply(&manifests(&d));
+    d.wait_until("sgshardedcluster", "c", 120, |o| {
+        o.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
+    });
+
+    // Three backups of one cluster applied at once: one runs at a time, all complete.
+    let names = ["one", "two", "three"];
+    let docs: Vec<String> = names.iter().map(|n| backup(n, "")).collect();
+    d.apply(&docs.join("---\n"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
+    loop {
+        let now = phases(&d, &names);
+        let running = now.iter().filter(|p| *p == "Running").count();
+        assert!(running <= 1, "two backups of one cluster ran at once: {now:?}");
+        if now.iter().all(|p| p == "Completed" || p == "Failed") {
+            assert!(now.iter().all(|p| p == "Completed"), "{now:?}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{now:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // The same manifest applied 20 times at once is one backup, taken once.
+    std::thread::scope(|s| {
+        for _ in 0..20 {
+            s.spawn(|| d.apply(&backup("burst", "")));
+        }
+    });
+    let done = d.wait_until("sgshardedbackup", "burst", 120, |o| phase(o) == "Completed");
+    assert_eq!(done["status"]["attempts"], 1, "{done:#}");
+    assert_eq!(
+        d.ok(&["get", "sgbackup", "-l", "stackgres.io/shardedbackup-name=burst", "-o", "name"])
+            .lines()
+            .count(),
+        3
+    );
+
+    // Deleted while it runs: its work stops and its objects go.
+    let shard1 = member_dir(&d, "c-shard1");
+    set_mode(&shard1.join("wal"), 0o555); // holds the backup in its WAL wait
+    d.apply(&backup("doomed", ""));
+    d.wait_until("sgshardedbackup", "doomed", 60, |o| phase(o) == "Running");
+    d.ok(&["delete", "sgshardedbackup", "doomed", "--wait"]);
+    set_mode(&shard1.join("wal"), 0o755);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(d.processes("node backup --config").len(), 0);
+    for (member, suffix) in [("c-coord", "coord"), ("c-shard0", "shard0"), ("c-shard1", "shard1")] {
+        assert!(
+            !member_dir(&d, member)
+                .join("basebackups")
+                .join(format!("doomed-{suffix}"))
+                .exists(),
+            "{member}: the deleted backup's objects are gone"
+        );
+    }
+
+    // The cluster deleted while a backup runs: the backup fails, nothing claims completion.
+    set_mode(&shard1.join("wal"), 0o555);
+    d.apply(&backup("orphaned", "  maxRetries: 0\n"));
+    d.wait_until("sgshardedbackup", "orphaned", 60, |o| phase(o) == "Running");
+    d.ok(&["delete", "sgshardedcluster", "c", "--wait"]);
+    set_mode(&shard1.join("wal"), 0o755);
+    let ended = d.wait_until("sgshardedbackup", "orphaned", 120, |o| phase(o) == "Failed");
+    assert!(
+        ended["status"]["process"]["failure"]
+            .as_str()
+            .is_some_and(|f| !f.is_empty()),
+        "{ended:#}"
+    );
+    assert_eq!(d.processes("node backup --config").len(), 0);
+    assert!(!d.state().join("clusters/default/c").exists());
+    // The completed backups are still there to restore from.
+    d.ok(&["verify", "sgshardedbackup", "one"]);
+}

@@ -43,7 +43,15 @@ pub const ENTRY_ANNOTATION: &str = "shardvault.io/backup-entry";
 /// Runs sharded backups.
 pub struct ShardedBackupController {
     bin: PathBuf,
-    workers: Arc<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>>,
+    workers: Workers,
+}
+
+/// Running backup workers by uid, and the lock under which a backup decides to start (so
+/// two backups of one cluster never both see the other not running yet).
+#[derive(Clone, Default)]
+struct Workers {
+    running: Arc<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>>,
+    starting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ShardedBackupController {
@@ -51,7 +59,7 @@ impl ShardedBackupController {
     pub fn new(shardvault_bin: PathBuf) -> ShardedBackupController {
         ShardedBackupController {
             bin: shardvault_bin,
-            workers: Arc::default(),
+            workers: Workers::default(),
         }
     }
 }
@@ -100,8 +108,12 @@ async fn reconcile(
     obj: Value,
     ctx: Ctx,
     bin: PathBuf,
-    workers: Arc<Mutex<HashMap<String, tokio::task::JoinHandle<()>>>>,
+    workers: Workers,
 ) -> Result<Action, ReconcileError> {
+    let Workers {
+        running: workers,
+        starting,
+    } = workers;
     let uid = uid_of(&obj).to_string();
     let imported = obj
         .pointer(&format!(
@@ -152,6 +164,7 @@ async fn reconcile(
         BackupPhase::Pending => {}
     }
     let cluster_name = spec.sg_sharded_cluster.clone();
+    let start_guard = starting.lock().await;
     let Some(cluster) = ctx.get(Kind::SGShardedCluster, &ns, &cluster_name).await? else {
         status.process.status = BackupPhase::Failed;
         status.process.failure = Some(format!(
@@ -205,6 +218,7 @@ async fn reconcile(
     status.attempts = Some(attempt);
     status.sg_backups = plan.job.members.iter().map(|m| m.backup.clone()).collect();
     let obj = set_status(&ctx, &obj, &status).await?;
+    drop(start_guard);
     ensure_children(&ctx, &obj, &spec, &plan).await?;
     let max_retries = spec.max_retries.unwrap_or(DEFAULT_MAX_RETRIES).max(0);
     let timeout = spec

@@ -370,3 +370,81 @@ fn concurrent_backups_deletes_and_repeated_applies_stay_consistent() {
     // The completed backups are still there to restore from.
     d.ok(&["verify", "sgshardedbackup", "one"]);
 }
+
+/// A small tmpfs mounted for one test (root only), unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test mounts a tmpfs to fill a disk: run it as root"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount -t tmpfs failed");
+        SmallDisk { dir }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_storage_fails_the_backup_clearly_and_says_archiving_fails() {
+    let disk = SmallDisk::mount("3m");
+    let d = Daemon::start();
+    let storage = disk.dir.path().join("objects");
+    d.apply(&manifests(&d).replace(
+        &d.state().join("objects").display().to_string(),
+        &storage.display().to_string(),
+    ));
+    d.wait_until("sgshardedcluster", "c", 120, |o| {
+        o.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
+    });
+    d.apply(&backup("too-big", "  maxRetries: 0\n"));
+    let failed = d.wait_until("sgshardedbackup", "too-big", 120, |o| {
+        matches!(phase(o), "Completed" | "Failed")
+    });
+    assert_eq!(phase(&failed), "Failed", "{failed:#}");
+    let failure = failed["status"]["process"]["failure"].as_str().unwrap_or("");
+    assert!(failure.contains("No space left on device"), "{failure}");
+
+    // WAL keeps coming and cannot be stored: a condition and an Event say so, the cluster
+    // keeps serving.
+    let observed = d.observed("c");
+    let coordinator = observed.primary_conninfo(0).unwrap();
+    let psql = |sql: &str| {
+        let out = std::process::Command::new(observed.pg_bin.join("psql"))
+            .args([coordinator.as_str(), "-Atc", sql])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    psql("CREATE TABLE filler AS SELECT g, md5(g::text) FROM generate_series(1, 200000) g");
+    psql("SELECT pg_switch_wal()");
+    let said = d.wait_until("sgshardedcluster", "c", 120, |o| {
+        o.pointer("/status/conditions/1/status") == Some(&Value::from("False"))
+    });
+    let message = said["status"]["conditions"][1]["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("c-coord") && message.contains("WAL archiving fails"),
+        "{message}"
+    );
+    let events = d.ok(&["describe", "sgshardedcluster", "c"]);
+    assert!(events.contains("ArchiveFailing"), "{events}");
+    psql("INSERT INTO filler VALUES (0, 'still writable')");
+}

@@ -30,6 +30,9 @@ use crate::restore_check::{ClusterTarget, check_restore};
 /// Finalizer that stops and removes the cluster's servers.
 pub const FINALIZER: &str = "shardvault.io/cluster-servers";
 
+/// Condition type saying whether every member's WAL archiving works.
+const ARCHIVING: &str = "WALArchiving";
+
 /// How often running clusters are checked (dead servers restarted).
 const SUPERVISE_EVERY: Duration = Duration::from_secs(5);
 
@@ -273,6 +276,18 @@ async fn reconcile(
         }
     }
     let status = observed_status(&observed, restore_status);
+    if let Some(c) = status.conditions.iter().find(|c| c.type_ == ARCHIVING)
+        && c.status == "False"
+        && !old
+            .conditions
+            .iter()
+            .any(|o| o.type_ == ARCHIVING && o.status == "False")
+    {
+        let message = c.message.clone().unwrap_or_default();
+        ctx.event(&obj, EventType::Warning, "ArchiveFailing", &message)
+            .await;
+        tracing::warn!(cluster = %name, "{message}");
+    }
     let obj = ctx
         .get(Kind::SGShardedCluster, &ns, &name)
         .await?
@@ -305,12 +320,31 @@ fn observed_status(o: &ClusterObserved, restore: Option<RestoreStatus>) -> Shard
             .collect::<Vec<_>>()
             .join("; ")
     };
+    let failing: Vec<String> = o
+        .members
+        .iter()
+        .filter_map(|m| Some(format!("{}: {}", m.name, m.archive_failure.as_ref()?)))
+        .collect();
+    let archiving = if failing.is_empty() {
+        condition(true, "Archiving", "WAL archiving works on every member".into())
+    } else {
+        condition(
+            false,
+            "ArchiveFailing",
+            format!(
+                "{}; check the storage of spec.configurations.backups (space, permissions, credentials)",
+                failing.join("; ")
+            ),
+        )
+    };
     ShardedClusterStatus {
-        conditions: vec![condition(
-            ready,
-            if ready { "Running" } else { "NotReady" },
-            message,
-        )],
+        conditions: vec![
+            condition(ready, if ready { "Running" } else { "NotReady" }, message),
+            Condition {
+                type_: ARCHIVING.into(),
+                ..archiving
+            },
+        ],
         members: o
             .members
             .iter()

@@ -17,6 +17,7 @@ use tokio::io::AsyncBufReadExt;
 
 use super::error::RuntimeError;
 use super::instance::{self, Instance, SUPERUSER};
+use super::archiver::{self, ArchiveFailure};
 use super::{pgbin, wiring};
 use crate::config::NodeConfig;
 use crate::user;
@@ -177,6 +178,9 @@ pub struct MemberObserved {
     pub node_config: PathBuf,
     /// Primary first.
     pub instances: Vec<InstanceObserved>,
+    /// Set when the primary's WAL archiving fails.
+    #[serde(default)]
+    pub archive_failure: Option<ArchiveFailure>,
 }
 
 /// What reconcile found and did.
@@ -309,7 +313,24 @@ pub async fn reconcile(plan: &ClusterPlan) -> Result<ClusterObserved, RuntimeErr
             name: member.name.clone(),
             node_config: layout.node_config(&member.name),
             instances: seen,
+            archive_failure: None,
         });
+    }
+    let failures = join_all(
+        layout
+            .members
+            .iter()
+            .zip(&primaries)
+            .map(|(instances, up)| async move {
+                match up {
+                    Ok(_) => archiver::failure(&instances[0]).await.ok().flatten(),
+                    Err(_) => None,
+                }
+            }),
+    )
+    .await;
+    for (member, failure) in observed.members.iter_mut().zip(failures) {
+        member.archive_failure = failure;
     }
 
     if primaries.iter().all(Result::is_ok) {

@@ -1,6 +1,7 @@
 //! The local cluster runtime: real PostgreSQL servers on this host, run as the server user.
 //! See `README.md` beside this file for the layout on disk and the ddp SQL API.
 
+pub mod archiver;
 pub mod cluster;
 pub mod error;
 pub mod instance;

@@ -1141,3 +1141,24 @@ fn get_watch_prints_a_row_per_change() {
     watch.kill().unwrap();
     watch.wait().unwrap();
 }
+
+#[test]
+fn sigterm_stops_the_daemon_promptly_even_with_watches_open() {
+    let mut d = daemon(&[]);
+    d.apply(CLUSTER);
+    let mut watch = Command::new(bin())
+        .args(["get", "sgscl", "-w"])
+        .env("SHARDVAULT_HOME", d.state())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("NAME"));
+    let started = std::time::Instant::now();
+    d.signal("TERM");
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(8), "SIGTERM took {took:?}");
+    assert!(d.log().contains("shardvault stopped"), "{}", d.log());
+    watch.kill().ok();
+    watch.wait().unwrap();
+}

@@ -295,7 +295,7 @@ fn phases(d: &Daemon, names: &[&str]) -> Vec<String> {
 
 #[test]
 fn concurrent_backups_deletes_and_repeated_applies_stay_consistent() {
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     d.apply(&manifests(&d));
     d.wait_until("sgshardedcluster", "c", 120, |o| {
         o.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
@@ -369,6 +369,14 @@ fn concurrent_backups_deletes_and_repeated_applies_stay_consistent() {
     assert!(!d.state().join("clusters/default/c").exists());
     // The completed backups are still there to restore from.
     d.ok(&["verify", "sgshardedbackup", "one"]);
+
+    // SIGTERM while a reconcile is busy (a cluster being created) stops the daemon promptly.
+    d.apply(&manifests(&d).replace("name: c\n", "name: c2\n"));
+    d.wait_until("sgshardedcluster", "c2", 60, |o| !o.is_null());
+    let started = std::time::Instant::now();
+    d.signal("TERM");
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(10), "SIGTERM took {took:?}");
 }
 
 /// A small tmpfs mounted for one test (root only), unmounted on drop.

@@ -235,7 +235,7 @@ impl Default for Settings {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
             concurrency: 8,
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }

@@ -196,11 +196,21 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
         store.version()
     );
     let mut result = Ok(());
-    while let Some(done) = servers.join_next().await {
-        if let Ok(Err(e)) = done {
-            result = Err(anyhow::Error::from(e).context("the HTTP server failed"));
+    let drain = async {
+        while let Some(done) = servers.join_next().await {
+            if let Ok(Err(e)) = done {
+                result = Err(anyhow::Error::from(e).context("the HTTP server failed"));
+            }
+            shutdown.cancel();
         }
-        shutdown.cancel();
+    };
+    tokio::select! {
+        () = drain => {}
+        // Open watches keep a graceful shutdown waiting: they get a moment, then are cut.
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::info!("closing the connections still open"),
     }
     let _ = controllers.await;
     let _ = std::fs::remove_file(&socket);
@@ -208,6 +218,9 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
     tracing::info!("shardvault stopped");
     result
 }
+
+/// How long open connections may take to close once shutdown began.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)

@@ -10,6 +10,7 @@ pub mod describe;
 pub mod get;
 pub mod node;
 pub mod psql;
+pub mod repeats;
 pub mod restore_points;
 pub mod retention;
 pub mod serve;
@@ -18,13 +19,19 @@ pub mod verify;
 pub mod wait;
 pub mod wal;
 
-/// Plain log lines on stderr, filtered by `SHARDVAULT_LOG` (default `info`).
+/// Plain log lines on stderr, filtered by `SHARDVAULT_LOG` (default `info`), repeats held back.
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHARDVAULT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn,opendal=error"));
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(repeats::Repeats::default());
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
         .try_init();
 }

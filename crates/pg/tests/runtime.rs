@@ -329,8 +329,11 @@ async fn a_missing_version_or_citus_is_refused_and_starts_nothing() {
     let prefix = tempfile::tempdir().unwrap();
     let bin = prefix.path().join("lib/postgresql/15/bin");
     std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(find_pg_bin("15").unwrap().join("postgres"), bin.join("postgres"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        find_pg_bin("15").unwrap().join("postgres"),
+        bin.join("postgres"),
+    )
+    .unwrap();
     let mut citus = plan(state.path(), "cit", 1, 1, 1);
     citus.pg_bin = bin;
     citus.sharding = Sharding::Citus;

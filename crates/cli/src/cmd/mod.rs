@@ -21,8 +21,10 @@ pub mod wal;
 
 /// Plain log lines on stderr, filtered by `SHARDVAULT_LOG` (default `info`), repeats held back.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SHARDVAULT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn,opendal=error"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("SHARDVAULT_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn,opendal=error")
+        });
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;

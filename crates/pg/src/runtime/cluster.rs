@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use shardvault_storage::Destination;
 use tokio::io::AsyncBufReadExt;
 
+use super::archiver::{self, ArchiveFailure};
 use super::error::RuntimeError;
 use super::instance::{self, Instance, SUPERUSER};
-use super::archiver::{self, ArchiveFailure};
 use super::{pgbin, wiring};
 use crate::config::NodeConfig;
 use crate::user;
@@ -316,18 +316,14 @@ pub async fn reconcile(plan: &ClusterPlan) -> Result<ClusterObserved, RuntimeErr
             archive_failure: None,
         });
     }
-    let failures = join_all(
-        layout
-            .members
-            .iter()
-            .zip(&primaries)
-            .map(|(instances, up)| async move {
-                match up {
-                    Ok(_) => archiver::failure(&instances[0]).await.ok().flatten(),
-                    Err(_) => None,
-                }
-            }),
-    )
+    let failures = join_all(layout.members.iter().zip(&primaries).map(
+        |(instances, up)| async move {
+            match up {
+                Ok(_) => archiver::failure(&instances[0]).await.ok().flatten(),
+                Err(_) => None,
+            }
+        },
+    ))
     .await;
     for (member, failure) in observed.members.iter_mut().zip(failures) {
         member.archive_failure = failure;

@@ -202,6 +202,14 @@ async fn reconcile(
     }
     let plan = match plan_backup(&ctx, &obj, &cluster, &bin).await {
         Ok(p) => p,
+        // The cluster was Ready a moment ago: its state being unreadable now passes.
+        Err(e)
+            if e.reason == "ClusterNotRunning" && status.process.status == BackupPhase::Pending =>
+        {
+            status.process.failure = Some(format!("waiting: {}", e.message));
+            set_status(&ctx, &obj, &status).await?;
+            return Ok(Action::Requeue(Duration::from_secs(3)));
+        }
         Err(e) => {
             status.process.status = BackupPhase::Failed;
             status.process.failure = Some(e.message.clone());

@@ -127,8 +127,12 @@ async fn reconcile(
         return Ok(Action::AwaitChange);
     }
     if is_deleting(&obj) {
-        if let Some(w) = workers.lock().expect("not poisoned").remove(&uid) {
+        let worker = workers.lock().expect("not poisoned").remove(&uid);
+        if let Some(w) = worker {
+            // Wait until it is gone (its node work is killed with it), so nothing is
+            // written after the objects are deleted.
             w.abort();
+            let _ = w.await;
         }
         if has_finalizer(&obj, FINALIZER) {
             delete_objects(&ctx, &obj).await?;
@@ -390,8 +394,11 @@ async fn ensure_children(
     plan: &BackupPlan,
 ) -> Result<(), ReconcileError> {
     let ns = namespace_of(obj);
-    for m in &plan.job.members {
-        if ctx.get(Kind::SGBackup, ns, &m.backup).await?.is_some() {
+    for (m, config) in plan.job.members.iter().zip(&plan.configs) {
+        if let Some(child) = ctx.get(Kind::SGBackup, ns, &m.backup).await? {
+            if child.pointer("/status/sgBackupConfig").is_none() {
+                set_child(ctx, ns, &m.backup, &pending_child(config)).await;
+            }
             continue;
         }
         ctx.create(json!({
@@ -412,8 +419,17 @@ async fn ensure_children(
             },
         }))
         .await?;
+        // Where it goes is known before any work starts, so a deletion finds every object.
+        set_child(ctx, ns, &m.backup, &pending_child(config)).await;
     }
     Ok(())
+}
+
+/// The status of a member backup not started yet: Pending, with where it will be stored.
+fn pending_child(config: &Value) -> BackupStatus {
+    let mut s = BackupStatus::default();
+    s.sg_backup_config = Some(config.clone());
+    s
 }
 
 /// Member progress as store updates, applied in order by one task.

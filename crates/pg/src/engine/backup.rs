@@ -287,7 +287,7 @@ fn label_field<'a>(label: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Timeline and first WAL file from a backup label.
-fn parse_label(label: &str) -> Result<(u32, String), EngineError> {
+pub(super) fn parse_label(label: &str) -> Result<(u32, String), EngineError> {
     let bad = || {
         EngineError::Protocol(format!(
             "backup label without timeline or WAL file:\n{label}"

@@ -162,12 +162,20 @@ pub struct BackupSummary {
     pub files: usize,
     /// Number of parts.
     pub parts: u32,
+    /// SHA-256 (hex) of the manifest as stored, the anchor a verify or restore compares.
+    #[serde(default)]
+    pub manifest_sha256: String,
 }
 
 impl Manifest {
     /// Total bytes of file data, as restore writes them.
     pub fn data_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// SHA-256 (hex) of the manifest's stored JSON.
+    pub fn sha256(&self) -> String {
+        digest(&encode(self))
     }
 
     /// The manifest without its file lists.
@@ -190,12 +198,24 @@ impl Manifest {
             pgdata: self.pgdata.clone(),
             files: self.files.len(),
             parts: self.parts,
+            manifest_sha256: self.sha256(),
         }
     }
 }
 
 /// Reads the manifest of backup `name`.
 pub async fn load_manifest(repo: &Repo, name: &str) -> Result<Manifest, EngineError> {
+    Ok(load_anchored(repo, name, None).await?.0)
+}
+
+/// Reads the manifest of backup `name` and the SHA-256 of its stored JSON; with `anchor`
+/// (the digest recorded when the backup completed), a manifest that differs from it, even a
+/// well-formed one, is refused by name.
+pub async fn load_anchored(
+    repo: &Repo,
+    name: &str,
+    anchor: Option<&str>,
+) -> Result<(Manifest, String), EngineError> {
     let key = layout::manifest_key(name);
     let bytes = match repo.get(&key).await {
         Ok(b) => b,
@@ -207,7 +227,29 @@ pub async fn load_manifest(repo: &Repo, name: &str) -> Result<Manifest, EngineEr
         }
         Err(e) => return Err(e),
     };
-    parse(&key, &bytes)
+    let sha256 = digest(&bytes);
+    if let Some(want) = anchor.filter(|a| !a.is_empty())
+        && want != sha256
+    {
+        return Err(EngineError::Corrupt {
+            object: key,
+            reason: format!(
+                "its SHA-256 is {sha256}, the backup recorded {want} when it completed: the manifest was changed or replaced"
+            ),
+        });
+    }
+    Ok((parse(&key, &bytes)?, sha256))
+}
+
+/// The manifest's stored JSON.
+fn encode(manifest: &Manifest) -> Vec<u8> {
+    serde_json::to_vec_pretty(manifest).expect("manifest serializes")
+}
+
+/// SHA-256 of `bytes`, in hex.
+fn digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 fn parse(key: &str, bytes: &[u8]) -> Result<Manifest, EngineError> {
@@ -250,8 +292,7 @@ pub async fn list_backups(repo: &Repo) -> Result<Vec<Manifest>, EngineError> {
 
 /// Writes the manifest (the step that makes the backup exist).
 pub(crate) async fn store_manifest(repo: &Repo, manifest: &Manifest) -> Result<(), EngineError> {
-    let json = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
-    repo.put(&layout::manifest_key(&manifest.name), json)
+    repo.put(&layout::manifest_key(&manifest.name), encode(manifest))
         .await?;
     Ok(())
 }

@@ -9,6 +9,7 @@ pub mod layout;
 pub mod manifest;
 mod part;
 pub mod restore;
+pub mod segment_identity;
 pub mod verify;
 pub mod wal;
 

@@ -103,7 +103,7 @@ fn stays_inside(path: &str) -> bool {
 
 /// Checks that every path stays inside the data directory, tablespace OIDs are numbers, and
 /// each file's chunks cover it in order and add up to its checksum.
-fn check_manifest(m: &Manifest) -> Result<(), EngineError> {
+pub(super) fn check_manifest(m: &Manifest) -> Result<(), EngineError> {
     let bad = |reason: String| EngineError::BadManifest {
         key: layout::manifest_key(&m.name),
         reason,

@@ -4,7 +4,8 @@
 use futures::{StreamExt, TryStreamExt};
 use shardvault_storage::{Destination, StorageError};
 
-use super::manifest::{Chunk, load_manifest};
+use super::manifest::{Chunk, Manifest, load_manifest};
+use super::segment_identity::{SegmentExpectation, check_segment};
 use super::{EngineError, Repo, layout, part};
 
 /// What a successful verification checked.
@@ -22,12 +23,15 @@ pub struct VerifyReport {
 
 /// Checks backup `name` in `source`: each part decodes (its checksum), each file chunk
 /// matches its checksum and header, `backup_label` decodes, and every WAL segment from the
-/// start to the end WAL file is archived and decodes. The first bad object is named.
+/// start to the end WAL file is archived, decodes and is that segment of this cluster. Paths
+/// that would escape the data directory are refused as on restore. The first bad object is
+/// named.
 pub async fn verify(source: &Destination, name: &str) -> Result<VerifyReport, EngineError> {
     let repo = Repo::open(source)?;
     let manifest = load_manifest(&repo, name).await?;
-    repo.get(&layout::backup_file_key(name, "backup_label"))
-        .await?;
+    super::restore::check_manifest(&manifest)?;
+    let label_key = layout::backup_file_key(name, "backup_label");
+    check_label(&label_key, &repo.get(&label_key).await?, &manifest)?;
     if manifest.has_tablespace_map {
         repo.get(&layout::backup_file_key(name, "tablespace_map"))
             .await?;
@@ -75,17 +79,7 @@ pub async fn verify(source: &Destination, name: &str) -> Result<VerifyReport, En
         ),
     })?;
     for seg in &segments {
-        match repo.get(&layout::wal_key(seg)).await {
-            Ok(_) => {}
-            Err(EngineError::Storage(StorageError::NotFound { .. })) => {
-                return Err(EngineError::WalMissing {
-                    segment: seg.clone(),
-                    backup: name.to_string(),
-                    location: repo.store.describe(),
-                });
-            }
-            Err(e) => return Err(e),
-        }
+        verify_segment(&repo, &manifest, seg).await?;
     }
     Ok(VerifyReport {
         parts: manifest.parts,
@@ -93,6 +87,49 @@ pub async fn verify(source: &Destination, name: &str) -> Result<VerifyReport, En
         bytes: manifest.data_bytes(),
         wal_segments: segments.len(),
     })
+}
+
+/// Reads WAL segment `segment`, needed by the backup of `manifest`, and checks that it is
+/// there, decodes, and is that segment of the backup's cluster.
+pub async fn verify_segment(
+    repo: &Repo,
+    manifest: &Manifest,
+    segment: &str,
+) -> Result<(), EngineError> {
+    let key = layout::wal_key(segment);
+    let data = match repo.get(&key).await {
+        Ok(d) => d,
+        Err(EngineError::Storage(StorageError::NotFound { .. })) => {
+            return Err(EngineError::WalMissing {
+                segment: segment.to_string(),
+                backup: manifest.name.clone(),
+                location: repo.store.describe(),
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    let want = SegmentExpectation {
+        postgres_version_num: manifest.postgres_version_num,
+        system_identifier: Some(&manifest.system_identifier),
+        wal_segment_size: Some(manifest.wal_segment_size),
+    };
+    check_segment(&key, segment, &data, &want)
+}
+
+/// Checks that `backup_label` is the label of this backup: its timeline and first WAL file
+/// are the manifest's (a label copied from another backup decodes fine).
+fn check_label(key: &str, label: &[u8], manifest: &Manifest) -> Result<(), EngineError> {
+    let found = super::backup::parse_label(&String::from_utf8_lossy(label)).ok();
+    if found != Some((manifest.timeline, manifest.start_wal_file.clone())) {
+        return Err(EngineError::Corrupt {
+            object: key.to_string(),
+            reason: format!(
+                "it is not the label of backup {} (timeline {}, first WAL file {})",
+                manifest.name, manifest.timeline, manifest.start_wal_file
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Checks each chunk of a decoded part against its header and checksum.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use shardvault_storage::{Destination, StorageError};
 
+use super::segment_identity::{SegmentExpectation, check_segment};
 use super::{EngineError, Repo, blocking, layout};
 use crate::config::NodeConfig;
 
@@ -164,6 +165,13 @@ async fn download(repo: &Repo, name: &str, dest: &Path) -> Result<(), EngineErro
         }
         Err(e) => return Err(e),
     };
+    // A segment swapped for another valid one would be replayed as if it were this one.
+    let any = SegmentExpectation {
+        postgres_version_num: 0,
+        system_identifier: None,
+        wal_segment_size: None,
+    };
+    check_segment(&layout::wal_key(name), name, &data, &any)?;
     let dest = dest.to_path_buf();
     blocking(move || write_atomically(&dest, &data)).await
 }

@@ -97,6 +97,10 @@ pub struct BackupInformation {
     pub timeline: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_data: Option<serde_json::Value>,
+    /// Our extension: SHA-256 of the stored manifest when the backup completed, compared by
+    /// verify and restore so that a changed, well-formed manifest is still refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
 }
 
 /// Start and end LSN of a backup.

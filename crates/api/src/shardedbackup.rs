@@ -40,6 +40,11 @@ pub struct ShardedBackupStatus {
     pub restore_point: Option<RestorePoint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i64>,
+    /// Our extension: where the backup's record (`sharded/<name>.json`) is stored, in the
+    /// shape of an SGBackup's `status.sgBackupConfig` (its prefix is the cluster prefix), so
+    /// verify and delete find it even after the cluster or its backups[] entry is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharded_record_config: Option<serde_json::Value>,
 }
 
 /// `status.backupInformation` of a sharded backup (sums over members).

@@ -267,6 +267,8 @@ struct BackupPlan {
     managed: bool,
     configs: Vec<Value>,
     catalog_dest: shardvault_storage::Destination,
+    /// `catalog_dest` in the shape of an `sgBackupConfig`, kept in status.
+    catalog_config: Value,
     /// The entry asks for volume snapshots, which the local runtime does not have.
     volume_snapshot: bool,
 }
@@ -356,6 +358,7 @@ async fn plan_backup(
     }
     let (compression, performance) = crate::destination::entry_codec(entry);
     let sharding = cspec.sharding_type();
+    let catalog_prefix = cluster_prefix(entry, ns, cluster_name);
     Ok(BackupPlan {
         job: ShardedBackupJob {
             name: name.to_string(),
@@ -377,9 +380,10 @@ async fn plan_backup(
             .and_then(Value::as_bool)
             .unwrap_or(false),
         configs,
+        catalog_config: backup_config(entry, &storages[entry_index].0, &catalog_prefix),
         catalog_dest: shardvault_storage::Destination {
             storage: storages[entry_index].1.config.clone(),
-            prefix: cluster_prefix(entry, ns, cluster_name),
+            prefix: catalog_prefix,
             compression,
             performance,
             encryption: storages[entry_index].1.encryption.clone(),
@@ -491,6 +495,7 @@ fn member_status(summary: &BackupSummary, config: &Value) -> BackupStatus {
             start_wal_file: summary.start_wal_file.clone(),
             timeline: summary.timeline,
             control_data: None,
+            manifest_sha256: Some(summary.manifest_sha256.clone()),
         }),
         sg_backup_config: Some(config.clone()),
     }
@@ -679,6 +684,7 @@ async fn complete(
                     compressed: s.size.compressed,
                     uncompressed: s.size.uncompressed,
                 },
+                manifest_sha256: Some(s.manifest_sha256.clone()),
             })
             .collect(),
         restore_point: restore_point.clone(),
@@ -705,6 +711,7 @@ async fn complete(
         size,
     });
     status.restore_point = Some(restore_point);
+    status.sharded_record_config = Some(plan.catalog_config.clone());
     set_status(ctx, obj, status)
         .await
         .map_err(|e| e.to_string())?;
@@ -744,6 +751,18 @@ async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), ReconcileError> {
             .delete_all(&layout::backup_dir(name_of(&child)))
             .await
             .map_err(|e| ReconcileError::new("StorageError", e))?;
+    }
+    // The record is found from the backup itself, so it goes even when the cluster or its
+    // backups[] entry is gone; backups of older versions fall back to the cluster's entries.
+    let status: ShardedBackupStatus = status_of(obj);
+    if let Some(config) = &status.sharded_record_config {
+        let dest = backup_destination(config, &secrets, name_of(obj))?;
+        let store = dest
+            .store()
+            .map_err(|e| ReconcileError::new("StorageError", e))?;
+        return catalog::delete(&store, name_of(obj))
+            .await
+            .map_err(|e| ReconcileError::new("StorageError", e));
     }
     let spec: ShardedBackupSpec = spec_of(obj)?;
     if let Some(cluster) = ctx

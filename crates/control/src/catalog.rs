@@ -62,9 +62,13 @@ pub struct MemberRecord {
     pub timeline: u32,
     /// Sizes of the member's base backup.
     pub size: BackupSize,
+    /// SHA-256 of the member's stored manifest (absent in records of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
 }
 
-fn key(name: &str) -> String {
+/// Key of the record of sharded backup `name`, under a cluster prefix.
+pub fn key(name: &str) -> String {
     format!("{SHARDED_DIR}/{name}.json")
 }
 
@@ -106,13 +110,29 @@ async fn read_key(store: &Store, codec: &Codec, k: &str) -> Result<ShardedRecord
     })
 }
 
-/// Every sharded backup record anywhere under `store`, with the cluster prefix it was found
-/// at, oldest first (for `backups ls --storage` without `--path`).
-pub async fn find_all(
-    store: &Store,
-    codec: &Codec,
-) -> Result<Vec<(String, ShardedRecord)>, StorageError> {
-    let mut out = Vec::new();
+/// What a search of a storage found: the readable records, with the cluster prefix each was
+/// found at (oldest first), and the records that could not be read, each error naming its key.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// Readable records and their cluster prefixes.
+    pub records: Vec<(String, ShardedRecord)>,
+    /// Records that are corrupt or unreadable.
+    pub damaged: Vec<Damaged>,
+}
+
+/// A record that could not be read.
+#[derive(Debug)]
+pub struct Damaged {
+    /// Sharded backup name, from the record's key.
+    pub name: String,
+    /// Why (names the key).
+    pub error: StorageError,
+}
+
+/// Every sharded backup record anywhere under `store` (for `backups ls --storage` without
+/// `--path`); one damaged record does not hide the others.
+pub async fn find_all(store: &Store, codec: &Codec) -> Result<Found, StorageError> {
+    let mut found = Found::default();
     for k in store.list("").await? {
         let Some((prefix, file)) = k
             .rsplit_once(&format!("/{SHARDED_DIR}/"))
@@ -120,11 +140,17 @@ pub async fn find_all(
         else {
             continue;
         };
-        if file.contains('/') || !file.ends_with(".json") {
+        let Some(name) = file.strip_suffix(".json").filter(|n| !n.contains('/')) else {
             continue;
+        };
+        match read_key(store, codec, &k).await {
+            Ok(r) => found.records.push((prefix.to_string(), r)),
+            Err(error) => found.damaged.push(Damaged {
+                name: name.to_string(),
+                error,
+            }),
         }
-        out.push((prefix.to_string(), read_key(store, codec, &k).await?));
     }
-    out.sort_by(|a, b| a.1.start.cmp(&b.1.start));
-    Ok(out)
+    found.records.sort_by(|a, b| a.1.start.cmp(&b.1.start));
+    Ok(found)
 }

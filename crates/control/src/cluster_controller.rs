@@ -25,7 +25,7 @@ use crate::framework::{Action, Ctx, ReconcileError, Reconciler, has_finalizer, i
 use crate::resources::{
     Secrets, backup_destination, cluster_storages, name_of, namespace_of, spec_of, status_of,
 };
-use crate::restore_check::{ClusterTarget, check_restore};
+use crate::restore_check::{ClusterTarget, StoredMember, check_restore, check_stored};
 
 /// Finalizer that stops and removes the cluster's servers.
 pub const FINALIZER: &str = "shardvault.io/cluster-servers";
@@ -410,6 +410,7 @@ async fn plan_restore(
     };
     let mut bootstraps = Vec::new();
     let mut members = Vec::new();
+    let mut stored = Vec::new();
     for (i, sg_backup) in status.sg_backups.iter().enumerate() {
         let child = ctx.get(Kind::SGBackup, ns, sg_backup).await?.ok_or_else(|| {
             ReconcileError::new(
@@ -423,8 +424,14 @@ async fn plan_restore(
                 format!("SGBackup {sg_backup} has no status.sgBackupConfig"),
             )
         })?;
+        let source = backup_destination(config, &secrets, sg_backup)?;
+        let manifest_sha256 = child
+            .pointer("/status/backupInformation/manifestSha256")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        stored.push((source.clone(), manifest_sha256));
         bootstraps.push(Bootstrap::Restore {
-            source: backup_destination(config, &secrets, sg_backup)?,
+            source,
             backup: sg_backup.clone(),
             target: recovery.clone(),
             concurrency,
@@ -437,6 +444,23 @@ async fn plan_restore(
             failed_attempts: 0,
         });
     }
+    let record = status
+        .sharded_record_config
+        .as_ref()
+        .map(|c| backup_destination(c, &secrets, &from.name))
+        .transpose()?;
+    let stored: Vec<StoredMember> = stored
+        .iter()
+        .zip(&status.sg_backups)
+        .map(|((destination, manifest_sha256), sg_backup)| StoredMember {
+            sg_backup,
+            destination,
+            manifest_sha256: manifest_sha256.clone(),
+        })
+        .collect();
+    check_stored(&from.name, &status, &stored, record.as_ref())
+        .await
+        .map_err(|e| ReconcileError::new("RestoreRefused", e))?;
     // Extension `pointInTimeRecovery.consistent`: every member stops at the newest
     // cluster-wide restore point at or before the time (see restore_points).
     if let (ClusterTarget::Time { time, .. }, Some(Bootstrap::Restore { source, .. }), Some(rp)) =

@@ -20,10 +20,12 @@ use crate::resources::backup_config;
 /// leaves such backups alone and never deletes their objects.
 pub const IMPORTED_ANNOTATION: &str = "shardvault.io/imported-from";
 
-/// The documents (without status) and their statuses for an imported sharded backup:
-/// first the SGShardedBackup, then one SGBackup per member.
+/// The documents (without status) and their statuses for an imported sharded backup found
+/// at cluster prefix `record_prefix`: first the SGShardedBackup, then one SGBackup per member
+/// (the caller makes them owned by the SGShardedBackup once it exists).
 pub fn documents(
     record: &ShardedRecord,
+    record_prefix: &str,
     namespace: &str,
     storage_name: &str,
     storage_spec: &ObjectStorageSpec,
@@ -52,6 +54,7 @@ pub fn documents(
         }),
         restore_point: Some(record.restore_point.clone()),
         attempts: None,
+        sharded_record_config: Some(backup_config(&entry, storage_spec, record_prefix)),
     };
     let mut out = vec![(
         json!({
@@ -81,6 +84,7 @@ pub fn documents(
                     end: m.end_lsn.clone(),
                 },
                 timeline: m.timeline,
+                manifest_sha256: m.manifest_sha256.clone(),
                 ..Default::default()
             }),
             sg_backup_config: Some(config),

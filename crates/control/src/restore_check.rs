@@ -5,6 +5,11 @@ use shardvault_api::FieldError;
 use shardvault_api::backup::BackupPhase;
 use shardvault_api::shardedbackup::ShardedBackupStatus;
 use shardvault_api::shardedcluster::{FromBackup, ShardedClusterSpec};
+use shardvault_pg::engine::manifest::load_anchored;
+use shardvault_pg::engine::{EngineError, Repo, layout};
+use shardvault_storage::Destination;
+
+use crate::verify::verify_record;
 
 const FROM: &str = "spec.initialData.restore.fromBackup";
 
@@ -128,6 +133,48 @@ pub fn check_restore(
             })
         }
     }
+}
+
+/// One member's stored backup, as a restore is about to read it.
+pub struct StoredMember<'a> {
+    /// SGBackup name (also the backup's name in storage).
+    pub sg_backup: &'a str,
+    /// Where it is stored.
+    pub destination: &'a Destination,
+    /// `status.backupInformation.manifestSha256` of the SGBackup.
+    pub manifest_sha256: Option<String>,
+}
+
+/// Reads what a restore of sharded backup `name` starts from, before anything is created:
+/// every member's manifest (against the digest recorded at completion) and `backup_label`,
+/// and the backup's record in storage (`record`, its `status.shardedRecordConfig` resolved)
+/// against its status. The first damaged or missing object is named.
+pub async fn check_stored(
+    name: &str,
+    status: &ShardedBackupStatus,
+    members: &[StoredMember<'_>],
+    record: Option<&Destination>,
+) -> Result<(), String> {
+    let refused = |e: EngineError| {
+        format!("{FROM}.name: {name:?}: {e}; the backup cannot be restored: choose another backup")
+    };
+    for m in members {
+        let repo = Repo::open(m.destination).map_err(refused)?;
+        let (manifest, _) = load_anchored(&repo, m.sg_backup, m.manifest_sha256.as_deref())
+            .await
+            .map_err(|e| format!("SGBackup {}: {}", m.sg_backup, refused(e)))?;
+        repo.get(&layout::backup_file_key(&manifest.name, "backup_label"))
+            .await
+            .map_err(|e| format!("SGBackup {}: {}", m.sg_backup, refused(e)))?;
+    }
+    if let Some(dest) = record {
+        let anchors: Vec<Option<String>> =
+            members.iter().map(|m| m.manifest_sha256.clone()).collect();
+        verify_record(dest, name, status, &anchors)
+            .await
+            .map_err(refused)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

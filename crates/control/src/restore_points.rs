@@ -81,7 +81,8 @@ pub fn restore_point_name(cluster: &str, at: Timestamp) -> String {
     format!("{cluster}-rp-{}", at.strftime("%Y-%m-%d-%H-%M-%S"))
 }
 
-fn key(name: &str) -> String {
+/// Key of the record of restore point `name`, under a cluster prefix.
+pub fn record_key(name: &str) -> String {
     format!("{RECORDS_DIR}/{name}.json")
 }
 
@@ -93,13 +94,13 @@ pub async fn write_record(
 ) -> Result<(), StorageError> {
     let json = serde_json::to_vec_pretty(record).expect("record serializes");
     store
-        .put(&key(&record.restore_point.name), codec.encode(&json))
+        .put(&record_key(&record.restore_point.name), codec.encode(&json))
         .await
 }
 
 /// Deletes the record of restore point `name` under `store` (a missing one is no error).
 pub async fn delete_record(store: &Store, name: &str) -> Result<(), StorageError> {
-    store.delete(&key(name)).await
+    store.delete(&record_key(name)).await
 }
 
 /// Every restore point record under `store` (a cluster prefix), oldest first.

@@ -10,10 +10,10 @@ use serde_json::Value;
 use shardvault_api::Kind;
 use shardvault_api::objectstorage::ObjectStorageSpec;
 use shardvault_api::quantity::human_bytes;
-use shardvault_control::catalog::{self, ShardedRecord};
+use shardvault_control::catalog::{self, Damaged, ShardedRecord};
 use shardvault_control::destination::resolve_storage;
 use shardvault_control::import::documents;
-use shardvault_control::resources::Secrets;
+use shardvault_control::resources::{Secrets, owner_reference};
 use shardvault_storage::{Codec, Compression, Store};
 
 use super::client::{Client, ConnArgs, object_path};
@@ -153,14 +153,16 @@ async fn open(
     Ok((spec, store, Codec::new(Compression::default(), key)))
 }
 
+/// The readable records (with their full cluster prefixes) and the damaged ones.
 async fn records(
     client: &Client,
     args: &StorageArgs,
-) -> anyhow::Result<(ObjectStorageSpec, Vec<(String, ShardedRecord)>)> {
+) -> anyhow::Result<(ObjectStorageSpec, Vec<(String, ShardedRecord)>, Vec<Damaged>)> {
     let (spec, store, codec) = open(client, args).await?;
     let found = catalog::find_all(&store, &codec).await?;
     let base = args.path.as_deref().unwrap_or("").trim_matches('/');
-    let found = found
+    let records = found
+        .records
         .into_iter()
         .map(|(prefix, r)| {
             let full = [base, prefix.as_str()]
@@ -172,12 +174,18 @@ async fn records(
             (full, r)
         })
         .collect();
-    Ok((spec, found))
+    Ok((spec, records, found.damaged))
 }
 
 /// Prints the sharded backups found in storage.
 pub async fn ls(client: &Client, args: &StorageArgs, json: bool) -> anyhow::Result<()> {
-    let (_, found) = records(client, args).await?;
+    let (_, found, damaged) = records(client, args).await?;
+    for d in &damaged {
+        eprintln!(
+            "warning: sharded backup {}: {}; it is not listed and cannot be imported",
+            d.name, d.error
+        );
+    }
     if json {
         let list: Vec<Value> = found
             .iter()
@@ -202,7 +210,7 @@ pub async fn ls(client: &Client, args: &StorageArgs, json: bool) -> anyhow::Resu
             path
         );
     }
-    if found.is_empty() {
+    if found.is_empty() && damaged.is_empty() {
         eprintln!(
             "no sharded backups found in SGObjectStorage {}",
             args.storage
@@ -213,9 +221,15 @@ pub async fn ls(client: &Client, args: &StorageArgs, json: bool) -> anyhow::Resu
 
 /// Creates the SGShardedBackup and SGBackups of sharded backup `name` found in storage.
 pub async fn import(client: &Client, args: &StorageArgs, name: &str) -> anyhow::Result<()> {
-    let (spec, found) = records(client, args).await?;
+    let (spec, found, damaged) = records(client, args).await?;
+    if let Some(d) = damaged.iter().find(|d| d.name == name) {
+        bail!(
+            "sharded backup {name}: {}; its record in storage is damaged, so it cannot be imported: choose another backup",
+            d.error
+        );
+    }
     let mut matching: Vec<_> = found.into_iter().filter(|(_, r)| r.name == name).collect();
-    let (_, record) = match matching.len() {
+    let (prefix, record) = match matching.len() {
         0 => bail!(
             "no sharded backup {name:?} in SGObjectStorage {}: list them with `shardvault backups ls --storage {}`",
             args.storage,
@@ -227,7 +241,7 @@ pub async fn import(client: &Client, args: &StorageArgs, name: &str) -> anyhow::
             args.storage
         ),
     };
-    let docs = documents(&record, &args.namespace, &args.storage, &spec);
+    let docs = documents(&record, &prefix, &args.namespace, &args.storage, &spec);
     for (doc, _) in &docs {
         let (kind, ns, n) = super::client::identify(doc)?;
         if client.get(kind, &ns, &n).await?.is_some() {
@@ -237,11 +251,39 @@ pub async fn import(client: &Client, args: &StorageArgs, name: &str) -> anyhow::
             );
         }
     }
-    for (doc, status) in docs {
+    // All or nothing: what was created is deleted again if any step fails.
+    let mut created: Vec<(Kind, String, String)> = Vec::new();
+    let result = create_all(client, docs, &mut created).await;
+    if result.is_err() {
+        for (kind, ns, n) in created.iter().rev() {
+            if let Err(e) = client.delete(*kind, ns, n).await {
+                eprintln!(
+                    "warning: cannot remove {}/{n} after the failed import: {e}",
+                    kind.qualified()
+                );
+            }
+        }
+    }
+    result
+}
+
+/// Creates each document with its status, the SGBackups owned by the SGShardedBackup (the
+/// first), recording in `created` what exists so far.
+async fn create_all(
+    client: &Client,
+    docs: Vec<(Value, Value)>,
+    created: &mut Vec<(Kind, String, String)>,
+) -> anyhow::Result<()> {
+    let mut owner = None;
+    for (mut doc, status) in docs {
+        if let Some(owner) = &owner {
+            doc["metadata"]["ownerReferences"] = serde_json::json!([owner_reference(owner)]);
+        }
         let (obj, _) = client.apply(&doc).await?;
+        let (kind, ns, n) = super::client::identify(&obj)?;
+        created.push((kind, ns.clone(), n.clone()));
         let mut with_status = obj.clone();
         with_status["status"] = status;
-        let (kind, ns, n) = super::client::identify(&obj)?;
         let path = format!("{}/status", object_path(kind, &ns, &n));
         let resp = client.send(Method::PUT, &path, Some(&with_status)).await?;
         if !resp.status().is_success() {
@@ -252,6 +294,7 @@ pub async fn import(client: &Client, args: &StorageArgs, name: &str) -> anyhow::
             );
         }
         println!("{}/{n} imported", kind.qualified());
+        owner.get_or_insert(obj);
     }
     Ok(())
 }

@@ -8,7 +8,9 @@ use shardvault_api::Kind;
 use shardvault_api::quantity::human_bytes;
 use shardvault_api::shardedbackup::ShardedBackupStatus;
 use shardvault_control::resources::backup_destination;
-use shardvault_control::verify::{MemberToVerify, verify_member};
+use shardvault_control::verify::{
+    MemberToVerify, verify_member, verify_record, verify_restore_points,
+};
 
 use super::catalog::fetch_secrets;
 use super::client::{ConnArgs, runtime};
@@ -47,7 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("SGShardedBackup {name:?} not found in namespace {ns}"))?;
         let status: ShardedBackupStatus =
             serde_json::from_value(backup["status"].clone()).unwrap_or_default();
-        let rp = status.restore_point.with_context(|| {
+        let rp = status.restore_point.clone().with_context(|| {
             format!(
                 "SGShardedBackup {name} has no restore point: it is {}",
                 status.process.status
@@ -55,6 +57,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         })?;
         let secrets = fetch_secrets(&client, ns).await?;
         let mut failed = false;
+        let mut members = Vec::new();
         for (sg_backup, point) in status.sg_backups.iter().zip(&rp.members) {
             let child = client
                 .get(Kind::SGBackup, ns, sg_backup)
@@ -63,14 +66,47 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let config = child
                 .pointer("/status/sgBackupConfig")
                 .with_context(|| format!("SGBackup {sg_backup} has no status.sgBackupConfig"))?;
-            let member = MemberToVerify {
+            members.push(MemberToVerify {
                 name: point.name.clone(),
                 backup: sg_backup.clone(),
                 destination: backup_destination(config, &secrets, sg_backup)
                     .map_err(|e| anyhow::anyhow!("{e}"))?,
                 restore_point_wal: point.wal_file.clone(),
-            };
-            match verify_member(&member).await {
+                manifest_sha256: child
+                    .pointer("/status/backupInformation/manifestSha256")
+                    .and_then(|v| v.as_str())
+                    .map(str::to_string),
+            });
+        }
+        match &status.sharded_record_config {
+            Some(config) => {
+                let dest = backup_destination(config, &secrets, name)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let anchors: Vec<_> = members.iter().map(|m| m.manifest_sha256.clone()).collect();
+                match verify_record(&dest, name, &status, &anchors).await {
+                    Ok(_) => println!("record {}: ok", shardvault_control::catalog::key(name)),
+                    Err(e) => {
+                        failed = true;
+                        println!("record: FAILED: {e}");
+                    }
+                }
+                if let Some(coordinator) = members.first() {
+                    match verify_restore_points(&dest, &coordinator.destination, &rp.time).await
+                    {
+                        Ok(n) => println!("restore point records: ok ({n} after the backup)"),
+                        Err(e) => {
+                            failed = true;
+                            println!("restore point records: FAILED: {e}");
+                        }
+                    }
+                }
+            }
+            None => println!(
+                "record: not checked (status.shardedRecordConfig is missing: a backup of an older version)"
+            ),
+        }
+        for member in &members {
+            match verify_member(member).await {
                 Ok(v) => println!(
                     "{}: ok ({} files, {}, {} WAL segments up to the restore point)",
                     v.name,

@@ -85,7 +85,11 @@ pub async fn verify_record(
         object: catalog::key(name),
         reason: format!("its {what} differs from the SGShardedBackup's status"),
     };
-    let members: Vec<&str> = record.members.iter().map(|m| m.sg_backup.as_str()).collect();
+    let members: Vec<&str> = record
+        .members
+        .iter()
+        .map(|m| m.sg_backup.as_str())
+        .collect();
     if record.name != name || members != status.sg_backups {
         return Err(differs("list of member backups"));
     }

@@ -157,7 +157,11 @@ async fn open(
 async fn records(
     client: &Client,
     args: &StorageArgs,
-) -> anyhow::Result<(ObjectStorageSpec, Vec<(String, ShardedRecord)>, Vec<Damaged>)> {
+) -> anyhow::Result<(
+    ObjectStorageSpec,
+    Vec<(String, ShardedRecord)>,
+    Vec<Damaged>,
+)> {
     let (spec, store, codec) = open(client, args).await?;
     let found = catalog::find_all(&store, &codec).await?;
     let base = args.path.as_deref().unwrap_or("").trim_matches('/');

@@ -100,7 +100,7 @@ pub enum EngineError {
     BackupExists { name: String, location: String },
     /// No manifest for the named backup.
     #[error(
-        "backup {name} not found in {location} (no manifest): list backups with `shardvault backups ls`"
+        "backup {name} not found in {location} (no basebackups/{name}/manifest.json): list backups with `shardvault backups ls`"
     )]
     BackupNotFound { name: String, location: String },
     /// A manifest cannot be parsed or has an unsupported format.

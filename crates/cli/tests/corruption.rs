@@ -496,7 +496,11 @@ fn every_damaged_object_is_named_by_verify_and_refused_by_restore_and_import() {
         !record2.exists(),
         "the record of a deleted backup stays in storage"
     );
-    assert!(!shard_dir.join("basebackups/b2-shard0").exists());
+    assert!(
+        !shard_dir
+            .join("basebackups/b2-shard0/manifest.json")
+            .exists()
+    );
     let listed = dr.ok(&["backups", "ls", "--storage", "store"]);
     assert!(
         listed.contains("\nb ") && !listed.contains("b2"),

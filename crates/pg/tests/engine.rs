@@ -634,8 +634,16 @@ async fn wal_push_refuses_different_content_and_fetch_reports_missing_files() {
     let pg_wal = work.path().join("pg_wal");
     std::fs::create_dir(&pg_wal).unwrap();
     let seg = |i: u8| format!("0000000100000000000000{i:02X}");
-    let segment_bytes =
-        |i: u8| -> Vec<u8> { (0..1024 * 1024u32).map(|x| (x % 251) as u8 ^ i).collect() };
+    // Filler behind a first page header that says which segment it is (fetch checks it).
+    let segment_bytes = |i: u8| -> Vec<u8> {
+        let mut d: Vec<u8> = (0..1024 * 1024u32).map(|x| (x % 251) as u8 ^ i).collect();
+        d[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        d[2..4].copy_from_slice(&2u16.to_le_bytes());
+        d[4..8].copy_from_slice(&1u32.to_le_bytes());
+        d[8..16].copy_from_slice(&(u64::from(i) * 16 * 1024 * 1024).to_le_bytes());
+        d[32..36].copy_from_slice(&(16u32 * 1024 * 1024).to_le_bytes());
+        d
+    };
     for i in 1..=4 {
         std::fs::write(pg_wal.join(seg(i)), segment_bytes(i)).unwrap();
         let pushed = wal::push(&cfg, &pg_wal.join(seg(i))).await.unwrap();

@@ -806,6 +806,23 @@ async fn tablespaces_are_restored_where_asked() {
     let oid = manifest.tablespaces[0].oid.clone();
     engine::verify(&dest, "with-ts").await.unwrap();
 
+    // A tablespace map flipped, truncated or deleted fails verify by name.
+    let store = dest.store().unwrap();
+    let key = "basebackups/with-ts/tablespace_map";
+    let good = store.get(key).await.unwrap();
+    let mut flipped = good.clone();
+    *flipped.last_mut().unwrap() ^= 0x5a;
+    for bad in [Some(flipped), Some(good[..good.len() / 2].to_vec()), None] {
+        match bad {
+            Some(b) => store.put(key, b).await.unwrap(),
+            None => store.delete(key).await.unwrap(),
+        }
+        let err = engine::verify(&dest, "with-ts").await.unwrap_err();
+        assert!(err.to_string().contains(key), "{err}");
+    }
+    store.put(key, good).await.unwrap();
+    engine::verify(&dest, "with-ts").await.unwrap();
+
     // The original location is in use: refused, and nothing is created.
     let instance = restored_instance(&server, "r-ts");
     let mut opts = RestoreOptions {

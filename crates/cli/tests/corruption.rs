@@ -88,15 +88,17 @@ fn hour(h: i64) -> Timestamp {
 }
 
 /// A damage done to one stored file.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum Fault {
     Flip,
     Truncate,
     Delete,
+    /// Replaced by another stored object, well-formed.
+    SwapWith(PathBuf),
 }
 
 impl Fault {
-    fn apply(self, path: &Path, good: &[u8]) {
+    fn apply(&self, path: &Path, good: &[u8]) {
         match self {
             Fault::Flip => {
                 let mut bad = good.to_vec();
@@ -107,6 +109,7 @@ impl Fault {
             }
             Fault::Truncate => std::fs::write(path, &good[..good.len() / 2]).unwrap(),
             Fault::Delete => std::fs::remove_file(path).unwrap(),
+            Fault::SwapWith(other) => std::fs::write(path, std::fs::read(other).unwrap()).unwrap(),
         }
     }
 }
@@ -334,7 +337,7 @@ fn every_damaged_object_is_named_by_verify_and_refused_by_restore_and_import() {
             .as_str()
             .unwrap()
             .to_string();
-    let swaps: Vec<(&str, PathBuf, PathBuf, &str)> = vec![
+    let swaps = [
         (
             "WAL segment swapped",
             shard_dir.join("wal").join(&rp_wal),
@@ -349,9 +352,9 @@ fn every_damaged_object_is_named_by_verify_and_refused_by_restore_and_import() {
         ),
     ];
     assert_ne!(rp_wal, start_wal, "the swap needs two segments");
-    for (case, path, other, names) in &swaps {
-        let good = Saved::of(path);
-        std::fs::write(path, std::fs::read(other).unwrap()).unwrap();
+    for (case, path, other, names) in swaps {
+        let good = Saved::of(&path);
+        Fault::SwapWith(other).apply(&path, &good.bytes);
         let (ok, text) = verify(&d);
         good.put_back();
         assert!(!ok && text.contains(names), "{case}: {text}");
@@ -398,6 +401,12 @@ fn every_damaged_object_is_named_by_verify_and_refused_by_restore_and_import() {
             manifest.clone(),
             Fault::Delete,
             "b-shard0",
+        ),
+        (
+            "WAL segment of the restore point swapped",
+            shard_dir.join("wal").join(&rp_wal),
+            Fault::SwapWith(shard_dir.join("wal").join(&start_wal)),
+            "is not WAL segment",
         ),
         (
             "part flipped",

@@ -169,9 +169,10 @@ fn reencode(path: &Path, edit: impl FnOnce(&mut Value)) {
 }
 
 /// Applies a restore from the damaged backup into a new cluster and checks that it never
-/// becomes Ready and no member's restore is Completed, until `names` (the damaged object)
-/// shows in its description, and a little after; then removes it.
-fn restore_refused(d: &Daemon, case: &str, names: &str) {
+/// becomes Ready and the restore of `damaged` (a member; None: the backup as a whole, so
+/// every member) is never Completed, until `names` (the damaged object) shows in its
+/// description, and a little after; then removes it.
+fn restore_refused(d: &Daemon, case: &str, damaged: Option<&str>, names: &str) {
     let name = "r";
     d.apply(&restore(name));
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -183,7 +184,10 @@ fn restore_refused(d: &Daemon, case: &str, names: &str) {
         let completed = o
             .pointer("/status/restore/members")
             .and_then(Value::as_array)
-            .is_some_and(|ms| ms.iter().any(|m| m["phase"] == "Completed"));
+            .is_some_and(|ms| {
+                ms.iter()
+                    .any(|m| m["phase"] == "Completed" && damaged.is_none_or(|d| m["name"] == d))
+            });
         assert!(
             !completed,
             "{case}: a member restore claims Completed: {o:#}"
@@ -374,7 +378,7 @@ fn every_damaged_object_is_named_by_verify_and_refused_by_restore_and_import() {
         !ok && text.contains("manifest.json") && text.contains("SHA-256"),
         "manifest without one file: {text}"
     );
-    restore_refused(&d, "manifest without one file", "SHA-256");
+    restore_refused(&d, "manifest without one file", None, "SHA-256");
     good_manifest.put_back();
 
     let record = cluster_dir.join("sharded/b.json");
@@ -388,36 +392,41 @@ fn every_damaged_object_is_named_by_verify_and_refused_by_restore_and_import() {
     good_record.put_back();
 
     // Restores from damaged backups: refused before anything is created when the damage is in
-    // what a restore reads first, and never Ready otherwise.
-    for (case, path, fault, names) in [
+    // what a restore reads first; otherwise the damaged member's restore fails (an undamaged
+    // member may complete) and the cluster is never Ready.
+    for (case, path, fault, damaged, names) in [
         (
             "sharded record flipped",
             record.clone(),
             Fault::Flip,
+            None,
             "sharded/b.json",
         ),
         (
             "manifest deleted",
             manifest.clone(),
             Fault::Delete,
+            None,
             "b-shard0",
         ),
         (
             "WAL segment of the restore point swapped",
             shard_dir.join("wal").join(&rp_wal),
             Fault::SwapWith(shard_dir.join("wal").join(&start_wal)),
+            Some("r-shard0"),
             "is not WAL segment",
         ),
         (
             "part flipped",
             coord_dir.join("basebackups/b-coord/parts/000000"),
             Fault::Flip,
+            Some("r-coord"),
             "parts/000000",
         ),
     ] {
         let good = Saved::of(&path);
         fault.apply(&path, &good.bytes);
-        restore_refused(&d, case, names);
+        restore_refused(&d, case, damaged, names);
         good.put_back();
     }
     let (ok, text) = verify(&d);

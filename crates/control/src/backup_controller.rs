@@ -431,9 +431,10 @@ async fn ensure_children(
 
 /// The status of a member backup not started yet: Pending, with where it will be stored.
 fn pending_child(config: &Value) -> BackupStatus {
-    let mut s = BackupStatus::default();
-    s.sg_backup_config = Some(config.clone());
-    s
+    BackupStatus {
+        sg_backup_config: Some(config.clone()),
+        ..Default::default()
+    }
 }
 
 /// Member progress as store updates, applied in order by one task.

@@ -222,10 +222,17 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
 /// How long open connections may take to close once shutdown began.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Creates the state directory, ours with mode 0711 (the server user passes through to its
+/// cluster data, nobody lists or changes it), and sweeps the work files of an earlier run.
 fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
+    shardvault_pg::statefile::create_own_dir(dir, 0o711)
         .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
-    Ok(())
+    shardvault_control::backup_controller::sweep_work(dir).with_context(|| {
+        format!(
+            "cannot remove the work files of an earlier run under {}",
+            dir.display()
+        )
+    })
 }
 
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {

@@ -14,6 +14,8 @@ pub enum Owner {
     Us,
     /// The server user (node work reads it).
     ServerUser,
+    /// Us, with the server user's group (it may read the file when the mode lets the group).
+    UsWithServerGroup,
 }
 
 /// Writes `bytes` to `path` with `mode`: a new temporary file beside it (created exclusively,
@@ -35,10 +37,12 @@ fn write_new(tmp: &Path, bytes: &[u8], mode: u32, owner: Owner) -> std::io::Resu
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(tmp)?;
     f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-    if owner == Owner::ServerUser
-        && let Some((uid, gid)) = crate::user::server_ids()
-    {
-        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+    if let Some((uid, gid)) = crate::user::server_ids() {
+        match owner {
+            Owner::Us => {}
+            Owner::ServerUser => std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?,
+            Owner::UsWithServerGroup => std::os::unix::fs::fchown(&f, None, Some(gid))?,
+        }
     }
     f.write_all(bytes)?;
     f.sync_all()
@@ -52,8 +56,8 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
-/// Reads `path` when it is a regular file (not a link) that only we can have written: owned
-/// by us and not writable by others, in a directory owned by us and not writable by others.
+/// Reads `path` when it is a regular file (not a link) that only we (or root) can have
+/// written: owned by us or root and writable by nobody else, in a directory likewise.
 pub fn read_trusted(path: &Path) -> std::io::Result<Vec<u8>> {
     let dir = path.parent().unwrap_or(Path::new("."));
     check_ours(dir, &std::fs::symlink_metadata(dir)?)?;
@@ -76,12 +80,13 @@ pub fn read_trusted(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn check_ours(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+/// Fails unless `path` is owned by us or root and writable by nobody else.
+pub fn check_ours(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
     let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != euid {
+    if meta.uid() != euid && meta.uid() != 0 {
         return Err(untrusted(
             path,
-            &format!("it is owned by uid {}, not by us (uid {euid})", meta.uid()),
+            &format!("it is owned by uid {}, not by us (uid {euid}) or root", meta.uid()),
         ));
     }
     if meta.mode() & 0o022 != 0 {

@@ -3,7 +3,7 @@
 //!
 //! Layout under the plan's `dir` (ours, 0711: the server user passes through but cannot
 //! change what we read back): `ports.json` (ports, allocated once) and `observed.json` (what
-//! the last reconcile saw), both ours and 0600; `sock/` (every server's unix socket, private
+//! the last reconcile saw), both ours (0600; observed 0640, group of the server user); `sock/` (every server's unix socket, private
 //! to the server user), `<member>/node.json` (the member's node config, 0600) and
 //! `<member>/<member>-<i>/` (instance `i`: `data/`, `postgres.log`), private to the server user.
 
@@ -349,7 +349,9 @@ pub async fn reconcile(plan: &ClusterPlan) -> Result<ClusterObserved, RuntimeErr
 
     let path = plan.dir.join(OBSERVED_FILE);
     let text = serde_json::to_vec_pretty(&observed).expect("observed state serializes");
-    statefile::write(&path, &text, 0o600, Owner::Us).map_err(RuntimeError::io(&path))?;
+    // Readable by the server user too, so `shardvault psql` works as `postgres`.
+    statefile::write(&path, &text, 0o640, Owner::UsWithServerGroup)
+        .map_err(RuntimeError::io(&path))?;
     for action in &observed.actions {
         tracing::info!(cluster = %plan.name, "{action}");
     }

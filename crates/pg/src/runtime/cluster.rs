@@ -481,8 +481,9 @@ impl Layout {
     /// Creates the cluster directories, allocates missing ports and writes node configs.
     fn prepare(plan: &ClusterPlan) -> Result<Layout, RuntimeError> {
         let socket_dir = socket_dir_for(&plan.dir);
-        // `<state>/clusters/<ns>/<name>`: all three ours, so none can be swapped for a link.
-        for dir in plan.dir.ancestors().take(3).collect::<Vec<_>>().into_iter().rev() {
+        // `<state>/clusters/<ns>/<name>`: the last two ours, so neither can be swapped for a
+        // link (the daemon takes `<state>/clusters` when it starts).
+        for dir in plan.dir.ancestors().take(2).collect::<Vec<_>>().into_iter().rev() {
             statefile::create_own_dir(dir, 0o711).map_err(RuntimeError::io(dir))?;
         }
         user::create_dir_all_for_server(&socket_dir).map_err(RuntimeError::io(&socket_dir))?;

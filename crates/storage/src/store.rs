@@ -551,6 +551,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_link_planted_in_the_storage_is_never_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("root-owned");
+        std::fs::write(&victim, b"keep").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = fs_store(&dir, "shardvault/ns/c1");
+        store.put("b1/manifest.json", b"m".to_vec()).await.unwrap();
+        // What the server user, which owns the storage, can plant there.
+        let base = dir.path().join("shardvault/ns/c1");
+        std::os::unix::fs::symlink(outside.path(), base.join("b1/parts")).unwrap();
+        std::os::unix::fs::symlink(&victim, base.join("b1/label")).unwrap();
+
+        assert_eq!(store.list("b1").await.unwrap(), ["b1/manifest.json"]);
+        store.delete_all("b1").await.unwrap();
+        store.delete("b1/label").await.unwrap();
+        let err = store.get("b1/parts/root-owned").await.unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let err = store.put("b1/parts/new", b"x".to_vec()).await.unwrap_err();
+        assert!(matches!(err, StorageError::Refused { .. }), "{err}");
+        let err = store.delete("b1/parts/root-owned").await.unwrap_err();
+        assert!(err.to_string().contains("never follows links"), "{err}");
+        let err = store.get("../../etc/passwd").await.unwrap_err();
+        assert!(matches!(err, StorageError::Refused { .. }), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
     async fn root_listing_hides_unfinished_writes() {
         let dir = tempfile::tempdir().unwrap();
         let store = fs_store(&dir, "");

@@ -123,6 +123,27 @@ async fn other_users_reach_no_server_read_no_state_and_servers_get_a_minimal_env
         assert!(env.iter().any(|v| v.starts_with("PATH=")), "{env:?}");
     }
 
+    // Who may connect is pinned on the command line: no file in the data directory (say a
+    // restored postgresql.auto.conf) overrides it.
+    let coord = shardvault_testkit::cluster::client(&observed, 0).await;
+    coord
+        .batch_execute("ALTER SYSTEM SET listen_addresses = '*'; SELECT pg_reload_conf()")
+        .await
+        .unwrap();
+    let rows = coord
+        .query(
+            "SELECT name, setting, source FROM pg_settings WHERE name IN \
+             ('listen_addresses', 'hba_file', 'unix_socket_permissions') ORDER BY name",
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in rows {
+        let (name, setting, source): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(source, "command line", "{name} = {setting}");
+        assert_ne!(setting, "*", "{name}");
+    }
+
     let sock = observed.socket_dir.clone();
     assert_eq!(std::fs::metadata(&sock).unwrap().mode() & 0o777, 0o700);
     let member_dir = plan.dir.join("sec-shard0");

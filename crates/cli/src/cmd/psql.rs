@@ -178,6 +178,17 @@ mod tests {
         let (ok, _, err) = query(&["psql", "nope"]);
         assert!(!ok && err.contains("no running cluster ns1/nope"), "{err}");
 
+        // The postgres OS user gets in too (peer authentication, observed.json readable).
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(shardvault_testkit::shardvault_bin())
+            .args(["psql", "pq", "--state-dir", state.path().to_str().unwrap()])
+            .args(["-n", "ns1", "--", "-Atc", "SELECT current_user"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.trim(), "postgres", "{}", String::from_utf8_lossy(&out.stderr));
+
         destroy(&plan.dir).await.unwrap();
     }
 }

@@ -223,6 +223,34 @@ impl Instance {
         Ok(())
     }
 
+    /// Who may connect, and where, given on the command line (`-c`), where nothing in the
+    /// data directory overrides it: a restored `postgresql.auto.conf` could otherwise open
+    /// the server to the network or point it at other access rules.
+    fn pinned_options(&self) -> String {
+        let pgdata = self.pgdata();
+        [
+            ("port", self.port.to_string()),
+            ("listen_addresses", String::new()),
+            (
+                "unix_socket_directories",
+                self.socket_dir.to_string_lossy().into_owned(),
+            ),
+            ("unix_socket_permissions", "0700".to_string()),
+            (
+                "hba_file",
+                pgdata.join("pg_hba.conf").to_string_lossy().into_owned(),
+            ),
+            (
+                "ident_file",
+                pgdata.join("pg_ident.conf").to_string_lossy().into_owned(),
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| format!("-c {}", shell_quote(&format!("{k}={v}"))))
+        .collect::<Vec<_>>()
+        .join(" ")
+    }
+
     /// Writes `pg_hba.conf` and `pg_ident.conf` (see [`access_rules`]); true when they changed.
     fn write_access(&self) -> Result<bool, RuntimeError> {
         let pgdata = self.pgdata();
@@ -318,7 +346,9 @@ impl Instance {
         cmd.args(["start", "-W", "-s", "-D"])
             .arg(self.pgdata())
             .arg("-l")
-            .arg(self.log_file());
+            .arg(self.log_file())
+            .arg("-o")
+            .arg(self.pinned_options());
         run(cmd, &format!("pg_ctl start of {}", self.name)).await?;
         Ok(())
     }

@@ -128,10 +128,29 @@ impl FsRoot {
         }
     }
 
+    /// The root, created (0700, with its missing parents) when it does not exist yet.
+    fn open_or_create_root(&self) -> Result<OwnedFd, FsError> {
+        match self.open_root() {
+            Err(e) if e.is_not_found() => {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.root)?;
+                self.open_root()
+            }
+            other => other,
+        }
+    }
+
     /// The directory holding `key`'s last component, and that component.
     fn parent_of<'k>(&self, key: &'k str, create: bool) -> Result<(OwnedFd, &'k str), FsError> {
         let parts = components(key)?;
-        let root = self.open_root()?;
+        let root = if create {
+            self.open_or_create_root()?
+        } else {
+            self.open_root()?
+        };
         let owner = if create { Some(Self::owner_of(&root)?) } else { None };
         let mut dir = root;
         for part in &parts[..parts.len() - 1] {
@@ -362,6 +381,15 @@ mod tests {
         fs.delete("obj").unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
         assert!(!outside.path().join("new").exists());
+    }
+
+    #[test]
+    fn the_first_write_creates_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = FsRoot::new(&dir.path().join("not/yet"));
+        assert!(fs.list("").is_err_and(|e| e.is_not_found()));
+        fs.write("k", b"v").unwrap();
+        assert_eq!(fs.read("k").unwrap(), b"v");
     }
 
     #[test]

@@ -86,7 +86,10 @@ pub fn check_ours(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> 
     if meta.uid() != euid && meta.uid() != 0 {
         return Err(untrusted(
             path,
-            &format!("it is owned by uid {}, not by us (uid {euid}) or root", meta.uid()),
+            &format!(
+                "it is owned by uid {}, not by us (uid {euid}) or root",
+                meta.uid()
+            ),
         ));
     }
     if meta.mode() & 0o022 != 0 {
@@ -122,7 +125,10 @@ pub fn create_own_dir(dir: &Path, mode: u32) -> std::io::Result<()> {
             _ => e,
         })?;
     let meta = f.metadata()?;
-    let (euid, egid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+    let (euid, egid) = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
     if meta.uid() != euid {
         std::os::unix::fs::fchown(&f, Some(euid), Some(egid))?;
     }

@@ -964,7 +964,11 @@ async fn a_crafted_manifest_restores_nothing_outside_where_it_belongs() {
         // Copy the backup's objects under the crafted name, then replace its manifest.
         for key in repo.store.list(&layout::backup_dir("b1")).await.unwrap() {
             let bytes = repo.store.get(&key).await.unwrap();
-            let renamed = key.replacen(&layout::backup_dir("b1"), &layout::backup_dir(&manifest.name), 1);
+            let renamed = key.replacen(
+                &layout::backup_dir("b1"),
+                &layout::backup_dir(&manifest.name),
+                1,
+            );
             repo.store.put(&renamed, bytes).await.unwrap();
         }
         repo.put(
@@ -999,7 +1003,14 @@ async fn a_crafted_manifest_restores_nothing_outside_where_it_belongs() {
     for key in repo.store.list(&layout::backup_dir("b1")).await.unwrap() {
         let bytes = repo.store.get(&key).await.unwrap();
         repo.store
-            .put(&key.replacen(&layout::backup_dir("b1"), &layout::backup_dir("elsewhere"), 1), bytes)
+            .put(
+                &key.replacen(
+                    &layout::backup_dir("b1"),
+                    &layout::backup_dir("elsewhere"),
+                    1,
+                ),
+                bytes,
+            )
             .await
             .unwrap();
     }

@@ -111,7 +111,11 @@ async fn other_users_reach_no_server_read_no_state_and_servers_get_a_minimal_env
         let hba = std::fs::read_to_string(instance.pgdata.join("pg_hba.conf")).unwrap();
         assert!(!hba.contains("trust"), "{hba}");
         let out = psql_as("nobody", &observed, instance.port);
-        assert!(!out.status.success(), "nobody connected to {}", instance.name);
+        assert!(
+            !out.status.success(),
+            "nobody connected to {}",
+            instance.name
+        );
         assert!(text(&out).contains("Permission denied"), "{}", text(&out));
         let out = psql_as("postgres", &observed, instance.port);
         assert_eq!(text(&out).trim(), "postgres", "{}", instance.name);
@@ -126,7 +130,10 @@ async fn other_users_reach_no_server_read_no_state_and_servers_get_a_minimal_env
     // Who may connect is pinned on the command line: no file in the data directory (say a
     // restored postgresql.auto.conf) overrides it.
     let coord = shardvault_testkit::cluster::client(&observed, 0).await;
-    for sql in ["ALTER SYSTEM SET listen_addresses = '*'", "SELECT pg_reload_conf()"] {
+    for sql in [
+        "ALTER SYSTEM SET listen_addresses = '*'",
+        "SELECT pg_reload_conf()",
+    ] {
         coord.batch_execute(sql).await.unwrap();
     }
     let rows = coord
@@ -138,7 +145,8 @@ async fn other_users_reach_no_server_read_no_state_and_servers_get_a_minimal_env
         .await
         .unwrap();
     for row in rows {
-        let (name, setting, source): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        let (name, setting, source): (String, String, String) =
+            (row.get(0), row.get(1), row.get(2));
         // (PostgreSQL reports the file locations given on the command line as "override".)
         assert!(
             ["command line", "override"].contains(&source.as_str()),
@@ -184,7 +192,9 @@ async fn files_the_postgres_user_plants_make_root_run_or_write_nothing() {
     for attack in [
         format!("echo {{}} > {dir}/observed.json"),
         format!("mv {dir}/observed.json {dir}/x"),
-        format!("ln -s /etc/shadow {dir}/ports.json.new && mv {dir}/ports.json.new {dir}/ports.json"),
+        format!(
+            "ln -s /etc/shadow {dir}/ports.json.new && mv {dir}/ports.json.new {dir}/ports.json"
+        ),
     ] {
         let out = as_user("postgres", &["sh", "-c", &attack]);
         assert!(!out.status.success(), "postgres could: {attack}");
@@ -216,7 +226,12 @@ async fn files_the_postgres_user_plants_make_root_run_or_write_nothing() {
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let psql = Command::new(shardvault_testkit::shardvault_bin())
-        .args(["psql", "plant", "--state-dir", state.path().to_str().unwrap()])
+        .args([
+            "psql",
+            "plant",
+            "--state-dir",
+            state.path().to_str().unwrap(),
+        ])
         .args(["--", "-Atc", "SELECT 1"])
         .output()
         .unwrap();
@@ -229,7 +244,10 @@ async fn files_the_postgres_user_plants_make_root_run_or_write_nothing() {
     let victim = state.path().join("root-only");
     std::fs::write(&victim, b"root's").unwrap();
     std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let link = format!("rm -f {dir}/observed.json && ln -s {} {dir}/observed.json", victim.display());
+    let link = format!(
+        "rm -f {dir}/observed.json && ln -s {} {dir}/observed.json",
+        victim.display()
+    );
     let out = as_user("postgres", &["sh", "-c", &link]);
     assert!(out.status.success(), "{}", text(&out));
     let err = ClusterObserved::load(&plan.dir).unwrap_err().to_string();
@@ -237,12 +255,21 @@ async fn files_the_postgres_user_plants_make_root_run_or_write_nothing() {
     let again = reconcile(&plan).await.unwrap();
     assert!(again.ready(), "{again:#?}");
     assert_eq!(std::fs::read(&victim).unwrap(), b"root's");
-    assert!(!std::fs::symlink_metadata(&observed_json).unwrap().is_symlink());
-    assert_eq!(ClusterObserved::load(&plan.dir).unwrap().pg_bin, observed.pg_bin);
+    assert!(
+        !std::fs::symlink_metadata(&observed_json)
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(
+        ClusterObserved::load(&plan.dir).unwrap().pg_bin,
+        observed.pg_bin
+    );
     assert_eq!(std::fs::metadata(&plan.dir).unwrap().uid(), 0);
     destroy(&plan.dir).await.unwrap();
 }
 
 fn postgres_uid() -> u32 {
-    shardvault_pg::user::server_ids().expect("the tests run as root").0
+    shardvault_pg::user::server_ids()
+        .expect("the tests run as root")
+        .0
 }

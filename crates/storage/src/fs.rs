@@ -66,7 +66,10 @@ impl FsError {
 /// The components of `key`, each a plain name.
 fn components(key: &str) -> Result<Vec<&str>, FsError> {
     let parts: Vec<&str> = key.split('/').collect();
-    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
         return Err(FsError::BadKey(key.to_string()));
     }
     Ok(parts)
@@ -151,7 +154,11 @@ impl FsRoot {
         } else {
             self.open_root()?
         };
-        let owner = if create { Some(Self::owner_of(&root)?) } else { None };
+        let owner = if create {
+            Some(Self::owner_of(&root)?)
+        } else {
+            None
+        };
         let mut dir = root;
         for part in &parts[..parts.len() - 1] {
             dir = Self::open_dir(&dir, part, owner, key)?;
@@ -216,7 +223,11 @@ impl FsRoot {
             Ok::<_, FsError>(())
         })();
         if written.is_err() {
-            let _ = nix::unistd::unlinkat(&staging, tmp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+            let _ = nix::unistd::unlinkat(
+                &staging,
+                tmp.as_str(),
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
         }
         written
     }
@@ -225,7 +236,9 @@ impl FsRoot {
     fn staging(root: &OwnedFd, owner: Option<(u32, u32)>) -> Result<OwnedFd, FsError> {
         let fd = Self::open_dir(root, STAGING_DIR, Some(owner), STAGING_DIR)?;
         let st = nix::sys::stat::fstat(&fd)?;
-        if st.st_mode & 0o7777 != 0o700 && (owner.is_some() || st.st_uid == nix::unistd::geteuid().as_raw()) {
+        if st.st_mode & 0o7777 != 0o700
+            && (owner.is_some() || st.st_uid == nix::unistd::geteuid().as_raw())
+        {
             nix::sys::stat::fchmod(&fd, Mode::from_bits_truncate(0o700))?;
         }
         if let Some((uid, gid)) = owner.filter(|o| *o != (st.st_uid, st.st_gid)) {
@@ -251,13 +264,23 @@ impl FsRoot {
             if name == "." || name == ".." {
                 continue;
             }
-            let Ok(st) = nix::sys::stat::fstatat(&staging, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+            let Ok(st) =
+                nix::sys::stat::fstatat(&staging, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+            else {
                 continue;
             };
             let modified = SystemTime::UNIX_EPOCH + Duration::from_secs(st.st_mtime.max(0) as u64);
             let is_dir = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
-            if !is_dir && now.duration_since(modified).is_ok_and(|age| age > STALE_STAGING) {
-                let _ = nix::unistd::unlinkat(&staging, name.as_os_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+            if !is_dir
+                && now
+                    .duration_since(modified)
+                    .is_ok_and(|age| age > STALE_STAGING)
+            {
+                let _ = nix::unistd::unlinkat(
+                    &staging,
+                    name.as_os_str(),
+                    nix::unistd::UnlinkatFlags::NoRemoveDir,
+                );
             }
         }
         Ok(())
@@ -305,7 +328,9 @@ impl FsRoot {
                     Err(Errno::ENOENT) => {}
                     Err(e) => return Err(Self::link_error(e, &key)),
                 },
-                _ => tracing::warn!("storage entry {key} is not a file or directory (a link?); it is left alone"),
+                _ => tracing::warn!(
+                    "storage entry {key} is not a file or directory (a link?); it is left alone"
+                ),
             }
         }
         Ok(())

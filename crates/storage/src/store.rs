@@ -268,7 +268,9 @@ impl Store {
             Io::Fs(fs) => {
                 if let Some(throttle) = &self.limits.network {
                     for at in (0..data.len()).step_by(THROTTLE_SLICE) {
-                        throttle.acquire((data.len() - at).min(THROTTLE_SLICE) as u64).await;
+                        throttle
+                            .acquire((data.len() - at).min(THROTTLE_SLICE) as u64)
+                            .await;
                     }
                 }
                 let key = full.clone();

@@ -187,7 +187,12 @@ mod tests {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(text.trim(), "postgres", "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            text.trim(),
+            "postgres",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         destroy(&plan.dir).await.unwrap();
     }

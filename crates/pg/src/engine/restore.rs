@@ -152,8 +152,7 @@ fn check_tablespace_locations(m: &Manifest, pgdata: &Path) -> Result<(), EngineE
     use std::path::Component;
     for (i, t) in m.tablespaces.iter().enumerate() {
         let plain = t.location.is_absolute()
-            && t
-                .location
+            && t.location
                 .components()
                 .skip(1)
                 .all(|c| matches!(c, Component::Normal(_)));
@@ -161,9 +160,10 @@ fn check_tablespace_locations(m: &Manifest, pgdata: &Path) -> Result<(), EngineE
             Some("is not a plain absolute path")
         } else if t.location.starts_with(pgdata) || pgdata.starts_with(&t.location) {
             Some("overlaps the data directory")
-        } else if m.tablespaces[..i].iter().any(|o| {
-            o.location.starts_with(&t.location) || t.location.starts_with(&o.location)
-        }) {
+        } else if m.tablespaces[..i]
+            .iter()
+            .any(|o| o.location.starts_with(&t.location) || t.location.starts_with(&o.location))
+        {
             Some("overlaps another tablespace")
         } else {
             None
@@ -504,7 +504,10 @@ mod tests {
             (&["/srv"][..], "overlaps the data directory"),
             (&["/srv/ts/../../etc"][..], "is not a plain absolute path"),
             (&["ts"][..], "is not a plain absolute path"),
-            (&["/srv/ts", "/srv/ts/inner"][..], "overlaps another tablespace"),
+            (
+                &["/srv/ts", "/srv/ts/inner"][..],
+                "overlaps another tablespace",
+            ),
         ] {
             let err = check_tablespace_locations(&manifest(locations), pgdata).unwrap_err();
             assert!(err.to_string().contains(problem), "{locations:?}: {err}");

@@ -483,7 +483,14 @@ impl Layout {
         let socket_dir = socket_dir_for(&plan.dir);
         // `<state>/clusters/<ns>/<name>`: the last two ours, so neither can be swapped for a
         // link (the daemon takes `<state>/clusters` when it starts).
-        for dir in plan.dir.ancestors().take(2).collect::<Vec<_>>().into_iter().rev() {
+        for dir in plan
+            .dir
+            .ancestors()
+            .take(2)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
             statefile::create_own_dir(dir, 0o711).map_err(RuntimeError::io(dir))?;
         }
         user::create_dir_all_for_server(&socket_dir).map_err(RuntimeError::io(&socket_dir))?;

@@ -65,12 +65,7 @@ mod tests {
             assert!(check_key_prefix(bad).is_err(), "{bad}");
         }
         assert!(check_key_prefix(&"a/".repeat(600)).is_err());
-        for good in [
-            "backups",
-            "/backups/prod/",
-            "sgbackups.stackgres.io/ns/c/15",
-            "a..b",
-        ] {
+        for good in ["backups", "/backups/prod/", "sgbackups.stackgres.io/ns/c/15", "a..b"] {
             assert_eq!(check_key_prefix(good), Ok(()), "{good}");
         }
     }

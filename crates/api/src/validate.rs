@@ -353,13 +353,7 @@ fn check_sharded_cluster(s: &ShardedClusterSpec, errs: &mut Errors) {
     match &s.coordinator {
         None => errs.push("spec.coordinator", "required: give coordinator.instances"),
         Some(c) => {
-            check_range(
-                "spec.coordinator.instances",
-                c.instances,
-                1,
-                MAX_INSTANCES,
-                errs,
-            );
+            check_range("spec.coordinator.instances", c.instances, 1, MAX_INSTANCES, errs);
             if let Some(p) = &c.pods
                 && let Err(e) = parse_quantity(&p.persistent_volume.size)
             {
@@ -497,13 +491,7 @@ fn check_backup_entry(path: &str, b: &BackupConfiguration, members: usize, errs:
         ];
         for (f, v) in concurrency {
             if let Some(v) = v {
-                check_range(
-                    &format!("{path}.performance.{f}"),
-                    v,
-                    1,
-                    MAX_CONCURRENCY,
-                    errs,
-                );
+                check_range(&format!("{path}.performance.{f}"), v, 1, MAX_CONCURRENCY, errs);
             }
         }
     }

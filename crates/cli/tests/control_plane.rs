@@ -276,9 +276,7 @@ fn spec_manifests_apply_and_read_back() {
 #[test]
 fn get_describe_delete_in_every_form() {
     let d = daemon(&[]);
-    d.apply(&format!(
-        "{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"
-    ));
+    d.apply(&format!("{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"));
     d.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: creds, namespace: prod}\nstringData: {accessKeyId: AKIAEXAMPLE, secretAccessKey: very-secret-value}\n");
     for kind in [
         "sgsbk",
@@ -537,9 +535,7 @@ fn a_concurrent_conflicting_update_is_refused() {
 #[test]
 fn a_restarted_daemon_keeps_everything() {
     let mut d = daemon(&[]);
-    d.apply(&format!(
-        "{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"
-    ));
+    d.apply(&format!("{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"));
     d.apply(SPEC_PREREQUISITES);
     let before = everything(&d);
     assert!(
@@ -878,9 +874,7 @@ const INVALID: &[(&str, &str)] = &[
 #[test]
 fn invalid_manifests_are_refused_with_their_field_path() {
     let d = daemon(&[]);
-    d.apply(&format!(
-        "{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"
-    ));
+    d.apply(&format!("{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"));
     complete_manual_backup(&d);
     d.apply(SPEC_RESTORE);
     let before = everything(&d);
@@ -958,9 +952,7 @@ fn set_status(d: &Daemon, kind_path: &str, name: &str, status: Value) {
 #[test]
 fn tables_and_yaml_snapshots() {
     let d = daemon(&[]);
-    d.apply(&format!(
-        "{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"
-    ));
+    d.apply(&format!("{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"));
     d.apply(SPEC_PREREQUISITES);
     d.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: backup-keys}\nstringData: {accessKeyId: AKIA, secretAccessKey: s3cr3t}\n");
     let sb = "/apis/stackgres.io/v1/namespaces/default/sgshardedbackups";
@@ -1165,10 +1157,7 @@ fn sigterm_stops_the_daemon_promptly_even_with_watches_open() {
     let started = std::time::Instant::now();
     d.signal("TERM");
     let took = started.elapsed();
-    assert!(
-        took < std::time::Duration::from_secs(8),
-        "SIGTERM took {took:?}"
-    );
+    assert!(took < std::time::Duration::from_secs(8), "SIGTERM took {took:?}");
     assert!(d.log().contains("shardvault stopped"), "{}", d.log());
     watch.kill().ok();
     watch.wait().unwrap();

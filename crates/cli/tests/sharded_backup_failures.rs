@@ -309,10 +309,7 @@ fn concurrent_backups_deletes_and_repeated_applies_stay_consistent() {
     loop {
         let now = phases(&d, &names);
         let running = now.iter().filter(|p| *p == "Running").count();
-        assert!(
-            running <= 1,
-            "two backups of one cluster ran at once: {now:?}"
-        );
+        assert!(running <= 1, "two backups of one cluster ran at once: {now:?}");
         if now.iter().all(|p| p == "Completed" || p == "Failed") {
             assert!(now.iter().all(|p| p == "Completed"), "{now:?}");
             break;
@@ -330,16 +327,9 @@ fn concurrent_backups_deletes_and_repeated_applies_stay_consistent() {
     let done = d.wait_until("sgshardedbackup", "burst", 120, |o| phase(o) == "Completed");
     assert_eq!(done["status"]["attempts"], 1, "{done:#}");
     assert_eq!(
-        d.ok(&[
-            "get",
-            "sgbackup",
-            "-l",
-            "stackgres.io/shardedbackup-name=burst",
-            "-o",
-            "name"
-        ])
-        .lines()
-        .count(),
+        d.ok(&["get", "sgbackup", "-l", "stackgres.io/shardedbackup-name=burst", "-o", "name"])
+            .lines()
+            .count(),
         3
     );
 
@@ -352,11 +342,7 @@ fn concurrent_backups_deletes_and_repeated_applies_stay_consistent() {
     set_mode(&shard1.join("wal"), 0o755);
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(d.processes("node backup --config").len(), 0);
-    for (member, suffix) in [
-        ("c-coord", "coord"),
-        ("c-shard0", "shard0"),
-        ("c-shard1", "shard1"),
-    ] {
+    for (member, suffix) in [("c-coord", "coord"), ("c-shard0", "shard0"), ("c-shard1", "shard1")] {
         assert!(
             !member_dir(&d, member)
                 .join("basebackups")
@@ -390,10 +376,7 @@ fn concurrent_backups_deletes_and_repeated_applies_stay_consistent() {
     let started = std::time::Instant::now();
     d.signal("TERM");
     let took = started.elapsed();
-    assert!(
-        took < std::time::Duration::from_secs(10),
-        "SIGTERM took {took:?}"
-    );
+    assert!(took < std::time::Duration::from_secs(10), "SIGTERM took {took:?}");
 }
 
 /// A small tmpfs mounted for one test (root only), unmounted on drop.
@@ -409,13 +392,7 @@ impl SmallDisk {
         );
         let dir = tempfile::tempdir().unwrap();
         let ok = std::process::Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
             .arg(dir.path())
             .status()
             .unwrap()
@@ -451,9 +428,7 @@ fn a_full_storage_fails_the_backup_clearly_and_says_archiving_fails() {
         matches!(phase(o), "Completed" | "Failed")
     });
     assert_eq!(phase(&failed), "Failed", "{failed:#}");
-    let failure = failed["status"]["process"]["failure"]
-        .as_str()
-        .unwrap_or("");
+    let failure = failed["status"]["process"]["failure"].as_str().unwrap_or("");
     assert!(failure.contains("No space left on device"), "{failure}");
 
     // WAL keeps coming and cannot be stored: a condition and an Event say so, the cluster
@@ -465,20 +440,14 @@ fn a_full_storage_fails_the_backup_clearly_and_says_archiving_fails() {
             .args([coordinator.as_str(), "-Atc", sql])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     };
     psql("CREATE TABLE filler AS SELECT g, md5(g::text) FROM generate_series(1, 200000) g");
     psql("SELECT pg_switch_wal()");
     let said = d.wait_until("sgshardedcluster", "c", 120, |o| {
         o.pointer("/status/conditions/1/status") == Some(&Value::from("False"))
     });
-    let message = said["status"]["conditions"][1]["message"]
-        .as_str()
-        .unwrap_or("");
+    let message = said["status"]["conditions"][1]["message"].as_str().unwrap_or("");
     assert!(
         message.contains("c-coord") && message.contains("WAL archiving fails"),
         "{message}"

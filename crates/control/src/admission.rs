@@ -56,10 +56,7 @@ fn admit_backup(store: &Store, doc: &Value, ns: &str, name: &str) -> Result<(), 
         .pointer("/metadata/annotations")
         .and_then(|a| a.get(crate::import::IMPORTED_ANNOTATION))
         .is_some();
-    let Some(cluster) = doc
-        .pointer("/spec/sgShardedCluster")
-        .and_then(Value::as_str)
-    else {
+    let Some(cluster) = doc.pointer("/spec/sgShardedCluster").and_then(Value::as_str) else {
         return Ok(()); // reported by validation
     };
     if imported {

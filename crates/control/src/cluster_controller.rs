@@ -326,11 +326,7 @@ fn observed_status(o: &ClusterObserved, restore: Option<RestoreStatus>) -> Shard
         .filter_map(|m| Some(format!("{}: {}", m.name, m.archive_failure.as_ref()?)))
         .collect();
     let archiving = if failing.is_empty() {
-        condition(
-            true,
-            "Archiving",
-            "WAL archiving works on every member".into(),
-        )
+        condition(true, "Archiving", "WAL archiving works on every member".into())
     } else {
         condition(
             false,

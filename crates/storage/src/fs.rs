@@ -199,8 +199,18 @@ impl FsRoot {
         }
     }
 
-    /// Writes object `key`: staged (0600) in the private staging directory, then renamed.
+    /// Writes object `key`: staged (0600) in the private staging directory, then renamed
+    /// (again once when a delete removed its emptied directory in between).
     pub(crate) fn write(&self, key: &str, data: &[u8]) -> Result<(), FsError> {
+        match self.write_once(key, data) {
+            Err(FsError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.write_once(key, data)
+            }
+            other => other,
+        }
+    }
+
+    fn write_once(&self, key: &str, data: &[u8]) -> Result<(), FsError> {
         let (dir, name) = self.parent_of(key, true)?;
         let root = self.open_root()?;
         let owner = Self::owner_of(&root)?;
@@ -336,18 +346,40 @@ impl FsRoot {
         Ok(())
     }
 
-    /// Deletes object `key` (a link there is removed itself, never what it points to); a
-    /// missing object is not an error.
+    /// Deletes object `key` (a link there is removed itself, never what it points to), then
+    /// the directories it leaves empty, up to the root; a missing object is not an error.
     pub(crate) fn delete(&self, key: &str) -> Result<(), FsError> {
-        let (dir, name) = match self.parent_of(key, false) {
-            Ok(found) => found,
+        let parts = components(key)?;
+        let mut dirs = vec![match self.open_root() {
+            Ok(root) => root,
             Err(e) if e.is_not_found() => return Ok(()),
             Err(e) => return Err(e),
-        };
-        match nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
-            Ok(()) | Err(Errno::ENOENT) => Ok(()),
-            Err(e) => Err(e.into()),
+        }];
+        for part in &parts[..parts.len() - 1] {
+            match Self::open_dir(dirs.last().expect("the root"), part, None, key) {
+                Ok(fd) => dirs.push(fd),
+                Err(e) if e.is_not_found() => return Ok(()),
+                Err(e) => return Err(e),
+            }
         }
+        let last = dirs.last().expect("the root");
+        match nix::unistd::unlinkat(
+            last,
+            parts[parts.len() - 1],
+            nix::unistd::UnlinkatFlags::NoRemoveDir,
+        ) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Emptied directories go too (a concurrent write into one retries, see `write`).
+        for (depth, name) in parts[..parts.len() - 1].iter().enumerate().rev() {
+            match nix::unistd::unlinkat(&dirs[depth], *name, nix::unistd::UnlinkatFlags::RemoveDir)
+            {
+                Ok(()) | Err(Errno::ENOENT) => {}
+                Err(_) => break,
+            }
+        }
+        Ok(())
     }
 
     /// Fails unless the root is a directory we can read (missing is fine: created on write).
@@ -425,11 +457,18 @@ mod tests {
         let staging = storage.path().join(STAGING_DIR);
         std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o1777)).unwrap();
         fs.write("a/b/obj", b"rows").unwrap();
+        fs.write("a/keep", b"x").unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
         assert_eq!(mode(&storage.path().join("a/b/obj")), 0o600);
         assert_eq!(mode(&storage.path().join("a/b")), 0o700);
         assert_eq!(mode(&staging), 0o700);
         assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
-        assert_eq!(fs.list("").unwrap(), ["a/b/obj"]);
+        let mut keys = fs.list("").unwrap();
+        keys.sort();
+        assert_eq!(keys, ["a/b/obj", "a/keep"]);
+        // A delete takes the directories it empties, not the others.
+        fs.delete("a/b/obj").unwrap();
+        assert!(!storage.path().join("a/b").exists());
+        assert!(storage.path().join("a/keep").is_file());
     }
 }

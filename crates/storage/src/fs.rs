@@ -44,6 +44,18 @@ pub(crate) enum FsError {
     Io(std::io::Error),
 }
 
+impl std::fmt::Display for FsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsError::BadKey(key) => write!(f, "key {key} has an empty, `.` or `..` component"),
+            FsError::Link(key) => {
+                write!(f, "{key} goes through a symbolic link or a non-directory")
+            }
+            FsError::Io(e) => e.fmt(f),
+        }
+    }
+}
+
 impl From<Errno> for FsError {
     fn from(e: Errno) -> FsError {
         FsError::Io(e.into())

@@ -100,7 +100,7 @@ impl Store {
                     .ok_or_else(|| StorageError::Config(format!("path {path:?} is not UTF-8")))?;
                 let fs = FsRoot::new(path);
                 if let Err(e) = fs.sweep_staging() {
-                    tracing::warn!("filesystem {root}: could not sweep {STAGING_DIR}: {e:?}");
+                    tracing::warn!("filesystem {root}: could not sweep {STAGING_DIR}: {e}");
                 }
                 let backend = Backend::Filesystem {
                     root: root.to_string(),
@@ -169,12 +169,6 @@ impl Store {
                 location: self.backend.location(),
                 hint: "awsCredentials.secretKeySelectors",
             },
-            (ErrorKind::PermissionDenied, Backend::Filesystem { .. }) => {
-                StorageError::AccessDenied {
-                    location: self.backend.location(),
-                    hint: "the owner and mode of filesystem.path",
-                }
-            }
             (
                 ErrorKind::ConfigInvalid,
                 Backend::S3 {

@@ -180,6 +180,7 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
         .unwrap()
         .unwrap()
         .path();
+    nobody_reads_nothing(&d, &part);
     let good = std::fs::read(&part).unwrap();
     let mut bad = good.clone();
     bad[good.len() / 2] ^= 0x5a;
@@ -344,4 +345,44 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
             .expect("fingerprint"),
         "restore from storage alone",
     );
+}
+
+/// After a backup, no node config (they carry the storage's secrets) is left in the work
+/// directory, and another local user reads no stored object and no state and cannot reach
+/// the API.
+fn nobody_reads_nothing(d: &Daemon, part: &std::path::Path) {
+    let work = d.state().join("work");
+    let left: Vec<_> = walk(&work).into_iter().filter(|p| p.is_file()).collect();
+    assert!(left.is_empty(), "node configs outlived their job: {left:?}");
+    let nobody = |args: &[&str]| {
+        std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for file in [part.to_path_buf(), d.state().join("store.db")] {
+        let out = nobody(&["cat", file.to_str().unwrap()]);
+        assert!(!out.status.success(), "nobody read {}", file.display());
+    }
+    let bin = shardvault_testkit::shardvault_bin();
+    let home = format!("SHARDVAULT_HOME={}", d.state().display());
+    let out = nobody(&["env", &home, bin.to_str().unwrap(), "get", "sgobjs"]);
+    let text = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        !out.status.success() && text.contains("permission denied"),
+        "nobody reached the API: {text}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
 }

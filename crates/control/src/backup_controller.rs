@@ -40,6 +40,18 @@ pub const FINALIZER: &str = "shardvault.io/backup-objects";
 /// Annotation choosing the backups[] entry (index) a manual backup goes to (default 0).
 pub const ENTRY_ANNOTATION: &str = "shardvault.io/backup-entry";
 
+/// Directory under the state directory holding the node configs of running backup jobs.
+const WORK_DIR: &str = "work";
+
+/// Removes what an earlier run left in the work directory (node configs with secrets of
+/// jobs that were cut short); called at start, before any job runs.
+pub fn sweep_work(state: &std::path::Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(state.join(WORK_DIR)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Runs sharded backups.
 pub struct ShardedBackupController {
     bin: PathBuf,
@@ -326,9 +338,8 @@ async fn plan_backup(
             format!("SGShardedCluster {cluster_name}: {e}"),
         )
     })?;
-    let work = ctx.state_dir.join("work").join(ns).join(name);
-    shardvault_pg::user::create_dir_all_for_server(&work)
-        .map_err(|e| ReconcileError::new("StateDir", format!("{}: {e}", work.display())))?;
+    let work = work_dir(&ctx.state_dir, ns, name)
+        .map_err(|(dir, e)| ReconcileError::new("StateDir", format!("{}: {e}", dir.display())))?;
     let mut members = Vec::new();
     let mut configs = Vec::new();
     for (i, m) in observed.members.iter().enumerate() {
@@ -787,4 +798,22 @@ async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), ReconcileError> {
         }
     }
     Ok(())
+}
+
+/// Creates `<state>/work/<ns>/<name>` for one backup's node configs: the first two ours
+/// (0711), the last private to the server user that reads them (0700).
+fn work_dir(
+    state: &std::path::Path,
+    ns: &str,
+    name: &str,
+) -> Result<std::path::PathBuf, (std::path::PathBuf, std::io::Error)> {
+    let top = state.join(WORK_DIR);
+    for dir in [top.clone(), top.join(ns)] {
+        shardvault_pg::statefile::create_own_dir(&dir, 0o711).map_err(|e| (dir.clone(), e))?;
+    }
+    let work = top.join(ns).join(name);
+    shardvault_pg::user::create_dir_all_for_server(&work)
+        .and_then(|()| shardvault_pg::user::make_private_for_server(&work))
+        .map_err(|e| (work.clone(), e))?;
+    Ok(work)
 }

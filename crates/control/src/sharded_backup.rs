@@ -174,7 +174,10 @@ async fn member_backup(bin: &PathBuf, m: &MemberJob) -> Result<BackupSummary, Sh
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| fail(format!("cannot run {}: {e}", bin.display())))?;
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&m.config_path);
+            fail(format!("cannot run {}: {e}", bin.display()))
+        })?;
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
     let (mut out, mut err) = (Vec::new(), Vec::new());
@@ -183,6 +186,10 @@ async fn member_backup(bin: &PathBuf, m: &MemberJob) -> Result<BackupSummary, Sh
         stderr.read_to_end(&mut err),
         child.wait()
     );
+    // The config carries the storage's secrets: it never outlives the job.
+    if let Err(e) = std::fs::remove_file(&m.config_path) {
+        tracing::warn!(member = %m.name, "could not remove the node config {}: {e}", m.config_path.display());
+    }
     r1.and(r2).map_err(|e| fail(e.to_string()))?;
     let status = status.map_err(|e| fail(e.to_string()))?;
     if !status.success() {

@@ -51,39 +51,31 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
-    /// Reads a node config file.
+    /// Reads a node config file (never through a link: it lives where the server user writes).
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
-        let text = std::fs::read(path).map_err(|source| ConfigError::Io {
-            path: path.into(),
-            source,
-        })?;
+        use std::io::Read;
+        let mut text = Vec::new();
+        crate::statefile::open_nofollow(path)
+            .and_then(|mut f| f.read_to_end(&mut text))
+            .map_err(|source| ConfigError::Io {
+                path: path.into(),
+                source,
+            })?;
         serde_json::from_slice(&text).map_err(|source| ConfigError::Parse {
             path: path.into(),
             source,
         })
     }
 
-    /// Writes the file with mode 0600, owned by the server user when we are root.
+    /// Writes the file atomically with mode 0600, owned by the server user when we are root.
     pub fn save(&self, path: &Path) -> Result<(), ConfigError> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let io = |source| ConfigError::Io {
-            path: path.into(),
-            source,
-        };
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(&serde_json::to_vec_pretty(self).expect("config serializes"))
-            .map_err(io)?;
-        f.sync_all().map_err(io)?;
-        crate::user::chown_to_server_user(&tmp).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
+        let bytes = serde_json::to_vec_pretty(self).expect("config serializes");
+        crate::statefile::write(path, &bytes, 0o600, crate::statefile::Owner::ServerUser).map_err(
+            |source| ConfigError::Io {
+                path: path.into(),
+                source,
+            },
+        )
     }
 
     /// A libpq connection string for the instance.

@@ -20,13 +20,35 @@ pub fn server_ids() -> Option<(u32, u32)> {
     Some((user.uid.as_raw(), user.gid.as_raw()))
 }
 
-/// A command that runs as the server user (unchanged when we are not root).
+/// The search path every server-user command gets.
+const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Variables passed on from our environment: the locale, the time zone and the log filter
+/// of node work. Nothing else reaches servers and node work (no `RUST_BACKTRACE`, no
+/// credentials that happen to be in the daemon's environment).
+fn passed_on(name: &str) -> bool {
+    matches!(name, "LANG" | "LANGUAGE" | "TZ" | "SHARDVAULT_LOG") || name.starts_with("LC_")
+}
+
+/// A command that runs as the server user (as ourselves when we are not root) with a
+/// minimal environment: `PATH`, `HOME`, `USER` and the variables [`passed_on`] keeps.
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(program);
-    if let Some((uid, gid)) = server_ids() {
-        cmd.uid(uid).gid(gid);
-        cmd.env("HOME", "/var/lib/postgresql");
-        cmd.env("USER", SERVER_USER);
+    cmd.env_clear().env("PATH", PATH);
+    cmd.envs(std::env::vars_os().filter(|(k, _)| k.to_str().is_some_and(passed_on)));
+    match server_ids() {
+        Some((uid, gid)) => {
+            cmd.uid(uid).gid(gid);
+            cmd.env("HOME", "/var/lib/postgresql");
+            cmd.env("USER", SERVER_USER);
+        }
+        None => {
+            cmd.envs(
+                ["HOME", "USER"]
+                    .into_iter()
+                    .filter_map(|k| Some((k, std::env::var_os(k)?))),
+            );
+        }
     }
     cmd
 }
@@ -64,6 +86,25 @@ pub fn chown_tree_to_server_user(path: &Path) -> std::io::Result<()> {
         for entry in std::fs::read_dir(path)? {
             chown_tree_to_server_user(&entry?.path())?;
         }
+    }
+    Ok(())
+}
+
+/// Makes `dir` private to the server user: owned by it, mode 0700 (not following a link).
+pub fn make_private_for_server(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir)?;
+    let meta = f.metadata()?;
+    if let Some((uid, gid)) = server_ids()
+        && (meta.uid(), meta.gid()) != (uid, gid)
+    {
+        std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+    }
+    if meta.mode() & 0o7777 != 0o700 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
 }

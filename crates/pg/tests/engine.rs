@@ -902,3 +902,136 @@ async fn backup_verify_and_restore_work_against_an_s3_server() {
     let err = engine::verify(&wrong, "s1").await.unwrap_err();
     assert!(err.to_string().contains("access denied"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crafted_manifest_restores_nothing_outside_where_it_belongs() {
+    use shardvault_pg::engine::manifest::{DirEntry, Manifest, Tablespace, load_manifest};
+    let work = Work::new();
+    let dest = work.destination("crafted", Compression::Lz4);
+    let (server, cfg) = archiving_server(&work, "crafted", vec![dest.clone()]).await;
+    engine::backup(&cfg, &dest, &BackupOptions::named("b1"))
+        .await
+        .unwrap();
+    let repo = Repo::open(&dest).unwrap();
+    let original = load_manifest(&repo, "b1").await.unwrap();
+    let outside = work.path().join("outside");
+    let craft = |name: &str, change: &dyn Fn(&mut Manifest)| {
+        let mut m = original.clone();
+        m.name = name.to_string();
+        change(&mut m);
+        m
+    };
+    let with_tablespace = |location: PathBuf| {
+        move |m: &mut Manifest| {
+            m.tablespaces.push(Tablespace {
+                oid: "99999".into(),
+                location: location.clone(),
+            });
+            m.directories.push(DirEntry {
+                path: "pg_tblspc/99999".into(),
+                mode: 0o700,
+            });
+        }
+    };
+    let cases = [
+        (
+            craft("dotdot-file", &|m| m.files[0].path = "../../escape".into()),
+            None,
+            "file \"../../escape\" escapes the data directory",
+        ),
+        (
+            craft("dotdot-dir", &|m| {
+                m.directories.push(DirEntry {
+                    path: "base/../../escape".into(),
+                    mode: 0o700,
+                })
+            }),
+            None,
+            "escapes the data directory",
+        ),
+        (
+            craft("dotdot-space", &with_tablespace(outside.join("../escape"))),
+            None,
+            "is not a plain absolute path",
+        ),
+        (
+            craft("inside-space", &with_tablespace(PathBuf::from("/"))),
+            None,
+            "overlaps the data directory",
+        ),
+    ];
+    for (manifest, tablespace_dir, message) in cases {
+        // Copy the backup's objects under the crafted name, then replace its manifest.
+        for key in repo.store.list(&layout::backup_dir("b1")).await.unwrap() {
+            let bytes = repo.store.get(&key).await.unwrap();
+            let renamed = key.replacen(
+                &layout::backup_dir("b1"),
+                &layout::backup_dir(&manifest.name),
+                1,
+            );
+            repo.store.put(&renamed, bytes).await.unwrap();
+        }
+        repo.put(
+            &layout::manifest_key(&manifest.name),
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .await
+        .unwrap();
+        let instance = restored_instance(&server, &manifest.name);
+        let opts = RestoreOptions {
+            backup: manifest.name.clone(),
+            pgdata: instance.pgdata(),
+            target: RecoveryTarget::Immediate,
+            concurrency: 2,
+            restore_command: wal::restore_command(&shardvault_bin(), &work.config_path("crafted")),
+            tablespace_dir,
+            progress: None,
+        };
+        let err = engine::restore(&dest, &opts).await.unwrap_err();
+        assert!(
+            matches!(err, EngineError::BadManifest { .. }) && err.to_string().contains(message),
+            "{}: {err}",
+            manifest.name
+        );
+        assert!(!instance.pgdata().exists(), "{}", manifest.name);
+        assert!(!work.path().join("escape").exists());
+        assert!(!server.root().join("escape").exists());
+    }
+
+    // A tablespace placed elsewhere by the manifest is recreated under --tablespace-dir only.
+    let manifest = craft("elsewhere", &with_tablespace(outside.clone()));
+    for key in repo.store.list(&layout::backup_dir("b1")).await.unwrap() {
+        let bytes = repo.store.get(&key).await.unwrap();
+        repo.store
+            .put(
+                &key.replacen(
+                    &layout::backup_dir("b1"),
+                    &layout::backup_dir("elsewhere"),
+                    1,
+                ),
+                bytes,
+            )
+            .await
+            .unwrap();
+    }
+    repo.put(
+        &layout::manifest_key("elsewhere"),
+        serde_json::to_vec(&manifest).unwrap(),
+    )
+    .await
+    .unwrap();
+    let instance = restored_instance(&server, "elsewhere");
+    let spaces = instance.dir.join("tablespaces");
+    let opts = RestoreOptions {
+        backup: "elsewhere".into(),
+        pgdata: instance.pgdata(),
+        target: RecoveryTarget::Immediate,
+        concurrency: 2,
+        restore_command: wal::restore_command(&shardvault_bin(), &work.config_path("crafted")),
+        tablespace_dir: Some(spaces.clone()),
+        progress: None,
+    };
+    engine::restore(&dest, &opts).await.unwrap();
+    assert!(spaces.join("99999").is_dir());
+    assert!(!outside.exists(), "{} was created", outside.display());
+}

@@ -3,8 +3,11 @@
 //! decoded and checked alone.
 //!
 //! Header (20 bytes, little-endian): magic `SVO1`, compression id (0 none, 1 lz4, 2 zstd,
-//! 3 lzma, 4 brotli), encryption id (0 none, 1 sodium secretstream), 2 reserved bytes, the
-//! plaintext length (u64) and its CRC-32C (u32).
+//! 3 lzma, 4 brotli), encryption id (0 none, 2 sodium secretstream; 1 is the older sodium
+//! format, still read), 2 reserved bytes, the plaintext length (u64) and its CRC-32C (u32).
+//! Encrypted objects keep length and checksum inside the sealed payload (12 bytes before the
+//! compressed data) and zeros in the header, so the stored object tells nothing of the
+//! plaintext; objects of the older format carry them in the clear header.
 
 use std::io::{Read, Write};
 
@@ -15,8 +18,13 @@ use crate::encryption::{self, EncryptionKey};
 
 const MAGIC: &[u8; 4] = b"SVO1";
 const HEADER_LEN: usize = 4 + 1 + 1 + 2 + 8 + 4;
-/// Header encryption id of libsodium secretstream.
-const ENCRYPTION_SODIUM: u8 = 1;
+/// Header encryption id of libsodium secretstream with length and checksum in the header
+/// (written by older versions; read only).
+const ENCRYPTION_SODIUM_V1: u8 = 1;
+/// Header encryption id of libsodium secretstream with length and checksum sealed inside.
+const ENCRYPTION_SODIUM: u8 = 2;
+/// Bytes of the sealed length (u64) and checksum (u32) before an encrypted payload.
+const SEALED_CHECK_LEN: usize = 8 + 4;
 
 /// Compression applied to stored objects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -115,13 +123,20 @@ pub fn encode_with(data: &[u8], compression: Compression, key: Option<&Encryptio
     let mut header = [0u8; HEADER_LEN];
     header[..4].copy_from_slice(MAGIC);
     header[4] = compression.id();
-    header[5] = if key.is_some() { ENCRYPTION_SODIUM } else { 0 };
-    header[8..16].copy_from_slice(&(data.len() as u64).to_le_bytes());
-    header[16..20].copy_from_slice(&checksum(data).to_le_bytes());
+    let mut check = [0u8; SEALED_CHECK_LEN];
+    check[..8].copy_from_slice(&(data.len() as u64).to_le_bytes());
+    check[8..].copy_from_slice(&checksum(data).to_le_bytes());
     let payload = compression.compress(data);
     let payload = match key {
-        Some(key) => encryption::seal(key, &header, &payload),
-        None => payload,
+        Some(key) => {
+            header[5] = ENCRYPTION_SODIUM;
+            let sealed = [&check[..], &payload].concat();
+            encryption::seal(key, &header, &sealed)
+        }
+        None => {
+            header[8..].copy_from_slice(&check);
+            payload
+        }
     };
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&header);
@@ -151,16 +166,23 @@ pub fn decode_with(
         .ok_or_else(|| corrupt(format!("unknown compression id {}", object[4])))?;
     let (header, payload) = object.split_at(HEADER_LEN);
     let opened;
-    let payload = match header[5] {
-        0 => payload,
+    let (check, payload) = match header[5] {
+        0 => (&header[8..], payload),
+        ENCRYPTION_SODIUM_V1 => {
+            opened = encryption::open(name, key, header, payload)?;
+            (&header[8..], &opened[..])
+        }
         ENCRYPTION_SODIUM => {
             opened = encryption::open(name, key, header, payload)?;
-            &opened[..]
+            if opened.len() < SEALED_CHECK_LEN {
+                return Err(corrupt("sealed payload shorter than its checksum".into()));
+            }
+            opened.split_at(SEALED_CHECK_LEN)
         }
         other => return Err(corrupt(format!("unknown encryption id {other}"))),
     };
-    let len = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes")) as usize;
-    let want = u32::from_le_bytes(header[16..20].try_into().expect("4 bytes"));
+    let len = u64::from_le_bytes(check[..8].try_into().expect("8 bytes")) as usize;
+    let want = u32::from_le_bytes(check[8..12].try_into().expect("4 bytes"));
     let data = compression
         .decompress(payload, len)
         .map_err(|e| corrupt(format!("cannot decompress: {e}")))?;
@@ -203,6 +225,33 @@ impl Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encrypted_objects_show_neither_length_nor_checksum_and_old_ones_still_open() {
+        let key = EncryptionKey::from_bytes([7u8; 32]);
+        let data: Vec<u8> = b"shardvault v1 sealed object: "
+            .iter()
+            .copied()
+            .cycle()
+            .take(100_000)
+            .collect();
+        let obj = encode_with(&data, Compression::Zstd, Some(&key));
+        assert_eq!(obj[5], ENCRYPTION_SODIUM);
+        assert_eq!(&obj[8..HEADER_LEN], &[0u8; 12]);
+        let crc = checksum(&data).to_le_bytes();
+        let len = (data.len() as u64).to_le_bytes();
+        assert!(!obj.windows(4).any(|w| w == crc), "the CRC is visible");
+        assert!(!obj.windows(8).any(|w| w == len), "the length is visible");
+        assert_eq!(decode_with("new", &obj, Some(&key)).unwrap(), data);
+
+        // Written by the previous format (length and CRC in the clear header).
+        let old = include_bytes!("../tests/fixtures/sodium-v1-zstd.svo");
+        assert_eq!(old[5], ENCRYPTION_SODIUM_V1);
+        assert_eq!(decode_with("old", old, Some(&key)).unwrap(), data);
+        let mut damaged = old.to_vec();
+        damaged[16] ^= 1;
+        assert!(decode_with("old", &damaged, Some(&key)).is_err());
+    }
 
     const ALL: [Compression; 5] = [
         Compression::None,

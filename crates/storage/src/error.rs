@@ -53,6 +53,25 @@ pub enum StorageError {
         /// The endpoint asked.
         endpoint: String,
     },
+    /// The key cannot be used safely (a `..` component, or a link in a filesystem storage).
+    #[error("object {key} refused: {reason}")]
+    Refused {
+        /// Full key of the object.
+        key: String,
+        /// Why, and what to do.
+        reason: String,
+    },
+    /// A filesystem storage failed.
+    #[error("storage {op} {key} failed: {source}")]
+    Filesystem {
+        /// The operation: put, get, stat, list, delete or check.
+        op: &'static str,
+        /// Full key (or directory) it was applied to.
+        key: String,
+        /// The filesystem's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Any other failure of the backend (after retries, for transient ones).
     #[error("storage {op} {key} failed: {source}")]
     Backend {

@@ -5,6 +5,7 @@ pub mod codec;
 pub mod config;
 pub mod encryption;
 pub mod error;
+mod fs;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

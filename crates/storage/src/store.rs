@@ -9,6 +9,7 @@ use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 use tokio::sync::Semaphore;
 
+use crate::fs::{FsError, FsRoot, STAGING_DIR};
 use crate::{Performance, StorageConfig, StorageError, Throttle};
 
 /// Uploads, downloads and other requests in flight at once when no [`Performance`] is given.
@@ -29,16 +30,22 @@ const WRONG_REGION_CODES: [&str; 3] = [
     "AuthorizationHeaderMalformed",
     "IncorrectEndpoint",
 ];
-/// Directory (under a filesystem root) where objects are written before being renamed.
-const FS_TMP_DIR: &str = ".shardvault-tmp";
-
 /// Objects under one prefix of one storage.
 #[derive(Clone, Debug)]
 pub struct Store {
-    op: Operator,
+    io: Io,
     prefix: String,
     backend: Arc<Backend>,
     limits: Arc<Limits>,
+}
+
+/// How requests reach the storage.
+#[derive(Clone, Debug)]
+enum Io {
+    /// Through OpenDAL (object stores).
+    Dal(Operator),
+    /// A filesystem confined to its root (see [`crate::fs`]).
+    Fs(Arc<FsRoot>),
 }
 
 /// Which storage a store talks to, for messages and error mapping (never credentials).
@@ -83,55 +90,37 @@ impl Limits {
     }
 }
 
-/// Makes the temporary directory of a filesystem storage shared like `/tmp` (sticky and
-/// writable by all) when the storage root exists, so that processes of different users
-/// writing the same storage (a daemon as root, `wal-push` as the server's user) can each
-/// stage their objects there, whoever created it first.
-fn shared_tmp_dir(tmp: &std::path::Path) {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    // Only its owner (or root) may change the mode; for anyone else this does nothing.
-    if !tmp.parent().is_some_and(|root| root.is_dir()) {
-        return;
-    }
-    if !tmp.exists() && std::fs::create_dir(tmp).is_err() {
-        return;
-    }
-    if std::fs::metadata(tmp).is_ok_and(|m| m.mode() & 0o7777 != 0o1777) {
-        let _ = std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o1777));
-    }
-}
-
 impl Store {
     /// Opens the storage described by `config`, rooted at `prefix`.
     pub fn open(config: &StorageConfig, prefix: &str) -> Result<Store, StorageError> {
-        let (op, backend) = match config {
+        let (io, backend) = match config {
             StorageConfig::Filesystem { path } => {
                 let root = path
                     .to_str()
                     .ok_or_else(|| StorageError::Config(format!("path {path:?} is not UTF-8")))?;
-                let tmp = path.join(FS_TMP_DIR);
-                shared_tmp_dir(&tmp);
-                let builder = opendal::services::Fs::default()
-                    .root(root)
-                    .atomic_write_dir(tmp.to_str().expect("UTF-8 root joined with ASCII"));
-                let op = Operator::new(builder)
-                    .map_err(|e| StorageError::Config(format!("filesystem.path {root}: {e}")))?;
+                let fs = FsRoot::new(path);
+                if let Err(e) = fs.sweep_staging() {
+                    tracing::warn!("filesystem {root}: could not sweep {STAGING_DIR}: {e}");
+                }
                 let backend = Backend::Filesystem {
                     root: root.to_string(),
                 };
-                (op, backend)
+                (Io::Fs(Arc::new(fs)), backend)
             }
-            StorageConfig::S3 { .. } => open_s3(config)?,
+            StorageConfig::S3 { .. } => {
+                let (op, backend) = open_s3(config)?;
+                let op = op.layer(
+                    RetryLayer::new()
+                        .with_jitter()
+                        .with_max_times(4)
+                        .with_min_delay(Duration::from_millis(100))
+                        .with_max_delay(Duration::from_secs(5)),
+                );
+                (Io::Dal(op), backend)
+            }
         };
-        let op = op.layer(
-            RetryLayer::new()
-                .with_jitter()
-                .with_max_times(4)
-                .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(5)),
-        );
         Ok(Store {
-            op,
+            io,
             prefix: clean(prefix),
             backend: Arc::new(backend),
             limits: Arc::new(Limits::new(DEFAULT_CONCURRENCY, DEFAULT_CONCURRENCY, None)),
@@ -180,12 +169,6 @@ impl Store {
                 location: self.backend.location(),
                 hint: "awsCredentials.secretKeySelectors",
             },
-            (ErrorKind::PermissionDenied, Backend::Filesystem { .. }) => {
-                StorageError::AccessDenied {
-                    location: self.backend.location(),
-                    hint: "the owner and mode of filesystem.path",
-                }
-            }
             (
                 ErrorKind::ConfigInvalid,
                 Backend::S3 {
@@ -213,14 +196,61 @@ impl Store {
         }
     }
 
+    /// Turns a filesystem error on `key` into the error a user can act on.
+    fn fs_error(&self, op: &'static str, key: String, source: FsError) -> StorageError {
+        match source {
+            FsError::BadKey(bad) => StorageError::Refused {
+                key,
+                reason: format!("{bad:?} has an empty, `.` or `..` component"),
+            },
+            FsError::Link(at) => StorageError::Refused {
+                key,
+                reason: format!(
+                    "{at} in {} goes through a symbolic link or a non-directory; shardvault never \
+                     follows links in a storage: remove it",
+                    self.backend.location()
+                ),
+            },
+            FsError::Io(e) if e.kind() == std::io::ErrorKind::NotFound && op == "get" => {
+                StorageError::NotFound {
+                    key,
+                    location: self.backend.location(),
+                }
+            }
+            FsError::Io(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                StorageError::AccessDenied {
+                    location: self.backend.location(),
+                    hint: "the owner and mode of filesystem.path",
+                }
+            }
+            FsError::Io(source) => StorageError::Filesystem { op, key, source },
+        }
+    }
+
+    /// Runs `f` on the filesystem root off the async threads.
+    async fn on_fs<T: Send + 'static>(
+        fs: &Arc<FsRoot>,
+        f: impl FnOnce(&FsRoot) -> Result<T, FsError> + Send + 'static,
+    ) -> Result<T, FsError> {
+        let fs = fs.clone();
+        tokio::task::spawn_blocking(move || f(&fs))
+            .await
+            .unwrap_or_else(|e| Err(FsError::Io(std::io::Error::other(e))))
+    }
+
     /// Checks that the storage is reachable, the bucket exists and the credentials are accepted.
     pub async fn check(&self) -> Result<(), StorageError> {
         let _permit = self.limits.requests.acquire().await.expect("never closed");
         let dir = self.dir(&self.prefix);
-        match self.op.list_with(&dir).limit(1).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(self.error("check", dir, e)),
+        match &self.io {
+            Io::Fs(fs) => Self::on_fs(fs, |fs| fs.check())
+                .await
+                .map_err(|e| self.fs_error("check", dir, e)),
+            Io::Dal(op) => match op.list_with(&dir).limit(1).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(self.error("check", dir, e)),
+            },
         }
     }
 
@@ -228,20 +258,36 @@ impl Store {
     pub async fn put(&self, key: &str, data: Vec<u8>) -> Result<(), StorageError> {
         let full = self.full(key);
         let _permit = self.limits.uploads.acquire().await.expect("never closed");
+        let op = match &self.io {
+            Io::Fs(fs) => {
+                if let Some(throttle) = &self.limits.network {
+                    for at in (0..data.len()).step_by(THROTTLE_SLICE) {
+                        throttle
+                            .acquire((data.len() - at).min(THROTTLE_SLICE) as u64)
+                            .await;
+                    }
+                }
+                let key = full.clone();
+                return Self::on_fs(fs, move |fs| fs.write(&key, &data))
+                    .await
+                    .map_err(|e| self.fs_error("put", full, e));
+            }
+            Io::Dal(op) => op,
+        };
         let result = match &self.limits.network {
-            None => self.op.write(&full, data).await.map(|_| ()),
-            Some(throttle) => self.put_throttled(&full, data.into(), throttle).await,
+            None => op.write(&full, data).await.map(|_| ()),
+            Some(throttle) => Self::put_throttled(op, &full, data.into(), throttle).await,
         };
         result.map_err(|e| self.error("put", full, e))
     }
 
     async fn put_throttled(
-        &self,
+        op: &Operator,
         full: &str,
         data: Bytes,
         throttle: &Throttle,
     ) -> opendal::Result<()> {
-        let mut writer = self.op.writer_with(full).chunk(S3_PART).await?;
+        let mut writer = op.writer_with(full).chunk(S3_PART).await?;
         let mut at = 0;
         loop {
             let end = (at + THROTTLE_SLICE).min(data.len());
@@ -262,17 +308,21 @@ impl Store {
     pub async fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
         let full = self.full(key);
         let _permit = self.limits.downloads.acquire().await.expect("never closed");
-        let read = match *self.backend {
-            // Ranged reads in parallel: one stream from S3 is slower than the disk behind it.
-            Backend::S3 { .. } => {
-                self.op
-                    .read_with(&full)
-                    .concurrent(S3_READ_STREAMS)
-                    .chunk(S3_READ_CHUNK)
+        let op = match &self.io {
+            Io::Fs(fs) => {
+                let key = full.clone();
+                return Self::on_fs(fs, move |fs| fs.read(&key))
                     .await
+                    .map_err(|e| self.fs_error("get", full, e));
             }
-            Backend::Filesystem { .. } => self.op.read(&full).await,
+            Io::Dal(op) => op,
         };
+        // Ranged reads in parallel: one stream from S3 is slower than the disk behind it.
+        let read = op
+            .read_with(&full)
+            .concurrent(S3_READ_STREAMS)
+            .chunk(S3_READ_CHUNK)
+            .await;
         match read {
             Ok(buf) => Ok(buf.to_vec()),
             Err(e) => Err(self.error("get", full, e)),
@@ -283,7 +333,16 @@ impl Store {
     pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
         let full = self.full(key);
         let _permit = self.limits.requests.acquire().await.expect("never closed");
-        match self.op.stat(&full).await {
+        let op = match &self.io {
+            Io::Fs(fs) => {
+                let key = full.clone();
+                return Self::on_fs(fs, move |fs| fs.is_file(&key))
+                    .await
+                    .map_err(|e| self.fs_error("stat", full, e));
+            }
+            Io::Dal(op) => op,
+        };
+        match op.stat(&full).await {
             Ok(meta) => Ok(meta.is_file()),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
             Err(e) => Err(self.error("stat", full, e)),
@@ -301,24 +360,38 @@ impl Store {
 
     /// Lists keys under `dir` (recursively), relative to this store's prefix, sorted.
     pub async fn list(&self, dir: &str) -> Result<Vec<String>, StorageError> {
-        let full = self.dir(&self.full(dir));
         let _permit = self.limits.requests.acquire().await.expect("never closed");
-        let entries = match self.op.list_with(&full).recursive(true).await {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(self.error("list", full, e)),
-        };
         let strip = if self.prefix.is_empty() {
             0
         } else {
             self.prefix.len() + 1
         };
-        let tmp = format!("{FS_TMP_DIR}/");
-        let mut keys: Vec<String> = entries
-            .into_iter()
-            .filter(|e| !e.metadata().is_dir() && !e.path().starts_with(&tmp))
-            .map(|e| e.path()[strip..].to_string())
-            .collect();
+        let paths: Vec<String> = match &self.io {
+            Io::Fs(fs) => {
+                let at = self.full(dir);
+                let key = at.clone();
+                match Self::on_fs(fs, move |fs| fs.list(&key)).await {
+                    Ok(paths) => paths,
+                    Err(e) if e.is_not_found() => return Ok(Vec::new()),
+                    Err(e) => return Err(self.fs_error("list", at, e)),
+                }
+            }
+            Io::Dal(op) => {
+                let full = self.dir(&self.full(dir));
+                let entries = match op.list_with(&full).recursive(true).await {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+                    Err(e) => return Err(self.error("list", full, e)),
+                };
+                let tmp = format!("{STAGING_DIR}/");
+                entries
+                    .into_iter()
+                    .filter(|e| !e.metadata().is_dir() && !e.path().starts_with(&tmp))
+                    .map(|e| e.path().to_string())
+                    .collect()
+            }
+        };
+        let mut keys: Vec<String> = paths.into_iter().map(|p| p[strip..].to_string()).collect();
         keys.sort();
         Ok(keys)
     }
@@ -327,10 +400,18 @@ impl Store {
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let full = self.full(key);
         let _permit = self.limits.requests.acquire().await.expect("never closed");
-        self.op
-            .delete(&full)
-            .await
-            .map_err(|e| self.error("delete", full, e))
+        match &self.io {
+            Io::Fs(fs) => {
+                let key = full.clone();
+                Self::on_fs(fs, move |fs| fs.delete(&key))
+                    .await
+                    .map_err(|e| self.fs_error("delete", full, e))
+            }
+            Io::Dal(op) => op
+                .delete(&full)
+                .await
+                .map_err(|e| self.error("delete", full, e)),
+        }
     }
 
     /// Deletes every object under `dir`.
@@ -341,10 +422,15 @@ impl Store {
         }
         let full: Vec<String> = keys.iter().map(|k| self.full(k)).collect();
         let _permit = self.limits.requests.acquire().await.expect("never closed");
-        self.op
-            .delete_iter(full)
-            .await
-            .map_err(|e| self.error("delete", self.full(dir), e))
+        match &self.io {
+            Io::Fs(fs) => Self::on_fs(fs, move |fs| full.iter().try_for_each(|k| fs.delete(k)))
+                .await
+                .map_err(|e| self.fs_error("delete", self.full(dir), e)),
+            Io::Dal(op) => op
+                .delete_iter(full)
+                .await
+                .map_err(|e| self.error("delete", self.full(dir), e)),
+        }
     }
 
     /// Where this store points, for messages (never includes credentials).
@@ -461,12 +547,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_link_planted_in_the_storage_is_never_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("root-owned");
+        std::fs::write(&victim, b"keep").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = fs_store(&dir, "shardvault/ns/c1");
+        store.put("b1/manifest.json", b"m".to_vec()).await.unwrap();
+        // What the server user, which owns the storage, can plant there.
+        let base = dir.path().join("shardvault/ns/c1");
+        std::os::unix::fs::symlink(outside.path(), base.join("b1/parts")).unwrap();
+        std::os::unix::fs::symlink(&victim, base.join("b1/label")).unwrap();
+
+        assert_eq!(store.list("b1").await.unwrap(), ["b1/manifest.json"]);
+        store.delete_all("b1").await.unwrap();
+        store.delete("b1/label").await.unwrap();
+        let err = store.get("b1/parts/root-owned").await.unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        let err = store.put("b1/parts/new", b"x".to_vec()).await.unwrap_err();
+        assert!(matches!(err, StorageError::Refused { .. }), "{err}");
+        let err = store.delete("b1/parts/root-owned").await.unwrap_err();
+        assert!(err.to_string().contains("never follows links"), "{err}");
+        let err = store.get("../../etc/passwd").await.unwrap_err();
+        assert!(matches!(err, StorageError::Refused { .. }), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
     async fn root_listing_hides_unfinished_writes() {
         let dir = tempfile::tempdir().unwrap();
         let store = fs_store(&dir, "");
         store.put("k", b"v".to_vec()).await.unwrap();
-        std::fs::create_dir_all(dir.path().join(FS_TMP_DIR)).unwrap();
-        std::fs::write(dir.path().join(FS_TMP_DIR).join("half"), b"x").unwrap();
+        std::fs::create_dir_all(dir.path().join(STAGING_DIR)).unwrap();
+        std::fs::write(dir.path().join(STAGING_DIR).join("half"), b"x").unwrap();
         assert_eq!(store.list("").await.unwrap(), vec!["k"]);
     }
 

@@ -166,6 +166,16 @@ impl Client {
         };
         if let Err(e) = client.ping().await {
             tracing::debug!("ping failed: {e:#}");
+            let denied = e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied)
+            });
+            if denied {
+                bail!(
+                    "permission denied on {}: the API socket is only for the user running the daemon (root, usually)",
+                    state_dir.join(SOCKET).display()
+                );
+            }
             bail!(
                 "shardvault is not running in {}: start it with `shardvault up` (or `shardvault serve`)",
                 state_dir.display()

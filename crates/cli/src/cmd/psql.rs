@@ -80,10 +80,10 @@ fn psql_command(
         PathBuf::from("/usr/lib/postgresql/15/bin/psql"),
     ]
     .into_iter()
-    .find(|p| p.is_file())
+    .find(|p| p.is_file() && trusted_program(p))
     .with_context(|| {
         format!(
-            "psql is not in {}: install postgresql-client",
+            "no trusted psql in {} (owned by root, writable by nobody else): install postgresql-client",
             observed.pg_bin.display()
         )
     })?;
@@ -95,6 +95,18 @@ fn psql_command(
         .arg(&observed.database)
         .args(psql_args);
     Ok(command)
+}
+
+/// True when `program` and its directory belong to us or root and nobody else may change
+/// them: `psql` is run with our privileges, so never one the server user could replace.
+fn trusted_program(program: &Path) -> bool {
+    let dir = program.parent().unwrap_or(Path::new("/"));
+    [program, dir].into_iter().all(|p| {
+        std::fs::metadata(p)
+            .and_then(|meta| shardvault_pg::statefile::check_ours(p, &meta))
+            .inspect_err(|e| tracing::warn!("not running psql from there: {e}"))
+            .is_ok()
+    })
 }
 
 #[cfg(test)]
@@ -165,6 +177,22 @@ mod tests {
         );
         let (ok, _, err) = query(&["psql", "nope"]);
         assert!(!ok && err.contains("no running cluster ns1/nope"), "{err}");
+
+        // The postgres OS user gets in too (peer authentication, observed.json readable).
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(shardvault_testkit::shardvault_bin())
+            .args(["psql", "pq", "--state-dir", state.path().to_str().unwrap()])
+            .args(["-n", "ns1", "--", "-Atc", "SELECT current_user"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.trim(),
+            "postgres",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         destroy(&plan.dir).await.unwrap();
     }

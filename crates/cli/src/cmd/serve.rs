@@ -90,6 +90,9 @@ struct AppState {
 /// Serves until `shutdown` is cancelled, then stops the controllers and removes the
 /// socket. Usable in-process (e.g. by `shardvault demo`).
 pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // Everything the daemon creates (store, pid file, work files) is private unless given
+    // a mode on purpose.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let dir = state_dir::resolve(args.state_dir.clone());
     let socket = dir.join(SOCKET);
     // The kernel limits Unix socket paths to 107 bytes.
@@ -222,10 +225,19 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
 /// How long open connections may take to close once shutdown began.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Creates the state directory, ours with mode 0711 (the server user passes through to its
+/// cluster data, nobody lists or changes it), and sweeps the work files of an earlier run.
 fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
-    Ok(())
+    for dir in [dir.to_path_buf(), dir.join("clusters")] {
+        shardvault_pg::statefile::create_own_dir(&dir, 0o711)
+            .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
+    }
+    shardvault_control::backup_controller::sweep_work(dir).with_context(|| {
+        format!(
+            "cannot remove the work files of an earlier run under {}",
+            dir.display()
+        )
+    })
 }
 
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {

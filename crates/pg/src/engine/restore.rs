@@ -145,6 +145,43 @@ pub(super) fn check_manifest(m: &Manifest) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Checks that each tablespace's original location (used when no tablespace directory is
+/// given) is a plain absolute path (no `..`), neither inside nor above the data directory,
+/// and that no two tablespaces share one.
+fn check_tablespace_locations(m: &Manifest, pgdata: &Path) -> Result<(), EngineError> {
+    use std::path::Component;
+    for (i, t) in m.tablespaces.iter().enumerate() {
+        let plain = t.location.is_absolute()
+            && t.location
+                .components()
+                .skip(1)
+                .all(|c| matches!(c, Component::Normal(_)));
+        let problem = if !plain {
+            Some("is not a plain absolute path")
+        } else if t.location.starts_with(pgdata) || pgdata.starts_with(&t.location) {
+            Some("overlaps the data directory")
+        } else if m.tablespaces[..i]
+            .iter()
+            .any(|o| o.location.starts_with(&t.location) || t.location.starts_with(&o.location))
+        {
+            Some("overlaps another tablespace")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err(EngineError::BadManifest {
+                key: layout::manifest_key(&m.name),
+                reason: format!(
+                    "tablespace {} location {} {problem}; restore it with --tablespace-dir",
+                    t.oid,
+                    t.location.display()
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Restores backup `opts.backup` from `source` into `opts.pgdata`, ready to start and
 /// recover to `opts.target`. Changes nothing if the directory is not empty.
 pub async fn restore(source: &Destination, opts: &RestoreOptions) -> Result<Manifest, EngineError> {
@@ -163,6 +200,9 @@ pub async fn restore(source: &Destination, opts: &RestoreOptions) -> Result<Mani
             (t.oid.clone(), at)
         })
         .collect();
+    if opts.tablespace_dir.is_none() {
+        check_tablespace_locations(&manifest, &opts.pgdata)?;
+    }
     for (_, at) in &tablespaces {
         check_empty(at)?;
     }
@@ -431,6 +471,48 @@ mod tests {
         assert!(
             !recovery_settings("b1", "x", &RecoveryTarget::Latest).contains("recovery_target =")
         );
+    }
+
+    #[test]
+    fn tablespace_locations_that_escape_are_refused() {
+        let manifest = |locations: &[&str]| {
+            let mut m: Manifest = serde_json::from_value(serde_json::json!({
+                "format": 1, "name": "b1", "startLsn": "0/0", "endLsn": "0/0", "timeline": 1,
+                "startWalFile": "", "endWalFile": "", "walSegmentSize": 16777216,
+                "systemIdentifier": "1", "postgresVersion": "15", "postgresVersionNum": 150000,
+                "fromReplica": false, "controlData": {}, "compression": "none",
+                "size": {"compressed": 0, "uncompressed": 0},
+                "startTime": "2026-01-01T00:00:00Z", "endTime": "2026-01-01T00:00:00Z",
+                "hostname": "h", "pgdata": "/d", "parts": 0, "hasTablespaceMap": true,
+                "tablespaces": [], "directories": [], "files": []
+            }))
+            .unwrap();
+            m.tablespaces = locations
+                .iter()
+                .enumerate()
+                .map(|(i, l)| super::super::manifest::Tablespace {
+                    oid: format!("{}", 16384 + i),
+                    location: l.into(),
+                })
+                .collect();
+            m
+        };
+        let pgdata = Path::new("/srv/pg/data");
+        assert!(check_tablespace_locations(&manifest(&["/srv/ts1", "/srv/ts2"]), pgdata).is_ok());
+        for (locations, problem) in [
+            (&["/srv/pg/data/x"][..], "overlaps the data directory"),
+            (&["/srv"][..], "overlaps the data directory"),
+            (&["/srv/ts/../../etc"][..], "is not a plain absolute path"),
+            (&["ts"][..], "is not a plain absolute path"),
+            (
+                &["/srv/ts", "/srv/ts/inner"][..],
+                "overlaps another tablespace",
+            ),
+        ] {
+            let err = check_tablespace_locations(&manifest(locations), pgdata).unwrap_err();
+            assert!(err.to_string().contains(problem), "{locations:?}: {err}");
+            assert!(err.to_string().contains("--tablespace-dir"), "{err}");
+        }
     }
 
     #[test]

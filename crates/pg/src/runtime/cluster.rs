@@ -1,10 +1,11 @@
 //! A sharded cluster on this host: a plain plan and an idempotent reconcile that creates,
 //! starts, adopts and wires its servers, and a destroy that removes them.
 //!
-//! Layout under the plan's `dir`: `ports.json` (ports, allocated once), `sock/` (every
-//! server's unix socket), `<member>/node.json` (the member's node config, 0600) and
-//! `<member>/<member>-<i>/` (instance `i`: `data/`, `postgres.log`), `observed.json` (what the
-//! last reconcile saw).
+//! Layout under the plan's `dir` (ours, 0711: the server user passes through but cannot
+//! change what we read back): `ports.json` (ports, allocated once) and `observed.json` (what
+//! the last reconcile saw), both ours (0600; observed 0640, group of the server user); `sock/` (every server's unix socket, private
+//! to the server user), `<member>/node.json` (the member's node config, 0600) and
+//! `<member>/<member>-<i>/` (instance `i`: `data/`, `postgres.log`), private to the server user.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use super::error::RuntimeError;
 use super::instance::{self, Instance, SUPERUSER};
 use super::{pgbin, wiring};
 use crate::config::NodeConfig;
+use crate::statefile::{self, Owner};
 use crate::user;
 
 /// How a sharded cluster distributes its tables.
@@ -213,10 +215,11 @@ impl ClusterObserved {
                 .all(|i| i.state == InstanceState::Running)
     }
 
-    /// Reads `observed.json` that the last reconcile wrote in cluster directory `dir`.
+    /// Reads `observed.json` that the last reconcile wrote in cluster directory `dir`, only
+    /// when nobody else can have changed it (see [`statefile::read_trusted`]).
     pub fn load(dir: &Path) -> Result<ClusterObserved, RuntimeError> {
         let path = dir.join(OBSERVED_FILE);
-        let text = std::fs::read(&path).map_err(RuntimeError::io(&path))?;
+        let text = statefile::read_trusted(&path).map_err(RuntimeError::io(&path))?;
         serde_json::from_slice(&text).map_err(|source| RuntimeError::State { path, source })
     }
 
@@ -346,7 +349,9 @@ pub async fn reconcile(plan: &ClusterPlan) -> Result<ClusterObserved, RuntimeErr
 
     let path = plan.dir.join(OBSERVED_FILE);
     let text = serde_json::to_vec_pretty(&observed).expect("observed state serializes");
-    std::fs::write(&path, text).map_err(RuntimeError::io(&path))?;
+    // Readable by the server user too, so `shardvault psql` works as `postgres`.
+    statefile::write(&path, &text, 0o640, Owner::UsWithServerGroup)
+        .map_err(RuntimeError::io(&path))?;
     for action in &observed.actions {
         tracing::info!(cluster = %plan.name, "{action}");
     }
@@ -412,6 +417,23 @@ fn socket_dir_for(dir: &Path) -> PathBuf {
     PathBuf::from(format!("/tmp/shardvault-{hash:016x}"))
 }
 
+/// Fails unless the socket directory is a real directory of the server user (one planted
+/// in `/tmp` by someone else would hand them every server's socket), then makes it 0700.
+fn check_socket_dir(dir: &Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).map_err(RuntimeError::io(dir))?;
+    let owner = user::server_ids().map_or(nix::unistd::geteuid().as_raw(), |(uid, _)| uid);
+    if meta.file_type().is_symlink() || !meta.is_dir() || meta.uid() != owner {
+        return Err(RuntimeError::Plan(format!(
+            "socket directory {} is not a directory of uid {owner} (it is owned by uid {}): \
+             someone else created it; remove it and reconcile again",
+            dir.display(),
+            meta.uid()
+        )));
+    }
+    user::make_private_for_server(dir).map_err(RuntimeError::io(dir))
+}
+
 fn read_dirs(dir: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
     let entries = std::fs::read_dir(dir).map_err(RuntimeError::io(dir))?;
     Ok(entries
@@ -459,9 +481,20 @@ impl Layout {
     /// Creates the cluster directories, allocates missing ports and writes node configs.
     fn prepare(plan: &ClusterPlan) -> Result<Layout, RuntimeError> {
         let socket_dir = socket_dir_for(&plan.dir);
-        for dir in [&plan.dir, &socket_dir] {
-            user::create_dir_all_for_server(dir).map_err(RuntimeError::io(dir))?;
+        // `<state>/clusters/<ns>/<name>`: the last two ours, so neither can be swapped for a
+        // link (the daemon takes `<state>/clusters` when it starts).
+        for dir in plan
+            .dir
+            .ancestors()
+            .take(2)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            statefile::create_own_dir(dir, 0o711).map_err(RuntimeError::io(dir))?;
         }
+        user::create_dir_all_for_server(&socket_dir).map_err(RuntimeError::io(&socket_dir))?;
+        check_socket_dir(&socket_dir)?;
         let ports = allocate_ports(plan)?;
         let mut layout = Layout {
             dir: plan.dir.clone(),
@@ -471,6 +504,7 @@ impl Layout {
         for member in &plan.members {
             let member_dir = plan.dir.join(&member.name);
             user::create_dir_all_for_server(&member_dir).map_err(RuntimeError::io(&member_dir))?;
+            user::make_private_for_server(&member_dir).map_err(RuntimeError::io(&member_dir))?;
             let node_config = layout.node_config(&member.name);
             let mut settings = instance::archive_settings(&plan.shardvault_bin, &node_config);
             if plan.sharding == Sharding::Citus {
@@ -519,7 +553,7 @@ fn instance_names(member: &MemberPlan) -> impl Iterator<Item = String> + '_ {
 /// Loads `ports.json`, gives a free port to every instance without one, and saves it.
 fn allocate_ports(plan: &ClusterPlan) -> Result<BTreeMap<String, u16>, RuntimeError> {
     let path = plan.dir.join(PORTS_FILE);
-    let mut ports: BTreeMap<String, u16> = match std::fs::read(&path) {
+    let mut ports: BTreeMap<String, u16> = match statefile::read_trusted(&path) {
         Ok(text) => serde_json::from_slice(&text).map_err(|source| RuntimeError::State {
             path: path.clone(),
             source,
@@ -544,7 +578,7 @@ fn allocate_ports(plan: &ClusterPlan) -> Result<BTreeMap<String, u16>, RuntimeEr
         })?;
     ports.extend(missing.into_iter().zip(free));
     let text = serde_json::to_vec_pretty(&ports).expect("ports serialize");
-    std::fs::write(&path, text).map_err(RuntimeError::io(&path))?;
+    statefile::write(&path, &text, 0o600, Owner::Us).map_err(RuntimeError::io(&path))?;
     Ok(ports)
 }
 
@@ -559,7 +593,9 @@ async fn ensure_primary(
     // A running server is adopted; one that dies while we look (kill -9 a moment ago) is
     // brought up like a stopped one.
     let adopted = primary.running_pid().is_some() && primary.wait_promoted().await.is_ok();
-    if !adopted {
+    if adopted {
+        primary.refresh_access().await?;
+    } else {
         if primary.is_bootstrapped() {
             primary.start().await?;
             actions.push(format!("restarted {} (it had stopped)", primary.name));
@@ -628,6 +664,9 @@ async fn restore(
         .arg(&node_config)
         .args(["--backup", backup, "--pgdata"])
         .arg(primary.pgdata())
+        // Never where a (possibly crafted) manifest says: inside the instance directory.
+        .arg("--tablespace-dir")
+        .arg(primary.dir.join("tablespaces"))
         .args(target.flags())
         .args(["--concurrency", &concurrency.max(1).to_string()])
         .stdin(std::process::Stdio::null())
@@ -772,7 +811,9 @@ async fn ensure_replica(
     let result = async {
         let adopted =
             replica.running_pid().is_some() && replica.wait_accepting(ADOPT_TIMEOUT).await.is_ok();
-        if !adopted {
+        if adopted {
+            replica.refresh_access().await?;
+        } else {
             if replica.is_bootstrapped() {
                 replica.start().await?;
                 actions.push(format!("restarted {} (it had stopped)", replica.name));

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::error::RuntimeError;
+use crate::statefile::{self, Owner};
 use crate::user;
 
 /// The database superuser every server is created with (and node work connects as).
@@ -110,14 +111,15 @@ impl Instance {
     /// Records that the data directory is complete, so a later run never re-creates it.
     pub fn mark_bootstrapped(&self) -> Result<(), RuntimeError> {
         let marker = self.marker();
-        std::fs::write(&marker, b"").map_err(RuntimeError::io(&marker))
+        statefile::write(&marker, b"", 0o600, Owner::ServerUser).map_err(RuntimeError::io(&marker))
     }
 
-    /// Creates the instance and socket directories for the server user and removes the
-    /// leftovers of an earlier bootstrap that did not finish.
+    /// Creates the instance and socket directories private to the server user (0700) and
+    /// removes the leftovers of an earlier bootstrap that did not finish.
     pub fn prepare_dirs(&self) -> Result<(), RuntimeError> {
         for dir in [&self.dir, &self.socket_dir] {
             user::create_dir_all_for_server(dir).map_err(RuntimeError::io(dir))?;
+            user::make_private_for_server(dir).map_err(RuntimeError::io(dir))?;
         }
         let pgdata = self.pgdata();
         if !self.is_bootstrapped() && pgdata.exists() {
@@ -127,13 +129,14 @@ impl Instance {
         Ok(())
     }
 
-    /// Creates the data directory with `initdb` as the server user (local connections trusted).
+    /// Creates the data directory with `initdb` as the server user (no connection trusted:
+    /// [`Instance::write_settings`] writes the access rules before every start).
     pub async fn initdb(&self) -> Result<(), RuntimeError> {
         self.prepare_dirs()?;
         let mut cmd = user::command(self.pg_bin.join("initdb"));
         cmd.arg("-D")
             .arg(self.pgdata())
-            .args(["-U", SUPERUSER, "--auth-local=trust", "--auth-host=reject"])
+            .args(["-U", SUPERUSER, "--auth-local=peer", "--auth-host=reject"])
             .args(["--encoding=UTF8", "--locale=C", "--no-instructions"]);
         if self.fsync_off() {
             cmd.arg("--no-sync");
@@ -196,6 +199,7 @@ impl Instance {
                 "unix_socket_directories".to_string(),
                 self.socket_dir.to_string_lossy().into_owned(),
             ),
+            ("unix_socket_permissions".to_string(), "0700".to_string()),
             ("listen_addresses".to_string(), String::new()),
         ];
         let mut text =
@@ -204,19 +208,79 @@ impl Instance {
             text.push_str(&format!("{key} = {}\n", conf_quote(value)));
         }
         let path = pgdata.join("shardvault.conf");
-        std::fs::write(&path, text).map_err(RuntimeError::io(&path))?;
-        user::chown_to_server_user(&path).map_err(RuntimeError::io(&path))?;
+        statefile::write(&path, text.as_bytes(), 0o600, Owner::ServerUser)
+            .map_err(RuntimeError::io(&path))?;
 
         let main = pgdata.join("postgresql.conf");
         let include = "include_if_exists = 'shardvault.conf'";
-        let current = std::fs::read_to_string(&main).map_err(RuntimeError::io(&main))?;
+        let current = read_server_file(&main)?;
         if !current.lines().any(|l| l.trim() == include) {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&main)
+            let text = format!("{current}\n{include}\n");
+            statefile::write(&main, text.as_bytes(), 0o600, Owner::ServerUser)
                 .map_err(RuntimeError::io(&main))?;
-            writeln!(f, "\n{include}").map_err(RuntimeError::io(&main))?;
+        }
+        self.write_access()?;
+        Ok(())
+    }
+
+    /// Who may connect, and where, given on the command line (`-c`), where nothing in the
+    /// data directory overrides it: a restored `postgresql.auto.conf` could otherwise open
+    /// the server to the network or point it at other access rules.
+    fn pinned_options(&self) -> String {
+        let pgdata = self.pgdata();
+        [
+            ("port", self.port.to_string()),
+            ("listen_addresses", String::new()),
+            (
+                "unix_socket_directories",
+                self.socket_dir.to_string_lossy().into_owned(),
+            ),
+            ("unix_socket_permissions", "0700".to_string()),
+            (
+                "hba_file",
+                pgdata.join("pg_hba.conf").to_string_lossy().into_owned(),
+            ),
+            (
+                "ident_file",
+                pgdata.join("pg_ident.conf").to_string_lossy().into_owned(),
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| format!("-c {}", shell_quote(&format!("{k}={v}"))))
+        .collect::<Vec<_>>()
+        .join(" ")
+    }
+
+    /// Writes `pg_hba.conf` and `pg_ident.conf` (see [`access_rules`]); true when they changed.
+    fn write_access(&self) -> Result<bool, RuntimeError> {
+        let pgdata = self.pgdata();
+        let (hba, ident) = access_rules();
+        let mut changed = false;
+        for (name, text) in [("pg_hba.conf", hba), ("pg_ident.conf", ident)] {
+            let path = pgdata.join(name);
+            if read_server_file(&path).ok().as_deref() != Some(text.as_str()) {
+                statefile::write(&path, text.as_bytes(), 0o600, Owner::ServerUser)
+                    .map_err(RuntimeError::io(&path))?;
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Brings the access rules of a running server up to date (written, then reloaded), for
+    /// servers adopted from an earlier run.
+    pub async fn refresh_access(&self) -> Result<(), RuntimeError> {
+        if self.write_access()? {
+            let client = self.connect("postgres").await?;
+            client
+                .execute("SELECT pg_reload_conf()", &[])
+                .await
+                .map_err(|source| RuntimeError::Sql {
+                    instance: self.name.clone(),
+                    what: "reloading the access rules".to_string(),
+                    source,
+                })?;
+            tracing::info!(instance = %self.name, "access rules rewritten and reloaded");
         }
         Ok(())
     }
@@ -282,7 +346,9 @@ impl Instance {
         cmd.args(["start", "-W", "-s", "-D"])
             .arg(self.pgdata())
             .arg("-l")
-            .arg(self.log_file());
+            .arg(self.log_file())
+            .arg("-o")
+            .arg(self.pinned_options());
         run(cmd, &format!("pg_ctl start of {}", self.name)).await?;
         Ok(())
     }
@@ -357,9 +423,9 @@ impl Instance {
         }
     }
 
-    /// The last `lines` lines of the server log.
+    /// The last `lines` lines of the server log (never read through a link).
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+        let text = read_server_file(&self.log_file()).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -497,6 +563,43 @@ pub(crate) async fn run(
         });
     }
     Ok(stdout)
+}
+
+/// The access rules of every server: the database superuser only through `peer`
+/// authentication from the OS users mapped in `pg_ident.conf` (root, the server user and
+/// the user running shardvault), replication likewise; any other role by password
+/// (scram-sha-256). Only local sockets exist (`listen_addresses` is empty) and their
+/// directory is private to the server user.
+pub fn access_rules() -> (String, String) {
+    let header = "# Written by the shardvault runtime on every start; edits are lost.\n";
+    let hba = format!(
+        "{header}local all {SUPERUSER} peer map=shardvault\n\
+         local replication {SUPERUSER} peer map=shardvault\n\
+         local all all scram-sha-256\n"
+    );
+    let mut users = vec!["root".to_string(), user::SERVER_USER.to_string()];
+    if let Some(me) = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .ok()
+        .flatten()
+        .filter(|me| !users.contains(&me.name))
+    {
+        users.push(me.name);
+    }
+    let mut ident = header.to_string();
+    for os_user in users {
+        ident.push_str(&format!("shardvault {os_user} {SUPERUSER}\n"));
+    }
+    (hba, ident)
+}
+
+/// Reads a file in a directory the server user owns, never through a link.
+fn read_server_file(path: &Path) -> Result<String, RuntimeError> {
+    use std::io::Read;
+    let mut text = String::new();
+    statefile::open_nofollow(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(RuntimeError::io(path))?;
+    Ok(text)
 }
 
 /// A value quoted for `postgresql.conf`.

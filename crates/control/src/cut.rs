@@ -85,7 +85,7 @@ pub struct Cut {
 #[derive(Debug, thiserror::Error)]
 pub enum CutError {
     /// A member could not be reached or refused a statement.
-    #[error("member {member}: {source}")]
+    #[error("member {member}: {}", shardvault_pg::sql_error::message(source))]
     Member {
         member: String,
         #[source]

@@ -4,4 +4,5 @@ pub mod config;
 pub mod engine;
 pub mod fingerprint;
 pub mod runtime;
+pub mod sql_error;
 pub mod user;

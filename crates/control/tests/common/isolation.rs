@@ -20,7 +20,7 @@ use shardvault_pg::engine::manifest::BackupSummary;
 use shardvault_pg::engine::{Repo, layout};
 use shardvault_pg::runtime::cluster::{ClusterObserved, ClusterPlan, RecoveryTarget, Sharding};
 use shardvault_testkit::cluster::{
-    citus_plan, client, ddp_plan, destroy_cluster, restored_plan, start,
+    citus_plan, client, connect, ddp_plan, destroy_cluster, restored_plan, start,
 };
 use shardvault_testkit::{TempStateDir, shardvault_bin};
 
@@ -215,7 +215,9 @@ pub async fn restore_never_touches_its_source(sharding: Sharding) {
 
     // Each recorded position is the restore point record itself, on every member.
     for (i, point) in outcome.cut.members.iter().enumerate() {
-        let c = client(&observed, i).await;
+        // In the postgres database: Citus refuses extensions made on a worker's own.
+        let conninfo = observed.primary_conninfo(i).expect("a primary");
+        let c = connect(&format!("{conninfo} dbname=postgres")).await;
         c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
             .await
             .expect("pg_walinspect");

@@ -203,14 +203,15 @@ fn member_backups(plan: &ClusterPlan, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Restores `backup` into new cluster `name` to `target`, returns its problems, removes it.
+/// Restores `backup` into new cluster `name` to `target`, removes it; returns its problems
+/// and the in-doubt transactions the restore resolved.
 async fn restore_and_check(
     state: &TempStateDir,
     source: &ClusterPlan,
     name: &str,
     backup: &str,
     target: RecoveryTarget,
-) -> Vec<String> {
+) -> (Vec<String>, usize) {
     let plan = restored_plan(
         state.path(),
         name,
@@ -220,8 +221,13 @@ async fn restore_and_check(
     );
     let restored = start(&plan).await;
     let found = problems(&restored).await;
+    let resolved = restored
+        .actions
+        .iter()
+        .filter(|a| a.contains("in-doubt transaction"))
+        .count();
     destroy_cluster(&plan.dir).await;
-    found
+    (found, resolved)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +272,7 @@ async fn restores_of_a_citus_bank_under_cross_shard_load_are_exact() {
     let backed_up = started.elapsed();
 
     let (first, last) = (cuts[0].time, cuts[BACKUPS - 1].time);
-    let span = (last - first).get_milliseconds().max(1);
+    let span = last.duration_since(first).as_millis().max(1) as i64;
     let mut rng = StdRng::seed_from_u64(9);
     let mut restores: Vec<(String, String, RecoveryTarget)> = cuts
         .iter()
@@ -283,7 +289,8 @@ async fn restores_of_a_citus_bank_under_cross_shard_load_are_exact() {
             },
         ));
     }
-    let mut found: Vec<(String, RecoveryTarget, Vec<String>)> = futures::stream::iter(restores)
+    let mut found: Vec<(String, RecoveryTarget, (Vec<String>, usize))> =
+        futures::stream::iter(restores)
         .map(|(name, backup, target)| {
             let (state, plan) = (&state, &plan);
             async move {
@@ -311,17 +318,17 @@ async fn restores_of_a_citus_bank_under_cross_shard_load_are_exact() {
         found.len(),
         (started.elapsed() - backed_up).as_secs_f64()
     );
-    for (name, target, p) in &found {
+    for (name, target, (p, resolved)) in &found {
         println!(
-            "  {name}: {:?}: {}",
+            "  {name}: {:?}: {resolved} in-doubt transactions resolved; {}",
             target.flags(),
             if p.is_empty() { "exact".to_string() } else { p.join("; ") }
         );
     }
     let bad: Vec<String> = found
         .iter()
-        .filter(|(_, _, p)| !p.is_empty())
-        .map(|(n, _, p)| format!("{n}: {}", p.join("; ")))
+        .filter(|(_, _, (p, _))| !p.is_empty())
+        .map(|(n, _, (p, _))| format!("{n}: {}", p.join("; ")))
         .collect();
     assert!(bad.is_empty(), "restores that are not exact:\n{}", bad.join("\n"));
     assert!(source.is_empty(), "the source after the restores: {source:?}");

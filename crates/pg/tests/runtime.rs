@@ -503,3 +503,31 @@ async fn a_cluster_restored_from_backups_is_promoted_replicated_and_talks_to_its
     assert_destroyed(&restored, &all[2..]).await;
     assert_destroyed(&source, &all[..2]).await;
 }
+
+#[tokio::test]
+async fn a_wiring_error_carries_the_servers_message() {
+    let state = state_dir();
+    let plan = plan(state.path(), "werr", 1, 1, 1);
+    let first = reconcile(&plan).await.unwrap();
+    assert!(first.ready(), "{first:#?}");
+    // A function of that name the wiring cannot replace.
+    client(&first, 0)
+        .await
+        .batch_execute(
+            "DROP FUNCTION ddp_create_distributed_table(text, text, text);
+             CREATE FUNCTION public.ddp_create_distributed_table(a text, b text, c text)
+             RETURNS text LANGUAGE sql AS 'SELECT a'",
+        )
+        .await
+        .unwrap();
+    let second = reconcile(&plan).await.unwrap();
+    let err = second.wiring_error.clone().expect("the wiring fails");
+    assert!(
+        err.contains("creating ddp_create_distributed_table")
+            && err.contains("cannot change return type of existing function"),
+        "{err}"
+    );
+    assert!(!second.ready());
+    let all = pids(&second);
+    assert_destroyed(&plan, &all).await;
+}

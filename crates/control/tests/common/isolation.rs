@@ -18,7 +18,9 @@ use shardvault_control::verify::{MemberToVerify, verify_member};
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::engine::manifest::BackupSummary;
 use shardvault_pg::engine::{Repo, layout};
-use shardvault_pg::runtime::cluster::{ClusterObserved, ClusterPlan, RecoveryTarget, Sharding};
+use shardvault_pg::runtime::cluster::{
+    ClusterObserved, ClusterPlan, RecoveryTarget, Sharding, reconcile,
+};
 use shardvault_testkit::cluster::{
     citus_plan, client, connect, ddp_plan, destroy_cluster, restored_plan, start,
 };
@@ -174,6 +176,34 @@ async fn links(observed: &ClusterObserved, sharding: Sharding) -> Vec<Vec<String
     out
 }
 
+/// The row versions (xmin) of the catalog rows the wiring writes, per member.
+async fn wiring_rows(observed: &ClusterObserved, sharding: Sharding) -> Vec<Option<String>> {
+    let (query, members) = match sharding {
+        Sharding::Ddp => (
+            "SELECT string_agg(xmin::text, ',') FROM (SELECT xmin FROM pg_foreign_server \
+             UNION ALL SELECT xmin FROM pg_user_mapping UNION ALL SELECT xmin FROM pg_proc \
+             WHERE proname = 'ddp_create_distributed_table') x",
+            1,
+        ),
+        Sharding::Citus => (
+            "SELECT string_agg(xmin::text, ',' ORDER BY nodeid) FROM pg_dist_node",
+            observed.members.len(),
+        ),
+    };
+    let mut out = Vec::new();
+    for member in 0..members {
+        out.push(
+            client(observed, member)
+                .await
+                .query_one(query, &[])
+                .await
+                .expect("wiring rows")
+                .get(0),
+        );
+    }
+    out
+}
+
 /// The first position of WAL segment `file` (16 MiB segments).
 fn segment_start(file: &str) -> String {
     let log = u64::from_str_radix(&file[8..16], 16).expect("a segment name");
@@ -286,6 +316,16 @@ pub async fn restore_never_touches_its_source(sharding: Sharding) {
         links(&restored, sharding).await,
         want,
         "every link of the restored cluster names its own members"
+    );
+    // Wiring reads before it writes: a second reconcile changes nothing, not even the
+    // catalog rows it would rewrite (for citus each write is a distributed transaction).
+    let before_again = wiring_rows(&restored, sharding).await;
+    let again = reconcile(&restored_plan).await.expect("a second reconcile");
+    assert!(again.actions.is_empty(), "{:?}", again.actions);
+    assert_eq!(
+        before_again,
+        wiring_rows(&restored, sharding).await,
+        "the second reconcile rewrote wiring rows"
     );
     let rows: i64 = client(&restored, 0)
         .await

@@ -42,7 +42,9 @@ fn condition(obj: &Value) -> (String, String) {
 async fn a_failed_wiring_reports_the_servers_message_in_status_an_event_and_the_log() {
     let d = Daemon::start();
     d.apply(CLUSTER);
-    d.wait_until("sgshardedcluster", "wired", 120, |o| condition(o).0 == "True");
+    d.wait_until("sgshardedcluster", "wired", 120, |o| {
+        condition(o).0 == "True"
+    });
     let coord = d.observed("wired").primary_conninfo(0).unwrap();
     // A function of the wiring's name that it cannot replace.
     sql(
@@ -58,7 +60,8 @@ async fn a_failed_wiring_reports_the_servers_message_in_status_an_event_and_the_
     let (status, message) = condition(&obj);
     assert_eq!(status, "False", "{message}");
     assert!(
-        message.contains("sharding wiring") && message.contains("creating ddp_create_distributed_table"),
+        message.contains("sharding wiring")
+            && message.contains("creating ddp_create_distributed_table"),
         "{message}"
     );
     // Two more reconciles (every 5 s) must not repeat the event or the log line.

@@ -136,13 +136,15 @@ pub async fn take_cut(members: &[CutMember], name: &str, mode: &CutMode) -> Resu
             max_attempts,
         } => barrier_cut(members, &clients, name, *lock_timeout, *max_attempts).await?,
         CutMode::Citus => {
-            let before = try_join_all(members.iter().zip(&clients).map(|(m, c)| insert_lsn(m, c))).await?;
+            let before =
+                try_join_all(members.iter().zip(&clients).map(|(m, c)| insert_lsn(m, c))).await?;
             clients[0]
                 .query_one("SELECT citus_create_restore_point($1)::text", &[&name])
                 .await
                 .map_err(member_err(&members[0].name))?;
             let pause = started.elapsed();
-            let after = try_join_all(members.iter().zip(&clients).map(|(m, c)| insert_lsn(m, c))).await?;
+            let after =
+                try_join_all(members.iter().zip(&clients).map(|(m, c)| insert_lsn(m, c))).await?;
             // Citus writes the point on every node; find each member's record between.
             let mut points = Vec::new();
             for (i, m) in members.iter().enumerate() {
@@ -381,13 +383,18 @@ async fn find_restore_point(
     // The record is inserted, not flushed: the WAL writer flushes it within moments.
     let deadline = Instant::now() + FLUSH_WAIT;
     while !c
-        .query_one("SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn", &[&to])
+        .query_one(
+            "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+            &[&to],
+        )
         .await
         .map_err(err())?
         .get::<_, bool>(0)
     {
         if Instant::now() > deadline {
-            c.batch_execute("SELECT pg_switch_wal()").await.map_err(err())?;
+            c.batch_execute("SELECT pg_switch_wal()")
+                .await
+                .map_err(err())?;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

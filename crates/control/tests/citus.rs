@@ -43,7 +43,7 @@ const TIMESTAMP_RESTORES: usize = 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_citus_restore_never_touches_its_source_and_verify_finds_a_missing_restore_point_segment()
- {
+{
     isolation::restore_never_touches_its_source(Sharding::Citus).await;
 }
 
@@ -139,7 +139,11 @@ async fn problems(observed: &ClusterObserved) -> Vec<String> {
             .map(|r| r.get(0))
             .collect();
         if !prepared.is_empty() {
-            found.push(format!("{}: left prepared: {}", member.name, prepared.join(", ")));
+            found.push(format!(
+                "{}: left prepared: {}",
+                member.name,
+                prepared.join(", ")
+            ));
         }
     }
     let c = client(observed, 0).await;
@@ -166,7 +170,9 @@ async fn problems(observed: &ClusterObserved) -> Vec<String> {
         .expect("ledger")
         .get(0);
     if torn > 0 {
-        found.push(format!("{torn} transfers with one side of their ledger only"));
+        found.push(format!(
+            "{torn} transfers with one side of their ledger only"
+        ));
     }
     found
 }
@@ -186,7 +192,9 @@ fn backup_job(plan: &ClusterPlan, observed: &ClusterObserved, name: &str) -> Sha
                 backup,
                 node_config: node_config(observed, i),
                 backup_from: node_config(observed, i),
-                config_path: plan.dir.join(format!("{}-backup.json", plan.members[i].name)),
+                config_path: plan
+                    .dir
+                    .join(format!("{}-backup.json", plan.members[i].name)),
             })
             .collect(),
         database: DATABASE.to_string(),
@@ -265,9 +273,14 @@ async fn restores_of_a_citus_bank_under_cross_shard_load_are_exact() {
     let (committed, failed) = workload.stop().await;
     // A commit record after the window on every member, archived.
     for i in 0..plan.members.len() {
-        seal(&node_config(&observed, i), true, None, Duration::from_secs(60))
-            .await
-            .unwrap_or_else(|e| panic!("seal member {i}: {e}"));
+        seal(
+            &node_config(&observed, i),
+            true,
+            None,
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("seal member {i}: {e}"));
     }
     let backed_up = started.elapsed();
 
@@ -276,7 +289,13 @@ async fn restores_of_a_citus_bank_under_cross_shard_load_are_exact() {
     let mut rng = StdRng::seed_from_u64(9);
     let mut restores: Vec<(String, String, RecoveryTarget)> = cuts
         .iter()
-        .map(|c| (c.name.clone(), c.name.clone(), RecoveryTarget::Name(c.name.clone())))
+        .map(|c| {
+            (
+                c.name.clone(),
+                c.name.clone(),
+                RecoveryTarget::Name(c.name.clone()),
+            )
+        })
         .collect();
     for t in 0..TIMESTAMP_RESTORES {
         let at = first + jiff::SignedDuration::from_millis(rng.random_range(0..span));
@@ -291,17 +310,23 @@ async fn restores_of_a_citus_bank_under_cross_shard_load_are_exact() {
     }
     let mut found: Vec<(String, RecoveryTarget, (Vec<String>, usize))> =
         futures::stream::iter(restores)
-        .map(|(name, backup, target)| {
-            let (state, plan) = (&state, &plan);
-            async move {
-                let p = restore_and_check(state, plan, &format!("r-{name}"), &backup, target.clone())
+            .map(|(name, backup, target)| {
+                let (state, plan) = (&state, &plan);
+                async move {
+                    let p = restore_and_check(
+                        state,
+                        plan,
+                        &format!("r-{name}"),
+                        &backup,
+                        target.clone(),
+                    )
                     .await;
-                (name, target, p)
-            }
-        })
-        .buffer_unordered(2)
-        .collect()
-        .await;
+                    (name, target, p)
+                }
+            })
+            .buffer_unordered(2)
+            .collect()
+            .await;
     found.sort_by(|a, b| a.0.cmp(&b.0));
 
     let source = problems(&observed).await;
@@ -322,7 +347,11 @@ async fn restores_of_a_citus_bank_under_cross_shard_load_are_exact() {
         println!(
             "  {name}: {:?}: {resolved} in-doubt transactions resolved; {}",
             target.flags(),
-            if p.is_empty() { "exact".to_string() } else { p.join("; ") }
+            if p.is_empty() {
+                "exact".to_string()
+            } else {
+                p.join("; ")
+            }
         );
     }
     let bad: Vec<String> = found
@@ -330,8 +359,15 @@ async fn restores_of_a_citus_bank_under_cross_shard_load_are_exact() {
         .filter(|(_, _, (p, _))| !p.is_empty())
         .map(|(n, _, (p, _))| format!("{n}: {}", p.join("; ")))
         .collect();
-    assert!(bad.is_empty(), "restores that are not exact:\n{}", bad.join("\n"));
-    assert!(source.is_empty(), "the source after the restores: {source:?}");
+    assert!(
+        bad.is_empty(),
+        "restores that are not exact:\n{}",
+        bad.join("\n")
+    );
+    assert!(
+        source.is_empty(),
+        "the source after the restores: {source:?}"
+    );
     assert_eq!(
         ledger,
         2 * committed as i64,

@@ -97,9 +97,7 @@ async fn catalogs(observed: &ClusterObserved, sharding: Sharding) -> Vec<String>
         for table in &tables {
             let rows: Option<String> = c
                 .query_one(
-                    &format!(
-                        "SELECT string_agg(t::text, E'\\n' ORDER BY t::text) FROM {table} t"
-                    ),
+                    &format!("SELECT string_agg(t::text, E'\\n' ORDER BY t::text) FROM {table} t"),
                     &[],
                 )
                 .await
@@ -122,7 +120,11 @@ fn log_marks(observed: &ClusterObserved) -> Vec<(PathBuf, usize)> {
         .iter()
         .flat_map(|m| &m.instances)
         .map(|i| {
-            let log = i.pgdata.parent().expect("instance dir").join("postgres.log");
+            let log = i
+                .pgdata
+                .parent()
+                .expect("instance dir")
+                .join("postgres.log");
             let len = std::fs::read(&log).map(|t| t.len()).unwrap_or(0);
             (log, len)
         })
@@ -138,7 +140,8 @@ fn node_connections_since(marks: &[(PathBuf, usize)]) -> Vec<String> {
         found.extend(
             new.lines()
                 .filter(|l| {
-                    l.contains("connection authorized") && NODE_CLIENTS.iter().any(|a| l.contains(a))
+                    l.contains("connection authorized")
+                        && NODE_CLIENTS.iter().any(|a| l.contains(a))
                 })
                 .map(|l| format!("{}: {l}", log.display())),
         );
@@ -297,7 +300,10 @@ pub async fn restore_never_touches_its_source(sharding: Sharding) {
         reached.join("\n")
     );
     let after = catalogs(&observed, sharding).await;
-    assert_eq!(before, after, "the source's catalogs changed during the restore");
+    assert_eq!(
+        before, after,
+        "the source's catalogs changed during the restore"
+    );
     assert!(
         before.iter().any(|c| c.contains(PLANTED)),
         "the planted transaction is in the source's pg_prepared_xacts: {before:?}"

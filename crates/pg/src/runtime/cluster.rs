@@ -783,7 +783,11 @@ async fn end_isolation(plan: &ClusterPlan, layout: &Layout) -> Result<Vec<String
 
 /// `Some("on" | "off")` when the running primary's `archive_mode` differs from its settings.
 async fn archive_mode_change(primary: &Instance) -> Result<Option<&'static str>, RuntimeError> {
-    let wanted = if primary.settings.iter().any(|(k, v)| k == "archive_mode" && v == "on") {
+    let wanted = if primary
+        .settings
+        .iter()
+        .any(|(k, v)| k == "archive_mode" && v == "on")
+    {
         "on"
     } else {
         "off"

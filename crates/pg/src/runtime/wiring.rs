@@ -161,7 +161,10 @@ pub async fn wire_ddp(
                 .map_err(sql(&format!("creating the user mapping for {server}")))?;
         }
     }
-    let body = DDP_FUNCTION.split("$fn$").nth(1).expect("the function has a body");
+    let body = DDP_FUNCTION
+        .split("$fn$")
+        .nth(1)
+        .expect("the function has a body");
     let current = client
         .query_opt(
             "SELECT prosrc FROM pg_proc WHERE proname = 'ddp_create_distributed_table' \
@@ -186,12 +189,18 @@ async fn ensure_extension(
     extension: &str,
 ) -> Result<bool, tokio_postgres::Error> {
     let exists = client
-        .query_opt("SELECT 1 FROM pg_extension WHERE extname = $1", &[&extension])
+        .query_opt(
+            "SELECT 1 FROM pg_extension WHERE extname = $1",
+            &[&extension],
+        )
         .await?
         .is_some();
     if !exists {
         client
-            .batch_execute(&format!("CREATE EXTENSION IF NOT EXISTS {}", ident(extension)))
+            .batch_execute(&format!(
+                "CREATE EXTENSION IF NOT EXISTS {}",
+                ident(extension)
+            ))
             .await?;
     }
     Ok(!exists)
@@ -239,10 +248,16 @@ pub async fn wire_citus(
     let wanted = (host(coordinator), i32::from(coordinator.port));
     if coordinator_row.as_ref() != Some(&wanted) {
         client
-            .execute("SELECT citus_set_coordinator_host($1, $2)", &[&wanted.0, &wanted.1])
+            .execute(
+                "SELECT citus_set_coordinator_host($1, $2)",
+                &[&wanted.0, &wanted.1],
+            )
             .await
             .map_err(sql("setting the citus coordinator host".to_string()))?;
-        actions.push(format!("set the citus coordinator host to {}", coordinator.name));
+        actions.push(format!(
+            "set the citus coordinator host to {}",
+            coordinator.name
+        ));
     }
     let nodes = client
         .query(
@@ -254,7 +269,8 @@ pub async fn wire_citus(
     for (i, shard) in shards.iter().enumerate() {
         let port = i32::from(shard.port);
         match nodes.get(i) {
-            Some(node) if node.get::<_, i32>(1) == port && node.get::<_, String>(2) == host(shard) => {}
+            Some(node)
+                if node.get::<_, i32>(1) == port && node.get::<_, String>(2) == host(shard) => {}
             Some(node) => {
                 let id: i32 = node.get(0);
                 client

@@ -11,7 +11,7 @@ use tokio_postgres::NoTls;
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     /// The member could not be reached.
-    #[error("cannot reach the server: {0}")]
+    #[error("the server failed: {}", shardvault_pg::sql_error::message(.0))]
     Connect(#[from] tokio_postgres::Error),
     /// The member has nowhere to archive.
     #[error("no backup destination is configured (spec.configurations.backups is empty)")]

@@ -268,6 +268,19 @@ async fn reconcile(
         ctx.event(&obj, EventType::Normal, "Reconciled", action)
             .await;
     }
+    if let Some(w) = &observed.wiring_error {
+        // Said once per new message: reconciles repeat every few seconds.
+        let message = format!("sharding wiring: {w}");
+        let said = old
+            .conditions
+            .iter()
+            .any(|c| c.message.as_deref() == Some(message.as_str()));
+        if !said {
+            tracing::warn!(cluster = %name, namespace = %ns, "{message}");
+            ctx.event(&obj, EventType::Warning, "WiringFailed", &message)
+                .await;
+        }
+    }
     let mut restore_status = restore.map(|r| r.status).or(old.restore);
     if let Some(r) = restore_status.as_mut().filter(|_| restored.is_none()) {
         for event in record_restore_outcome(r, &observed) {

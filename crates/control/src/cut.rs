@@ -85,11 +85,22 @@ pub struct Cut {
 #[derive(Debug, thiserror::Error)]
 pub enum CutError {
     /// A member could not be reached or refused a statement.
-    #[error("member {member}: {source}")]
+    #[error("member {member}: {}", shardvault_pg::sql_error::message(source))]
     Member {
         member: String,
         #[source]
         source: tokio_postgres::Error,
+    },
+    /// A member's restore point record is not where Citus wrote it.
+    #[error(
+        "member {member}: {found} restore point records named {name:?} between WAL {from} and {to} instead of one; the restore point cannot be located, take the backup again"
+    )]
+    RestorePointNotFound {
+        member: String,
+        name: String,
+        from: String,
+        to: String,
+        found: usize,
     },
     /// The barrier never held.
     #[error(
@@ -125,17 +136,21 @@ pub async fn take_cut(members: &[CutMember], name: &str, mode: &CutMode) -> Resu
             max_attempts,
         } => barrier_cut(members, &clients, name, *lock_timeout, *max_attempts).await?,
         CutMode::Citus => {
-            let row = clients[0]
+            let before =
+                try_join_all(members.iter().zip(&clients).map(|(m, c)| insert_lsn(m, c))).await?;
+            clients[0]
                 .query_one("SELECT citus_create_restore_point($1)::text", &[&name])
                 .await
                 .map_err(member_err(&members[0].name))?;
-            let _: String = row.get(0);
-            // Citus writes the point on every node; read back each member's position.
+            let pause = started.elapsed();
+            let after =
+                try_join_all(members.iter().zip(&clients).map(|(m, c)| insert_lsn(m, c))).await?;
+            // Citus writes the point on every node; find each member's record between.
             let mut points = Vec::new();
-            for (m, c) in members.iter().zip(&clients) {
-                points.push(position(m, c).await?);
+            for (i, m) in members.iter().enumerate() {
+                points.push(find_restore_point(m, name, &before[i], &after[i]).await?);
             }
-            (points, 1, started.elapsed())
+            (points, 1, pause)
         }
         CutMode::UnsafeSequential { delay } => {
             let mut points = Vec::new();
@@ -279,7 +294,7 @@ fn is_retryable(e: &CutError) -> bool {
             source.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
                 || source.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
         }
-        CutError::BarrierNotTaken { .. } => false,
+        CutError::BarrierNotTaken { .. } | CutError::RestorePointNotFound { .. } => false,
     }
 }
 
@@ -339,23 +354,79 @@ async fn restore_point(m: &CutMember, c: &Client, name: &str) -> Result<MemberPo
     })
 }
 
-async fn position(m: &CutMember, c: &Client) -> Result<MemberPoint, CutError> {
-    let row = c
+/// The member's current WAL insert position.
+async fn insert_lsn(m: &CutMember, c: &Client) -> Result<String, CutError> {
+    Ok(c.query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .map_err(member_err(&m.name))?
+        .get(0))
+}
+
+/// Where restore point `name` really is on member `m`: its `XLOG_RESTORE_POINT` record
+/// between WAL positions `from` and `to`, read with pg_walinspect (PostgreSQL 15 contrib)
+/// in the member's `postgres` database once the WAL up to `to` is flushed.
+async fn find_restore_point(
+    m: &CutMember,
+    name: &str,
+    from: &str,
+    to: &str,
+) -> Result<MemberPoint, CutError> {
+    let c = connect(&CutMember {
+        name: m.name.clone(),
+        conninfo: format!("{} dbname=postgres", m.conninfo),
+    })
+    .await?;
+    let err = || member_err(&m.name);
+    c.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        .await
+        .map_err(err())?;
+    // The record is inserted, not flushed: the WAL writer flushes it within moments.
+    let deadline = Instant::now() + FLUSH_WAIT;
+    while !c
         .query_one(
-            "SELECT lsn::text, pg_walfile_name(lsn), \
-             (SELECT timeline_id FROM pg_control_checkpoint())::int4 \
-             FROM pg_current_wal_lsn() AS lsn",
-            &[],
+            "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+            &[&to],
         )
         .await
-        .map_err(member_err(&m.name))?;
-    Ok(MemberPoint {
-        name: m.name.clone(),
-        lsn: row.get(0),
-        wal_file: row.get(1),
-        timeline: row.get::<_, i32>(2) as u32,
-    })
+        .map_err(err())?
+        .get::<_, bool>(0)
+    {
+        if Instant::now() > deadline {
+            c.batch_execute("SELECT pg_switch_wal()")
+                .await
+                .map_err(err())?;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rows = c
+        .query(
+            "SELECT end_lsn::text, pg_walfile_name(end_lsn), \
+             (SELECT timeline_id FROM pg_control_checkpoint())::int4 \
+             FROM pg_get_wal_records_info($1::text::pg_lsn, $2::text::pg_lsn) \
+             WHERE resource_manager = 'XLOG' AND record_type = 'RESTORE_POINT' AND description = $3",
+            &[&from, &to, &name],
+        )
+        .await
+        .map_err(err())?;
+    match rows.as_slice() {
+        [row] => Ok(MemberPoint {
+            name: m.name.clone(),
+            lsn: row.get(0),
+            wal_file: row.get(1),
+            timeline: row.get::<_, i32>(2) as u32,
+        }),
+        _ => Err(CutError::RestorePointNotFound {
+            member: m.name.clone(),
+            name: name.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            found: rows.len(),
+        }),
+    }
 }
+
+/// How long a restore point's record may take to be flushed before a WAL switch forces it.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// The status form of a cut (`status.restorePoint`, catalog records).
 impl From<&Cut> for RestorePoint {

@@ -4,5 +4,6 @@ pub mod config;
 pub mod engine;
 pub mod fingerprint;
 pub mod runtime;
+pub mod sql_error;
 pub mod statefile;
 pub mod user;

@@ -393,9 +393,11 @@ async fn a_cluster_restored_from_backups_is_promoted_replicated_and_talks_to_its
         .await
         .unwrap();
 
-    // A new cluster from those backups, with a replica on the shard built after promotion.
+    // A new cluster from those backups, with a replica on the shard built after promotion,
+    // and without a backup destination of its own.
     let mut restored = plan(state.path(), "dst", 1, 1, 2);
     for (member, from) in restored.members.iter_mut().zip(&source.members) {
+        member.destinations.clear();
         member.bootstrap = Bootstrap::Restore {
             source: from.destinations[0].clone(),
             backup: "b1".into(),
@@ -425,6 +427,46 @@ async fn a_cluster_restored_from_backups_is_promoted_replicated_and_talks_to_its
         "{:?}",
         observed.actions
     );
+    for member in ["dst-coord-0", "dst-shard0-0"] {
+        assert!(
+            observed
+                .actions
+                .iter()
+                .any(|a| a.starts_with(&format!("released {member} from isolation"))),
+            "{:?}",
+            observed.actions
+        );
+    }
+    // Nowhere to archive: WAL archiving is off rather than failing forever while pg_wal grows.
+    for member in 0..2 {
+        let mode: String = client(&observed, member)
+            .await
+            .query_one("SELECT current_setting('archive_mode')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(mode, "off", "{}", observed.members[member].name);
+    }
+    // Wiring reads before it writes: a second reconcile changes nothing, not even the
+    // catalog rows it would rewrite (their xmin stays).
+    let wiring_rows = "SELECT string_agg(xmin::text, ',') FROM (\
+         SELECT xmin FROM pg_foreign_server UNION ALL SELECT xmin FROM pg_proc \
+         WHERE proname = 'ddp_create_distributed_table' UNION ALL SELECT xmin FROM pg_user_mapping) x";
+    let xmins: String = client(&observed, 0)
+        .await
+        .query_one(wiring_rows, &[])
+        .await
+        .unwrap()
+        .get(0);
+    let again = reconcile(&restored).await.unwrap();
+    assert!(again.actions.is_empty(), "{:?}", again.actions);
+    let xmins_again: String = client(&observed, 0)
+        .await
+        .query_one(wiring_rows, &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(xmins, xmins_again, "the wiring rewrote catalog rows");
     let node = NodeConfig::load(&observed.members[1].node_config).unwrap();
     assert_eq!(
         node.restore_source,
@@ -460,4 +502,32 @@ async fn a_cluster_restored_from_backups_is_promoted_replicated_and_talks_to_its
     all.extend(pids(&observed));
     assert_destroyed(&restored, &all[2..]).await;
     assert_destroyed(&source, &all[..2]).await;
+}
+
+#[tokio::test]
+async fn a_wiring_error_carries_the_servers_message() {
+    let state = state_dir();
+    let plan = plan(state.path(), "werr", 1, 1, 1);
+    let first = reconcile(&plan).await.unwrap();
+    assert!(first.ready(), "{first:#?}");
+    // A function of that name the wiring cannot replace.
+    client(&first, 0)
+        .await
+        .batch_execute(
+            "DROP FUNCTION ddp_create_distributed_table(text, text, text);
+             CREATE FUNCTION public.ddp_create_distributed_table(a text, b text, c text)
+             RETURNS text LANGUAGE sql AS 'SELECT a'",
+        )
+        .await
+        .unwrap();
+    let second = reconcile(&plan).await.unwrap();
+    let err = second.wiring_error.clone().expect("the wiring fails");
+    assert!(
+        err.contains("creating ddp_create_distributed_table")
+            && err.contains("cannot change return type of existing function"),
+        "{err}"
+    );
+    assert!(!second.ready());
+    let all = pids(&second);
+    assert_destroyed(&plan, &all).await;
 }

@@ -42,6 +42,15 @@ pub fn ddp_plan(state: &Path, name: &str, database: &str, shards: usize) -> Clus
     }
 }
 
+/// Plan of citus cluster `name`: [`ddp_plan`] with the citus extension instead (the host must
+/// have citus for PostgreSQL 15; the runtime refuses the plan with a clear error otherwise).
+pub fn citus_plan(state: &Path, name: &str, database: &str, shards: usize) -> ClusterPlan {
+    ClusterPlan {
+        sharding: Sharding::Citus,
+        ..ddp_plan(state, name, database, shards)
+    }
+}
+
 /// Where member `member` archives WAL and keeps its backups: prefix `<member>` of the
 /// filesystem storage `<state>/storage`.
 pub fn member_storage(state: &Path, member: &str) -> Destination {

@@ -210,30 +210,30 @@ fn headers(kind: Kind, wide: bool) -> Vec<&'static str> {
     h
 }
 
-/// Ready members over all members, from the cluster controller's status.
-fn ready_members(v: &Value) -> String {
-    let members = 1 + v
-        .pointer("/spec/shards/clusters")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let ready = v
+/// Running servers over all servers the spec asks for (coordinator instances plus every
+/// shard's instances), from the cluster controller's status.
+fn ready_servers(v: &Value) -> String {
+    let count = |path: &str| v.pointer(path).and_then(Value::as_i64).unwrap_or(1).max(1);
+    let servers = count("/spec/coordinator/instances")
+        + v.pointer("/spec/shards/clusters")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            * count("/spec/shards/instancesPerCluster");
+    let running = v
         .pointer("/status/members")
         .and_then(Value::as_array)
         .map_or(0, |ms| {
             ms.iter()
-                .filter(|m| {
-                    m["instances"].as_array().is_some_and(|is| {
-                        !is.is_empty()
-                            && is.iter().all(|i| {
-                                i["state"]
-                                    .as_str()
-                                    .is_some_and(|s| s.eq_ignore_ascii_case("running"))
-                            })
-                    })
+                .filter_map(|m| m["instances"].as_array())
+                .flatten()
+                .filter(|i| {
+                    i["state"]
+                        .as_str()
+                        .is_some_and(|s| s.eq_ignore_ascii_case("running"))
                 })
                 .count()
         });
-    format!("{ready}/{members}")
+    format!("{running}/{servers}")
 }
 
 /// The next scheduled backup of a cluster over all its entries (`backups[i]` and UTC time).
@@ -281,7 +281,7 @@ fn row(kind: Kind, v: &Value, wide: bool) -> Vec<String> {
                 .and_then(Value::as_i64)
                 .unwrap_or(0))
             .to_string(),
-            ready_members(v),
+            ready_servers(v),
             created,
         ],
         Kind::SGObjectStorage => {

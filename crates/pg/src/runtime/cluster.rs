@@ -19,7 +19,7 @@ use tokio::io::AsyncBufReadExt;
 use super::archiver::{self, ArchiveFailure};
 use super::error::RuntimeError;
 use super::instance::{self, Instance, SUPERUSER};
-use super::{pgbin, wiring};
+use super::{isolation, pgbin, wiring};
 use crate::config::NodeConfig;
 use crate::statefile::{self, Owner};
 use crate::user;
@@ -265,11 +265,12 @@ pub async fn reconcile(plan: &ClusterPlan) -> Result<ClusterObserved, RuntimeErr
     };
 
     // Primaries first, all members at once.
+    let targets: Vec<&Instance> = layout.members.iter().map(|m| &m[0]).collect();
     let primaries = join_all(
         plan.members
             .iter()
-            .zip(&layout.members)
-            .map(|(member, instances)| ensure_primary(plan, member, &instances[0])),
+            .enumerate()
+            .map(|(index, member)| ensure_primary(plan, member, index, &targets)),
     )
     .await;
 
@@ -335,9 +336,17 @@ pub async fn reconcile(plan: &ClusterPlan) -> Result<ClusterObserved, RuntimeErr
     if primaries.iter().all(Result::is_ok) {
         let coordinator = &layout.members[0][0];
         let shards: Vec<&Instance> = layout.members[1..].iter().map(|m| &m[0]).collect();
-        let wired = match plan.sharding {
-            Sharding::Ddp => wiring::wire_ddp(coordinator, &shards, &plan.database).await,
-            Sharding::Citus => wiring::wire_citus(coordinator, &shards, &plan.database).await,
+        let wired = match end_isolation(plan, &layout).await {
+            Ok(actions) => {
+                observed.actions.extend(actions);
+                match plan.sharding {
+                    Sharding::Ddp => wiring::wire_ddp(coordinator, &shards, &plan.database).await,
+                    Sharding::Citus => {
+                        wiring::wire_citus(coordinator, &shards, &plan.database).await
+                    }
+                }
+            }
+            Err(e) => Err(e),
         };
         match wired {
             Ok(actions) => observed.actions.extend(actions),
@@ -475,6 +484,8 @@ struct Layout {
     socket_dir: PathBuf,
     /// Per member, primary first.
     members: Vec<Vec<Instance>>,
+    /// Per member, the settings of its servers when not isolated.
+    settings: Vec<Vec<(String, String)>>,
 }
 
 impl Layout {
@@ -500,18 +511,25 @@ impl Layout {
             dir: plan.dir.clone(),
             socket_dir,
             members: Vec::new(),
+            settings: Vec::new(),
         };
         for member in &plan.members {
             let member_dir = plan.dir.join(&member.name);
             user::create_dir_all_for_server(&member_dir).map_err(RuntimeError::io(&member_dir))?;
             user::make_private_for_server(&member_dir).map_err(RuntimeError::io(&member_dir))?;
             let node_config = layout.node_config(&member.name);
-            let mut settings = instance::archive_settings(&plan.shardvault_bin, &node_config);
+            // Without a destination, WAL would pile up behind an archive_command that
+            // cannot succeed: such a member does not archive.
+            let mut settings = if member.destinations.is_empty() {
+                Vec::new()
+            } else {
+                instance::archive_settings(&plan.shardvault_bin, &node_config)
+            };
             if plan.sharding == Sharding::Citus {
                 settings.push(("shared_preload_libraries".into(), "citus".into()));
             }
             settings.extend(plan.extra_settings.iter().cloned());
-            let instances: Vec<Instance> = instance_names(member)
+            let mut instances: Vec<Instance> = instance_names(member)
                 .map(|name| Instance {
                     port: ports[&name],
                     dir: member_dir.join(&name),
@@ -521,6 +539,14 @@ impl Layout {
                     settings: settings.clone(),
                 })
                 .collect();
+            let to_restore = matches!(member.bootstrap, Bootstrap::Restore { .. })
+                && !instances[0].is_bootstrapped();
+            if to_restore || isolation::is_isolated(&instances[0].dir) {
+                instances[0]
+                    .settings
+                    .extend(isolation::settings(plan.sharding));
+            }
+            layout.settings.push(settings);
             let primary = &instances[0];
             NodeConfig {
                 member: member.name.clone(),
@@ -587,14 +613,25 @@ fn allocate_ports(plan: &ClusterPlan) -> Result<BTreeMap<String, u16>, RuntimeEr
 async fn ensure_primary(
     plan: &ClusterPlan,
     member: &MemberPlan,
-    primary: &Instance,
+    index: usize,
+    primaries: &[&Instance],
 ) -> Result<Vec<String>, RuntimeError> {
+    let primary = primaries[index];
     let mut actions = Vec::new();
     // A running server is adopted; one that dies while we look (kill -9 a moment ago) is
     // brought up like a stopped one.
     let adopted = primary.running_pid().is_some() && primary.wait_promoted().await.is_ok();
     if adopted {
         primary.refresh_access().await?;
+        if let Some(wanted) = archive_mode_change(primary).await? {
+            // archive_mode takes effect at start only.
+            primary.stop().await?;
+            primary.start().await?;
+            actions.push(format!(
+                "restarted {} to turn WAL archiving {wanted}",
+                primary.name
+            ));
+        }
     } else {
         if primary.is_bootstrapped() {
             primary.start().await?;
@@ -635,6 +672,9 @@ async fn ensure_primary(
             }
         }
         primary.wait_promoted().await?;
+    }
+    if isolation::is_isolated(&primary.dir) {
+        actions.extend(isolation::repoint(plan.sharding, index, primaries, &plan.database).await?);
     }
     forget_recovery_settings(primary).await?;
     if ensure_database(primary, &plan.database).await? {
@@ -692,6 +732,7 @@ async fn restore(
             output: [out, err].concat().join("\n"),
         });
     }
+    isolation::mark(&primary.dir)?;
     primary.mark_bootstrapped()
 }
 
@@ -750,6 +791,59 @@ async fn rollback_read_only_prepared(primary: &Instance) -> Result<Vec<String>, 
         ));
     }
     Ok(actions)
+}
+
+/// Once every member primary runs: resolves what citus left in doubt on the restored
+/// members, then releases every isolated primary (see [`isolation`]). Returns what it did.
+async fn end_isolation(plan: &ClusterPlan, layout: &Layout) -> Result<Vec<String>, RuntimeError> {
+    let isolated: Vec<usize> = (0..layout.members.len())
+        .filter(|m| isolation::is_isolated(&layout.members[*m][0].dir))
+        .collect();
+    if isolated.is_empty() {
+        return Ok(Vec::new());
+    }
+    let primaries: Vec<&Instance> = layout.members.iter().map(|m| &m[0]).collect();
+    let mut actions = Vec::new();
+    if plan.sharding == Sharding::Citus {
+        actions.extend(isolation::resolve_in_doubt(&primaries, &plan.database).await?);
+    }
+    for m in isolated {
+        let released = Instance {
+            settings: layout.settings[m].clone(),
+            ..layout.members[m][0].clone()
+        };
+        isolation::release(&released).await?;
+        actions.push(format!(
+            "released {} from isolation (its links name the restored members only)",
+            released.name
+        ));
+    }
+    Ok(actions)
+}
+
+/// `Some("on" | "off")` when the running primary's `archive_mode` differs from its settings.
+async fn archive_mode_change(primary: &Instance) -> Result<Option<&'static str>, RuntimeError> {
+    let wanted = if primary
+        .settings
+        .iter()
+        .any(|(k, v)| k == "archive_mode" && v == "on")
+    {
+        "on"
+    } else {
+        "off"
+    };
+    let current: String = primary
+        .connect("postgres")
+        .await?
+        .query_one("SELECT current_setting('archive_mode')", &[])
+        .await
+        .map_err(|source| RuntimeError::Sql {
+            instance: primary.name.clone(),
+            what: "reading archive_mode".to_string(),
+            source,
+        })?
+        .get(0);
+    Ok((current != wanted).then_some(wanted))
 }
 
 /// Removes a restore's recovery settings from a promoted primary (`ALTER SYSTEM RESET`), so

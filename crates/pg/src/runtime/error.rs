@@ -46,7 +46,7 @@ pub enum RuntimeError {
         tail: String,
     },
     /// A SQL statement failed.
-    #[error("{instance}: {what}: {source}")]
+    #[error("{instance}: {what}: {}", crate::sql_error::message(source))]
     Sql {
         instance: String,
         what: String,

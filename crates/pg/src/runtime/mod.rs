@@ -5,6 +5,7 @@ pub mod archiver;
 pub mod cluster;
 pub mod error;
 pub mod instance;
+pub mod isolation;
 pub mod pgbin;
 pub mod wiring;
 

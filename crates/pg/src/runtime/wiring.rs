@@ -71,13 +71,18 @@ pub async fn wire_ddp(
             source,
         }
     };
-    client
-        .batch_execute(
-            "CREATE EXTENSION IF NOT EXISTS postgres_fdw; CREATE EXTENSION IF NOT EXISTS dblink;",
-        )
-        .await
-        .map_err(sql("creating extensions postgres_fdw and dblink"))?;
     let mut actions = Vec::new();
+    for extension in ["postgres_fdw", "dblink"] {
+        if ensure_extension(&client, extension)
+            .await
+            .map_err(sql(&format!("creating extension {extension}")))?
+        {
+            actions.push(format!(
+                "created extension {extension} on {}",
+                coordinator.name
+            ));
+        }
+    }
     for (i, shard) in shards.iter().enumerate() {
         let server = format!("shard{i}");
         let wanted = [
@@ -139,38 +144,88 @@ pub async fn wire_ddp(
                 }
             }
         }
-        client
-            .batch_execute(&format!(
-                "CREATE USER MAPPING IF NOT EXISTS FOR {SUPERUSER} SERVER {server} OPTIONS (user '{SUPERUSER}')"
-            ))
+        let mapped = client
+            .query_opt(
+                "SELECT 1 FROM pg_user_mappings WHERE srvname = $1 AND usename = $2",
+                &[&server, &SUPERUSER],
+            )
             .await
-            .map_err(sql(&format!("creating the user mapping for {server}")))?;
+            .map_err(sql(&format!("reading the user mapping for {server}")))?
+            .is_some();
+        if !mapped {
+            client
+                .batch_execute(&format!(
+                    "CREATE USER MAPPING IF NOT EXISTS FOR {SUPERUSER} SERVER {server} OPTIONS (user '{SUPERUSER}')"
+                ))
+                .await
+                .map_err(sql(&format!("creating the user mapping for {server}")))?;
+        }
     }
-    client
-        .batch_execute(DDP_FUNCTION)
+    let body = DDP_FUNCTION
+        .split("$fn$")
+        .nth(1)
+        .expect("the function has a body");
+    let current = client
+        .query_opt(
+            "SELECT prosrc FROM pg_proc WHERE proname = 'ddp_create_distributed_table' \
+             AND pronamespace = 'public'::regnamespace",
+            &[],
+        )
         .await
-        .map_err(sql("creating ddp_create_distributed_table"))?;
+        .map_err(sql("reading ddp_create_distributed_table"))?
+        .map(|r| r.get::<_, String>(0));
+    if current.as_deref() != Some(body) {
+        client
+            .batch_execute(DDP_FUNCTION)
+            .await
+            .map_err(sql("creating ddp_create_distributed_table"))?;
+    }
     Ok(actions)
 }
 
+/// Creates `extension` unless it exists; true when it was created.
+async fn ensure_extension(
+    client: &tokio_postgres::Client,
+    extension: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    let exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_extension WHERE extname = $1",
+            &[&extension],
+        )
+        .await?
+        .is_some();
+    if !exists {
+        client
+            .batch_execute(&format!(
+                "CREATE EXTENSION IF NOT EXISTS {}",
+                ident(extension)
+            ))
+            .await?;
+    }
+    Ok(!exists)
+}
+
 /// Wires `citus`: the extension on every member's `database`, the coordinator's own address
-/// and every shard primary as a worker node (updated when its port changed).
+/// and every shard primary as a worker node (updated when its port changed). It reads
+/// first and writes only what differs: each write is a distributed transaction.
 pub async fn wire_citus(
     coordinator: &Instance,
     shards: &[&Instance],
     database: &str,
 ) -> Result<Vec<String>, RuntimeError> {
+    let mut actions = Vec::new();
     for member in std::iter::once(coordinator).chain(shards.iter().copied()) {
-        member
-            .connect(database)
-            .await?
-            .batch_execute("CREATE EXTENSION IF NOT EXISTS citus")
+        let created = ensure_extension(&member.connect(database).await?, "citus")
             .await
             .map_err(|source| RuntimeError::Sql {
                 instance: member.name.clone(),
                 what: "creating extension citus".to_string(),
                 source,
             })?;
+        if created {
+            actions.push(format!("created extension citus on {}", member.name));
+        }
     }
     let client = coordinator.connect(database).await?;
     let sql = |what: String| {
@@ -182,17 +237,31 @@ pub async fn wire_citus(
         }
     };
     let host = |i: &Instance| i.socket_dir.to_string_lossy().into_owned();
-    client
-        .execute(
-            "SELECT citus_set_coordinator_host($1, $2)",
-            &[&host(coordinator), &i32::from(coordinator.port)],
+    let coordinator_row = client
+        .query_opt(
+            "SELECT nodename, nodeport FROM pg_dist_node WHERE groupid = 0",
+            &[],
         )
         .await
-        .map_err(sql("setting the citus coordinator host".to_string()))?;
-    let mut actions = Vec::new();
+        .map_err(sql("reading the coordinator in pg_dist_node".to_string()))?
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1)));
+    let wanted = (host(coordinator), i32::from(coordinator.port));
+    if coordinator_row.as_ref() != Some(&wanted) {
+        client
+            .execute(
+                "SELECT citus_set_coordinator_host($1, $2)",
+                &[&wanted.0, &wanted.1],
+            )
+            .await
+            .map_err(sql("setting the citus coordinator host".to_string()))?;
+        actions.push(format!(
+            "set the citus coordinator host to {}",
+            coordinator.name
+        ));
+    }
     let nodes = client
         .query(
-            "SELECT nodeid, nodeport FROM pg_dist_node WHERE groupid <> 0 ORDER BY nodeid",
+            "SELECT nodeid, nodeport, nodename FROM pg_dist_node WHERE groupid <> 0 ORDER BY nodeid",
             &[],
         )
         .await
@@ -200,7 +269,8 @@ pub async fn wire_citus(
     for (i, shard) in shards.iter().enumerate() {
         let port = i32::from(shard.port);
         match nodes.get(i) {
-            Some(node) if node.get::<_, i32>(1) == port => {}
+            Some(node)
+                if node.get::<_, i32>(1) == port && node.get::<_, String>(2) == host(shard) => {}
             Some(node) => {
                 let id: i32 = node.get(0);
                 client

@@ -89,6 +89,9 @@ pub struct AwsSecretKeySelectors {
 pub struct Gcs {
     pub bucket: String,
     pub gcp_credentials: GcpCredentials,
+    /// Our extension: base URL of a GCS-compatible server (an emulator); Google when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// GCP credentials.
@@ -115,6 +118,10 @@ pub struct GcpSecretKeySelectors {
 pub struct AzureBlob {
     pub bucket: String,
     pub azure_credentials: AzureCredentials,
+    /// Our extension: base URL of the blob service (an emulator such as azurite);
+    /// `https://ACCOUNT.blob.core.windows.net` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// Azure credentials.
@@ -247,7 +254,166 @@ impl ObjectStorageSpec {
                 )),
                 _ => {}
             }
+            match enc.method {
+                EncryptionMethod::Sodium if enc.openpgp.is_some() => errs.push((
+                    "spec.encryption.openpgp".into(),
+                    "not allowed when method is sodium".into(),
+                )),
+                EncryptionMethod::Openpgp if enc.sodium.is_some() => errs.push((
+                    "spec.encryption.sodium".into(),
+                    "not allowed when method is openpgp".into(),
+                )),
+                _ => {}
+            }
         }
+        self.check_backend_options(&mut errs);
         errs
+    }
+
+    /// Checks the bucket, credentials and endpoint of the section in use: what shardvault
+    /// cannot do is refused here, with what to write instead, rather than failing later.
+    fn check_backend_options(&self, errs: &mut Vec<(String, String)>) {
+        let mut bucket = |field: &str, bucket: &str, kind: BucketKind| {
+            if let Err(e) = kind.split(bucket) {
+                errs.push((format!("{field}.bucket"), e));
+            }
+        };
+        if let Some(s3) = &self.s3 {
+            bucket("spec.s3", &s3.bucket, BucketKind::S3);
+        }
+        if let Some(s3) = &self.s3_compatible {
+            bucket("spec.s3Compatible", &s3.bucket, BucketKind::S3);
+        }
+        if let Some(gcs) = &self.gcs {
+            bucket("spec.gcs", &gcs.bucket, BucketKind::Gcs);
+        }
+        if let Some(az) = &self.azure_blob {
+            bucket("spec.azureBlob", &az.bucket, BucketKind::Azure);
+        }
+        if let Some(s3) = &self.s3 {
+            check_aws_credentials("spec.s3", &s3.aws_credentials, errs);
+            if s3
+                .aws_credentials
+                .secret_key_selectors
+                .as_ref()
+                .is_some_and(|s| s.ca_certificate.is_some())
+            {
+                errs.push((
+                    "spec.s3.awsCredentials.secretKeySelectors.caCertificate".into(),
+                    "AWS S3 endpoints have public certificates: use type s3Compatible with an \
+                     endpoint for a server whose certificate a custom CA signed"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(s3) = &self.s3_compatible {
+            check_aws_credentials("spec.s3Compatible", &s3.aws_credentials, errs);
+            check_endpoint("spec.s3Compatible.endpoint", s3.endpoint.as_deref(), errs);
+        }
+        if let Some(gcs) = &self.gcs {
+            let creds = &gcs.gcp_credentials;
+            let metadata = creds.fetch_credentials_from_metadata_service == Some(true);
+            let field = "spec.gcs.gcpCredentials";
+            match (metadata, &creds.secret_key_selectors, &gcs.endpoint) {
+                (true, Some(_), _) => errs.push((
+                    format!("{field}.secretKeySelectors"),
+                    "not allowed when fetchCredentialsFromMetadataService is true: keep one"
+                        .into(),
+                )),
+                (false, None, None) => errs.push((
+                    field.into(),
+                    "set secretKeySelectors.serviceAccountJSON or \
+                     fetchCredentialsFromMetadataService: true"
+                        .into(),
+                )),
+                _ => {}
+            }
+            check_endpoint("spec.gcs.endpoint", gcs.endpoint.as_deref(), errs);
+        }
+        if let Some(az) = &self.azure_blob {
+            if az.azure_credentials.secret_key_selectors.is_none() {
+                errs.push((
+                    "spec.azureBlob.azureCredentials.secretKeySelectors".into(),
+                    "required: shardvault signs Azure requests with the storage account's \
+                     access key (storageAccount and accessKey)"
+                        .into(),
+                ));
+            }
+            check_endpoint("spec.azureBlob.endpoint", az.endpoint.as_deref(), errs);
+        }
+    }
+}
+
+/// `useIamRole` and `secretKeySelectors` exclude each other, and one of them is needed.
+fn check_aws_credentials(section: &str, creds: &AwsCredentials, errs: &mut Vec<(String, String)>) {
+    let field = format!("{section}.awsCredentials");
+    match (creds.use_iam_role == Some(true), &creds.secret_key_selectors) {
+        (true, Some(_)) => errs.push((
+            format!("{field}.secretKeySelectors"),
+            "not allowed when useIamRole is true: keep one".into(),
+        )),
+        (false, None) => errs.push((
+            field,
+            "set secretKeySelectors (accessKeyId and secretAccessKey) or useIamRole: true".into(),
+        )),
+        _ => {}
+    }
+}
+
+fn check_endpoint(field: &str, endpoint: Option<&str>, errs: &mut Vec<(String, String)>) {
+    if let Some(e) = endpoint
+        && !(e.starts_with("http://") || e.starts_with("https://"))
+    {
+        errs.push((
+            field.into(),
+            format!("{e:?}: write a URL starting with http:// or https://"),
+        ));
+    }
+}
+
+/// The storage types whose `bucket` may carry a scheme and a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BucketKind {
+    /// `s3` and `s3Compatible`: `s3://`, `http://` or `https://`.
+    S3,
+    /// `gcs`: `gs://`.
+    Gcs,
+    /// `azureBlob`: `azure://`.
+    Azure,
+}
+
+impl BucketKind {
+    fn schemes(self) -> &'static [&'static str] {
+        match self {
+            BucketKind::S3 => &["s3://", "https://", "http://"],
+            BucketKind::Gcs => &["gs://"],
+            BucketKind::Azure => &["azure://"],
+        }
+    }
+
+    /// Splits a bucket as SGObjectStorage writes it (`name`, `name/path`, `SCHEME://name/path`)
+    /// into the bucket name and the key prefix inside it (no leading or trailing slash).
+    pub fn split(self, bucket: &str) -> Result<(String, String), String> {
+        let schemes = self.schemes();
+        let rest = match schemes.iter().find_map(|s| bucket.strip_prefix(s)) {
+            Some(rest) => rest,
+            None if bucket.contains("://") => {
+                return Err(format!(
+                    "{bucket:?}: the scheme is not one of {}; write NAME/PATH or {}NAME/PATH",
+                    schemes.join(", "),
+                    schemes[0]
+                ));
+            }
+            None => bucket,
+        };
+        let (name, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if name.is_empty() {
+            return Err(format!(
+                "{bucket:?} has no bucket name: write NAME or {}NAME/PATH",
+                schemes[0]
+            ));
+        }
+        let path: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        Ok((name.to_string(), path.join("/")))
     }
 }

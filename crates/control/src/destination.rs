@@ -3,10 +3,11 @@
 
 use shardvault_api::meta::SecretKeySelector;
 use shardvault_api::objectstorage::{EncryptionMethod, KeyTransform as ApiKeyTransform};
-use shardvault_api::objectstorage::{ObjectStorageSpec, StorageType};
+use shardvault_api::objectstorage::{AwsCredentials, BucketKind, ObjectStorageSpec, StorageType};
 use shardvault_api::shardedcluster::{BackupConfiguration, ShardedClusterSpec};
 use shardvault_storage::{
-    Compression, Destination, Encryption, KeyTransform, Performance, StorageConfig,
+    Compression, Destination, Encryption, GcsCredentials, KeyTransform, Performance,
+    StorageConfig,
 };
 
 /// A resource reference that cannot be resolved.
@@ -48,80 +49,147 @@ fn secret(
     })
 }
 
+/// The bucket name and the path inside it of `field` (`s3://name/path`, `name/path`, ...).
+fn bucket(field: &str, bucket: &str, kind: BucketKind) -> Result<(String, String), ResolveError> {
+    kind.split(bucket)
+        .map_err(|e| err(format!("{field}.bucket"), e))
+}
+
+/// The access key pair of `awsCredentials` in `field` (none with `useIamRole`).
+fn aws_keys(
+    lookup: &dyn SecretLookup,
+    field: &str,
+    creds: &AwsCredentials,
+) -> Result<(Option<String>, Option<String>), ResolveError> {
+    let Some(sel) = &creds.secret_key_selectors else {
+        return Ok((None, None));
+    };
+    let field = format!("{field}.awsCredentials.secretKeySelectors");
+    Ok((
+        Some(secret(
+            lookup,
+            &format!("{field}.accessKeyId"),
+            &sel.access_key_id,
+        )?),
+        Some(secret(
+            lookup,
+            &format!("{field}.secretAccessKey"),
+            &sel.secret_access_key,
+        )?),
+    ))
+}
+
 /// Resolves an SGObjectStorage spec and its Secrets into a storage config.
 pub fn storage_config(
     spec: &ObjectStorageSpec,
     lookup: &dyn SecretLookup,
 ) -> Result<StorageConfig, ResolveError> {
-    let aws = |field: &str,
-               creds: &shardvault_api::objectstorage::AwsCredentials|
-     -> Result<(Option<String>, Option<String>), ResolveError> {
-        match &creds.secret_key_selectors {
-            Some(sel) => Ok((
-                Some(secret(
-                    lookup,
-                    &format!("{field}.awsCredentials.secretKeySelectors.accessKeyId"),
-                    &sel.access_key_id,
-                )?),
-                Some(secret(
-                    lookup,
-                    &format!("{field}.awsCredentials.secretKeySelectors.secretAccessKey"),
-                    &sel.secret_access_key,
-                )?),
-            )),
-            None => Ok((None, None)),
-        }
-    };
+    let missing = |field: &str| err(format!("spec.{field}"), format!("required when type is {field}"));
     match spec.type_ {
         StorageType::Filesystem => {
-            let fs = spec
-                .filesystem
-                .as_ref()
-                .ok_or_else(|| err("spec.filesystem", "required when type is filesystem"))?;
+            let fs = spec.filesystem.as_ref().ok_or_else(|| missing("filesystem"))?;
             Ok(StorageConfig::Filesystem {
                 path: fs.path.clone().into(),
             })
         }
         StorageType::S3 => {
-            let s3 = spec
-                .s3
-                .as_ref()
-                .ok_or_else(|| err("spec.s3", "required when type is s3"))?;
-            let (access_key_id, secret_access_key) = aws("spec.s3", &s3.aws_credentials)?;
+            let s3 = spec.s3.as_ref().ok_or_else(|| missing("s3"))?;
+            let (name, path) = bucket("spec.s3", &s3.bucket, BucketKind::S3)?;
+            let (access_key_id, secret_access_key) =
+                aws_keys(lookup, "spec.s3", &s3.aws_credentials)?;
             Ok(StorageConfig::S3 {
-                bucket: s3.bucket.clone(),
+                bucket: name,
+                path,
                 region: s3.region.clone(),
                 endpoint: None,
                 path_style: false,
                 access_key_id,
                 secret_access_key,
                 storage_class: s3.storage_class.clone(),
+                ca_certificate: None,
             })
         }
         StorageType::S3Compatible => {
             let s3 = spec
                 .s3_compatible
                 .as_ref()
-                .ok_or_else(|| err("spec.s3Compatible", "required when type is s3Compatible"))?;
-            let (access_key_id, secret_access_key) = aws("spec.s3Compatible", &s3.aws_credentials)?;
+                .ok_or_else(|| missing("s3Compatible"))?;
+            let (name, path) = bucket("spec.s3Compatible", &s3.bucket, BucketKind::S3)?;
+            let (access_key_id, secret_access_key) =
+                aws_keys(lookup, "spec.s3Compatible", &s3.aws_credentials)?;
+            let ca_certificate = s3
+                .aws_credentials
+                .secret_key_selectors
+                .as_ref()
+                .and_then(|sel| sel.ca_certificate.as_ref())
+                .map(|ca| {
+                    secret(
+                        lookup,
+                        "spec.s3Compatible.awsCredentials.secretKeySelectors.caCertificate",
+                        ca,
+                    )
+                })
+                .transpose()?;
             Ok(StorageConfig::S3 {
-                bucket: s3.bucket.clone(),
+                bucket: name,
+                path,
                 region: s3.region.clone(),
                 endpoint: s3.endpoint.clone(),
                 path_style: s3.enable_path_style_addressing.unwrap_or(false),
                 access_key_id,
                 secret_access_key,
                 storage_class: s3.storage_class.clone(),
+                ca_certificate,
             })
         }
-        StorageType::Gcs => Err(err(
-            "spec.type",
-            "gcs is not supported yet by shardvault: use s3, s3Compatible or filesystem",
-        )),
-        StorageType::AzureBlob => Err(err(
-            "spec.type",
-            "azureBlob is not supported yet by shardvault: use s3, s3Compatible or filesystem",
-        )),
+        StorageType::Gcs => {
+            let gcs = spec.gcs.as_ref().ok_or_else(|| missing("gcs"))?;
+            let (name, path) = bucket("spec.gcs", &gcs.bucket, BucketKind::Gcs)?;
+            let creds = &gcs.gcp_credentials;
+            let credentials = match &creds.secret_key_selectors {
+                Some(sel) => GcsCredentials::ServiceAccount {
+                    json: secret(
+                        lookup,
+                        "spec.gcs.gcpCredentials.secretKeySelectors.serviceAccountJSON",
+                        &sel.service_account_json,
+                    )?,
+                },
+                None if creds.fetch_credentials_from_metadata_service == Some(true) => {
+                    GcsCredentials::MetadataService
+                }
+                None if gcs.endpoint.is_some() => GcsCredentials::Unsigned,
+                None => {
+                    return Err(err(
+                        "spec.gcs.gcpCredentials",
+                        "set secretKeySelectors.serviceAccountJSON or \
+                         fetchCredentialsFromMetadataService: true",
+                    ));
+                }
+            };
+            Ok(StorageConfig::Gcs {
+                bucket: name,
+                path,
+                endpoint: gcs.endpoint.clone(),
+                credentials,
+            })
+        }
+        StorageType::AzureBlob => {
+            let az = spec.azure_blob.as_ref().ok_or_else(|| missing("azureBlob"))?;
+            let (container, path) = bucket("spec.azureBlob", &az.bucket, BucketKind::Azure)?;
+            let field = "spec.azureBlob.azureCredentials.secretKeySelectors";
+            let sel = az
+                .azure_credentials
+                .secret_key_selectors
+                .as_ref()
+                .ok_or_else(|| err(field, "required: storageAccount and accessKey"))?;
+            Ok(StorageConfig::AzureBlob {
+                container,
+                path,
+                account: secret(lookup, &format!("{field}.storageAccount"), &sel.storage_account)?,
+                access_key: secret(lookup, &format!("{field}.accessKey"), &sel.access_key)?,
+                endpoint: az.endpoint.clone(),
+            })
+        }
     }
 }
 
@@ -143,6 +211,19 @@ pub fn resolve_storage(
     let encryption = match &spec.encryption {
         None => None,
         Some(enc) => match (enc.method, &enc.sodium) {
+            (EncryptionMethod::Openpgp, _) => {
+                let pgp = enc.openpgp.as_ref().ok_or_else(|| {
+                    err("spec.encryption.openpgp", "required when method is openpgp")
+                })?;
+                Some(Encryption::Openpgp {
+                    key: secret(lookup, "spec.encryption.openpgp.key", &pgp.key)?,
+                    key_passphrase: pgp
+                        .key_passphrase
+                        .as_ref()
+                        .map(|p| secret(lookup, "spec.encryption.openpgp.keyPassphrase", p))
+                        .transpose()?,
+                })
+            }
             (EncryptionMethod::Sodium, Some(sodium)) => Some(Encryption::Sodium {
                 key: secret(lookup, "spec.encryption.sodium.key", &sodium.key)?,
                 key_transform: match sodium.key_transform {
@@ -155,12 +236,6 @@ pub fn resolve_storage(
                 return Err(err(
                     "spec.encryption.sodium",
                     "required when method is sodium",
-                ));
-            }
-            (EncryptionMethod::Openpgp, _) => {
-                return Err(err(
-                    "spec.encryption.method",
-                    "openpgp is not supported yet by shardvault: use sodium",
                 ));
             }
         },

@@ -129,12 +129,19 @@ pub(crate) fn open(
         .map_err(|e| corrupt(format!("not a readable OpenPGP message: {e}")))?;
     let mut opened = message
         .decrypt(&key.passphrase, &key.secret)
-        .map_err(|e| StorageError::WrongKey {
-            key: name.to_string(),
-            reason: format!(
-                "OpenPGP key {} does not open this object ({e}); use the key it was written with",
-                key.fingerprint
-            ),
+        .map_err(|e| {
+            let text = e.to_string();
+            if text.contains("Modification Detection Code") {
+                return corrupt(format!("the OpenPGP message fails its integrity check: {text}"));
+            }
+            StorageError::WrongKey {
+                key: name.to_string(),
+                reason: format!(
+                    "OpenPGP key {} does not open this object ({text}); use the key it was \
+                     written with",
+                    key.fingerprint
+                ),
+            }
         })?;
     if opened.is_compressed() {
         opened = opened

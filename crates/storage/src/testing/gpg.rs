@@ -43,9 +43,12 @@ impl Gpg {
             .spawn()
             .expect("gpg runs");
         let mut stdin = child.stdin.take().expect("piped");
-        stdin.write_all(input.unwrap_or_default()).expect("gpg input");
-        drop(stdin);
-        child.wait_with_output().expect("gpg finishes")
+        let input = input.unwrap_or_default().to_vec();
+        // Fed from a thread: gpg writes its output while it reads, and pipes are small.
+        let feeder = std::thread::spawn(move || stdin.write_all(&input));
+        let out = child.wait_with_output().expect("gpg finishes");
+        feeder.join().expect("feeder thread").expect("gpg input");
+        out
     }
 
     fn ok(&self, args: &[&str], input: Option<&[u8]>) -> Vec<u8> {

@@ -417,3 +417,107 @@ impl BucketKind {
         Ok((name.to_string(), path.join("/")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(spec: &str) -> Vec<String> {
+        let spec: ObjectStorageSpec = yaml_serde::from_str(spec).unwrap();
+        spec.check()
+            .into_iter()
+            .map(|(field, message)| format!("{field}: {message}"))
+            .collect()
+    }
+
+    const KEYS: &str = "secretKeySelectors: {accessKeyId: {name: s, key: a}, secretAccessKey: {name: s, key: b}}";
+
+    #[test]
+    fn buckets_split_into_name_and_path_as_stackgres_writes_them() {
+        let cases = [
+            (BucketKind::S3, "b", ("b", "")),
+            (BucketKind::S3, "s3://b/some/path/", ("b", "some/path")),
+            (BucketKind::S3, "b/some//path", ("b", "some/path")),
+            (BucketKind::S3, "https://b/p", ("b", "p")),
+            (BucketKind::Gcs, "gs://b/p/q", ("b", "p/q")),
+            (BucketKind::Gcs, "b/p", ("b", "p")),
+            (BucketKind::Azure, "azure://c/p", ("c", "p")),
+        ];
+        for (kind, bucket, (name, path)) in cases {
+            assert_eq!(
+                kind.split(bucket).unwrap(),
+                (name.to_string(), path.to_string()),
+                "{bucket}"
+            );
+        }
+        let err = BucketKind::Gcs.split("s3://b/p").unwrap_err();
+        assert!(err.contains("gs://NAME/PATH"), "{err}");
+        let err = BucketKind::S3.split("s3:///p").unwrap_err();
+        assert!(err.contains("no bucket name"), "{err}");
+    }
+
+    #[test]
+    fn what_shardvault_cannot_do_is_refused_with_the_field_and_the_fix() {
+        let cases: [(&str, &str); 9] = [
+            (
+                "type: gcs\ngcs: {bucket: 'azure://c', gcpCredentials: {fetchCredentialsFromMetadataService: true}}",
+                "spec.gcs.bucket: \"azure://c\": the scheme is not one of gs://",
+            ),
+            (
+                "type: gcs\ngcs: {bucket: b, gcpCredentials: {}}",
+                "spec.gcs.gcpCredentials: set secretKeySelectors.serviceAccountJSON or fetchCredentialsFromMetadataService: true",
+            ),
+            (
+                "type: gcs\ngcs: {bucket: b, gcpCredentials: {fetchCredentialsFromMetadataService: true, secretKeySelectors: {serviceAccountJSON: {name: s, key: j}}}}",
+                "spec.gcs.gcpCredentials.secretKeySelectors: not allowed when fetchCredentialsFromMetadataService is true",
+            ),
+            (
+                "type: gcs\ngcs: {bucket: b, endpoint: 'localhost:4443', gcpCredentials: {}}",
+                "spec.gcs.endpoint: \"localhost:4443\": write a URL starting with http:// or https://",
+            ),
+            (
+                "type: azureBlob\nazureBlob: {bucket: c, azureCredentials: {}}",
+                "spec.azureBlob.azureCredentials.secretKeySelectors: required",
+            ),
+            (
+                "type: s3\ns3: {bucket: b, awsCredentials: {}}",
+                "spec.s3.awsCredentials: set secretKeySelectors (accessKeyId and secretAccessKey) or useIamRole: true",
+            ),
+            (
+                &format!("type: s3\ns3: {{bucket: b, awsCredentials: {{useIamRole: true, {KEYS}}}}}"),
+                "spec.s3.awsCredentials.secretKeySelectors: not allowed when useIamRole is true",
+            ),
+            (
+                "type: s3\ns3: {bucket: b, awsCredentials: {secretKeySelectors: {accessKeyId: {name: s, key: a}, secretAccessKey: {name: s, key: b}, caCertificate: {name: s, key: c}}}}",
+                "spec.s3.awsCredentials.secretKeySelectors.caCertificate: AWS S3 endpoints have public certificates: use type s3Compatible",
+            ),
+            (
+                "type: filesystem\nfilesystem: {path: /b}\nencryption: {method: openpgp, openpgp: {key: {name: s, key: k}}, sodium: {key: {name: s, key: k}}}",
+                "spec.encryption.sodium: not allowed when method is openpgp",
+            ),
+        ];
+        for (spec, want) in &cases {
+            let errs = errors(spec);
+            assert!(
+                errs.iter().any(|e| e.starts_with(want)),
+                "{spec}\nwant {want}\ngot {errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_supported_form_is_accepted() {
+        let specs: [&str; 7] = [
+            "type: gcs\ngcs: {bucket: 'gs://b/p', gcpCredentials: {fetchCredentialsFromMetadataService: true}}",
+            "type: gcs\ngcs: {bucket: b, gcpCredentials: {secretKeySelectors: {serviceAccountJSON: {name: s, key: j}}}}",
+            "type: gcs\ngcs: {bucket: b, endpoint: 'http://127.0.0.1:4443', gcpCredentials: {}}",
+            "type: azureBlob\nazureBlob: {bucket: 'azure://c/p', azureCredentials: {secretKeySelectors: {storageAccount: {name: s, key: a}, accessKey: {name: s, key: k}}}}",
+            "type: s3\ns3: {bucket: 's3://b/p', region: eu-west-1, storageClass: STANDARD_IA, awsCredentials: {useIamRole: true}}",
+            &format!("type: s3Compatible\ns3Compatible: {{bucket: b/p, endpoint: 'https://minio:9000', awsCredentials: {{{KEYS}}}}}"),
+            "type: filesystem\nfilesystem: {path: /b}\nencryption: {method: openpgp, openpgp: {key: {name: s, key: k}, keyPassphrase: {name: s, key: p}}}",
+        ];
+        for spec in specs {
+            assert_eq!(errors(spec), Vec::<String>::new(), "{spec}");
+        }
+    }
+}

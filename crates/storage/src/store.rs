@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::{ErrorKind, Operator};
 use tokio::sync::Semaphore;
@@ -442,11 +441,10 @@ impl Store {
         let full: Vec<String> = keys.iter().map(|k| self.full(k)).collect();
         if let Backend::Gcs { .. } = *self.backend {
             // One request per object: GCS batch requests are not served by its emulators.
-            return futures::stream::iter(keys.iter().map(|k| self.delete(k)))
-                .buffer_unordered(GCS_DELETES)
-                .try_collect::<Vec<()>>()
-                .await
-                .map(|_| ());
+            for batch in keys.chunks(GCS_DELETES) {
+                futures::future::try_join_all(batch.iter().map(|k| self.delete(k))).await?;
+            }
+            return Ok(());
         }
         let _permit = self.limits.requests.acquire().await.expect("never closed");
         self.op

@@ -317,8 +317,7 @@ impl ObjectStorageSpec {
             match (metadata, &creds.secret_key_selectors, &gcs.endpoint) {
                 (true, Some(_), _) => errs.push((
                     format!("{field}.secretKeySelectors"),
-                    "not allowed when fetchCredentialsFromMetadataService is true: keep one"
-                        .into(),
+                    "not allowed when fetchCredentialsFromMetadataService is true: keep one".into(),
                 )),
                 (false, None, None) => errs.push((
                     field.into(),
@@ -347,7 +346,10 @@ impl ObjectStorageSpec {
 /// `useIamRole` and `secretKeySelectors` exclude each other, and one of them is needed.
 fn check_aws_credentials(section: &str, creds: &AwsCredentials, errs: &mut Vec<(String, String)>) {
     let field = format!("{section}.awsCredentials");
-    match (creds.use_iam_role == Some(true), &creds.secret_key_selectors) {
+    match (
+        creds.use_iam_role == Some(true),
+        &creds.secret_key_selectors,
+    ) {
         (true, Some(_)) => errs.push((
             format!("{field}.secretKeySelectors"),
             "not allowed when useIamRole is true: keep one".into(),
@@ -430,7 +432,8 @@ mod tests {
             .collect()
     }
 
-    const KEYS: &str = "secretKeySelectors: {accessKeyId: {name: s, key: a}, secretAccessKey: {name: s, key: b}}";
+    const KEYS: &str =
+        "secretKeySelectors: {accessKeyId: {name: s, key: a}, secretAccessKey: {name: s, key: b}}";
 
     #[test]
     fn buckets_split_into_name_and_path_as_stackgres_writes_them() {
@@ -484,7 +487,9 @@ mod tests {
                 "spec.s3.awsCredentials: set secretKeySelectors (accessKeyId and secretAccessKey) or useIamRole: true",
             ),
             (
-                &format!("type: s3\ns3: {{bucket: b, awsCredentials: {{useIamRole: true, {KEYS}}}}}"),
+                &format!(
+                    "type: s3\ns3: {{bucket: b, awsCredentials: {{useIamRole: true, {KEYS}}}}}"
+                ),
                 "spec.s3.awsCredentials.secretKeySelectors: not allowed when useIamRole is true",
             ),
             (
@@ -513,7 +518,9 @@ mod tests {
             "type: gcs\ngcs: {bucket: b, endpoint: 'http://127.0.0.1:4443', gcpCredentials: {}}",
             "type: azureBlob\nazureBlob: {bucket: 'azure://c/p', azureCredentials: {secretKeySelectors: {storageAccount: {name: s, key: a}, accessKey: {name: s, key: k}}}}",
             "type: s3\ns3: {bucket: 's3://b/p', region: eu-west-1, storageClass: STANDARD_IA, awsCredentials: {useIamRole: true}}",
-            &format!("type: s3Compatible\ns3Compatible: {{bucket: b/p, endpoint: 'https://minio:9000', awsCredentials: {{{KEYS}}}}}"),
+            &format!(
+                "type: s3Compatible\ns3Compatible: {{bucket: b/p, endpoint: 'https://minio:9000', awsCredentials: {{{KEYS}}}}}"
+            ),
             "type: filesystem\nfilesystem: {path: /b}\nencryption: {method: openpgp, openpgp: {key: {name: s, key: k}, keyPassphrase: {name: s, key: p}}}",
         ];
         for spec in specs {

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use shardvault_pg::fingerprint;
 use shardvault_storage::testing::emulators::{self, BUCKET, Emulator};
 use shardvault_storage::testing::gpg::Gpg;
-use shardvault_storage::{Codec, Compression, Store, StorageConfig};
+use shardvault_storage::{Codec, Compression, StorageConfig, Store};
 use shardvault_testkit::cluster::{assert_same_content, sql};
 use shardvault_testkit::daemon::Daemon;
 
@@ -133,7 +133,10 @@ async fn keys_under(server: &Emulator, path: &str) -> Vec<String> {
     let keys = whole.list("").await.unwrap();
     assert!(!keys.is_empty(), "nothing stored in {}", server.endpoint);
     for key in &keys {
-        assert!(key.starts_with(&format!("{path}/")), "{key} is outside {path}");
+        assert!(
+            key.starts_with(&format!("{path}/")),
+            "{key} is outside {path}"
+        );
     }
     keys
 }

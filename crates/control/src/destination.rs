@@ -2,12 +2,11 @@
 //! entry become the `Destination` of each member (storage, prefix, codec settings).
 
 use shardvault_api::meta::SecretKeySelector;
-use shardvault_api::objectstorage::{EncryptionMethod, KeyTransform as ApiKeyTransform};
 use shardvault_api::objectstorage::{AwsCredentials, BucketKind, ObjectStorageSpec, StorageType};
+use shardvault_api::objectstorage::{EncryptionMethod, KeyTransform as ApiKeyTransform};
 use shardvault_api::shardedcluster::{BackupConfiguration, ShardedClusterSpec};
 use shardvault_storage::{
-    Compression, Destination, Encryption, GcsCredentials, KeyTransform, Performance,
-    StorageConfig,
+    Compression, Destination, Encryption, GcsCredentials, KeyTransform, Performance, StorageConfig,
 };
 
 /// A resource reference that cannot be resolved.
@@ -84,10 +83,18 @@ pub fn storage_config(
     spec: &ObjectStorageSpec,
     lookup: &dyn SecretLookup,
 ) -> Result<StorageConfig, ResolveError> {
-    let missing = |field: &str| err(format!("spec.{field}"), format!("required when type is {field}"));
+    let missing = |field: &str| {
+        err(
+            format!("spec.{field}"),
+            format!("required when type is {field}"),
+        )
+    };
     match spec.type_ {
         StorageType::Filesystem => {
-            let fs = spec.filesystem.as_ref().ok_or_else(|| missing("filesystem"))?;
+            let fs = spec
+                .filesystem
+                .as_ref()
+                .ok_or_else(|| missing("filesystem"))?;
             Ok(StorageConfig::Filesystem {
                 path: fs.path.clone().into(),
             })
@@ -174,7 +181,10 @@ pub fn storage_config(
             })
         }
         StorageType::AzureBlob => {
-            let az = spec.azure_blob.as_ref().ok_or_else(|| missing("azureBlob"))?;
+            let az = spec
+                .azure_blob
+                .as_ref()
+                .ok_or_else(|| missing("azureBlob"))?;
             let (container, path) = bucket("spec.azureBlob", &az.bucket, BucketKind::Azure)?;
             let field = "spec.azureBlob.azureCredentials.secretKeySelectors";
             let sel = az
@@ -185,7 +195,11 @@ pub fn storage_config(
             Ok(StorageConfig::AzureBlob {
                 container,
                 path,
-                account: secret(lookup, &format!("{field}.storageAccount"), &sel.storage_account)?,
+                account: secret(
+                    lookup,
+                    &format!("{field}.storageAccount"),
+                    &sel.storage_account,
+                )?,
                 access_key: secret(lookup, &format!("{field}.accessKey"), &sel.access_key)?,
                 endpoint: az.endpoint.clone(),
             })
@@ -387,5 +401,77 @@ mod tests {
             "spec.s3Compatible.awsCredentials.secretKeySelectors.accessKeyId"
         );
         assert!(e.message.contains("creds"), "{e}");
+    }
+
+    struct Keys;
+
+    impl SecretLookup for Keys {
+        fn secret_value(&self, name: &str, key: &str) -> Option<String> {
+            (name == "keys").then(|| format!("value-of-{key}"))
+        }
+    }
+
+    fn resolve(yaml: &str) -> ResolvedStorage {
+        resolve_storage(&yaml_serde::from_str(yaml).unwrap(), &Keys).unwrap()
+    }
+
+    #[test]
+    fn every_type_resolves_its_bucket_path_and_secrets() {
+        let gcs = resolve(
+            "type: gcs\ngcs:\n  bucket: gs://b/team/pg/\n  gcpCredentials:\n    secretKeySelectors:\n      serviceAccountJSON: {name: keys, key: sa}\n",
+        );
+        assert_eq!(
+            gcs.config,
+            StorageConfig::Gcs {
+                bucket: "b".into(),
+                path: "team/pg".into(),
+                endpoint: None,
+                credentials: GcsCredentials::ServiceAccount {
+                    json: "value-of-sa".into()
+                },
+            }
+        );
+        let azure = resolve(
+            "type: azureBlob\nazureBlob:\n  bucket: azure://c/p\n  endpoint: http://127.0.0.1:1/acct\n  azureCredentials:\n    secretKeySelectors:\n      storageAccount: {name: keys, key: account}\n      accessKey: {name: keys, key: key}\nencryption:\n  method: openpgp\n  openpgp:\n    key: {name: keys, key: pgp}\n",
+        );
+        assert_eq!(
+            azure.config,
+            StorageConfig::AzureBlob {
+                container: "c".into(),
+                path: "p".into(),
+                account: "value-of-account".into(),
+                access_key: "value-of-key".into(),
+                endpoint: Some("http://127.0.0.1:1/acct".into()),
+            }
+        );
+        assert_eq!(
+            azure.encryption,
+            Some(Encryption::Openpgp {
+                key: "value-of-pgp".into(),
+                key_passphrase: None
+            })
+        );
+        let s3 = resolve(
+            "type: s3Compatible\ns3Compatible:\n  bucket: s3://b/x\n  endpoint: https://minio:9000\n  awsCredentials:\n    secretKeySelectors:\n      accessKeyId: {name: keys, key: ak}\n      secretAccessKey: {name: keys, key: sk}\n      caCertificate: {name: keys, key: ca}\n",
+        );
+        let StorageConfig::S3 {
+            bucket,
+            path,
+            ca_certificate,
+            ..
+        } = s3.config
+        else {
+            panic!("{:?}", s3.config)
+        };
+        assert_eq!((bucket.as_str(), path.as_str()), ("b", "x"));
+        assert_eq!(ca_certificate.as_deref(), Some("value-of-ca"));
+        let iam = resolve("type: s3\ns3:\n  bucket: b\n  awsCredentials: {useIamRole: true}\n");
+        assert!(matches!(
+            iam.config,
+            StorageConfig::S3 {
+                access_key_id: None,
+                ..
+            }
+        ));
     }
 }

@@ -49,8 +49,7 @@ fn service_account_base64(json: &str) -> Result<String, StorageError> {
              service_account)"
         ))
     };
-    let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|_| bad("is not JSON"))?;
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|_| bad("is not JSON"))?;
     if value["type"] != "service_account" {
         return Err(bad("is not a service account key"));
     }
@@ -95,8 +94,8 @@ pub(crate) fn open_gcs(config: &StorageConfig) -> Result<Opened, StorageError> {
         GcsCredentials::MetadataService => b,
         GcsCredentials::Unsigned => b.skip_signature().disable_vm_metadata(),
     };
-    let op = Operator::new(b)
-        .map_err(|e| StorageError::Config(format!("gcs bucket {bucket}: {e}")))?;
+    let op =
+        Operator::new(b).map_err(|e| StorageError::Config(format!("gcs bucket {bucket}: {e}")))?;
     Ok(Opened {
         op,
         bucket: bucket.clone(),
@@ -161,11 +160,20 @@ mod tests {
     fn service_account_keys_are_checked_before_use() {
         for (json, want) in [
             ("{", "is not JSON"),
-            (r#"{"type":"authorized_user"}"#, "is not a service account key"),
-            (r#"{"type":"service_account","private_key":"k"}"#, "has no client_email"),
+            (
+                r#"{"type":"authorized_user"}"#,
+                "is not a service account key",
+            ),
+            (
+                r#"{"type":"service_account","private_key":"k"}"#,
+                "has no client_email",
+            ),
         ] {
             let err = service_account_base64(json).unwrap_err().to_string();
-            assert!(err.contains("serviceAccountJSON") && err.contains(want), "{err}");
+            assert!(
+                err.contains("serviceAccountJSON") && err.contains(want),
+                "{err}"
+            );
             assert!(!err.contains("private_key\":"), "{err}");
         }
         let ok = r#"{"type":"service_account","client_email":"a@b","private_key":"k"}"#;
@@ -177,7 +185,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fs = opendal::services::Fs::default().root(dir.path().to_str().unwrap());
         let op = Operator::new(fs).unwrap();
-        let err = trusting(op, "caCertificate", "junk").unwrap_err().to_string();
+        let err = trusting(op, "caCertificate", "junk")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("caCertificate"), "{err}");
     }
 }

@@ -53,7 +53,10 @@ impl fmt::Debug for Encryption {
             Encryption::Openpgp { key_passphrase, .. } => f
                 .debug_struct("Openpgp")
                 .field("key", &"<redacted>")
-                .field("key_passphrase", &key_passphrase.as_ref().map(|_| "<redacted>"))
+                .field(
+                    "key_passphrase",
+                    &key_passphrase.as_ref().map(|_| "<redacted>"),
+                )
                 .finish(),
         }
     }

@@ -53,7 +53,10 @@ impl OpenPgpKey {
                     })
             })
             .ok_or_else(|| {
-                bad("has no encryption subkey: add one (gpg --quick-add-key FPR default encr)".into())
+                bad(
+                    "has no encryption subkey: add one (gpg --quick-add-key FPR default encr)"
+                        .into(),
+                )
             })?;
         let passphrase = Password::from(passphrase.unwrap_or(""));
         let unlocked = subkey.key.unlock(&passphrase, |_, _| Ok(()));
@@ -127,30 +130,32 @@ pub(crate) fn open(
     };
     let message = Message::from_bytes(sealed)
         .map_err(|e| corrupt(format!("not a readable OpenPGP message: {e}")))?;
-    let mut opened = message
-        .decrypt(&key.passphrase, &key.secret)
-        .map_err(|e| {
-            let text = e.to_string();
-            if text.contains("Modification Detection Code") {
-                return corrupt(format!("the OpenPGP message fails its integrity check: {text}"));
-            }
-            StorageError::WrongKey {
-                key: name.to_string(),
-                reason: format!(
-                    "OpenPGP key {} does not open this object ({text}); use the key it was \
+    let mut opened = message.decrypt(&key.passphrase, &key.secret).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("Modification Detection Code") {
+            return corrupt(format!(
+                "the OpenPGP message fails its integrity check: {text}"
+            ));
+        }
+        StorageError::WrongKey {
+            key: name.to_string(),
+            reason: format!(
+                "OpenPGP key {} does not open this object ({text}); use the key it was \
                      written with",
-                    key.fingerprint
-                ),
-            }
-        })?;
+                key.fingerprint
+            ),
+        }
+    })?;
     if opened.is_compressed() {
         opened = opened
             .decompress()
             .map_err(|e| corrupt(format!("cannot decompress the OpenPGP message: {e}")))?;
     }
-    opened
-        .as_data_vec()
-        .map_err(|e| corrupt(format!("the OpenPGP message fails its integrity check: {e}")))
+    opened.as_data_vec().map_err(|e| {
+        corrupt(format!(
+            "the OpenPGP message fails its integrity check: {e}"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -167,7 +172,9 @@ mod tests {
 
     #[test]
     fn junk_keys_are_refused_with_the_field() {
-        let err = OpenPgpKey::parse("not a key", None).unwrap_err().to_string();
+        let err = OpenPgpKey::parse("not a key", None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("encryption.openpgp.key"), "{err}");
         let public = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n-----END PGP PUBLIC KEY BLOCK-----";
         let err = OpenPgpKey::parse(public, None).unwrap_err().to_string();

@@ -109,7 +109,9 @@ const BUCKET_MISSING: [&str; 3] = [
 
 /// Tells whether `e` says the bucket (not just an object) does not exist.
 fn bucket_missing(e: &opendal::Error) -> bool {
-    BUCKET_MISSING.iter().any(|code| e.to_string().contains(code))
+    BUCKET_MISSING
+        .iter()
+        .any(|code| e.to_string().contains(code))
 }
 
 /// The innermost cause of `e` when it is a TLS certificate that was not trusted.
@@ -334,7 +336,9 @@ impl Store {
             // GCS multipart goes through its XML API, which GCS emulators lack: the bytes
             // are paid for slice by slice, then sent as one upload.
             for at in (0..data.len()).step_by(THROTTLE_SLICE) {
-                throttle.acquire(THROTTLE_SLICE.min(data.len() - at) as u64).await;
+                throttle
+                    .acquire(THROTTLE_SLICE.min(data.len() - at) as u64)
+                    .await;
             }
             return self.op.write(full, data).await.map(|_| ());
         }

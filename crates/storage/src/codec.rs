@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::StorageError;
 use crate::encryption::{self, EncryptionKey};
+use crate::openpgp::{self, OpenPgpKey};
 
 const MAGIC: &[u8; 4] = b"SVO1";
 const HEADER_LEN: usize = 4 + 1 + 1 + 2 + 8 + 4;
@@ -203,21 +204,42 @@ pub struct Codec {
     pub compression: Compression,
     /// Key that encrypts new objects and opens encrypted ones.
     pub key: Option<EncryptionKey>,
+    /// OpenPGP key: new objects are OpenPGP messages holding the unencrypted object.
+    pub openpgp: Option<OpenPgpKey>,
 }
 
 impl Codec {
     /// A codec with the given compression and key.
     pub fn new(compression: Compression, key: Option<EncryptionKey>) -> Codec {
-        Codec { compression, key }
+        Codec {
+            compression,
+            key,
+            openpgp: None,
+        }
+    }
+
+    /// This codec writing OpenPGP messages to `key` (and reading them with it).
+    pub fn with_openpgp(self, key: OpenPgpKey) -> Codec {
+        Codec {
+            openpgp: Some(key),
+            ..self
+        }
     }
 
     /// Encodes `data` into a stored object.
     pub fn encode(&self, data: &[u8]) -> Vec<u8> {
-        encode_with(data, self.compression, self.key.as_ref())
+        match &self.openpgp {
+            Some(pgp) => pgp.seal(&encode_with(data, self.compression, None)),
+            None => encode_with(data, self.compression, self.key.as_ref()),
+        }
     }
 
     /// Decodes the stored object named `name`.
     pub fn decode(&self, name: &str, object: &[u8]) -> Result<Vec<u8>, StorageError> {
+        if openpgp::is_message(object) {
+            let inner = openpgp::open(name, self.openpgp.as_ref(), object)?;
+            return decode_with(name, &inner, None);
+        }
         decode_with(name, object, self.key.as_ref())
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Codec, Compression, Encryption, StorageError, Store};
+use crate::{Codec, Compression, Encryption, OpenPgpKey, StorageError, Store};
 
 /// A storage backend and its credentials, resolved from an SGObjectStorage and its Secrets.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,8 +20,11 @@ pub enum StorageConfig {
     /// Amazon S3 or an S3-compatible server.
     #[serde(rename_all = "camelCase")]
     S3 {
-        /// Bucket name (`s3.bucket`).
+        /// Bucket name, without scheme or path (`s3.bucket`).
         bucket: String,
+        /// Key prefix inside the bucket from a bucket written with a path (`s3://b/path`).
+        #[serde(default)]
+        path: String,
         /// Region; `us-east-1` when absent.
         #[serde(default)]
         region: Option<String>,
@@ -40,7 +43,66 @@ pub enum StorageConfig {
         /// Storage class of new objects (`storageClass`), e.g. `STANDARD_IA`.
         #[serde(default)]
         storage_class: Option<String>,
+        /// PEM of the CA that signed the endpoint's TLS certificate (`caCertificate`).
+        #[serde(default)]
+        ca_certificate: Option<String>,
     },
+    /// Google Cloud Storage.
+    #[serde(rename_all = "camelCase")]
+    Gcs {
+        /// Bucket name, without scheme or path (`gcs.bucket`).
+        bucket: String,
+        /// Key prefix inside the bucket from a bucket written with a path (`gs://b/path`).
+        #[serde(default)]
+        path: String,
+        /// Base URL of a GCS-compatible server (our `gcs.endpoint`); Google when absent.
+        #[serde(default)]
+        endpoint: Option<String>,
+        /// How requests are authorized.
+        credentials: GcsCredentials,
+    },
+    /// Azure Blob Storage.
+    #[serde(rename_all = "camelCase")]
+    AzureBlob {
+        /// Container name, without scheme or path (`azureBlob.bucket`).
+        container: String,
+        /// Key prefix inside the container from a bucket written with a path (`azure://c/path`).
+        #[serde(default)]
+        path: String,
+        /// Storage account name (`storageAccount`).
+        account: String,
+        /// Storage account access key, base64 (`accessKey`, never printed).
+        access_key: String,
+        /// Base URL of the blob service (our `azureBlob.endpoint`);
+        /// `https://ACCOUNT.blob.core.windows.net` when absent.
+        #[serde(default)]
+        endpoint: Option<String>,
+    },
+}
+
+/// How GCS requests are authorized (`gcs.gcpCredentials`).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum GcsCredentials {
+    /// A service account key, the JSON downloaded from the console (`serviceAccountJSON`).
+    ServiceAccount {
+        /// The JSON text (never printed).
+        json: String,
+    },
+    /// The GCE/GKE metadata service (`fetchCredentialsFromMetadataService`).
+    MetadataService,
+    /// Unsigned requests, for a GCS emulator given as `gcs.endpoint`.
+    Unsigned,
+}
+
+impl fmt::Debug for GcsCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GcsCredentials::ServiceAccount { .. } => "ServiceAccount(<redacted>)",
+            GcsCredentials::MetadataService => "MetadataService",
+            GcsCredentials::Unsigned => "Unsigned",
+        })
+    }
 }
 
 impl fmt::Debug for StorageConfig {
@@ -52,21 +114,51 @@ impl fmt::Debug for StorageConfig {
             }
             StorageConfig::S3 {
                 bucket,
+                path,
                 region,
                 endpoint,
                 path_style,
                 access_key_id,
                 secret_access_key,
                 storage_class,
+                ca_certificate,
             } => f
                 .debug_struct("S3")
                 .field("bucket", bucket)
+                .field("path", path)
                 .field("region", region)
                 .field("endpoint", endpoint)
                 .field("path_style", path_style)
                 .field("access_key_id", &redact(access_key_id))
                 .field("secret_access_key", &redact(secret_access_key))
                 .field("storage_class", storage_class)
+                .field("ca_certificate", &ca_certificate.is_some())
+                .finish(),
+            StorageConfig::Gcs {
+                bucket,
+                path,
+                endpoint,
+                credentials,
+            } => f
+                .debug_struct("Gcs")
+                .field("bucket", bucket)
+                .field("path", path)
+                .field("endpoint", endpoint)
+                .field("credentials", credentials)
+                .finish(),
+            StorageConfig::AzureBlob {
+                container,
+                path,
+                account,
+                endpoint,
+                ..
+            } => f
+                .debug_struct("AzureBlob")
+                .field("container", container)
+                .field("path", path)
+                .field("account", account)
+                .field("access_key", &"<redacted>")
+                .field("endpoint", endpoint)
                 .finish(),
         }
     }
@@ -136,8 +228,25 @@ impl Destination {
 
     /// The codec new objects are written with (and encrypted ones are read with).
     pub fn codec(&self) -> Result<Codec, StorageError> {
-        let key = self.encryption.as_ref().map(Encryption::key).transpose()?;
-        Ok(Codec::new(self.compression, key))
+        Codec::with_encryption(self.compression, self.encryption.as_ref())
+    }
+}
+
+impl Codec {
+    /// A codec with `compression` and the key of `encryption` (sodium or OpenPGP), if any.
+    pub fn with_encryption(
+        compression: Compression,
+        encryption: Option<&Encryption>,
+    ) -> Result<Codec, StorageError> {
+        Ok(match encryption {
+            None => Codec::new(compression, None),
+            Some(Encryption::Openpgp {
+                key,
+                key_passphrase,
+            }) => Codec::new(compression, None)
+                .with_openpgp(OpenPgpKey::parse(key, key_passphrase.as_deref())?),
+            Some(sodium) => Codec::new(compression, Some(sodium.key()?)),
+        })
     }
 }
 

@@ -30,6 +30,16 @@ pub enum Encryption {
         #[serde(default)]
         key_transform: KeyTransform,
     },
+    /// OpenPGP to the encryption subkey of an armored secret key (`encryption.openpgp`);
+    /// see [`crate::openpgp`].
+    #[serde(rename_all = "camelCase")]
+    Openpgp {
+        /// The armored secret key (`openpgp.key`).
+        key: String,
+        /// Its passphrase, when the key is protected (`openpgp.keyPassphrase`).
+        #[serde(default)]
+        key_passphrase: Option<String>,
+    },
 }
 
 impl fmt::Debug for Encryption {
@@ -40,14 +50,25 @@ impl fmt::Debug for Encryption {
                 .field("key", &"<redacted>")
                 .field("key_transform", key_transform)
                 .finish(),
+            Encryption::Openpgp { key_passphrase, .. } => f
+                .debug_struct("Openpgp")
+                .field("key", &"<redacted>")
+                .field(
+                    "key_passphrase",
+                    &key_passphrase.as_ref().map(|_| "<redacted>"),
+                )
+                .finish(),
         }
     }
 }
 
 impl Encryption {
-    /// Resolves the configured key into the 32 bytes used to encrypt.
+    /// Resolves the configured sodium key into the 32 bytes used to encrypt.
     pub fn key(&self) -> Result<EncryptionKey, StorageError> {
         match self {
+            Encryption::Openpgp { .. } => Err(StorageError::Config(
+                "encryption.method openpgp has no sodium key".into(),
+            )),
             Encryption::Sodium { key, key_transform } => {
                 let bytes = key_transform.apply(key)?;
                 let len = bytes.len();

@@ -10,7 +10,7 @@ use opendal::{ErrorKind, Operator};
 use tokio::sync::Semaphore;
 
 use crate::fs::{FsError, FsRoot, STAGING_DIR};
-use crate::{Performance, StorageConfig, StorageError, Throttle};
+use crate::{Performance, StorageConfig, StorageError, Throttle, cloud};
 
 /// Uploads, downloads and other requests in flight at once when no [`Performance`] is given.
 const DEFAULT_CONCURRENCY: usize = 16;
@@ -30,6 +30,9 @@ const WRONG_REGION_CODES: [&str; 3] = [
     "AuthorizationHeaderMalformed",
     "IncorrectEndpoint",
 ];
+/// Single deletes in flight for one `delete_all` on GCS.
+const GCS_DELETES: usize = 8;
+
 /// Objects under one prefix of one storage.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -59,6 +62,14 @@ enum Backend {
         endpoint: String,
         region: String,
     },
+    Gcs {
+        bucket: String,
+        endpoint: String,
+    },
+    Azure {
+        container: String,
+        endpoint: String,
+    },
 }
 
 impl Backend {
@@ -66,8 +77,63 @@ impl Backend {
         match self {
             Backend::Filesystem { root } => format!("filesystem {root}"),
             Backend::S3 { bucket, .. } => format!("s3 bucket {bucket}"),
+            Backend::Gcs { bucket, .. } => format!("gcs bucket {bucket}"),
+            Backend::Azure { container, .. } => format!("azureBlob container {container}"),
         }
     }
+
+    /// The bucket and endpoint of an HTTP store.
+    fn bucket(&self) -> Option<(&str, &str)> {
+        match self {
+            Backend::Filesystem { .. } => None,
+            Backend::S3 {
+                bucket, endpoint, ..
+            }
+            | Backend::Gcs { bucket, endpoint } => Some((bucket, endpoint)),
+            Backend::Azure {
+                container,
+                endpoint,
+            } => Some((container, endpoint)),
+        }
+    }
+
+    /// The SGObjectStorage setting to check when the storage refuses the credentials.
+    fn credentials_hint(&self) -> &'static str {
+        match self {
+            Backend::Filesystem { .. } => "the owner and mode of filesystem.path",
+            Backend::S3 { .. } => "awsCredentials.secretKeySelectors",
+            Backend::Gcs { .. } => "gcs.gcpCredentials",
+            Backend::Azure { .. } => "azureBlob.azureCredentials.secretKeySelectors",
+        }
+    }
+}
+
+/// Error codes (S3, Azure) and messages (GCS) that mean the bucket itself is missing.
+const BUCKET_MISSING: [&str; 3] = [
+    "NoSuchBucket",
+    "ContainerNotFound",
+    "The specified bucket does not exist",
+];
+
+/// Tells whether `e` says the bucket (not just an object) does not exist.
+fn bucket_missing(e: &opendal::Error) -> bool {
+    BUCKET_MISSING
+        .iter()
+        .any(|code| e.to_string().contains(code))
+}
+
+/// The innermost cause of `e` when it is a TLS certificate that was not trusted.
+fn untrusted_certificate(e: &opendal::Error) -> Option<String> {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    let mut found = None;
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if text.contains("certificate") || text.contains("UnknownIssuer") {
+            found = Some(text);
+        }
+        cause = c.source();
+    }
+    found
 }
 
 /// Shared by a store and its children.
@@ -109,22 +175,39 @@ impl Store {
             }
             StorageConfig::S3 { .. } => {
                 let (op, backend) = open_s3(config)?;
-                let op = op.layer(
-                    RetryLayer::new()
-                        .with_jitter()
-                        .with_max_times(4)
-                        .with_min_delay(Duration::from_millis(100))
-                        .with_max_delay(Duration::from_secs(5)),
-                );
-                (Io::Dal(op), backend)
+                (Io::Dal(with_retries(op)), backend)
+            }
+            StorageConfig::Gcs { .. } => {
+                let o = cloud::open_gcs(config)?;
+                let backend = Backend::Gcs {
+                    bucket: o.bucket,
+                    endpoint: o.endpoint,
+                };
+                (Io::Dal(with_retries(with_timeouts(o.op))), backend)
+            }
+            StorageConfig::AzureBlob { .. } => {
+                let o = cloud::open_azure(config)?;
+                let backend = Backend::Azure {
+                    container: o.bucket,
+                    endpoint: o.endpoint,
+                };
+                (Io::Dal(with_retries(with_timeouts(o.op))), backend)
             }
         };
-        Ok(Store {
+        // A bucket's path (`s3://bucket/some/path`) is the root every prefix is under.
+        let root = match config {
+            StorageConfig::Filesystem { .. } => "",
+            StorageConfig::S3 { path, .. }
+            | StorageConfig::Gcs { path, .. }
+            | StorageConfig::AzureBlob { path, .. } => path,
+        };
+        let root = Store {
             io,
-            prefix: clean(prefix),
+            prefix: clean(root),
             backend: Arc::new(backend),
             limits: Arc::new(Limits::new(DEFAULT_CONCURRENCY, DEFAULT_CONCURRENCY, None)),
-        })
+        };
+        Ok(root.child(prefix))
     }
 
     /// This store with `performance`'s upload/download concurrency and network bandwidth limits,
@@ -160,23 +243,32 @@ impl Store {
 
     /// Turns a backend error on `key` into the error a user can act on.
     fn error(&self, op: &'static str, key: String, source: opendal::Error) -> StorageError {
-        match (source.kind(), &*self.backend) {
+        let backend = &*self.backend;
+        if let Some((bucket, endpoint)) = backend.bucket() {
+            // Listing an empty prefix of an existing bucket is no error on any HTTP store.
+            let listing = matches!(op, "list" | "check");
+            if bucket_missing(&source) || (listing && source.kind() == ErrorKind::NotFound) {
+                return StorageError::BucketMissing {
+                    bucket: bucket.to_string(),
+                    endpoint: endpoint.to_string(),
+                };
+            }
+            if let Some(cause) = untrusted_certificate(&source) {
+                return StorageError::Config(format!(
+                    "the TLS certificate of {endpoint} is not trusted ({cause}): set \
+                     s3Compatible.awsCredentials.secretKeySelectors.caCertificate to the CA \
+                     that signed it"
+                ));
+            }
+        }
+        match (source.kind(), backend) {
             (ErrorKind::NotFound, _) if op == "get" => StorageError::NotFound {
                 key,
-                location: self.backend.location(),
+                location: backend.location(),
             },
-            (ErrorKind::PermissionDenied, Backend::S3 { .. }) => StorageError::AccessDenied {
-                location: self.backend.location(),
-                hint: "awsCredentials.secretKeySelectors",
-            },
-            (
-                ErrorKind::ConfigInvalid,
-                Backend::S3 {
-                    bucket, endpoint, ..
-                },
-            ) if source.message().contains("NoSuchBucket") => StorageError::BucketMissing {
-                bucket: bucket.clone(),
-                endpoint: endpoint.clone(),
+            (ErrorKind::PermissionDenied, _) => StorageError::AccessDenied {
+                location: backend.location(),
+                hint: backend.credentials_hint(),
             },
             (_, Backend::S3 { bucket, region, .. })
                 if WRONG_REGION_CODES
@@ -248,7 +340,6 @@ impl Store {
                 .map_err(|e| self.fs_error("check", dir, e)),
             Io::Dal(op) => match op.list_with(&dir).limit(1).await {
                 Ok(_) => Ok(()),
-                Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
                 Err(e) => Err(self.error("check", dir, e)),
             },
         }
@@ -276,17 +367,28 @@ impl Store {
         };
         let result = match &self.limits.network {
             None => op.write(&full, data).await.map(|_| ()),
-            Some(throttle) => Self::put_throttled(op, &full, data.into(), throttle).await,
+            Some(throttle) => self.put_throttled(op, &full, data.into(), throttle).await,
         };
         result.map_err(|e| self.error("put", full, e))
     }
 
     async fn put_throttled(
+        &self,
         op: &Operator,
         full: &str,
         data: Bytes,
         throttle: &Throttle,
     ) -> opendal::Result<()> {
+        if let Backend::Gcs { .. } = *self.backend {
+            // GCS multipart goes through its XML API, which GCS emulators lack: the bytes
+            // are paid for slice by slice, then sent as one upload.
+            for at in (0..data.len()).step_by(THROTTLE_SLICE) {
+                throttle
+                    .acquire(THROTTLE_SLICE.min(data.len() - at) as u64)
+                    .await;
+            }
+            return op.write(full, data).await.map(|_| ());
+        }
         let mut writer = op.writer_with(full).chunk(S3_PART).await?;
         let mut at = 0;
         loop {
@@ -317,7 +419,7 @@ impl Store {
             }
             Io::Dal(op) => op,
         };
-        // Ranged reads in parallel: one stream from S3 is slower than the disk behind it.
+        // Ranged reads in parallel: one HTTP stream is slower than the disk behind it.
         let read = op
             .read_with(&full)
             .concurrent(S3_READ_STREAMS)
@@ -380,7 +482,6 @@ impl Store {
                 let full = self.dir(&self.full(dir));
                 let entries = match op.list_with(&full).recursive(true).await {
                     Ok(e) => e,
-                    Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
                     Err(e) => return Err(self.error("list", full, e)),
                 };
                 let tmp = format!("{STAGING_DIR}/");
@@ -421,6 +522,13 @@ impl Store {
             return Ok(());
         }
         let full: Vec<String> = keys.iter().map(|k| self.full(k)).collect();
+        if let Backend::Gcs { .. } = *self.backend {
+            // One request per object: GCS batch requests are not served by its emulators.
+            for batch in keys.chunks(GCS_DELETES) {
+                futures::future::try_join_all(batch.iter().map(|k| self.delete(k))).await?;
+            }
+            return Ok(());
+        }
         let _permit = self.limits.requests.acquire().await.expect("never closed");
         match &self.io {
             Io::Fs(fs) => Self::on_fs(fs, move |fs| full.iter().try_for_each(|k| fs.delete(k)))
@@ -449,6 +557,8 @@ fn open_s3(config: &StorageConfig) -> Result<(Operator, Backend), StorageError> 
         access_key_id,
         secret_access_key,
         storage_class,
+        ca_certificate,
+        ..
     } = config
     else {
         unreachable!("open_s3 is only called with an S3 config");
@@ -464,13 +574,9 @@ fn open_s3(config: &StorageConfig) -> Result<(Operator, Backend), StorageError> 
         .region(region);
     let shown_endpoint = match endpoint {
         Some(e) => {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(StorageError::Config(format!(
-                    "s3Compatible endpoint {e:?} must start with http:// or https://"
-                )));
-            }
-            b = b.endpoint(e.trim_end_matches('/'));
-            e.trim_end_matches('/').to_string()
+            let e = cloud::endpoint_url("s3Compatible endpoint", e)?;
+            b = b.endpoint(&e);
+            e
         }
         None => format!("https://s3.{region}.amazonaws.com"),
     };
@@ -496,19 +602,42 @@ fn open_s3(config: &StorageConfig) -> Result<(Operator, Backend), StorageError> 
     if let Some(c) = storage_class {
         b = b.default_storage_class(c);
     }
-    let op = Operator::new(b)
-        .map_err(|e| StorageError::Config(format!("s3 bucket {bucket}: {e}")))?
-        .layer(
-            TimeoutLayer::new()
-                .with_timeout(Duration::from_secs(60))
-                .with_io_timeout(Duration::from_secs(120)),
-        );
+    let mut op =
+        Operator::new(b).map_err(|e| StorageError::Config(format!("s3 bucket {bucket}: {e}")))?;
+    if let Some(pem) = ca_certificate {
+        op = cloud::trusting(
+            op,
+            "s3Compatible.awsCredentials.secretKeySelectors.caCertificate",
+            pem,
+        )?;
+    }
+    let op = with_timeouts(op);
     let backend = Backend::S3 {
         bucket: bucket.clone(),
         endpoint: shown_endpoint,
         region: region.to_string(),
     };
     Ok((op, backend))
+}
+
+/// `op` giving up on a request that hangs (HTTP stores only).
+fn with_timeouts(op: Operator) -> Operator {
+    op.layer(
+        TimeoutLayer::new()
+            .with_timeout(Duration::from_secs(60))
+            .with_io_timeout(Duration::from_secs(120)),
+    )
+}
+
+/// `op` retrying transient failures with jittered backoff.
+fn with_retries(op: Operator) -> Operator {
+    op.layer(
+        RetryLayer::new()
+            .with_jitter()
+            .with_max_times(4)
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5)),
+    )
 }
 
 fn clean(p: &str) -> String {
@@ -633,6 +762,8 @@ mod tests {
             access_key_id: ak.map(Into::into),
             secret_access_key: sk.map(Into::into),
             storage_class: None,
+            ca_certificate: None,
+            path: String::new(),
         };
         let err = Store::open(&s3(Some("minio:9000"), None, None), "").unwrap_err();
         assert!(err.to_string().contains("http://"), "{err}");
@@ -652,6 +783,8 @@ mod tests {
             access_key_id: Some("a".into()),
             secret_access_key: Some("s".into()),
             storage_class: None,
+            ca_certificate: None,
+            path: String::new(),
         };
         let store = Store::open(&cfg, "").unwrap();
         let s3 = |kind, code: &str| {
@@ -683,6 +816,8 @@ mod tests {
             access_key_id: Some("AKIDSECRET".into()),
             secret_access_key: Some("VERYSECRET".into()),
             storage_class: None,
+            ca_certificate: None,
+            path: String::new(),
         };
         let shown = format!("{cfg:?}");
         assert!(!shown.contains("SECRET"), "{shown}");

@@ -18,6 +18,9 @@ use tokio::sync::oneshot;
 
 use crate::StorageConfig;
 
+pub mod emulators;
+pub mod gpg;
+
 /// A running S3-protocol server on 127.0.0.1 with one bucket; stopped when dropped.
 #[derive(Debug)]
 pub struct S3Server {
@@ -76,6 +79,8 @@ pub async fn start_s3_server() -> S3Server {
         access_key_id: Some(access_key.clone()),
         secret_access_key: Some(secret_key.clone()),
         storage_class: None,
+        ca_certificate: None,
+        path: String::new(),
     };
     S3Server {
         endpoint,
@@ -101,6 +106,8 @@ impl S3Server {
             access_key_id: Some(access_key.into()),
             secret_access_key: Some(secret_key.into()),
             storage_class: None,
+            ca_certificate: None,
+            path: String::new(),
         }
     }
 

@@ -1,20 +1,22 @@
-//! One set of checks that every storage backend passes: a temporary directory and a real
-//! S3-protocol server (s3s-fs, in process).
+//! One set of checks that every storage backend passes: a temporary directory, a real
+//! S3-protocol server in process (s3s-fs), and third-party servers as child processes: moto
+//! (S3), fake-gcs-server (GCS) and azurite (Azure Blob).
 
 use std::any::Any;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use shardvault_storage::testing::emulators::{self, Emulator};
 use shardvault_storage::testing::start_s3_server;
 use shardvault_storage::{
     Codec, Compression, EncryptionKey, Performance, StorageConfig, StorageError, Store,
 };
 
-/// A store under test and where its objects sit on disk (to damage them).
+/// A store under test and, when known, where its objects sit on disk (to damage them).
 struct Backend {
     name: &'static str,
     store: Store,
-    files: PathBuf,
+    files: Option<PathBuf>,
     _keep: Box<dyn Any>,
 }
 
@@ -28,7 +30,7 @@ async fn filesystem() -> Backend {
     Backend {
         name: "filesystem",
         store: Store::open(&config, PREFIX).unwrap(),
-        files: dir.path().join(PREFIX),
+        files: Some(dir.path().join(PREFIX)),
         _keep: Box::new(dir),
     }
 }
@@ -40,9 +42,35 @@ async fn s3() -> Backend {
     Backend {
         name: "s3",
         store,
-        files: server.object_path(&server.bucket, PREFIX),
+        files: Some(server.object_path(&server.bucket, PREFIX)),
         _keep: Box::new(server),
     }
+}
+
+/// A third-party server's store, checked reachable; objects are damaged through the store.
+async fn emulator(name: &'static str, server: Emulator) -> Backend {
+    let store = Store::open(&server.config, PREFIX).unwrap();
+    if let Err(e) = store.check().await {
+        panic!("{name}: {e}\n{}", server.log());
+    }
+    Backend {
+        name,
+        store,
+        files: None,
+        _keep: Box::new(server),
+    }
+}
+
+async fn moto() -> Backend {
+    emulator("moto", emulators::start_moto().await).await
+}
+
+async fn gcs() -> Backend {
+    emulator("gcs", emulators::start_fake_gcs().await).await
+}
+
+async fn azurite() -> Backend {
+    emulator("azurite", emulators::start_azurite().await).await
 }
 
 /// Deterministic bytes that compress a little, like table data.
@@ -153,11 +181,23 @@ async fn corrupt_object_is_named(b: Backend) {
     s.put("base/part-7", codec.encode(&data(100_000, 7)))
         .await
         .unwrap();
-    let file = b.files.join("base/part-7");
-    let mut bytes = std::fs::read(&file).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x40;
-    std::fs::write(&file, bytes).unwrap();
+    let damage = |bytes: &mut Vec<u8>| {
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x40;
+    };
+    match &b.files {
+        Some(files) => {
+            let file = files.join("base/part-7");
+            let mut bytes = std::fs::read(&file).unwrap();
+            damage(&mut bytes);
+            std::fs::write(&file, bytes).unwrap();
+        }
+        None => {
+            let mut bytes = s.get("base/part-7").await.unwrap();
+            damage(&mut bytes);
+            s.put("base/part-7", bytes).await.unwrap();
+        }
+    }
     let stored = s.get("base/part-7").await.unwrap();
     let err = codec.decode("base/part-7", &stored).unwrap_err();
     assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
@@ -248,6 +288,15 @@ macro_rules! conformance {
         }
         mod s3 {
             $(#[tokio::test] async fn $check() { super::$check(super::s3().await).await })*
+        }
+        mod moto {
+            $(#[tokio::test] async fn $check() { super::$check(super::moto().await).await })*
+        }
+        mod gcs {
+            $(#[tokio::test] async fn $check() { super::$check(super::gcs().await).await })*
+        }
+        mod azurite {
+            $(#[tokio::test] async fn $check() { super::$check(super::azurite().await).await })*
         }
     };
 }

@@ -149,8 +149,8 @@ async fn open(
     let secrets = fetch_secrets(client, ns).await?;
     let resolved = resolve_storage(&spec, &secrets).map_err(|e| anyhow::anyhow!("{e}"))?;
     let store = Store::open(&resolved.config, args.path.as_deref().unwrap_or(""))?;
-    let key = resolved.encryption.as_ref().map(|e| e.key()).transpose()?;
-    Ok((spec, store, Codec::new(Compression::default(), key)))
+    let codec = Codec::with_encryption(Compression::default(), resolved.encryption.as_ref())?;
+    Ok((spec, store, codec))
 }
 
 /// The readable records (with their full cluster prefixes) and the damaged ones.

@@ -416,7 +416,9 @@ impl BucketKind {
             ));
         }
         let path: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        Ok((name.to_string(), path.join("/")))
+        let path = path.join("/");
+        crate::storage_path::check_key_prefix(&path)?;
+        Ok((name.to_string(), path))
     }
 }
 
@@ -453,6 +455,8 @@ mod tests {
                 "{bucket}"
             );
         }
+        let err = BucketKind::S3.split("s3://b/../../etc").unwrap_err();
+        assert!(err.contains("never leaves its root"), "{err}");
         let err = BucketKind::Gcs.split("s3://b/p").unwrap_err();
         assert!(err.contains("gs://NAME/PATH"), "{err}");
         let err = BucketKind::S3.split("s3:///p").unwrap_err();

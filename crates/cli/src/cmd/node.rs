@@ -232,7 +232,7 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     };
     let manifest = engine::restore(&source, &opts).await?;
     eprintln!(
-        "restored backup {} into {}: start the server to recover ({:?})",
+        "restored backup {} into {}: start the server to recover {}",
         manifest.name,
         opts.pgdata.display(),
         opts.target

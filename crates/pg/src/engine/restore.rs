@@ -31,6 +31,24 @@ pub enum RecoveryTarget {
     Latest,
 }
 
+impl std::fmt::Display for RecoveryTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecoveryTarget::Immediate => f.write_str("until the backup is consistent"),
+            RecoveryTarget::Name(name) => write!(f, "to restore point {name}"),
+            RecoveryTarget::Time {
+                time,
+                inclusive: true,
+            } => write!(f, "to time {time}, including commits at it"),
+            RecoveryTarget::Time {
+                time,
+                inclusive: false,
+            } => write!(f, "to time {time}, excluding commits at it"),
+            RecoveryTarget::Latest => f.write_str("to the end of the archived WAL"),
+        }
+    }
+}
+
 /// How to restore a backup.
 #[derive(Clone)]
 pub struct RestoreOptions {

@@ -13,64 +13,22 @@ use serde_json::Value;
 use shardvault_storage::{Compression, codec};
 use shardvault_testkit::cluster::sql;
 use shardvault_testkit::daemon::Daemon;
+use shardvault_testkit::manifests::{DdpCluster, filesystem_storage, sharded_backup};
 
-fn storage(objects: &Path) -> String {
-    format!(
-        "apiVersion: stackgres.io/v1beta1\nkind: SGObjectStorage\nmetadata:\n  name: store\nspec:\n  type: filesystem\n  filesystem:\n    path: {}\n",
-        objects.display()
-    )
+fn cluster() -> String {
+    DdpCluster::new("c")
+        .shards(1)
+        .backups_to("store")
+        .annotation("shardvault.io/restore-point-schedule", "0 * * * *")
+        .yaml()
 }
 
-const CLUSTER: &str = "
-apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: c
-  annotations:
-    shardvault.io/restore-point-schedule: '0 * * * *'
-spec:
-  type: ddp
-  database: app
-  postgres:
-    version: '15'
-  coordinator:
-    instances: 1
-  shards:
-    clusters: 1
-    instancesPerCluster: 1
-  configurations:
-    backups:
-      - sgObjectStorage: store
-";
-
 fn backup(name: &str) -> String {
-    format!(
-        "apiVersion: stackgres.io/v1\nkind: SGShardedBackup\nmetadata:\n  name: {name}\nspec:\n  sgShardedCluster: c\n"
-    )
+    sharded_backup(name, "c", &[])
 }
 
 fn restore(name: &str) -> String {
-    format!(
-        "apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: {name}
-spec:
-  type: ddp
-  database: app
-  postgres:
-    version: '15'
-  coordinator:
-    instances: 1
-  shards:
-    clusters: 1
-    instancesPerCluster: 1
-  initialData:
-    restore:
-      fromBackup:
-        name: b
-"
-    )
+    DdpCluster::new(name).shards(1).restored_from("b").yaml()
 }
 
 fn phase(o: &Value) -> &str {
@@ -223,8 +181,8 @@ fn every_damaged_object_is_named_by_verify_and_refused_by_restore_and_import() {
     unsafe { std::env::set_var(shardvault_control::clock::CLOCK_FILE_ENV, &clock) };
     let d = Daemon::start();
     let objects = d.state().join("objects");
-    d.apply(&storage(&objects));
-    d.apply(CLUSTER);
+    d.apply(&filesystem_storage("store", &objects));
+    d.apply(&cluster());
     d.wait_until("sgshardedcluster", "c", 120, ready);
     let source = d.observed("c");
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -436,7 +394,7 @@ fn every_damaged_object_is_named_by_verify_and_refused_by_restore_and_import() {
     // imported; a good one imports, owned by its SGShardedBackup; an import that fails
     // half-way leaves nothing behind.
     let dr = Daemon::start();
-    dr.apply(&storage(&objects));
+    dr.apply(&filesystem_storage("store", &objects));
     let record2 = cluster_dir.join("sharded/b2.json");
     let good2 = Saved::of(&record2);
     Fault::Flip.apply(&record2, &good2.bytes);

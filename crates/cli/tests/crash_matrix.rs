@@ -9,75 +9,22 @@ use serde_json::Value;
 use shardvault_pg::fingerprint;
 use shardvault_testkit::cluster::{assert_same_content, sql};
 use shardvault_testkit::daemon::Daemon;
+use shardvault_testkit::manifests::{DdpCluster, filesystem_storage, sharded_backup};
 
 fn manifests(d: &Daemon) -> String {
     format!(
-        "apiVersion: stackgres.io/v1beta1
-kind: SGObjectStorage
-metadata:
-  name: store
-spec:
-  type: filesystem
-  filesystem:
-    path: {}
----
-apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: c
-spec:
-  type: ddp
-  database: app
-  postgres:
-    version: '15'
-  coordinator:
-    instances: 1
-  shards:
-    clusters: 2
-    instancesPerCluster: 1
-  configurations:
-    backups:
-      - sgObjectStorage: store
-",
-        d.state().join("objects").display()
+        "{}---\n{}",
+        filesystem_storage("store", &d.state().join("objects")),
+        DdpCluster::new("c").backups_to("store").yaml()
     )
 }
 
 fn backup(name: &str) -> String {
-    format!(
-        "apiVersion: stackgres.io/v1
-kind: SGShardedBackup
-metadata:
-  name: {name}
-spec:
-  sgShardedCluster: c
-  maxRetries: 3
-"
-    )
+    sharded_backup(name, "c", &["maxRetries: 3"])
 }
 
 fn restore(name: &str, from: &str) -> String {
-    format!(
-        "apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: {name}
-spec:
-  type: ddp
-  database: app
-  postgres:
-    version: '15'
-  coordinator:
-    instances: 1
-  shards:
-    clusters: 2
-    instancesPerCluster: 1
-  initialData:
-    restore:
-      fromBackup:
-        name: {from}
-"
-    )
+    DdpCluster::new(name).restored_from(from).yaml()
 }
 
 fn phase(o: &Value) -> &str {

@@ -7,50 +7,18 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 use shardvault_testkit::daemon::Daemon;
+use shardvault_testkit::manifests::{DdpCluster, filesystem_storage, sharded_backup};
 
 fn manifests(d: &Daemon) -> String {
     format!(
-        "apiVersion: stackgres.io/v1beta1
-kind: SGObjectStorage
-metadata:
-  name: store
-spec:
-  type: filesystem
-  filesystem:
-    path: {}
----
-apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: c
-spec:
-  type: ddp
-  database: app
-  postgres:
-    version: '15'
-  coordinator:
-    instances: 1
-  shards:
-    clusters: 2
-    instancesPerCluster: 1
-  configurations:
-    backups:
-      - sgObjectStorage: store
-",
-        d.state().join("objects").display()
+        "{}---\n{}",
+        filesystem_storage("store", &d.state().join("objects")),
+        DdpCluster::new("c").backups_to("store").yaml()
     )
 }
 
-fn backup(name: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: stackgres.io/v1
-kind: SGShardedBackup
-metadata:
-  name: {name}
-spec:
-  sgShardedCluster: c
-{extra}"
-    )
+fn backup(name: &str, extra: &[&str]) -> String {
+    sharded_backup(name, "c", extra)
 }
 
 fn phase(o: &Value) -> &str {
@@ -88,7 +56,7 @@ fn a_failing_member_fails_the_backup_by_name_then_retries_and_timeouts_behave() 
 
     // shard1 cannot write its backup: with no retries the whole fails, naming the member.
     set_mode(&shard1.join("basebackups"), 0);
-    d.apply(&backup("no-retry", "  maxRetries: 0\n"));
+    d.apply(&backup("no-retry", &["maxRetries: 0"]));
     let failed = d.wait_until("sgshardedbackup", "no-retry", 60, |o| phase(o) == "Failed");
     let failure = failed["status"]["process"]["failure"]
         .as_str()
@@ -103,7 +71,7 @@ fn a_failing_member_fails_the_backup_by_name_then_retries_and_timeouts_behave() 
     );
 
     // With retries, the attempt after the member is fixed completes.
-    d.apply(&backup("with-retry", "  maxRetries: 2\n"));
+    d.apply(&backup("with-retry", &["maxRetries: 2"]));
     d.wait_until("sgshardedbackup", "with-retry", 60, |o| {
         o.pointer("/status/attempts").and_then(Value::as_i64) >= Some(2)
     });
@@ -132,7 +100,7 @@ fn a_failing_member_fails_the_backup_by_name_then_retries_and_timeouts_behave() 
     // WAL that never reaches the archive (readable, but the server user cannot add to it):
     // the backup waits for it until `timeout` ends it.
     set_mode(&shard1.join("wal"), 0o555);
-    d.apply(&backup("too-slow", "  timeout: 8\n  maxRetries: 0\n"));
+    d.apply(&backup("too-slow", &["timeout: 8", "maxRetries: 0"]));
     let timed_out = d.wait_until("sgshardedbackup", "too-slow", 90, |o| phase(o) == "Failed");
     set_mode(&shard1.join("wal"), 0o755);
     let failure = timed_out["status"]["process"]["failure"]
@@ -153,7 +121,7 @@ fn a_failing_member_fails_the_backup_by_name_then_retries_and_timeouts_behave() 
     // kill -9 of the daemon in the middle of a backup: its engine processes die with it, the
     // backup never claims completion, and the restarted daemon retries it to the end.
     set_mode(&shard1.join("wal"), 0o555);
-    d.apply(&backup("crash", "  maxRetries: 1\n"));
+    d.apply(&backup("crash", &["maxRetries: 1"]));
     d.wait_until("sgshardedbackup", "crash", 60, |o| phase(o) == "Running");
     let engines = |d: &Daemon| d.processes("node backup --config").len();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -188,27 +156,7 @@ fn a_failing_member_fails_the_backup_by_name_then_retries_and_timeouts_behave() 
 
 /// A restore into a new cluster `r` from sharded backup `from` of cluster `c`.
 fn restore_of(from: &str) -> String {
-    format!(
-        "apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: r
-spec:
-  type: ddp
-  database: app
-  postgres:
-    version: '15'
-  coordinator:
-    instances: 1
-  shards:
-    clusters: 2
-    instancesPerCluster: 1
-  initialData:
-    restore:
-      fromBackup:
-        name: {from}
-"
-    )
+    DdpCluster::new("r").restored_from(from).yaml()
 }
 
 fn restore_phase(o: &Value, member: usize) -> &str {
@@ -224,7 +172,7 @@ fn a_restore_from_a_damaged_backup_fails_and_never_brings_up_an_empty_member() {
     d.wait_until("sgshardedcluster", "c", 120, |o| {
         o.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
     });
-    d.apply(&backup("good", ""));
+    d.apply(&backup("good", &[]));
     d.wait_until("sgshardedbackup", "good", 120, |o| phase(o) == "Completed");
 
     // One byte of shard0's first part flipped.
@@ -321,7 +269,7 @@ fn concurrent_backups_deletes_and_repeated_applies_stay_consistent() {
 
     // Three backups of one cluster applied at once: one runs at a time, all complete.
     let names = ["one", "two", "three"];
-    let docs: Vec<String> = names.iter().map(|n| backup(n, "")).collect();
+    let docs: Vec<String> = names.iter().map(|n| backup(n, &[])).collect();
     d.apply(&docs.join("---\n"));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(240);
     loop {
@@ -342,7 +290,7 @@ fn concurrent_backups_deletes_and_repeated_applies_stay_consistent() {
     // The same manifest applied 20 times at once is one backup, taken once.
     std::thread::scope(|s| {
         for _ in 0..20 {
-            s.spawn(|| d.apply(&backup("burst", "")));
+            s.spawn(|| d.apply(&backup("burst", &[])));
         }
     });
     let done = d.wait_until("sgshardedbackup", "burst", 120, |o| phase(o) == "Completed");
@@ -364,7 +312,7 @@ fn concurrent_backups_deletes_and_repeated_applies_stay_consistent() {
     // Deleted while it runs: its work stops and its objects go.
     let shard1 = member_dir(&d, "c-shard1");
     set_mode(&shard1.join("wal"), 0o555); // holds the backup in its WAL wait
-    d.apply(&backup("doomed", ""));
+    d.apply(&backup("doomed", &[]));
     d.wait_until("sgshardedbackup", "doomed", 60, |o| phase(o) == "Running");
     d.ok(&["delete", "sgshardedbackup", "doomed", "--wait"]);
     set_mode(&shard1.join("wal"), 0o755);
@@ -388,7 +336,7 @@ fn concurrent_backups_deletes_and_repeated_applies_stay_consistent() {
 
     // The cluster deleted while a backup runs: the backup fails, nothing claims completion.
     set_mode(&shard1.join("wal"), 0o555);
-    d.apply(&backup("orphaned", "  maxRetries: 0\n"));
+    d.apply(&backup("orphaned", &["maxRetries: 0"]));
     d.wait_until("sgshardedbackup", "orphaned", 60, |o| phase(o) == "Running");
     d.ok(&["delete", "sgshardedcluster", "c", "--wait"]);
     set_mode(&shard1.join("wal"), 0o755);
@@ -466,7 +414,7 @@ fn a_full_storage_fails_the_backup_clearly_and_says_archiving_fails() {
     d.wait_until("sgshardedcluster", "c", 120, |o| {
         o.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
     });
-    d.apply(&backup("too-big", "  maxRetries: 0\n"));
+    d.apply(&backup("too-big", &["maxRetries: 0"]));
     let failed = d.wait_until("sgshardedbackup", "too-big", 120, |o| {
         matches!(phase(o), "Completed" | "Failed")
     });

@@ -87,16 +87,6 @@ pub async fn delete(store: &Store, name: &str) -> Result<(), StorageError> {
     store.delete(&key(name)).await
 }
 
-/// Reads every sharded backup record under `store`, oldest first.
-pub async fn list(store: &Store, codec: &Codec) -> Result<Vec<ShardedRecord>, StorageError> {
-    let mut out = Vec::new();
-    for k in store.list(SHARDED_DIR).await? {
-        out.push(read_key(store, codec, &k).await?);
-    }
-    out.sort_by(|a, b| a.start.cmp(&b.start));
-    Ok(out)
-}
-
 /// Reads the record of sharded backup `name`.
 pub async fn read(store: &Store, codec: &Codec, name: &str) -> Result<ShardedRecord, StorageError> {
     read_key(store, codec, &key(name)).await

@@ -9,69 +9,7 @@ use shardvault_storage::testing::gpg::Gpg;
 use shardvault_storage::{Codec, Compression, StorageConfig, Store};
 use shardvault_testkit::cluster::{assert_same_content, sql};
 use shardvault_testkit::daemon::Daemon;
-
-const CLUSTER: &str = "
-apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: source
-spec:
-  type: ddp
-  database: sharded
-  postgres:
-    version: '15'
-  coordinator:
-    instances: 1
-    pods:
-      persistentVolume:
-        size: 1Gi
-  shards:
-    clusters: 2
-    instancesPerCluster: 1
-    pods:
-      persistentVolume:
-        size: 1Gi
-  configurations:
-    backups:
-      - sgObjectStorage: cloud
-        compression: zstd
-";
-
-const BACKUP: &str = "
-apiVersion: stackgres.io/v1
-kind: SGShardedBackup
-metadata:
-  name: cloud-backup
-spec:
-  sgShardedCluster: source
-";
-
-const RESTORE: &str = "
-apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: restored
-spec:
-  type: ddp
-  database: sharded
-  postgres:
-    version: '15'
-  coordinator:
-    instances: 1
-    pods:
-      persistentVolume:
-        size: 1Gi
-  shards:
-    clusters: 2
-    instancesPerCluster: 1
-    pods:
-      persistentVolume:
-        size: 1Gi
-  initialData:
-    restore:
-      fromBackup:
-        name: cloud-backup
-";
+use shardvault_testkit::manifests::{DdpCluster, sharded_backup};
 
 fn ready(obj: &Value) -> bool {
     obj.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
@@ -93,7 +31,12 @@ async fn backup_and_restore(secrets: &str, spec: Value) -> Daemon {
                 "metadata": {"name": "cloud"}, "spec": spec})
         .to_string(),
     );
-    d.apply(CLUSTER);
+    d.apply(
+        &DdpCluster::new("source")
+            .backups_to("cloud")
+            .compression("zstd")
+            .yaml(),
+    );
     d.wait_until("sgshardedcluster", "source", 120, ready);
     let source = d.observed("source");
     sql(
@@ -102,7 +45,7 @@ async fn backup_and_restore(secrets: &str, spec: Value) -> Daemon {
          INSERT INTO accounts SELECT i, i * 3 FROM generate_series(1, 800) i;",
     )
     .await;
-    d.apply(BACKUP);
+    d.apply(&sharded_backup("cloud-backup", "source", &[]));
     let backup = d.wait_until("sgshardedbackup", "cloud-backup", 150, |o| {
         o.pointer("/status/process/status")
             .and_then(Value::as_str)
@@ -118,7 +61,11 @@ async fn backup_and_restore(secrets: &str, spec: Value) -> Daemon {
         "UPDATE accounts SET balance = 0",
     )
     .await;
-    d.apply(RESTORE);
+    d.apply(
+        &DdpCluster::new("restored")
+            .restored_from("cloud-backup")
+            .yaml(),
+    );
     d.wait_until("sgshardedcluster", "restored", 180, ready);
     let restored = fingerprint::members(&d.observed("restored"))
         .await

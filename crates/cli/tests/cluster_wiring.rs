@@ -4,29 +4,7 @@
 use serde_json::Value;
 use shardvault_testkit::cluster::sql;
 use shardvault_testkit::daemon::Daemon;
-
-const CLUSTER: &str = "
-apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: wired
-spec:
-  type: ddp
-  database: sharded
-  postgres:
-    version: '15'
-  coordinator:
-    instances: 1
-    pods:
-      persistentVolume:
-        size: 1Gi
-  shards:
-    clusters: 1
-    instancesPerCluster: 1
-    pods:
-      persistentVolume:
-        size: 1Gi
-";
+use shardvault_testkit::manifests::DdpCluster;
 
 const SERVER_SAYS: &str = "cannot change return type of existing function";
 
@@ -41,7 +19,7 @@ fn condition(obj: &Value) -> (String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_wiring_reports_the_servers_message_in_status_an_event_and_the_log() {
     let d = Daemon::start();
-    d.apply(CLUSTER);
+    d.apply(&DdpCluster::new("wired").shards(1).yaml());
     d.wait_until("sgshardedcluster", "wired", 120, |o| {
         condition(o).0 == "True"
     });

@@ -43,6 +43,7 @@ pub struct DdpCluster {
     name: String,
     shards: u32,
     backups_to: Option<String>,
+    compression: Option<String>,
     annotations: Vec<(String, String)>,
     restored_from: Option<String>,
 }
@@ -54,6 +55,7 @@ impl DdpCluster {
             name: name.to_string(),
             shards: 2,
             backups_to: None,
+            compression: None,
             annotations: Vec::new(),
             restored_from: None,
         }
@@ -68,6 +70,12 @@ impl DdpCluster {
     /// With one `backups[]` entry to SGObjectStorage `storage`.
     pub fn backups_to(mut self, storage: &str) -> DdpCluster {
         self.backups_to = Some(storage.to_string());
+        self
+    }
+
+    /// With `compression` in its `backups[]` entry.
+    pub fn compression(mut self, compression: &str) -> DdpCluster {
+        self.compression = Some(compression.to_string());
         self
     }
 
@@ -113,6 +121,9 @@ impl DdpCluster {
             doc.push_str(&format!(
                 "  configurations:\n    backups:\n      - sgObjectStorage: {storage}\n"
             ));
+            if let Some(c) = &self.compression {
+                doc.push_str(&format!("        compression: {c}\n"));
+            }
         }
         if let Some(backup) = &self.restored_from {
             doc.push_str(&format!(
@@ -135,6 +146,7 @@ mod tests {
             DdpCluster::new("c")
                 .shards(1)
                 .backups_to("store")
+                .compression("zstd")
                 .annotation("shardvault.io/restore-point-schedule", "0 * * * *")
                 .yaml(),
             DdpCluster::new("r").restored_from("b").yaml(),

@@ -8,12 +8,8 @@ use shardvault_storage::testing::emulators::{self, BUCKET, Emulator};
 use shardvault_storage::testing::gpg::Gpg;
 use shardvault_storage::{Codec, Compression, StorageConfig, Store};
 use shardvault_testkit::cluster::{assert_same_content, sql};
-use shardvault_testkit::daemon::Daemon;
+use shardvault_testkit::daemon::{Daemon, ready};
 use shardvault_testkit::manifests::{DdpCluster, sharded_backup};
-
-fn ready(obj: &Value) -> bool {
-    obj.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
-}
 
 fn secret(data: Value) -> String {
     json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cloud-keys"},

@@ -12,7 +12,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 use shardvault_storage::{Compression, codec};
 use shardvault_testkit::cluster::sql;
-use shardvault_testkit::daemon::Daemon;
+use shardvault_testkit::daemon::{Daemon, phase, ready};
 use shardvault_testkit::manifests::{DdpCluster, filesystem_storage, sharded_backup};
 
 fn cluster() -> String {
@@ -29,16 +29,6 @@ fn backup(name: &str) -> String {
 
 fn restore(name: &str) -> String {
     DdpCluster::new(name).shards(1).restored_from("b").yaml()
-}
-
-fn phase(o: &Value) -> &str {
-    o.pointer("/status/process/status")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-fn ready(o: &Value) -> bool {
-    o.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
 }
 
 fn hour(h: i64) -> Timestamp {

@@ -5,10 +5,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
 use shardvault_pg::fingerprint;
 use shardvault_testkit::cluster::{assert_same_content, sql};
-use shardvault_testkit::daemon::Daemon;
+use shardvault_testkit::daemon::{Daemon, phase, ready};
 use shardvault_testkit::manifests::{DdpCluster, filesystem_storage, sharded_backup};
 
 fn manifests(d: &Daemon) -> String {
@@ -25,16 +24,6 @@ fn backup(name: &str) -> String {
 
 fn restore(name: &str, from: &str) -> String {
     DdpCluster::new(name).restored_from(from).yaml()
-}
-
-fn phase(o: &Value) -> &str {
-    o.pointer("/status/process/status")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-fn ready(o: &Value) -> bool {
-    o.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
 }
 
 fn wal_dir(d: &Daemon, member: &str) -> PathBuf {

@@ -12,7 +12,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
 use shardvault_pg::fingerprint;
 use shardvault_testkit::cluster::{assert_same_content, sql};
-use shardvault_testkit::daemon::Daemon;
+use shardvault_testkit::daemon::{Daemon, ready};
 
 fn storage(name: &str, dir: &Path) -> String {
     format!(
@@ -75,10 +75,6 @@ fn exists(d: &Daemon, name: &str) -> bool {
     out.status.success()
         && serde_json::from_slice::<Value>(&out.stdout)
             .is_ok_and(|o| o["kind"] == "SGShardedBackup")
-}
-
-fn ready(obj: &Value) -> bool {
-    obj.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
 }
 
 fn phase(obj: &Value) -> &str {

@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use shardvault_testkit::daemon::Daemon;
+use shardvault_testkit::daemon::{Daemon, phase};
 use shardvault_testkit::manifests::{DdpCluster, filesystem_storage, sharded_backup};
 
 fn manifests(d: &Daemon) -> String {
@@ -19,12 +19,6 @@ fn manifests(d: &Daemon) -> String {
 
 fn backup(name: &str, extra: &[&str]) -> String {
     sharded_backup(name, "c", extra)
-}
-
-fn phase(o: &Value) -> &str {
-    o.pointer("/status/process/status")
-        .and_then(Value::as_str)
-        .unwrap_or("")
 }
 
 /// Sets the mode of a directory the server user writes to.

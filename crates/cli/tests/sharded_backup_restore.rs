@@ -9,7 +9,7 @@ use serde_json::Value;
 use shardvault_pg::fingerprint;
 use shardvault_pg::runtime::cluster::ClusterObserved;
 use shardvault_testkit::cluster::{assert_same_content, sql};
-use shardvault_testkit::daemon::Daemon;
+use shardvault_testkit::daemon::{Daemon, ready};
 
 fn storage(d: &Daemon) -> String {
     format!(
@@ -99,10 +99,6 @@ spec:
 {from_backup_extra}      downloadDiskConcurrency: 2
 "
     )
-}
-
-fn ready(obj: &Value) -> bool {
-    obj.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

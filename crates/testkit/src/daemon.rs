@@ -209,3 +209,15 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// `status.process.status` of a backup object ("" when it has none yet).
+pub fn phase(o: &Value) -> &str {
+    o.pointer("/status/process/status")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// Whether an object's first condition (Ready) is True.
+pub fn ready(o: &Value) -> bool {
+    o.pointer("/status/conditions/0/status") == Some(&Value::from("True"))
+}

@@ -1,6 +1,6 @@
 //! Base backup of a running server (primary or streaming replica) into a destination.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,9 +10,10 @@ use futures::{StreamExt, TryStreamExt};
 use shardvault_storage::{Destination, Throttle};
 use tokio_postgres::{Client, NoTls};
 
+use super::chain::{self, BLOCK_SIZE, Current, ParentChoice};
 use super::datadir::{self, CONTROL_FILE, FileToRead};
 use super::layout::{self, FORMAT_VERSION, Lsn, PART_SIZE};
-use super::manifest::{self, Chunk, FileEntry, Manifest, Sizes};
+use super::manifest::{self, BackupType, Chunk, FileEntry, Manifest, Sizes};
 use super::part::PartBuilder;
 use super::{EngineError, Progress, Repo, blocking, wal};
 use crate::config::NodeConfig;
@@ -28,17 +29,20 @@ pub struct BackupOptions {
     pub part_size: u64,
     /// Called as file data is read: bytes done, bytes in total.
     pub progress: Option<Progress>,
+    /// Full, or incremental over which parent.
+    pub parent: ParentChoice,
 }
 
 impl BackupOptions {
-    /// Options with a name, a 5-minute archive wait, [`PART_SIZE`] parts and no progress
-    /// callback.
+    /// Options with a name, a 5-minute archive wait, [`PART_SIZE`] parts, no progress
+    /// callback, full.
     pub fn named(name: impl Into<String>) -> BackupOptions {
         BackupOptions {
             name: name.into(),
             archive_timeout: Duration::from_secs(300),
             part_size: PART_SIZE,
             progress: None,
+            parent: ParentChoice::Full,
         }
     }
 }
@@ -71,16 +75,63 @@ struct PlannedChunk {
     len: u64,
 }
 
-/// The chunks read into a part, with the file each belongs to.
-type ReadChunks = Vec<(Arc<FileToRead>, Chunk)>;
+/// What reading one planned chunk gave: the bytes read (fewer if the file shrank) and the
+/// runs of them stored (all of them, or an incremental's changed blocks).
+struct Piece {
+    file: Arc<FileToRead>,
+    offset: u64,
+    got: u64,
+    stored: Vec<Chunk>,
+}
 
-/// A stored part: what it holds and its sizes.
+/// A stored part: its index, what it holds and its stored size.
 struct StoredPart {
-    chunks: ReadChunks,
+    index: u32,
+    pieces: Vec<Piece>,
     stored: u64,
 }
 
-/// Packs files into parts of at most `part_size` bytes, splitting large files.
+/// The parent of an incremental: its start LSN and its files (chunk sources in the new
+/// backup's chain).
+struct Base {
+    start_lsn: Lsn,
+    files: HashMap<String, FileEntry>,
+}
+
+impl Base {
+    /// The parent's entry of `rel` if its blocks may come from the chain: main and init
+    /// forks of relations (free space and visibility maps are small and stored whole).
+    fn relation(&self, rel: &str) -> Option<&FileEntry> {
+        is_relation_fork(rel).then(|| self.files.get(rel))?
+    }
+
+    /// Whether the block at `offset` (its bytes `page`) is the one the parent stored.
+    fn unchanged(&self, entry: &FileEntry, offset: u64, page: &[u8]) -> bool {
+        if page.len() as u64 != BLOCK_SIZE || offset + BLOCK_SIZE > entry.size {
+            return false;
+        }
+        let hi = u32::from_ne_bytes(page[0..4].try_into().expect("4 bytes"));
+        let lo = u32::from_ne_bytes(page[4..8].try_into().expect("4 bytes"));
+        let lsn = (u64::from(hi) << 32) | u64::from(lo);
+        lsn != 0 && lsn < self.start_lsn.0
+    }
+}
+
+/// Whether `rel` is a relation's main or init fork (`<relfilenode>[_init][.<segment>]`)
+/// under `base/`, `global/` or a tablespace.
+fn is_relation_fork(rel: &str) -> bool {
+    let in_relation_dir = ["base/", "global/", "pg_tblspc/"]
+        .iter()
+        .any(|d| rel.starts_with(d));
+    let name = rel.rsplit('/').next().unwrap_or_default();
+    let (stem, segment) = name.split_once('.').unwrap_or((name, "0"));
+    let node = stem.strip_suffix("_init").unwrap_or(stem);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    in_relation_dir && digits(node) && digits(segment)
+}
+
+/// Packs files into parts of at most `part_size` bytes, splitting large files on block
+/// boundaries where the room allows.
 fn plan(files: &[Arc<FileToRead>], part_size: u64) -> Vec<Vec<PlannedChunk>> {
     let part_size = part_size.max(1);
     let mut parts: Vec<Vec<PlannedChunk>> = vec![Vec::new()];
@@ -92,7 +143,18 @@ fn plan(files: &[Arc<FileToRead>], part_size: u64) -> Vec<Vec<PlannedChunk>> {
                 parts.push(Vec::new());
                 room = part_size;
             }
-            let len = (file.size - offset).min(room);
+            let remaining = file.size - offset;
+            let mut len = remaining.min(room);
+            if len < remaining {
+                let aligned_end = (offset + len) / BLOCK_SIZE * BLOCK_SIZE;
+                if aligned_end > offset {
+                    len = aligned_end - offset;
+                } else if room < part_size {
+                    // Split a file only on a block boundary: start it in the next part.
+                    room = 0;
+                    continue;
+                }
+            }
             parts.last_mut().expect("one part").push(PlannedChunk {
                 file: file.clone(),
                 offset,
@@ -106,15 +168,56 @@ fn plan(files: &[Arc<FileToRead>], part_size: u64) -> Vec<Vec<PlannedChunk>> {
     parts
 }
 
+/// Reads `buf.len()` bytes of `file` at `offset`, fewer if it ends first.
+fn read_full(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut got = 0usize;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Appends `data` (file bytes at `offset`) to the part as a stored chunk.
+fn push_chunk(builder: &mut PartBuilder, path: &str, offset: u64, data: &[u8]) -> Chunk {
+    let (at, buf) = builder.chunk(path, offset, data.len());
+    buf.copy_from_slice(data);
+    stored_chunk(at, offset, data)
+}
+
+fn stored_chunk(at: u64, offset: u64, data: &[u8]) -> Chunk {
+    Chunk {
+        source: None,
+        part: 0,
+        at,
+        offset,
+        len: data.len() as u64,
+        crc32c: crc32c::crc32c(data),
+        skip: 0,
+        take: None,
+    }
+}
+
 /// Reads the planned chunks of one part into a payload; vanished files are left out, shrunk
-/// ones stored as long as they are.
+/// ones stored as long as they are. With a `base`, only the changed blocks of relation files
+/// the parent has are stored.
 fn read_part(
     chunks: &[PlannedChunk],
     disk: Option<&Throttle>,
-) -> Result<(Vec<u8>, ReadChunks), EngineError> {
-    let capacity: u64 = chunks.iter().map(|c| c.len + 64).sum();
-    let mut builder = PartBuilder::with_capacity(capacity as usize);
-    let mut stored = Vec::new();
+    base: Option<&Base>,
+) -> Result<(Vec<u8>, Vec<Piece>), EngineError> {
+    let whole: u64 = chunks
+        .iter()
+        .filter(|c| base.and_then(|b| b.relation(&c.file.rel)).is_none())
+        .map(|c| c.len + 64)
+        .sum();
+    let mut builder = PartBuilder::with_capacity(whole as usize);
+    let mut scratch = Vec::new();
+    let mut pieces = Vec::new();
     for c in chunks {
         let file = match std::fs::File::open(&c.file.abs) {
             Ok(f) => f,
@@ -124,30 +227,63 @@ fn read_part(
         if let Some(t) = disk {
             tokio::runtime::Handle::current().block_on(t.acquire(c.len));
         }
-        let (at, buf) = builder.chunk(&c.file.rel, c.offset, c.len as usize);
-        let mut got = 0usize;
-        while got < buf.len() {
-            match file.read_at(&mut buf[got..], c.offset + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(EngineError::io(&c.file.abs)(e)),
+        let parent = base
+            .and_then(|b| Some((b, b.relation(&c.file.rel)?)))
+            .filter(|_| c.offset % BLOCK_SIZE == 0);
+        let mut stored = Vec::new();
+        let got = match parent {
+            None => {
+                let (at, buf) = builder.chunk(&c.file.rel, c.offset, c.len as usize);
+                let got = read_full(&file, buf, c.offset).map_err(EngineError::io(&c.file.abs))?;
+                let chunk = stored_chunk(at, c.offset, &buf[..got]);
+                builder.truncate_last(at, got);
+                if got > 0 {
+                    stored.push(chunk);
+                }
+                got
             }
-        }
-        let crc = crc32c::crc32c(&buf[..got]);
-        builder.truncate_last(at, got);
-        stored.push((
-            c.file.clone(),
-            Chunk {
-                part: 0,
-                at,
-                offset: c.offset,
-                len: got as u64,
-                crc32c: crc,
-            },
-        ));
+            Some((base, entry)) => {
+                scratch.resize(c.len as usize, 0);
+                let got = read_full(&file, &mut scratch, c.offset)
+                    .map_err(EngineError::io(&c.file.abs))?;
+                let data = &scratch[..got];
+                let mut run: Option<usize> = None;
+                for (i, page) in data.chunks(BLOCK_SIZE as usize).enumerate() {
+                    let at = i * BLOCK_SIZE as usize;
+                    let same = base.unchanged(entry, c.offset + at as u64, page);
+                    match (same, run) {
+                        (false, None) => run = Some(at),
+                        (true, Some(from)) => {
+                            stored.push(push_chunk(
+                                &mut builder,
+                                &c.file.rel,
+                                c.offset + from as u64,
+                                &data[from..at],
+                            ));
+                            run = None;
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(from) = run {
+                    stored.push(push_chunk(
+                        &mut builder,
+                        &c.file.rel,
+                        c.offset + from as u64,
+                        &data[from..],
+                    ));
+                }
+                got
+            }
+        };
+        pieces.push(Piece {
+            file: c.file.clone(),
+            offset: c.offset,
+            got: got as u64,
+            stored,
+        });
     }
-    Ok((builder.finish(), stored))
+    Ok((builder.finish(), pieces))
 }
 
 /// How parts are read and encoded: the disk bandwidth limit and the permits of the
@@ -156,6 +292,7 @@ fn read_part(
 struct Readers {
     disk: Option<Arc<Throttle>>,
     permits: Arc<tokio::sync::Semaphore>,
+    base: Option<Arc<Base>>,
 }
 
 /// Reads and encodes part `index` (holding a reader permit), then stores it (the store
@@ -169,29 +306,37 @@ async fn store_part(
 ) -> Result<StoredPart, EngineError> {
     let codec = repo.codec.clone();
     let permit = readers.permits.acquire_owned().await.expect("never closed");
-    let disk = readers.disk;
-    let (object, mut stored) = blocking(move || {
-        let (payload, stored) = read_part(&chunks, disk.as_deref())?;
-        Ok::<_, EngineError>((codec.encode(&payload), stored))
+    let (disk, base) = (readers.disk, readers.base);
+    let (object, mut pieces) = blocking(move || {
+        let (payload, pieces) = read_part(&chunks, disk.as_deref(), base.as_deref())?;
+        // An incremental's part whose blocks all come from the chain is not stored.
+        let object = (!payload.is_empty()).then(|| codec.encode(&payload));
+        Ok::<_, EngineError>((object, pieces))
     })
     .await?;
     drop(permit);
-    for (_, c) in &mut stored {
+    for c in pieces.iter_mut().flat_map(|p| &mut p.stored) {
         c.part = index;
     }
-    let len = object.len() as u64;
-    repo.store
-        .put(&layout::part_key(name, index), object)
-        .await?;
+    let mut stored = 0;
+    if let Some(object) = object {
+        stored = object.len() as u64;
+        repo.store
+            .put(&layout::part_key(name, index), object)
+            .await?;
+    }
     Ok(StoredPart {
-        chunks: stored,
-        stored: len,
+        index,
+        pieces,
+        stored,
     })
 }
 
 /// What the server said at backup start.
 struct Started {
     start_lsn: Lsn,
+    timeline: u32,
+    block_size: u64,
     from_replica: bool,
     version: String,
     version_num: u32,
@@ -205,7 +350,8 @@ async fn start(client: &Client, label: &str) -> Result<Started, EngineError> {
         .query_one(
             "SELECT pg_is_in_recovery(), current_setting('server_version'), \
              current_setting('server_version_num')::int, \
-             (SELECT bytes_per_wal_segment::bigint FROM pg_control_init())",
+             (SELECT bytes_per_wal_segment::bigint FROM pg_control_init()), \
+             current_setting('block_size')::int",
             &[],
         )
         .await
@@ -214,6 +360,7 @@ async fn start(client: &Client, label: &str) -> Result<Started, EngineError> {
     let version: String = row.get(1);
     let version_num: i32 = row.get(2);
     let wal_segment_size: i64 = row.get(3);
+    let block_size: i32 = row.get(4);
     let lsn: String = client
         .query_one("SELECT pg_backup_start($1, fast => true)::text", &[&label])
         .await
@@ -237,8 +384,16 @@ async fn start(client: &Client, label: &str) -> Result<Started, EngineError> {
         .ok_or_else(|| {
             EngineError::Protocol("pg_control_system() has no system_identifier".into())
         })?;
+    let timeline = control_data
+        .get("timeline_id")
+        .and_then(|t| t.as_u64())
+        .ok_or_else(|| {
+            EngineError::Protocol("pg_control_checkpoint() has no timeline_id".into())
+        })?;
     Ok(Started {
         start_lsn,
+        timeline: timeline as u32,
+        block_size: block_size as u64,
         from_replica,
         version,
         version_num: version_num as u32,
@@ -340,6 +495,40 @@ pub async fn backup(
         replica = started.from_replica,
         "backup started"
     );
+    let current = Current {
+        system_identifier: started.system_identifier.clone(),
+        version_num: started.version_num,
+        block_size: started.block_size,
+        timeline: started.timeline,
+        start_lsn: started.start_lsn,
+    };
+    let parent = chain::choose_parent(&repo, &opts.parent, &current).await?;
+    let (base, chain_links, chain_manifests) = match &parent {
+        None => (None, Vec::new(), Vec::new()),
+        Some((p, sha)) => {
+            let mut manifests = chain::load_chain(&repo, p).await?;
+            let links = chain::chain_over(p, sha);
+            let own = p.chain.len() as u32;
+            let files = p
+                .files
+                .iter()
+                .map(|f| {
+                    let mut f = f.clone();
+                    for c in &mut f.chunks {
+                        c.source = Some(c.source.unwrap_or(own));
+                    }
+                    (f.path.clone(), f)
+                })
+                .collect();
+            manifests.push(p.clone());
+            tracing::info!(backup = name, parent = %p.name, "incremental over the parent's start LSN {}", p.start_lsn);
+            let base = Base {
+                start_lsn: p.start_lsn,
+                files,
+            };
+            (Some(Arc::new(base)), links, manifests)
+        }
+    };
 
     let pgdata = cfg.pgdata.clone();
     let listing = blocking(move || datadir::list(&pgdata)).await?;
@@ -363,6 +552,7 @@ pub async fn backup(
             .max_disk_bandwidth
             .map(|r| Arc::new(Throttle::new(r))),
         permits: Arc::new(tokio::sync::Semaphore::new(workers)),
+        base: base.clone(),
     };
     // Parts in flight: those being read and encoded, plus those being uploaded.
     let in_flight = workers + dest.performance.upload_concurrency.max(1);
@@ -399,7 +589,7 @@ pub async fn backup(
     report(
         stored
             .last()
-            .map_or(0, |p| p.chunks.iter().map(|c| c.1.len).sum()),
+            .map_or(0, |p| p.pieces.iter().map(|c| c.got).sum()),
     );
 
     let row = client
@@ -451,8 +641,12 @@ pub async fn backup(
             other => other,
         })?;
 
+    let mut part_bytes = vec![0; control_index as usize + 1];
+    for p in &stored {
+        part_bytes[p.index as usize] = p.stored;
+    }
     let empty = files.iter().filter(|f| f.size == 0).cloned().collect();
-    let files = assemble(empty, stored);
+    let files = assemble(empty, stored, base.as_deref());
     let uncompressed = files.iter().map(|f| f.size).sum();
     let manifest = Manifest {
         format: FORMAT_VERSION,
@@ -472,71 +666,104 @@ pub async fn backup(
         size: Sizes {
             compressed,
             uncompressed,
+            restore: 0,
         },
         start_time,
         end_time: jiff::Timestamp::now(),
         hostname: hostname(),
         pgdata: cfg.pgdata.clone(),
         parts: control_index + 1,
+        part_bytes,
+        backup_type: if parent.is_some() {
+            BackupType::Incremental
+        } else {
+            BackupType::Full
+        },
+        parent: parent.as_ref().map(|(p, _)| p.name.clone()),
+        chain: chain_links,
         has_tablespace_map: spcmap.is_some(),
         tablespaces: listing.tablespaces,
         directories: listing.dirs,
         files,
     };
+    let mut manifest = manifest;
+    manifest.size.restore = chain::restore_bytes(&manifest, &chain_manifests);
     manifest::store_manifest(&repo, &manifest).await?;
     tracing::info!(
         backup = name,
         files = manifest.files.len(),
         bytes = uncompressed,
         stored = compressed,
+        kind = %manifest.backup_type,
         "backup complete"
     );
     Ok(manifest)
 }
 
-/// Turns stored chunks (and files listed empty) into file entries: chunks in file order, up
-/// to the first gap (bytes after a file shrank mid-read are not the file's); files that
-/// vanished before they were read are left out.
-fn assemble(empty: Vec<Arc<FileToRead>>, parts: Vec<StoredPart>) -> Vec<FileEntry> {
-    let mut by_file: BTreeMap<String, (Arc<FileToRead>, Vec<Chunk>)> = empty
+/// Turns the pieces read (and files listed empty) into file entries: pieces in file order,
+/// up to the first gap (bytes after a file shrank mid-read are not the file's), the blocks an
+/// incremental did not store taken from `base`; files that vanished before they were read
+/// are left out.
+fn assemble(
+    empty: Vec<Arc<FileToRead>>,
+    parts: Vec<StoredPart>,
+    base: Option<&Base>,
+) -> Vec<FileEntry> {
+    let mut by_file: BTreeMap<String, (Arc<FileToRead>, Vec<Piece>)> = empty
         .into_iter()
         .map(|f| (f.rel.clone(), (f, Vec::new())))
         .collect();
-    for part in parts {
-        for (file, chunk) in part.chunks {
-            by_file
-                .entry(file.rel.clone())
-                .or_insert_with(|| (file.clone(), Vec::new()))
-                .1
-                .push(chunk);
-        }
+    for piece in parts.into_iter().flat_map(|p| p.pieces) {
+        by_file
+            .entry(piece.file.rel.clone())
+            .or_insert_with(|| (piece.file.clone(), Vec::new()))
+            .1
+            .push(piece);
     }
     by_file
         .into_values()
-        .map(|(file, mut chunks)| {
-            chunks.sort_by_key(|c| c.offset);
+        .map(|(file, mut pieces)| {
+            pieces.sort_by_key(|p| p.offset);
+            let parent = base.and_then(|b| b.files.get(&file.rel));
             let mut size = 0;
-            let mut crc = 0u32;
-            let mut kept = Vec::new();
-            for c in chunks {
-                if c.offset != size || c.len == 0 {
+            let mut chunks = Vec::new();
+            for p in pieces {
+                if p.offset != size || p.got == 0 {
                     break;
                 }
-                crc = if size == 0 {
-                    c.crc32c
-                } else {
-                    crc32c::crc32c_combine(crc, c.crc32c, c.len as usize)
-                };
-                size += c.len;
-                kept.push(c);
+                let end = p.offset + p.got;
+                let mut at = p.offset;
+                for c in p.stored {
+                    chunks.extend(from_parent(parent, at, c.offset));
+                    at = c.offset + c.len;
+                    chunks.push(c);
+                }
+                chunks.extend(from_parent(parent, at, end));
+                size = end;
             }
             FileEntry {
                 path: file.rel.clone(),
                 size,
                 mode: file.mode,
-                crc32c: crc,
-                chunks: kept,
+                crc32c: manifest::combined_crc(&chunks),
+                chunks,
             }
+        })
+        .collect()
+}
+
+/// The parent's chunks narrowed to the file range `start..end` (empty when it is empty).
+fn from_parent(parent: Option<&FileEntry>, start: u64, end: u64) -> Vec<Chunk> {
+    let Some(parent) = parent.filter(|_| start < end) else {
+        return Vec::new();
+    };
+    parent
+        .chunks
+        .iter()
+        .filter_map(|c| {
+            let (from, len) = c.window();
+            let (a, b) = (from.max(start), (from + len).min(end));
+            (a < b).then(|| c.narrowed(a, b))
         })
         .collect()
 }
@@ -554,47 +781,78 @@ mod tests {
         })
     }
 
-    #[test]
-    fn large_files_split_over_parts_and_checksums_combine() {
-        let files = [file("a", 10), file("b", 25), file("c", 0), file("d", 3)];
-        let parts = plan(&files, 16);
-        let shape: Vec<Vec<(&str, u64, u64)>> = parts
+    fn shape(parts: &[Vec<PlannedChunk>]) -> Vec<Vec<(&str, u64, u64)>> {
+        parts
             .iter()
             .map(|p| {
                 p.iter()
                     .map(|c| (c.file.rel.as_str(), c.offset, c.len))
                     .collect()
             })
-            .collect();
+            .collect()
+    }
+
+    fn chunk(data: &[u8], part: u32, offset: u64, len: u64) -> Chunk {
+        stored_chunk(0, offset, &data[offset as usize..(offset + len) as usize]).with_part(part)
+    }
+
+    impl Chunk {
+        fn with_part(self, part: u32) -> Chunk {
+            Chunk { part, ..self }
+        }
+    }
+
+    fn piece(f: &Arc<FileToRead>, offset: u64, got: u64, stored: Vec<Chunk>) -> Piece {
+        Piece {
+            file: f.clone(),
+            offset,
+            got,
+            stored,
+        }
+    }
+
+    #[test]
+    fn large_files_split_over_parts_on_block_boundaries() {
+        let files = [file("a", 10), file("b", 25), file("c", 0), file("d", 3)];
         assert_eq!(
-            shape,
+            shape(&plan(&files, 16)),
             [
-                vec![("a", 0, 10), ("b", 0, 6)],
-                vec![("b", 6, 16)],
-                vec![("b", 22, 3), ("d", 0, 3)],
+                vec![("a", 0, 10)],
+                vec![("b", 0, 16)],
+                vec![("b", 16, 9), ("d", 0, 3)],
             ]
         );
+        let block = BLOCK_SIZE;
+        let files = [file("a", 100), file("b", 5 * block)];
+        assert_eq!(
+            shape(&plan(&files, 3 * block)),
+            [
+                vec![("a", 0, 100), ("b", 0, 2 * block)],
+                vec![("b", 2 * block, 3 * block)],
+            ]
+        );
+    }
 
+    #[test]
+    fn checksums_combine_and_a_file_that_shrank_keeps_its_bytes_up_to_the_gap() {
         let data: Vec<u8> = (0..25u8).collect();
-        let chunk = |part, offset: u64, len: u64| Chunk {
-            part,
-            at: 0,
-            offset,
-            len,
-            crc32c: crc32c::crc32c(&data[offset as usize..(offset + len) as usize]),
-        };
-        let b = files[1].clone();
+        let b = file("b", 25);
         let stored = vec![
             StoredPart {
-                chunks: vec![(b.clone(), chunk(1, 6, 16))],
+                index: 1,
+                pieces: vec![piece(&b, 6, 16, vec![chunk(&data, 1, 6, 16)])],
                 stored: 0,
             },
             StoredPart {
-                chunks: vec![(b.clone(), chunk(0, 0, 6)), (b.clone(), chunk(2, 22, 3))],
+                index: 0,
+                pieces: vec![
+                    piece(&b, 0, 6, vec![chunk(&data, 0, 0, 6)]),
+                    piece(&b, 22, 3, vec![chunk(&data, 2, 22, 3)]),
+                ],
                 stored: 0,
             },
         ];
-        let entries = assemble(vec![files[2].clone()], stored);
+        let entries = assemble(vec![file("c", 0)], stored, None);
         assert_eq!(entries.len(), 2);
         assert_eq!((entries[0].path.as_str(), entries[0].size), ("b", 25));
         assert_eq!(entries[0].crc32c, crc32c::crc32c(&data));
@@ -606,30 +864,139 @@ mod tests {
             (entries[1].path.as_str(), entries[1].size, entries[1].crc32c),
             ("c", 0, 0)
         );
+
+        let x = file("x", 30);
+        let stored = vec![StoredPart {
+            index: 0,
+            pieces: vec![
+                piece(&x, 0, 4, vec![chunk(b"abcd", 0, 0, 4)]),
+                piece(&x, 16, 14, vec![chunk(&[0; 30], 1, 16, 14)]),
+            ],
+            stored: 0,
+        }];
+        let entries = assemble(Vec::new(), stored, None);
+        assert_eq!((entries[0].size, entries[0].chunks.len()), (4, 1));
     }
 
     #[test]
-    fn a_file_that_shrank_keeps_its_bytes_up_to_the_gap() {
-        let f = file("x", 30);
-        let short = Chunk {
-            part: 0,
-            at: 0,
+    fn relation_forks_are_told_from_other_files() {
+        for rel in [
+            "base/1/16384",
+            "base/1/16384.2",
+            "global/1262",
+            "base/5/16390_init",
+        ] {
+            assert!(is_relation_fork(rel), "{rel}");
+        }
+        let tablespace = "pg_tblspc/16400/PG_15_202209061/5/16401";
+        assert!(is_relation_fork(tablespace));
+        for rel in [
+            "base/1/16384_fsm",
+            "base/1/16384_vm",
+            "base/1/PG_VERSION",
+            "global/pg_control",
+            "global/pg_filenode.map",
+            "pg_xact/0000",
+            "base/1/16384.x",
+        ] {
+            assert!(!is_relation_fork(rel), "{rel}");
+        }
+    }
+
+    /// A page whose LSN is `lsn`, filled with `fill`.
+    fn page(lsn: u64, fill: u8) -> Vec<u8> {
+        let mut p = vec![fill; BLOCK_SIZE as usize];
+        p[0..4].copy_from_slice(&((lsn >> 32) as u32).to_ne_bytes());
+        p[4..8].copy_from_slice(&(lsn as u32).to_ne_bytes());
+        p
+    }
+
+    #[test]
+    fn an_incremental_stores_changed_new_and_zeroed_blocks_and_refers_to_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let rel = "base/5/16384";
+        let abs = dir.path().join("16384");
+        // Block 0 older than the parent's start, 1 newer, 2 zeroed, 3 older, 4 older but
+        // past the parent's size.
+        let blocks = [
+            page(50, 1),
+            page(150, 2),
+            vec![0; 8192],
+            page(60, 4),
+            page(70, 5),
+        ];
+        std::fs::write(&abs, blocks.concat()).unwrap();
+        let f = Arc::new(FileToRead {
+            rel: rel.into(),
+            abs,
+            size: 5 * BLOCK_SIZE,
+            mode: 0o600,
+        });
+        let parent_chunk = Chunk {
+            source: Some(0),
+            part: 7,
+            at: 100,
             offset: 0,
-            len: 4,
-            crc32c: crc32c::crc32c(b"abcd"),
+            len: 4 * BLOCK_SIZE,
+            crc32c: 9,
+            skip: 0,
+            take: None,
         };
-        let later = Chunk {
-            part: 1,
-            at: 0,
-            offset: 16,
-            len: 14,
-            crc32c: 1,
+        let parent = FileEntry {
+            path: rel.into(),
+            size: 4 * BLOCK_SIZE,
+            mode: 0o600,
+            crc32c: 9,
+            chunks: vec![parent_chunk],
         };
-        let stored = vec![StoredPart {
-            chunks: vec![(f.clone(), short), (f.clone(), later)],
+        let base = Base {
+            start_lsn: Lsn(100),
+            files: HashMap::from([(rel.to_string(), parent)]),
+        };
+        let planned = [PlannedChunk {
+            file: f.clone(),
+            offset: 0,
+            len: 5 * BLOCK_SIZE,
+        }];
+        let (payload, pieces) = read_part(&planned, None, Some(&base)).unwrap();
+        let stored: Vec<(u64, u64)> = pieces[0].stored.iter().map(|c| (c.offset, c.len)).collect();
+        assert_eq!(
+            stored,
+            [(BLOCK_SIZE, 2 * BLOCK_SIZE), (4 * BLOCK_SIZE, BLOCK_SIZE)]
+        );
+        let at = pieces[0].stored[0].at as usize;
+        assert_eq!(&payload[at..at + 2 * 8192], blocks[1..3].concat());
+        let at = pieces[0].stored[1].at as usize;
+        assert_eq!(&payload[at..], blocks[4]);
+
+        let parts = vec![StoredPart {
+            index: 0,
+            pieces,
             stored: 0,
         }];
-        let entries = assemble(Vec::new(), stored);
-        assert_eq!((entries[0].size, entries[0].chunks.len()), (4, 1));
+        let entry = assemble(Vec::new(), parts, Some(&base)).remove(0);
+        assert_eq!(entry.size, 5 * BLOCK_SIZE);
+        let windows: Vec<(Option<u32>, u64, u64)> = entry
+            .chunks
+            .iter()
+            .map(|c| {
+                let (from, len) = c.window();
+                (c.source, from, len)
+            })
+            .collect();
+        assert_eq!(
+            windows,
+            [
+                (Some(0), 0, BLOCK_SIZE),
+                (None, BLOCK_SIZE, 2 * BLOCK_SIZE),
+                (Some(0), 3 * BLOCK_SIZE, BLOCK_SIZE),
+                (None, 4 * BLOCK_SIZE, BLOCK_SIZE),
+            ]
+        );
+        assert_eq!(
+            (entry.chunks[2].part, entry.chunks[2].skip),
+            (7, 3 * BLOCK_SIZE)
+        );
+        assert_eq!(entry.crc32c, manifest::combined_crc(&entry.chunks));
     }
 }

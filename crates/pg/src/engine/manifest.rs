@@ -50,8 +50,20 @@ pub struct Manifest {
     pub hostname: String,
     /// Data directory the backup was taken from.
     pub pgdata: PathBuf,
-    /// Number of parts (`parts/000000` ..).
+    /// Number of parts (`parts/000000` ..); parts no chunk refers to are not stored.
     pub parts: u32,
+    /// Stored bytes of each of this backup's own parts (0 for one not stored).
+    #[serde(default)]
+    pub part_bytes: Vec<u64>,
+    /// Full, or incremental over `parent`.
+    #[serde(default)]
+    pub backup_type: BackupType,
+    /// The backup this one is incremental over (the last link of `chain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// The backups whose parts this one refers to, the full backup first, the parent last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<ChainLink>,
     /// Whether `tablespace_map` was stored beside `backup_label`.
     pub has_tablespace_map: bool,
     /// Tablespaces, stored under `pg_tblspc/<oid>/`.
@@ -62,14 +74,48 @@ pub struct Manifest {
     pub files: Vec<FileEntry>,
 }
 
+/// Whether a backup holds every block or only those changed since its parent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    /// Every file whole.
+    #[default]
+    Full,
+    /// Changed blocks and small files; the rest read from the chain.
+    Incremental,
+}
+
+impl std::fmt::Display for BackupType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackupType::Full => "full",
+            BackupType::Incremental => "incremental",
+        })
+    }
+}
+
+/// A backup of the chain an incremental refers to, anchored by its manifest's SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainLink {
+    /// Backup name.
+    pub name: String,
+    /// SHA-256 (hex) of its stored manifest when this backup was taken.
+    pub manifest_sha256: String,
+}
+
 /// Compressed (stored) and uncompressed (file data) bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Sizes {
-    /// Bytes of all stored objects of the backup.
+    /// Bytes of all stored objects of the backup itself.
     pub compressed: u64,
-    /// Bytes of file data.
+    /// Bytes of file data (what a restore writes).
     pub uncompressed: u64,
+    /// Bytes of stored parts a restore reads: this backup's and the chain's it refers to
+    /// (0 in manifests written before incrementals: then `compressed`).
+    #[serde(default)]
+    pub restore: u64,
 }
 
 /// A tablespace: its OID (name under `pg_tblspc`) and where it lived.
@@ -108,20 +154,55 @@ pub struct FileEntry {
     pub chunks: Vec<Chunk>,
 }
 
-/// A run of a file's bytes inside one part.
+/// A run of a file's bytes inside one part: a stored chunk, or the window `skip..skip+take`
+/// of one (an incremental refers to the parts of older backups of its chain).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Chunk {
+    /// Index in the manifest's `chain` of the backup whose part holds the bytes; this
+    /// backup when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<u32>,
     /// Part number.
     pub part: u32,
-    /// Offset of the data in the decoded part.
+    /// Offset of the stored chunk's data in the decoded part.
     pub at: u64,
-    /// Offset in the file.
+    /// Offset in the file of the stored chunk's first byte.
     pub offset: u64,
-    /// Length in bytes.
+    /// Length of the stored chunk in bytes.
     pub len: u64,
-    /// CRC-32C of these bytes.
+    /// CRC-32C of the stored chunk's bytes.
     pub crc32c: u32,
+    /// Bytes of the stored chunk before the window this file entry uses.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skip: u64,
+    /// Bytes of the window; the rest of the stored chunk when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub take: Option<u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Chunk {
+    /// The file range this chunk restores: its window's first byte and length.
+    pub fn window(&self) -> (u64, u64) {
+        let skip = self.skip.min(self.len);
+        (
+            self.offset + skip,
+            self.take.unwrap_or(self.len - skip).min(self.len - skip),
+        )
+    }
+
+    /// This chunk narrowed to the file range `start..end` (inside its window).
+    pub(crate) fn narrowed(&self, start: u64, end: u64) -> Chunk {
+        Chunk {
+            skip: start - self.offset,
+            take: Some(end - start),
+            ..*self
+        }
+    }
 }
 
 /// The facts about a backup a user or a controller shows (the manifest without file lists).
@@ -162,6 +243,15 @@ pub struct BackupSummary {
     pub files: usize,
     /// Number of parts.
     pub parts: u32,
+    /// Full or incremental.
+    #[serde(default)]
+    pub backup_type: BackupType,
+    /// The backup this one is incremental over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    /// Names of the backups a restore of this one also reads, the full backup first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
     /// SHA-256 (hex) of the manifest as stored, the anchor a verify or restore compares.
     #[serde(default)]
     pub manifest_sha256: String,
@@ -171,6 +261,23 @@ impl Manifest {
     /// Total bytes of file data, as restore writes them.
     pub fn data_bytes(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
+    }
+
+    /// Bytes of stored parts a restore reads.
+    pub fn restore_bytes(&self) -> u64 {
+        if self.size.restore == 0 {
+            self.size.compressed
+        } else {
+            self.size.restore
+        }
+    }
+
+    /// Name of the backup holding `chunk`'s part: a chain member's, or this one's.
+    pub fn source_name(&self, chunk: &Chunk) -> Option<&str> {
+        match chunk.source {
+            None => Some(&self.name),
+            Some(i) => self.chain.get(i as usize).map(|l| l.name.as_str()),
+        }
     }
 
     /// SHA-256 (hex) of the manifest's stored JSON.
@@ -191,16 +298,34 @@ impl Manifest {
             postgres_version: self.postgres_version.clone(),
             from_replica: self.from_replica,
             compression: self.compression,
-            size: self.size,
+            size: Sizes {
+                restore: self.restore_bytes(),
+                ..self.size
+            },
             start_time: self.start_time,
             end_time: self.end_time,
             hostname: self.hostname.clone(),
             pgdata: self.pgdata.clone(),
             files: self.files.len(),
             parts: self.parts,
+            backup_type: self.backup_type,
+            parent: self.parent.clone(),
+            chain: self.chain.iter().map(|l| l.name.clone()).collect(),
             manifest_sha256: self.sha256(),
         }
     }
+}
+
+/// The CRC-32C of a file entry: its chunks' stored bytes combined in order (the file's own
+/// CRC-32C in a full backup).
+pub(crate) fn combined_crc(chunks: &[Chunk]) -> u32 {
+    let mut chunks = chunks.iter();
+    let Some(first) = chunks.next() else {
+        return 0;
+    };
+    chunks.fold(first.crc32c, |crc, c| {
+        crc32c::crc32c_combine(crc, c.crc32c, c.len as usize)
+    })
 }
 
 /// Reads the manifest of backup `name`.

@@ -4,6 +4,7 @@
 //! The storage layout is described in `README.md` beside this file.
 
 pub mod backup;
+pub mod chain;
 mod datadir;
 pub mod layout;
 pub mod manifest;
@@ -19,7 +20,8 @@ use std::sync::Arc;
 use shardvault_storage::{Codec, Destination, StorageError, Store};
 
 pub use backup::{BackupOptions, backup};
-pub use manifest::{BackupSummary, Manifest, list_backups, load_manifest};
+pub use chain::ParentChoice;
+pub use manifest::{BackupSummary, BackupType, Manifest, list_backups, load_manifest};
 pub use restore::{RecoveryTarget, RestoreOptions, restore};
 pub use verify::{VerifyReport, verify};
 
@@ -103,6 +105,20 @@ pub enum EngineError {
         "backup {name} not found in {location} (no basebackups/{name}/manifest.json): list backups with `shardvault backups ls`"
     )]
     BackupNotFound { name: String, location: String },
+    /// A backup of an incremental's chain is missing.
+    #[error(
+        "backup {backup} is incremental and needs backup {missing}, which is not in {location}: restore an older full backup, or take a new full one"
+    )]
+    ChainBroken {
+        backup: String,
+        missing: String,
+        location: String,
+    },
+    /// The backup asked for as the parent cannot be one.
+    #[error(
+        "backup {parent} cannot be the parent of this incremental: {reason}; take a full backup"
+    )]
+    ParentUnusable { parent: String, reason: String },
     /// A manifest cannot be parsed or has an unsupported format.
     #[error("manifest {key}: {reason}")]
     BadManifest { key: String, reason: String },

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::{StreamExt, TryStreamExt};
 use shardvault_storage::Destination;
 
+use super::chain::{PartToRead, load_chain, parts_to_read};
 use super::datadir::CONTROL_FILE;
-use super::manifest::{Chunk, FileEntry, Manifest, load_manifest};
+use super::manifest::{Chunk, FileEntry, Manifest, combined_crc, load_manifest};
 use super::{EngineError, Progress, Repo, blocking, layout};
 use crate::user;
 
@@ -141,22 +142,24 @@ pub(super) fn check_manifest(m: &Manifest) -> Result<(), EngineError> {
     }
     for f in &m.files {
         let mut at = 0;
-        let mut crc = 0;
+        let mut whole = true;
         for c in &f.chunks {
-            if c.offset != at || c.part >= m.parts {
+            let (from, len) = c.window();
+            let known = match c.source {
+                None => c.part < m.parts,
+                Some(i) => (i as usize) < m.chain.len(),
+            };
+            let fits = c.skip + c.take.unwrap_or(0) <= c.len;
+            if from != at || !known || !fits || len == 0 {
+                whole = false;
                 break;
             }
-            crc = if at == 0 {
-                c.crc32c
-            } else {
-                crc32c::crc32c_combine(crc, c.crc32c, c.len as usize)
-            };
-            at += c.len;
+            at += len;
         }
         if !stays_inside(&f.path) {
             return Err(bad(format!("file {:?} escapes the data directory", f.path)));
         }
-        if at != f.size || crc != f.crc32c {
+        if !whole || at != f.size || combined_crc(&f.chunks) != f.crc32c {
             return Err(bad(format!("entry of file {} is inconsistent", f.path)));
         }
     }
@@ -227,6 +230,8 @@ pub async fn restore(source: &Destination, opts: &RestoreOptions) -> Result<Mani
     let label = repo
         .get(&layout::backup_file_key(&manifest.name, "backup_label"))
         .await?;
+    let chain = load_chain(&repo, &manifest).await?;
+    let parts = parts_to_read(&manifest, &chain)?;
 
     let pgdata = opts.pgdata.clone();
     let m = manifest.clone();
@@ -239,24 +244,15 @@ pub async fn restore(source: &Destination, opts: &RestoreOptions) -> Result<Mani
         p(0, total);
     }
     let files: Arc<Vec<FileEntry>> = Arc::new(manifest.files.clone());
-    let mut by_part: Vec<Vec<(usize, Chunk)>> = vec![Vec::new(); manifest.parts as usize];
-    for (i, f) in files.iter().enumerate() {
-        for c in &f.chunks {
-            by_part[c.part as usize].push((i, *c));
-        }
-    }
-    let control: Vec<Vec<u8>> = futures::stream::iter(by_part.into_iter().enumerate())
-        .map(|(index, chunks)| {
+    let concurrency = opts.concurrency.max(1);
+    let control: Vec<Vec<u8>> = futures::stream::iter(parts)
+        .map(|PartToRead { key, chunks }| {
             let repo = repo.clone();
             let files = files.clone();
             let pgdata = opts.pgdata.clone();
-            let key = layout::part_key(&manifest.name, index as u32);
             let done = done.clone();
             let progress = opts.progress.clone();
             async move {
-                if chunks.is_empty() {
-                    return Ok(Vec::new());
-                }
                 let payload = repo.get(&key).await?;
                 let (control, bytes) =
                     blocking(move || write_part(&pgdata, &key, &payload, &files, &chunks)).await?;
@@ -267,9 +263,28 @@ pub async fn restore(source: &Destination, opts: &RestoreOptions) -> Result<Mani
                 Ok::<_, EngineError>(control)
             }
         })
-        .buffer_unordered(opts.concurrency.max(1))
+        .buffer_unordered(concurrency)
         .try_collect()
         .await?;
+    // Writeback was started as parts were written; now wait for it, file by file (only our
+    // own files, never the whole filesystem), in parallel.
+    futures::stream::iter(
+        manifest
+            .files
+            .iter()
+            .filter(|f| f.path != CONTROL_FILE && f.size > 0),
+    )
+    .map(|f| {
+        let path = opts.pgdata.join(&f.path);
+        blocking(move || {
+            std::fs::File::open(&path)
+                .and_then(|file| file.sync_data())
+                .map_err(EngineError::io(&path))
+        })
+    })
+    .buffer_unordered(concurrency)
+    .try_collect::<Vec<()>>()
+    .await?;
     let control: Vec<u8> = control.into_iter().flatten().collect();
     let control_entry = manifest.files.iter().find(|f| f.path == CONTROL_FILE);
     if control_entry.is_none_or(|f| f.size != control.len() as u64) {
@@ -322,12 +337,35 @@ fn create_tree(
         std::fs::create_dir(&path).map_err(EngineError::io(&path))?;
         set_mode(&path, d.mode)?;
     }
-    for f in &m.files {
-        if f.chunks.is_empty() {
-            open_for_write(&pgdata.join(&f.path), f.mode)?;
+    for f in m.files.iter().filter(|f| f.path != CONTROL_FILE) {
+        let path = pgdata.join(&f.path);
+        let file = open_for_write(&path, f.mode)?;
+        if f.size > 0 {
+            // One extent allocation instead of one per write (parts arrive in any order).
+            let _ = nix::fcntl::fallocate(
+                &file,
+                nix::fcntl::FallocateFlags::empty(),
+                0,
+                f.size as libc::off_t,
+            );
         }
     }
     Ok(())
+}
+
+/// Asks the kernel to start writing `len` bytes at `offset` back, without waiting (a no-op
+/// where the call is not supported); the final flush then finds little left to do.
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), EngineError> {
@@ -345,8 +383,9 @@ fn open_for_write(path: &Path, mode: u32) -> Result<std::fs::File, EngineError> 
         .map_err(EngineError::io(path))
 }
 
-/// Writes the chunks of one decoded part, each checked against its checksum; returns the
-/// control file's bytes (written last, by [`finish`]) and the bytes written.
+/// Writes the windows of the chunks of one decoded part, each stored chunk checked against
+/// its checksum once; returns the control file's bytes (written last, by [`finish`]) and
+/// the bytes written. Writeback of what was written starts at once, without waiting.
 fn write_part(
     pgdata: &Path,
     key: &str,
@@ -356,6 +395,7 @@ fn write_part(
 ) -> Result<(Vec<u8>, u64), EngineError> {
     let mut control = Vec::new();
     let mut bytes = 0;
+    let mut checked = std::collections::HashSet::new();
     for (i, c) in chunks {
         let f = &files[*i];
         let corrupt = |reason: String| EngineError::Corrupt {
@@ -370,25 +410,29 @@ fn write_part(
         let data = payload
             .get(c.at as usize..(c.at + c.len) as usize)
             .ok_or_else(|| corrupt("part is shorter than the manifest says".into()))?;
-        let crc = crc32c::crc32c(data);
-        if crc != c.crc32c {
-            return Err(corrupt(format!(
-                "checksum {crc:08x} instead of {:08x}",
-                c.crc32c
-            )));
+        if !checked.contains(&c.at) {
+            let crc = crc32c::crc32c(data);
+            if crc != c.crc32c {
+                return Err(corrupt(format!(
+                    "checksum {crc:08x} instead of {:08x}",
+                    c.crc32c
+                )));
+            }
+            checked.insert(c.at);
         }
+        let (offset, len) = c.window();
+        let skip = (offset - c.offset) as usize;
+        let data = &data[skip..skip + len as usize];
         if f.path == CONTROL_FILE {
             control.extend_from_slice(data);
             continue;
         }
         let path = pgdata.join(&f.path);
         let file = open_for_write(&path, f.mode)?;
-        file.write_all_at(data, c.offset)
+        file.write_all_at(data, offset)
             .map_err(EngineError::io(&path))?;
-        // Durable before the next part: only our own files are flushed (not the whole
-        // filesystem), in parallel with the other workers' downloads.
-        file.sync_data().map_err(EngineError::io(&path))?;
-        bytes += c.len;
+        start_writeback(&file, offset, len);
+        bytes += len;
     }
     Ok((control, bytes))
 }

@@ -4,6 +4,7 @@
 use futures::{StreamExt, TryStreamExt};
 use shardvault_storage::{Destination, StorageError};
 
+use super::chain::{PartToRead, load_chain, parts_to_read};
 use super::manifest::{Chunk, Manifest, load_manifest};
 use super::segment_identity::{SegmentExpectation, check_segment};
 use super::{EngineError, Repo, layout, part};
@@ -11,7 +12,7 @@ use super::{EngineError, Repo, layout, part};
 /// What a successful verification checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
-    /// Parts read and checked.
+    /// Parts read and checked (this backup's and those of its chain it refers to).
     pub parts: u32,
     /// Files whose checksums matched.
     pub files: usize,
@@ -24,8 +25,9 @@ pub struct VerifyReport {
 /// Checks backup `name` in `source`: each part decodes (its checksum), each file chunk
 /// matches its checksum and header, `backup_label` decodes, and every WAL segment from the
 /// start to the end WAL file is archived, decodes and is that segment of this cluster. Paths
-/// that would escape the data directory are refused as on restore. The first bad object is
-/// named.
+/// that would escape the data directory are refused as on restore. An incremental's chain is
+/// checked too: every backup of it is there with the manifest it had, and every part of it
+/// that this backup refers to is read and checked. The first bad object is named.
 pub async fn verify(source: &Destination, name: &str) -> Result<VerifyReport, EngineError> {
     let repo = Repo::open(source)?;
     let manifest = load_manifest(&repo, name).await?;
@@ -36,29 +38,23 @@ pub async fn verify(source: &Destination, name: &str) -> Result<VerifyReport, En
         repo.get(&layout::backup_file_key(name, "tablespace_map"))
             .await?;
     }
-    let mut by_part: Vec<Vec<(&str, Chunk)>> = vec![Vec::new(); manifest.parts as usize];
-    for f in &manifest.files {
-        for c in &f.chunks {
-            let slot =
-                by_part
-                    .get_mut(c.part as usize)
-                    .ok_or_else(|| EngineError::BadManifest {
-                        key: layout::manifest_key(name),
-                        reason: format!(
-                            "file {} refers to part {} of {}",
-                            f.path, c.part, manifest.parts
-                        ),
-                    })?;
-            slot.push((&f.path, *c));
-        }
+    let chain = load_chain(&repo, &manifest).await?;
+    for m in &chain {
+        super::restore::check_manifest(m)?;
     }
+    let parts = parts_to_read(&manifest, &chain)?;
+    let part_count = parts.len() as u32;
     let concurrency = source.performance.download_concurrency.max(1);
-    futures::stream::iter(by_part.into_iter().enumerate())
-        .map(|(i, chunks)| {
+    let manifest = &manifest;
+    futures::stream::iter(parts)
+        .map(|PartToRead { key, chunks }| {
             let repo = &repo;
             async move {
-                let key = layout::part_key(name, i as u32);
                 let payload = repo.get(&key).await?;
+                let chunks: Vec<(&str, Chunk)> = chunks
+                    .iter()
+                    .map(|(i, c)| (manifest.files[*i].path.as_str(), *c))
+                    .collect();
                 check_part(&key, &payload, &chunks)
             }
         })
@@ -82,7 +78,7 @@ pub async fn verify(source: &Destination, name: &str) -> Result<VerifyReport, En
         verify_segment(&repo, &manifest, seg).await?;
     }
     Ok(VerifyReport {
-        parts: manifest.parts,
+        parts: part_count,
         files: manifest.files.len(),
         bytes: manifest.data_bytes(),
         wal_segments: segments.len(),
@@ -132,15 +128,17 @@ fn check_label(key: &str, label: &[u8], manifest: &Manifest) -> Result<(), Engin
     Ok(())
 }
 
-/// Checks each chunk of a decoded part against its header and checksum.
+/// Checks each stored chunk of a decoded part (once, however many windows use it) against
+/// its header and checksum.
 fn check_part(key: &str, payload: &[u8], chunks: &[(&str, Chunk)]) -> Result<(), EngineError> {
+    let mut seen = std::collections::HashSet::new();
     let corrupt = |reason: String| EngineError::Corrupt {
         object: key.to_string(),
         reason,
     };
     let headers =
         part::headers(payload).ok_or_else(|| corrupt("malformed chunk headers".into()))?;
-    for (path, c) in chunks {
+    for (path, c) in chunks.iter().filter(|(_, c)| seen.insert(c.at)) {
         let header = headers
             .iter()
             .find(|h| h.at == c.at)

@@ -1035,3 +1035,251 @@ async fn a_crafted_manifest_restores_nothing_outside_where_it_belongs() {
     assert!(spaces.join("99999").is_dir());
     assert!(!outside.exists(), "{} was created", outside.display());
 }
+
+/// Pages in the main fork of `table`.
+async fn pages(client: &tokio_postgres::Client, table: &str) -> i64 {
+    client
+        .query_one(
+            &format!("SELECT pg_relation_size('{table}') / 8192"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Restores `backup` (recovery to its consistent point) into a fresh instance, compares the
+/// content with `want`, and stops it.
+async fn restore_compare(
+    work: &Work,
+    server: &TempServer,
+    dest: &Destination,
+    backup: &str,
+    want: &[(String, i64, String)],
+) {
+    let instance = restored_instance(server, &format!("r-{backup}"));
+    let restored = restore_and_start(
+        dest,
+        &work.config_path("inc"),
+        backup,
+        &instance,
+        RecoveryTarget::Immediate,
+    )
+    .await;
+    assert_eq!(contents(&restored).await, want, "content of backup {backup}");
+    drop(restored);
+    instance.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_stores_changed_pages_and_restores_created_dropped_truncated_and_grown_tables()
+ {
+    let work = Work::new();
+    let dest = work.destination("inc", Compression::Lz4);
+    let (server, cfg) = archiving_server(&work, "inc", vec![dest.clone()]).await;
+    let client = server.client("postgres").await;
+    client
+        .batch_execute(
+            "CREATE TABLE big (id int PRIMARY KEY, v text) WITH (fillfactor = 80);
+             INSERT INTO big SELECT g, md5(g::text) || repeat('b', 150) FROM generate_series(1, 40000) g;
+             CREATE TABLE dropped (id int, v text);
+             INSERT INTO dropped SELECT g, repeat('d', 100) FROM generate_series(1, 3000) g;
+             CREATE TABLE shrunk (id int, v text);
+             INSERT INTO shrunk SELECT g, repeat('s', 100) FROM generate_series(1, 6000) g;
+             CREATE TABLE grown (id int, v text);
+             INSERT INTO grown SELECT g, repeat('g', 100) FROM generate_series(1, 1000) g;",
+        )
+        .await
+        .unwrap();
+    client.batch_execute("VACUUM").await.unwrap();
+    let full = engine::backup(&cfg, &dest, &BackupOptions::named("full"))
+        .await
+        .unwrap();
+    assert_eq!(full.backup_type, engine::BackupType::Full);
+
+    // 1% of big's pages change (HOT updates stay on their page), and the other tables are
+    // created, dropped, truncated at their end by VACUUM, and grown.
+    let big_pages = pages(&client, "big").await;
+    assert!(big_pages > 900, "big has {big_pages} pages");
+    client
+        .batch_execute(
+            "UPDATE big SET v = upper(v) WHERE (ctid::text::point)[0]::bigint % 100 = 7
+               AND (ctid::text::point)[1] = 1;
+             CREATE TABLE created (id int, v text);
+             INSERT INTO created SELECT g, repeat('c', 80) FROM generate_series(1, 2000) g;
+             DROP TABLE dropped;
+             DELETE FROM shrunk WHERE id > 1000;
+             INSERT INTO grown SELECT g, repeat('G', 100) FROM generate_series(1001, 9000) g;",
+        )
+        .await
+        .unwrap();
+    client.batch_execute("VACUUM shrunk").await.unwrap();
+    assert!(pages(&client, "shrunk").await < 40, "VACUUM truncated shrunk");
+    let want = contents(&client).await;
+
+    // The parent is the newest backup of this member in the destination.
+    let opts = BackupOptions {
+        parent: engine::ParentChoice::Newest,
+        ..BackupOptions::named("inc1")
+    };
+    let inc = engine::backup(&cfg, &dest, &opts).await.unwrap();
+    assert_eq!(inc.backup_type, engine::BackupType::Incremental);
+    assert_eq!(inc.parent.as_deref(), Some("full"));
+    assert_eq!(inc.chain.len(), 1);
+    assert_eq!(inc.chain[0].manifest_sha256, full.sha256());
+    assert!(
+        inc.size.compressed * 4 < full.size.compressed,
+        "incremental stored {} of the full backup's {}",
+        inc.size.compressed,
+        full.size.compressed
+    );
+    assert!(inc.size.restore > full.size.compressed / 2);
+    let refers = inc
+        .files
+        .iter()
+        .flat_map(|f| &f.chunks)
+        .filter(|c| c.source == Some(0))
+        .count();
+    assert!(refers > 0, "blocks are read from the full backup");
+    assert_eq!(inc.summary().chain, ["full"]);
+
+    let report = engine::verify(&dest, "inc1").await.unwrap();
+    assert_eq!(report.chain, 1);
+    restore_compare(&work, &server, &dest, "inc1", &want).await;
+
+    // A parent of another cluster is refused by name when asked for, and a full backup
+    // is taken instead when the newest one is asked for.
+    let other = work.destination("other", Compression::Lz4);
+    let (other_server, other_cfg) = archiving_server(&work, "other", vec![other.clone()]).await;
+    engine::backup(&other_cfg, &other, &BackupOptions::named("o1"))
+        .await
+        .unwrap();
+    drop(other_server);
+    let foreign = Destination {
+        prefix: "other".into(),
+        ..dest.clone()
+    };
+    let opts = BackupOptions {
+        parent: engine::ParentChoice::Named("o1".into()),
+        ..BackupOptions::named("wrong")
+    };
+    let err = engine::backup(&cfg, &foreign, &opts).await.unwrap_err();
+    assert!(
+        matches!(err, EngineError::ParentUnusable { .. }) && err.to_string().contains("another cluster"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chain_of_eight_restores_its_newest_and_a_middle_backup_and_a_broken_chain_restores_nothing()
+ {
+    let work = Work::new();
+    let dest = work.destination("inc", Compression::Zstd);
+    let (server, cfg) = archiving_server(&work, "inc", vec![dest.clone()]).await;
+    let client = server.client("postgres").await;
+    client
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, round int, v text) WITH (fillfactor = 70);
+             INSERT INTO t SELECT g, 0, md5(g::text) FROM generate_series(1, 20000) g;",
+        )
+        .await
+        .unwrap();
+    let mut wants = Vec::new();
+    let mut names = Vec::new();
+    for round in 0..8 {
+        if round > 0 {
+            client
+                .batch_execute(&format!(
+                    "UPDATE t SET round = {round} WHERE id % 97 = {round};
+                     CREATE TABLE r{round} AS SELECT g FROM generate_series(1, {round} * 100) g;
+                     DELETE FROM t WHERE id > 20000 - {round} * 50;"
+                ))
+                .await
+                .unwrap();
+        }
+        wants.push(contents(&client).await);
+        let name = format!("b{round}");
+        if round == 3 {
+            // Through the command line: `--incremental --json` prints the typed summary.
+            let cfg_path = work.config_path("inc");
+            let (code, out, err) = shardvault(&[
+                "node",
+                "backup",
+                "--config",
+                cfg_path.to_str().unwrap(),
+                "--name",
+                &name,
+                "--incremental",
+                "--json",
+            ])
+            .await;
+            assert_eq!(code, 0, "{err}");
+            let summary: engine::BackupSummary = serde_json::from_str(&out).unwrap();
+            assert_eq!(summary.backup_type, engine::BackupType::Incremental);
+            assert_eq!(summary.parent.as_deref(), Some("b2"));
+            assert_eq!(summary.chain, ["b0", "b1", "b2"]);
+            assert!(summary.size.restore > summary.size.compressed);
+        } else {
+            let parent = match round {
+                0 => engine::ParentChoice::Full,
+                _ => engine::ParentChoice::Named(format!("b{}", round - 1)),
+            };
+            let opts = BackupOptions {
+                parent,
+                part_size: 512 * 1024,
+                ..BackupOptions::named(name.clone())
+            };
+            engine::backup(&cfg, &dest, &opts).await.unwrap();
+        }
+        names.push(name);
+    }
+    let repo = Repo::open(&dest).unwrap();
+    let newest = engine::load_manifest(&repo, "b7").await.unwrap();
+    assert_eq!(
+        newest.chain.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+        ["b0", "b1", "b2", "b3", "b4", "b5", "b6"]
+    );
+    let sources: std::collections::BTreeSet<Option<u32>> = newest
+        .files
+        .iter()
+        .flat_map(|f| f.chunks.iter().map(|c| c.source))
+        .collect();
+    assert!(sources.len() > 2, "blocks come from several backups: {sources:?}");
+    assert_eq!(engine::verify(&dest, "b7").await.unwrap().chain, 7);
+
+    restore_compare(&work, &server, &dest, "b7", &wants[7]).await;
+    restore_compare(&work, &server, &dest, "b4", &wants[4]).await;
+
+    // Retention keeps what a kept incremental needs.
+    let summaries: Vec<_> = engine::list_backups(&repo)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.summary())
+        .collect();
+    let kept = ["b7".to_string()].into();
+    let needed = engine::chain::needed_by_kept(&summaries, &kept);
+    assert_eq!(needed.len(), 7);
+    assert_eq!(needed["b0"], ["b7"]);
+
+    // A middle backup gone: verify and restore of the newest name it, and nothing is written.
+    std::fs::remove_file(work.object_path(&dest, &layout::manifest_key("b2"))).unwrap();
+    let err = engine::verify(&dest, "b7").await.unwrap_err();
+    assert!(
+        matches!(&err, EngineError::ChainBroken { missing, .. } if missing == "b2"),
+        "{err}"
+    );
+    let pgdata = server.root().join("broken");
+    let opts = RestoreOptions {
+        backup: "b7".into(),
+        pgdata: pgdata.clone(),
+        target: RecoveryTarget::Immediate,
+        concurrency: 2,
+        restore_command: "false".into(),
+        tablespace_dir: None,
+        progress: None,
+    };
+    let err = engine::restore(&dest, &opts).await.unwrap_err();
+    assert!(err.to_string().contains("needs backup b2"), "{err}");
+    assert!(!pgdata.exists(), "a restore that cannot restore writes nothing");
+}

@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use shardvault_api::quantity::human_bytes;
 use shardvault_pg::config::NodeConfig;
-use shardvault_pg::engine::{self, BackupOptions, Progress, RecoveryTarget, Repo, RestoreOptions};
+use shardvault_pg::engine::{
+    self, BackupOptions, ParentChoice, Progress, RecoveryTarget, Repo, RestoreOptions,
+};
 use shardvault_storage::Destination;
 
 /// Options of `shardvault node`.
@@ -24,7 +26,7 @@ pub struct Args {
 enum NodeCommand {
     /// Takes a base backup of the running server into the config's first destination.
     #[command(
-        after_help = "Example:\n  shardvault node backup --config /var/lib/shardvault/shard0.json --name nightly-1 --json"
+        after_help = "Example:\n  shardvault node backup --config /var/lib/shardvault/shard0.json --name nightly-1 --json\n  shardvault node backup --config shard0.json --name nightly-2 --incremental --json"
     )]
     Backup(BackupArgs),
     /// Restores a backup into an empty directory, set up to recover to a target and promote.
@@ -54,6 +56,13 @@ struct BackupArgs {
     /// Seconds to wait for the backup's last WAL segment to be archived.
     #[arg(long, default_value_t = 300)]
     wal_timeout: u64,
+    /// Store only the blocks changed since the newest backup of this member in the
+    /// destination (a full backup when there is none it can build on; the summary says which).
+    #[arg(long, conflicts_with = "parent")]
+    incremental: bool,
+    /// Store only the blocks changed since this backup (an error if it cannot be the parent).
+    #[arg(long, value_name = "BACKUP")]
+    parent: Option<String>,
 }
 
 /// Options of `shardvault node restore`.
@@ -187,17 +196,27 @@ async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
     let opts = BackupOptions {
         archive_timeout: Duration::from_secs(a.wal_timeout),
         progress: Some(progress("backup")),
+        parent: match (a.parent, a.incremental) {
+            (Some(name), _) => ParentChoice::Named(name),
+            (None, true) => ParentChoice::Newest,
+            (None, false) => ParentChoice::Full,
+        },
         ..BackupOptions::named(a.name.unwrap_or_else(engine::backup::default_name))
     };
     let manifest = engine::backup(&cfg, &dest, &opts).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&manifest.summary())?);
     } else {
+        let kind = match &manifest.parent {
+            Some(parent) => format!("incremental over {parent}"),
+            None => "full".to_string(),
+        };
         eprintln!(
-            "backup {} complete: {} files, {} stored, end LSN {}",
+            "backup {} ({kind}) complete: {} files, {} stored, {} read by a restore, end LSN {}",
             manifest.name,
             manifest.files.len(),
             human_bytes(manifest.size.compressed),
+            human_bytes(manifest.restore_bytes()),
             manifest.end_lsn
         );
     }
@@ -244,8 +263,12 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let cfg = load(&a.config)?;
     let source = source(&cfg, &a.config)?;
     let report = engine::verify(&source, &a.backup).await?;
+    let chain = match report.chain {
+        0 => String::new(),
+        n => format!(" (incremental: the {n} older backups of its chain checked too)"),
+    };
     println!(
-        "backup {} is intact: {} parts, {} files, {}, {} WAL segments",
+        "backup {} is intact: {} parts, {} files, {}, {} WAL segments{chain}",
         a.backup,
         report.parts,
         report.files,
@@ -279,6 +302,7 @@ fn table(rows: &[engine::BackupSummary]) -> String {
         "SIZE".to_string(),
         "STORED".to_string(),
         "FROM".to_string(),
+        "TYPE".to_string(),
     ]];
     for r in rows {
         out.push([
@@ -289,9 +313,13 @@ fn table(rows: &[engine::BackupSummary]) -> String {
             human_bytes(r.size.uncompressed),
             human_bytes(r.size.compressed),
             if r.from_replica { "replica" } else { "primary" }.to_string(),
+            match &r.parent {
+                Some(p) => format!("incremental over {p}"),
+                None => "full".to_string(),
+            },
         ]);
     }
-    let widths: Vec<usize> = (0..7)
+    let widths: Vec<usize> = (0..8)
         .map(|i| out.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     out.iter()

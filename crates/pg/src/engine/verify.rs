@@ -20,6 +20,8 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// WAL segments read and checked.
     pub wal_segments: usize,
+    /// Older backups of its chain whose manifests and referred parts were checked.
+    pub chain: usize,
 }
 
 /// Checks backup `name` in `source`: each part decodes (its checksum), each file chunk
@@ -82,6 +84,7 @@ pub async fn verify(source: &Destination, name: &str) -> Result<VerifyReport, En
         files: manifest.files.len(),
         bytes: manifest.data_bytes(),
         wal_segments: segments.len(),
+        chain: chain.len(),
     })
 }
 

@@ -6,8 +6,12 @@
 #   shardvault node backup / node restore          (lz4, WORKERS workers)
 #   pgBackRest backup / restore                     (lz4, --process-max WORKERS)
 #   pg_basebackup --compress=client-lz4             (backup only)
-# and the median latency of `shardvault wal-push` of a 16 MiB segment. Prints a Markdown
-# table (throughput over the data directory's size, peak RSS, ratios).
+# and the median latency of `shardvault wal-push` of a 16 MiB segment; then, for 1% and then
+# 10% of the table's pages changed, in the same run,
+#   shardvault node backup --incremental            (over the newest backup)
+#   pgBackRest backup --type=incr and --type=diff
+# and a restore of shardvault's newest incremental (a chain of three). Prints Markdown tables
+# (throughput over the data directory's size, CPU seconds, peak RSS, bytes stored, ratios).
 # Settings: SIZE_MB (data set, default 2048), WORKERS (default 2), ROOT (work dir, wiped),
 # PORT, BIN (shardvault binary, default target/release/shardvault).
 set -euo pipefail
@@ -156,6 +160,30 @@ for f in "$ROOT"/walpush/*; do
 done
 WAL_MEDIAN=$(printf '%s\n' "${LAT[@]}" | sort -n | sed -n 11p)
 
+# --- incrementals ------------------------------------------------------------------------
+# One row on every Nth page changes: 1% (N=100), then 10% (N=10) of the table's pages.
+repo_bytes() { du -sb "$1" | cut -f1; }
+declare -A STORED
+INCR_STEPS=()
+for pct in 1 10; do
+  log "changing one row on ${pct}% of the pages"
+  as_pg "${PSQL[@]}" -c "UPDATE facts SET ratio = ratio + 1
+    WHERE (ctid::text::point)[0]::bigint % $((100 / pct)) = 0 AND (ctid::text::point)[1] = 1" \
+    -c "CHECKPOINT"
+  before=$(repo_bytes "$ROOT/sv-repo/bench/basebackups")
+  timed "sv_incr_$pct" "${AS_PG[@]}" "$BIN" node backup --config "$ROOT/node.json" \
+    --name "bench-incr-$pct" --incremental
+  STORED[sv_incr_$pct]=$(($(repo_bytes "$ROOT/sv-repo/bench/basebackups") - before))
+  for type in incr diff; do
+    before=$(repo_bytes "$ROOT/pgbr-repo/backup")
+    timed "pgbr_${type}_$pct" "${AS_PG[@]}" "${PGBR[@]}" --type=$type backup
+    STORED[pgbr_${type}_$pct]=$(($(repo_bytes "$ROOT/pgbr-repo/backup") - before))
+  done
+  INCR_STEPS+=("sv_incr_$pct" "pgbr_incr_$pct" "pgbr_diff_$pct")
+done
+timed sv_restore_chain "${AS_PG[@]}" "$BIN" node restore --config "$ROOT/node.json" \
+  --backup bench-incr-10 --pgdata "$ROOT/r-sv-chain" --target-immediate --concurrency "$WORKERS"
+
 # --- report --------------------------------------------------------------------------------
 mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 rate() { awk -v b="$DATA_BYTES" -v s="$1" 'BEGIN { printf "%.0f", b / 1048576 / s }'; }
@@ -179,3 +207,23 @@ Backup: shardvault is $(ratio "${SECS[sv_backup]}" "${SECS[pgbr_backup]}")x pgBa
 Restore: shardvault is $(ratio "${SECS[sv_restore]}" "${SECS[pgbr_restore]}")x pgBackRest's throughput.
 wal-push of a 16 MiB segment (process start to exit, 21 runs): median ${WAL_MEDIAN} ms.
 EOF
+
+{
+  echo
+  echo "Incrementals on the same change (stored: bytes the backup added to its repository):"
+  echo
+  echo "| step | seconds | CPU s | peak RSS MiB | stored MiB | time vs full | stored vs full |"
+  echo "|---|---|---|---|---|---|---|"
+  for step in "${INCR_STEPS[@]}"; do
+    full=sv_backup
+    full_stored=$SV_STORED
+    case $step in pgbr_*) full=pgbr_backup full_stored=$PGBR_STORED ;; esac
+    echo "| $step | ${SECS[$step]} | ${CPU[$step]} | $((RSS[$step] / 1024)) | $(mib "${STORED[$step]}") |" \
+      "$(awk -v a="${SECS[$step]}" -v b="${SECS[$full]}" 'BEGIN { printf "%.0f%%", 100 * a / b }') |" \
+      "$(awk -v a="${STORED[$step]}" -v b="$full_stored" 'BEGIN { printf "%.1f%%", 100 * a / b }') |"
+  done
+  echo
+  echo "Restore of shardvault's chain of three (full, 1%, 10%): ${SECS[sv_restore_chain]} s," \
+    "$(awk -v a="${SECS[sv_restore_chain]}" -v b="${SECS[sv_restore]}" 'BEGIN { printf "%.2f", a / b }')x the full restore," \
+    "CPU ${CPU[sv_restore_chain]} s, peak RSS $((RSS[sv_restore_chain] / 1024)) MiB."
+}

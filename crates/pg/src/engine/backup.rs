@@ -12,7 +12,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::chain::{self, BLOCK_SIZE, Current, ParentChoice};
 use super::datadir::{self, CONTROL_FILE, FileToRead};
-use super::layout::{self, FORMAT_VERSION, Lsn, PART_SIZE};
+use super::layout::{self, FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION, Lsn, PART_SIZE};
 use super::manifest::{self, BackupType, Chunk, FileEntry, Manifest, Sizes};
 use super::part::PartBuilder;
 use super::{EngineError, Progress, Repo, blocking, wal};
@@ -649,7 +649,11 @@ pub async fn backup(
     let files = assemble(empty, stored, base.as_deref());
     let uncompressed = files.iter().map(|f| f.size).sum();
     let manifest = Manifest {
-        format: FORMAT_VERSION,
+        format: if parent.is_some() {
+            INCREMENTAL_FORMAT_VERSION
+        } else {
+            FORMAT_VERSION
+        },
         name: name.to_string(),
         start_lsn: started.start_lsn,
         end_lsn,

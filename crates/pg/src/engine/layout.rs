@@ -5,8 +5,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-/// Version of the storage layout and manifest written by this engine.
+/// Version of the storage layout and manifest of a full backup.
 pub const FORMAT_VERSION: u32 = 1;
+/// Version of an incremental's manifest (chunks may refer to the chain's parts): readers of
+/// format 1 alone must refuse it rather than restore only its changed blocks.
+pub const INCREMENTAL_FORMAT_VERSION: u32 = 2;
 /// Uncompressed bytes of file data per base backup part (the last part of a backup is smaller).
 pub const PART_SIZE: u64 = 16 * 1024 * 1024;
 /// Directory of base backups.

@@ -5,14 +5,15 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use shardvault_storage::{Compression, StorageError};
 
-use super::layout::{self, FORMAT_VERSION, Lsn};
+use super::layout::{self, FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION, Lsn};
 use super::{EngineError, Repo};
 
 /// Everything known about one stored base backup (`basebackups/<name>/manifest.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
-    /// Layout and manifest format version ([`FORMAT_VERSION`]).
+    /// Layout and manifest format version ([`FORMAT_VERSION`], or
+    /// [`INCREMENTAL_FORMAT_VERSION`] for an incremental).
     pub format: u32,
     /// Backup name, also its directory under `basebackups/`.
     pub name: String,
@@ -385,10 +386,10 @@ fn parse(key: &str, bytes: &[u8]) -> Result<Manifest, EngineError> {
     let head: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
     match head.get("format").and_then(|f| f.as_u64()) {
-        Some(f) if f == u64::from(FORMAT_VERSION) => {}
+        Some(f) if f == u64::from(FORMAT_VERSION) || f == u64::from(INCREMENTAL_FORMAT_VERSION) => {}
         other => {
             return Err(bad(format!(
-                "format {other:?} is not supported (this shardvault reads format {FORMAT_VERSION}): use the shardvault version that wrote it"
+                "format {other:?} is not supported (this shardvault reads formats {FORMAT_VERSION} and {INCREMENTAL_FORMAT_VERSION}): use the shardvault version that wrote it"
             )));
         }
     }

@@ -1039,10 +1039,7 @@ async fn a_crafted_manifest_restores_nothing_outside_where_it_belongs() {
 /// Pages in the main fork of `table`.
 async fn pages(client: &tokio_postgres::Client, table: &str) -> i64 {
     client
-        .query_one(
-            &format!("SELECT pg_relation_size('{table}') / 8192"),
-            &[],
-        )
+        .query_one(&format!("SELECT pg_relation_size('{table}') / 8192"), &[])
         .await
         .unwrap()
         .get(0)
@@ -1066,7 +1063,11 @@ async fn restore_compare(
         RecoveryTarget::Immediate,
     )
     .await;
-    assert_eq!(contents(&restored).await, want, "content of backup {backup}");
+    assert_eq!(
+        contents(&restored).await,
+        want,
+        "content of backup {backup}"
+    );
     drop(restored);
     instance.stop().await.unwrap();
 }
@@ -1114,7 +1115,10 @@ async fn an_incremental_stores_changed_pages_and_restores_created_dropped_trunca
         .await
         .unwrap();
     client.batch_execute("VACUUM shrunk").await.unwrap();
-    assert!(pages(&client, "shrunk").await < 40, "VACUUM truncated shrunk");
+    assert!(
+        pages(&client, "shrunk").await < 40,
+        "VACUUM truncated shrunk"
+    );
     let want = contents(&client).await;
 
     // The parent is the newest backup of this member in the destination.
@@ -1165,7 +1169,8 @@ async fn an_incremental_stores_changed_pages_and_restores_created_dropped_trunca
     };
     let err = engine::backup(&cfg, &foreign, &opts).await.unwrap_err();
     assert!(
-        matches!(err, EngineError::ParentUnusable { .. }) && err.to_string().contains("another cluster"),
+        matches!(err, EngineError::ParentUnusable { .. })
+            && err.to_string().contains("another cluster"),
         "{err}"
     );
 }
@@ -1236,7 +1241,11 @@ async fn a_chain_of_eight_restores_its_newest_and_a_middle_backup_and_a_broken_c
     let repo = Repo::open(&dest).unwrap();
     let newest = engine::load_manifest(&repo, "b7").await.unwrap();
     assert_eq!(
-        newest.chain.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+        newest
+            .chain
+            .iter()
+            .map(|l| l.name.as_str())
+            .collect::<Vec<_>>(),
         ["b0", "b1", "b2", "b3", "b4", "b5", "b6"]
     );
     let sources: std::collections::BTreeSet<Option<u32>> = newest
@@ -1244,7 +1253,10 @@ async fn a_chain_of_eight_restores_its_newest_and_a_middle_backup_and_a_broken_c
         .iter()
         .flat_map(|f| f.chunks.iter().map(|c| c.source))
         .collect();
-    assert!(sources.len() > 2, "blocks come from several backups: {sources:?}");
+    assert!(
+        sources.len() > 2,
+        "blocks come from several backups: {sources:?}"
+    );
     assert_eq!(engine::verify(&dest, "b7").await.unwrap().chain, 7);
 
     restore_compare(&work, &server, &dest, "b7", &wants[7]).await;
@@ -1266,7 +1278,7 @@ async fn a_chain_of_eight_restores_its_newest_and_a_middle_backup_and_a_broken_c
     std::fs::remove_file(work.object_path(&dest, &layout::manifest_key("b2"))).unwrap();
     let err = engine::verify(&dest, "b7").await.unwrap_err();
     assert!(
-        matches!(&err, EngineError::ChainBroken { missing, .. } if missing == "b2"),
+        matches!(&err, EngineError::ChainBroken(link) if link.missing == "b2"),
         "{err}"
     );
     let pgdata = server.root().join("broken");
@@ -1281,5 +1293,8 @@ async fn a_chain_of_eight_restores_its_newest_and_a_middle_backup_and_a_broken_c
     };
     let err = engine::restore(&dest, &opts).await.unwrap_err();
     assert!(err.to_string().contains("needs backup b2"), "{err}");
-    assert!(!pgdata.exists(), "a restore that cannot restore writes nothing");
+    assert!(
+        !pgdata.exists(),
+        "a restore that cannot restore writes nothing"
+    );
 }

@@ -16,7 +16,7 @@ use shardvault_storage::StorageError;
 
 use super::layout::{self, Lsn};
 use super::manifest::{BackupSummary, ChainLink, Chunk, Manifest, list_backups, load_anchored};
-use super::{EngineError, Repo};
+use super::{EngineError, MissingLink, Repo};
 
 /// The block size whose pages an incremental compares (PostgreSQL's default `BLCKSZ`).
 pub const BLOCK_SIZE: u64 = 8192;
@@ -172,11 +172,11 @@ pub async fn load_chain(repo: &Repo, manifest: &Manifest) -> Result<Vec<Manifest
         match load_anchored(repo, &link.name, Some(&link.manifest_sha256)).await {
             Ok((m, _)) => out.push(m),
             Err(EngineError::BackupNotFound { location, .. }) => {
-                return Err(EngineError::ChainBroken {
+                return Err(EngineError::ChainBroken(Box::new(MissingLink {
                     backup: manifest.name.clone(),
                     missing: link.name.clone(),
                     location,
-                });
+                })));
             }
             Err(e) => return Err(e),
         }

@@ -386,7 +386,8 @@ fn parse(key: &str, bytes: &[u8]) -> Result<Manifest, EngineError> {
     let head: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
     match head.get("format").and_then(|f| f.as_u64()) {
-        Some(f) if f == u64::from(FORMAT_VERSION) || f == u64::from(INCREMENTAL_FORMAT_VERSION) => {}
+        Some(f) if f == u64::from(FORMAT_VERSION) || f == u64::from(INCREMENTAL_FORMAT_VERSION) => {
+        }
         other => {
             return Err(bad(format!(
                 "format {other:?} is not supported (this shardvault reads formats {FORMAT_VERSION} and {INCREMENTAL_FORMAT_VERSION}): use the shardvault version that wrote it"

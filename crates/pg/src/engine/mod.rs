@@ -107,13 +107,10 @@ pub enum EngineError {
     BackupNotFound { name: String, location: String },
     /// A backup of an incremental's chain is missing.
     #[error(
-        "backup {backup} is incremental and needs backup {missing}, which is not in {location}: restore an older full backup, or take a new full one"
+        "backup {} is incremental and needs backup {}, which is not in {}: restore an older full backup, or take a new full one",
+        .0.backup, .0.missing, .0.location
     )]
-    ChainBroken {
-        backup: String,
-        missing: String,
-        location: String,
-    },
+    ChainBroken(Box<MissingLink>),
     /// The backup asked for as the parent cannot be one.
     #[error(
         "backup {parent} cannot be the parent of this incremental: {reason}; take a full backup"
@@ -151,6 +148,17 @@ pub enum EngineError {
     /// Something PostgreSQL returned could not be understood.
     #[error("unexpected answer from PostgreSQL: {0}")]
     Protocol(String),
+}
+
+/// The backup of an incremental's chain that is not there.
+#[derive(Debug)]
+pub struct MissingLink {
+    /// The incremental.
+    pub backup: String,
+    /// The chain member missing.
+    pub missing: String,
+    /// Where it was looked for.
+    pub location: String,
 }
 
 /// What to add to a [`EngineError::NotArchived`] of a backup taken from a standby.

@@ -77,7 +77,7 @@ pub async fn verify(source: &Destination, name: &str) -> Result<VerifyReport, En
         ),
     })?;
     for seg in &segments {
-        verify_segment(&repo, &manifest, seg).await?;
+        verify_segment(&repo, manifest, seg).await?;
     }
     Ok(VerifyReport {
         parts: part_count,

@@ -270,6 +270,46 @@ fn own_part_bytes(m: &Manifest) -> u64 {
     m.part_bytes.iter().sum()
 }
 
+/// When a scheduled incremental starts a new chain instead (a `backups[]` entry's policy).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ChainPolicy {
+    /// A full backup after this many backups in a chain (the full one included).
+    pub full_every: Option<u32>,
+    /// A full backup once the chain's incrementals together stored more than this fraction
+    /// of its full backup.
+    pub max_fraction: Option<f64>,
+}
+
+/// Whether the next backup of a member whose backups are `backups` (oldest first) should be
+/// full under `policy`: when there is none, or the newest one's chain is long or large enough.
+pub fn needs_full(backups: &[BackupSummary], policy: &ChainPolicy) -> bool {
+    let Some(newest) = backups.last() else {
+        return true;
+    };
+    let length = newest.chain.len() + 1;
+    if policy.full_every.is_some_and(|n| length >= n as usize) {
+        return true;
+    }
+    let Some(fraction) = policy.max_fraction else {
+        return false;
+    };
+    let by_name = |name: &str| backups.iter().find(|b| b.name == name);
+    let full = newest
+        .chain
+        .first()
+        .and_then(|n| by_name(n))
+        .unwrap_or(newest);
+    let incrementals: u64 = newest
+        .chain
+        .iter()
+        .skip(1)
+        .filter_map(|n| by_name(n))
+        .chain((newest.parent.is_some()).then_some(newest))
+        .map(|b| b.size.compressed)
+        .sum();
+    incrementals as f64 > fraction * full.size.compressed as f64
+}
+
 /// For retention: every backup that is not in `kept` but that a kept incremental refers to,
 /// with the kept backups that need it (a backup's chain is its summary's `chain`).
 pub fn needed_by_kept(
@@ -353,6 +393,39 @@ mod tests {
                 .unwrap()
                 .contains("does not descend")
         );
+    }
+
+    #[test]
+    fn a_chain_ends_after_n_backups_or_once_it_outgrows_its_fraction() {
+        let summary = |name: &str, chain: &[&str], stored: u64| {
+            let mut m = manifest(1, "0/1", "0/2");
+            m.name = name.into();
+            m.size.compressed = stored;
+            let mut s = m.summary();
+            s.chain = chain.iter().map(|c| c.to_string()).collect();
+            s.parent = s.chain.last().cloned();
+            s
+        };
+        let every = |n| ChainPolicy {
+            full_every: Some(n),
+            max_fraction: None,
+        };
+        assert!(needs_full(&[], &ChainPolicy::default()));
+        let backups = [
+            summary("f", &[], 1000),
+            summary("i1", &["f"], 100),
+            summary("i2", &["f", "i1"], 150),
+        ];
+        assert!(!needs_full(&backups, &ChainPolicy::default()));
+        assert!(!needs_full(&backups, &every(4)));
+        assert!(needs_full(&backups, &every(3)));
+        let fraction = |f| ChainPolicy {
+            full_every: None,
+            max_fraction: Some(f),
+        };
+        assert!(needs_full(&backups, &fraction(0.2)));
+        assert!(!needs_full(&backups, &fraction(0.3)));
+        assert!(!needs_full(&backups[..1], &fraction(0.0)));
     }
 
     #[test]

@@ -273,14 +273,6 @@ impl Manifest {
         }
     }
 
-    /// Name of the backup holding `chunk`'s part: a chain member's, or this one's.
-    pub fn source_name(&self, chunk: &Chunk) -> Option<&str> {
-        match chunk.source {
-            None => Some(&self.name),
-            Some(i) => self.chain.get(i as usize).map(|l| l.name.as_str()),
-        }
-    }
-
     /// SHA-256 (hex) of the manifest's stored JSON.
     pub fn sha256(&self) -> String {
         digest(&encode(self))

@@ -341,7 +341,8 @@ fn create_tree(
         let path = pgdata.join(&f.path);
         let file = open_for_write(&path, f.mode)?;
         if f.size > 0 {
-            // One extent allocation instead of one per write (parts arrive in any order).
+            // One extent allocation instead of one per write (parts arrive in any order);
+            // where the filesystem cannot, the file grows as it is written.
             let _ = nix::fcntl::fallocate(
                 &file,
                 nix::fcntl::FallocateFlags::empty(),

@@ -354,21 +354,6 @@ fn create_tree(
     Ok(())
 }
 
-/// Asks the kernel to start writing `len` bytes at `offset` back, without waiting (a no-op
-/// where the call is not supported); the final flush then finds little left to do.
-fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open.
-    unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        );
-    }
-}
-
 fn set_mode(path: &Path, mode: u32) -> Result<(), EngineError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .map_err(EngineError::io(path))
@@ -397,6 +382,7 @@ fn write_part(
     let mut control = Vec::new();
     let mut bytes = 0;
     let mut checked = std::collections::HashSet::new();
+    let mut open: Option<Written> = None;
     for (i, c) in chunks {
         let f = &files[*i];
         let corrupt = |reason: String| EngineError::Corrupt {
@@ -428,14 +414,58 @@ fn write_part(
             control.extend_from_slice(data);
             continue;
         }
-        let path = pgdata.join(&f.path);
-        let file = open_for_write(&path, f.mode)?;
-        file.write_all_at(data, offset)
-            .map_err(EngineError::io(&path))?;
-        start_writeback(&file, offset, len);
+        // A file's windows come one after another: it is opened once, and its writeback
+        // started once for the range written.
+        if open.as_ref().is_none_or(|o| o.index != *i) {
+            if let Some(done) = open.take() {
+                done.start_writeback();
+            }
+            let path = pgdata.join(&f.path);
+            open = Some(Written {
+                index: *i,
+                file: open_for_write(&path, f.mode)?,
+                path,
+                from: offset,
+                to: offset,
+            });
+        }
+        let w = open.as_mut().expect("opened above");
+        w.file
+            .write_all_at(data, offset)
+            .map_err(EngineError::io(&w.path))?;
+        (w.from, w.to) = (w.from.min(offset), w.to.max(offset + len));
         bytes += len;
     }
+    if let Some(done) = open {
+        done.start_writeback();
+    }
     Ok((control, bytes))
+}
+
+/// A file being written by [`write_part`] and the range written so far.
+struct Written {
+    index: usize,
+    file: std::fs::File,
+    path: PathBuf,
+    from: u64,
+    to: u64,
+}
+
+impl Written {
+    /// Asks the kernel to start writing the range back, without waiting (a no-op where the
+    /// call is not supported); the final flush then finds little left to do.
+    fn start_writeback(self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open.
+        unsafe {
+            libc::sync_file_range(
+                self.file.as_raw_fd(),
+                self.from as libc::off64_t,
+                (self.to - self.from) as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
 }
 
 /// Writes backup_label, tablespace_map, recovery settings and `recovery.signal`, gives the

@@ -95,14 +95,39 @@ struct StoredPart {
 /// backup's chain).
 struct Base {
     start_lsn: Lsn,
+    /// When the parent started, nanoseconds since the Unix epoch.
+    start_ns: i64,
     files: HashMap<String, FileEntry>,
 }
+
+/// How long before the parent's start a file must have been modified last for its unchanged
+/// modification time to prove it unchanged (file times advance in clock ticks, not instantly).
+const MTIME_MARGIN_NS: i64 = 2_000_000_000;
 
 impl Base {
     /// The parent's entry of `rel` if its blocks may come from the chain: main and init
     /// forks of relations (free space and visibility maps are small and stored whole).
     fn relation(&self, rel: &str) -> Option<&FileEntry> {
         is_relation_fork(rel).then(|| self.files.get(rel))?
+    }
+
+    /// Whether `file` is a relation fork not written since well before the parent started:
+    /// the same size and modification time as the parent listed, that time at least
+    /// [`MTIME_MARGIN_NS`] before the parent's start, and the clock past it (a clock set back
+    /// proves nothing). Such a file is not read: all its blocks come from the chain.
+    fn untouched(&self, file: &FileToRead, now_ns: i64) -> bool {
+        let Some(entry) = self.relation(&file.rel) else {
+            return false;
+        };
+        match (file.mtime_ns, entry.mtime_ns) {
+            (Some(now), Some(then)) => {
+                entry.size == file.size
+                    && now == then
+                    && now < self.start_ns - MTIME_MARGIN_NS
+                    && now_ns > self.start_ns
+            }
+            _ => false,
+        }
     }
 
     /// Whether the block at `offset` (its bytes `page`) is the one the parent stored.
@@ -524,6 +549,7 @@ pub async fn backup(
             tracing::info!(backup = name, parent = %p.name, "incremental over the parent's start LSN {}", p.start_lsn);
             let base = Base {
                 start_lsn: p.start_lsn,
+                start_ns: i64::try_from(p.start_time.as_nanosecond()).unwrap_or(i64::MIN),
                 files,
             };
             (Some(Arc::new(base)), links, manifests)
@@ -544,7 +570,12 @@ pub async fn backup(
         ))
     })?;
     let total: u64 = files.iter().chain([&control]).map(|f| f.size).sum();
-    let planned = plan(&files, opts.part_size);
+    let now_ns = i64::try_from(jiff::Timestamp::now().as_nanosecond()).unwrap_or(i64::MIN);
+    let (untouched, to_read): (Vec<_>, Vec<_>) = files
+        .iter()
+        .cloned()
+        .partition(|f| f.size > 0 && base.as_ref().is_some_and(|b| b.untouched(f, now_ns)));
+    let planned = plan(&to_read, opts.part_size);
     let workers = dest.performance.upload_disk_concurrency.max(1);
     let readers = Readers {
         disk: dest
@@ -563,7 +594,7 @@ pub async fn backup(
             p(now, total);
         }
     };
-    report(0);
+    report(untouched.iter().map(|f| f.size).sum());
     let control_index = planned.len() as u32;
     let mut stored: Vec<StoredPart> = futures::stream::iter(planned.into_iter().enumerate())
         .map(|(i, chunks)| {
@@ -646,7 +677,14 @@ pub async fn backup(
         part_bytes[p.index as usize] = p.stored;
     }
     let empty = files.iter().filter(|f| f.size == 0).cloned().collect();
-    let files = assemble(empty, stored, base.as_deref());
+    let untouched = untouched.into_iter().map(|file| Piece {
+        offset: 0,
+        got: file.size,
+        stored: Vec::new(),
+        file,
+    });
+    let pieces = stored.into_iter().flat_map(|p| p.pieces).chain(untouched);
+    let files = assemble(empty, pieces, base.as_deref());
     let uncompressed = files.iter().map(|f| f.size).sum();
     let manifest = Manifest {
         format: if parent.is_some() {
@@ -710,14 +748,14 @@ pub async fn backup(
 /// are left out.
 fn assemble(
     empty: Vec<Arc<FileToRead>>,
-    parts: Vec<StoredPart>,
+    pieces: impl IntoIterator<Item = Piece>,
     base: Option<&Base>,
 ) -> Vec<FileEntry> {
     let mut by_file: BTreeMap<String, (Arc<FileToRead>, Vec<Piece>)> = empty
         .into_iter()
         .map(|f| (f.rel.clone(), (f, Vec::new())))
         .collect();
-    for piece in parts.into_iter().flat_map(|p| p.pieces) {
+    for piece in pieces {
         by_file
             .entry(piece.file.rel.clone())
             .or_insert_with(|| (piece.file.clone(), Vec::new()))
@@ -750,6 +788,7 @@ fn assemble(
                 size,
                 mode: file.mode,
                 crc32c: manifest::combined_crc(&chunks),
+                mtime_ns: file.mtime_ns,
                 chunks,
             }
         })
@@ -782,6 +821,7 @@ mod tests {
             abs: rel.into(),
             size,
             mode: 0o600,
+            mtime_ns: None,
         })
     }
 
@@ -856,7 +896,8 @@ mod tests {
                 stored: 0,
             },
         ];
-        let entries = assemble(vec![file("c", 0)], stored, None);
+        let pieces = stored.into_iter().flat_map(|p| p.pieces);
+        let entries = assemble(vec![file("c", 0)], pieces, None);
         assert_eq!(entries.len(), 2);
         assert_eq!((entries[0].path.as_str(), entries[0].size), ("b", 25));
         assert_eq!(entries[0].crc32c, crc32c::crc32c(&data));
@@ -878,7 +919,7 @@ mod tests {
             ],
             stored: 0,
         }];
-        let entries = assemble(Vec::new(), stored, None);
+        let entries = assemble(Vec::new(), stored.into_iter().flat_map(|p| p.pieces), None);
         assert_eq!((entries[0].size, entries[0].chunks.len()), (4, 1));
     }
 
@@ -935,6 +976,7 @@ mod tests {
             abs,
             size: 5 * BLOCK_SIZE,
             mode: 0o600,
+            mtime_ns: None,
         });
         let parent_chunk = Chunk {
             source: Some(0),
@@ -951,12 +993,16 @@ mod tests {
             size: 4 * BLOCK_SIZE,
             mode: 0o600,
             crc32c: 9,
+            mtime_ns: Some(1_000),
             chunks: vec![parent_chunk],
         };
         let base = Base {
             start_lsn: Lsn(100),
+            start_ns: 10_000_000_000,
             files: HashMap::from([(rel.to_string(), parent)]),
         };
+        // Not untouched: its size differs from the parent's.
+        assert!(!base.untouched(&f, 20_000_000_000));
         let planned = [PlannedChunk {
             file: f.clone(),
             offset: 0,
@@ -973,12 +1019,7 @@ mod tests {
         let at = pieces[0].stored[1].at as usize;
         assert_eq!(&payload[at..], blocks[4]);
 
-        let parts = vec![StoredPart {
-            index: 0,
-            pieces,
-            stored: 0,
-        }];
-        let entry = assemble(Vec::new(), parts, Some(&base)).remove(0);
+        let entry = assemble(Vec::new(), pieces, Some(&base)).remove(0);
         assert_eq!(entry.size, 5 * BLOCK_SIZE);
         let windows: Vec<(Option<u32>, u64, u64)> = entry
             .chunks
@@ -1002,5 +1043,56 @@ mod tests {
             (7, 3 * BLOCK_SIZE)
         );
         assert_eq!(entry.crc32c, manifest::combined_crc(&entry.chunks));
+    }
+
+    #[test]
+    fn a_file_is_untouched_only_with_the_parents_size_and_an_old_modification_time() {
+        let rel = "base/5/16384";
+        let entry = FileEntry {
+            path: rel.into(),
+            size: 8192,
+            mode: 0o600,
+            crc32c: 0,
+            mtime_ns: Some(5_000_000_000),
+            chunks: Vec::new(),
+        };
+        let base = Base {
+            start_lsn: Lsn(100),
+            start_ns: 10_000_000_000,
+            files: HashMap::from([(rel.to_string(), entry)]),
+        };
+        let listed = |rel: &str, size, mtime_ns| FileToRead {
+            rel: rel.into(),
+            abs: rel.into(),
+            size,
+            mode: 0o600,
+            mtime_ns,
+        };
+        let now = 20_000_000_000;
+        assert!(base.untouched(&listed(rel, 8192, Some(5_000_000_000)), now));
+        // Written since, or resized, or the time unknown, or the clock set back.
+        assert!(!base.untouched(&listed(rel, 8192, Some(5_000_000_001)), now));
+        assert!(!base.untouched(&listed(rel, 16384, Some(5_000_000_000)), now));
+        assert!(!base.untouched(&listed(rel, 8192, None), now));
+        assert!(!base.untouched(&listed(rel, 8192, Some(5_000_000_000)), 9_000_000_000));
+        // Modified too close to the parent's start: its time proves nothing.
+        let close = Base {
+            start_ns: 6_000_000_000,
+            ..base
+        };
+        assert!(!close.untouched(&listed(rel, 8192, Some(5_000_000_000)), now));
+        // Only relation forks.
+        let mut other = close;
+        other.start_ns = 10_000_000_000;
+        let map = "base/5/16384_fsm";
+        let entry = other.files[rel].clone();
+        other.files.insert(
+            map.into(),
+            FileEntry {
+                path: map.into(),
+                ..entry
+            },
+        );
+        assert!(!other.untouched(&listed(map, 8192, Some(5_000_000_000)), now));
     }
 }

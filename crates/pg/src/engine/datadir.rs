@@ -51,6 +51,8 @@ pub(crate) struct FileToRead {
     pub size: u64,
     /// Permission bits.
     pub mode: u32,
+    /// Last modification, nanoseconds since the Unix epoch, when listed.
+    pub mtime_ns: Option<i64>,
 }
 
 /// What a backup reads: directories, files and tablespaces.
@@ -156,6 +158,11 @@ fn walk(dir: &Path, rel: &str, out: &mut Listing) -> Result<(), EngineError> {
                 abs,
                 size: meta.len(),
                 mode,
+                mtime_ns: meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| jiff::Timestamp::try_from(t).ok())
+                    .and_then(|t| i64::try_from(t.as_nanosecond()).ok()),
             });
         }
     }

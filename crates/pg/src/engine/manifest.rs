@@ -151,6 +151,9 @@ pub struct FileEntry {
     pub mode: u32,
     /// CRC-32C of the stored bytes.
     pub crc32c: u32,
+    /// Last modification when listed, nanoseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_ns: Option<i64>,
     /// The file's bytes in order.
     pub chunks: Vec<Chunk>,
 }

@@ -1,11 +1,39 @@
 //! SGObjectStorage: where backups are stored.
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::meta::SecretKeySelector;
 
 /// `spec` of an SGObjectStorage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Clippy reads the repeated `printcolumn(name, type_, priority)` keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "stackgres.io",
+    version = "v1beta1",
+    kind = "SGObjectStorage",
+    plural = "sgobjectstorages",
+    shortname = "sgobjs",
+    namespaced,
+    derive = "PartialEq",
+    doc = "Where backups are stored.",
+    printcolumn(name = "TYPE", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "BUCKET", type_ = "string", json_path = ".spec.*.bucket"),
+    printcolumn(name = "PATH", type_ = "string", json_path = ".spec.filesystem.path"),
+    printcolumn(
+        name = "AGE",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "ENCRYPTION",
+        type_ = "string",
+        json_path = ".spec.encryption.method",
+        priority = 1
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectStorageSpec {
     #[serde(rename = "type")]
@@ -25,7 +53,7 @@ pub struct ObjectStorageSpec {
 }
 
 /// The storage backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum StorageType {
     S3,
@@ -36,7 +64,7 @@ pub enum StorageType {
 }
 
 /// Amazon S3.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3 {
     pub bucket: String,
@@ -48,7 +76,7 @@ pub struct S3 {
 }
 
 /// An S3-compatible server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3Compatible {
     pub bucket: String,
@@ -64,17 +92,23 @@ pub struct S3Compatible {
 }
 
 /// AWS-style credentials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsCredentials {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// StackGres writes `useIAMRole`; `useIamRole` is read too.
+    #[serde(
+        rename = "useIAMRole",
+        alias = "useIamRole",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub use_iam_role: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_selectors: Option<AwsSecretKeySelectors>,
 }
 
 /// Secrets holding AWS-style keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsSecretKeySelectors {
     pub access_key_id: SecretKeySelector,
@@ -84,7 +118,7 @@ pub struct AwsSecretKeySelectors {
 }
 
 /// Google Cloud Storage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Gcs {
     pub bucket: String,
@@ -95,7 +129,7 @@ pub struct Gcs {
 }
 
 /// GCP credentials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GcpCredentials {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,7 +139,7 @@ pub struct GcpCredentials {
 }
 
 /// Secret holding a GCP service account.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GcpSecretKeySelectors {
     #[serde(rename = "serviceAccountJSON")]
@@ -113,7 +147,7 @@ pub struct GcpSecretKeySelectors {
 }
 
 /// Azure Blob Storage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AzureBlob {
     pub bucket: String,
@@ -125,7 +159,7 @@ pub struct AzureBlob {
 }
 
 /// Azure credentials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AzureCredentials {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,7 +167,7 @@ pub struct AzureCredentials {
 }
 
 /// Secrets holding Azure keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AzureSecretKeySelectors {
     pub storage_account: SecretKeySelector,
@@ -141,14 +175,14 @@ pub struct AzureSecretKeySelectors {
 }
 
 /// Our extension: objects as files under a directory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Filesystem {
     pub path: String,
 }
 
 /// Client-side encryption of stored objects.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Encryption {
     pub method: EncryptionMethod,
@@ -159,7 +193,7 @@ pub struct Encryption {
 }
 
 /// Encryption method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EncryptionMethod {
     Sodium,
@@ -167,7 +201,7 @@ pub enum EncryptionMethod {
 }
 
 /// libsodium secret-stream encryption with a 32-byte key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Sodium {
     pub key: SecretKeySelector,
@@ -176,7 +210,7 @@ pub struct Sodium {
 }
 
 /// How the sodium key is written in its Secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyTransform {
     Base64,
@@ -185,7 +219,7 @@ pub enum KeyTransform {
 }
 
 /// OpenPGP encryption.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OpenPgp {
     pub key: SecretKeySelector,
@@ -343,7 +377,7 @@ impl ObjectStorageSpec {
     }
 }
 
-/// `useIamRole` and `secretKeySelectors` exclude each other, and one of them is needed.
+/// `useIAMRole` and `secretKeySelectors` exclude each other, and one of them is needed.
 fn check_aws_credentials(section: &str, creds: &AwsCredentials, errs: &mut Vec<(String, String)>) {
     let field = format!("{section}.awsCredentials");
     match (
@@ -352,11 +386,11 @@ fn check_aws_credentials(section: &str, creds: &AwsCredentials, errs: &mut Vec<(
     ) {
         (true, Some(_)) => errs.push((
             format!("{field}.secretKeySelectors"),
-            "not allowed when useIamRole is true: keep one".into(),
+            "not allowed when useIAMRole is true: keep one".into(),
         )),
         (false, None) => errs.push((
             field,
-            "set secretKeySelectors (accessKeyId and secretAccessKey) or useIamRole: true".into(),
+            "set secretKeySelectors (accessKeyId and secretAccessKey) or useIAMRole: true".into(),
         )),
         _ => {}
     }
@@ -488,13 +522,13 @@ mod tests {
             ),
             (
                 "type: s3\ns3: {bucket: b, awsCredentials: {}}",
-                "spec.s3.awsCredentials: set secretKeySelectors (accessKeyId and secretAccessKey) or useIamRole: true",
+                "spec.s3.awsCredentials: set secretKeySelectors (accessKeyId and secretAccessKey) or useIAMRole: true",
             ),
             (
                 &format!(
-                    "type: s3\ns3: {{bucket: b, awsCredentials: {{useIamRole: true, {KEYS}}}}}"
+                    "type: s3\ns3: {{bucket: b, awsCredentials: {{useIAMRole: true, {KEYS}}}}}"
                 ),
-                "spec.s3.awsCredentials.secretKeySelectors: not allowed when useIamRole is true",
+                "spec.s3.awsCredentials.secretKeySelectors: not allowed when useIAMRole is true",
             ),
             (
                 "type: s3\ns3: {bucket: b, awsCredentials: {secretKeySelectors: {accessKeyId: {name: s, key: a}, secretAccessKey: {name: s, key: b}, caCertificate: {name: s, key: c}}}}",
@@ -521,7 +555,7 @@ mod tests {
             "type: gcs\ngcs: {bucket: b, gcpCredentials: {secretKeySelectors: {serviceAccountJSON: {name: s, key: j}}}}",
             "type: gcs\ngcs: {bucket: b, endpoint: 'http://127.0.0.1:4443', gcpCredentials: {}}",
             "type: azureBlob\nazureBlob: {bucket: 'azure://c/p', azureCredentials: {secretKeySelectors: {storageAccount: {name: s, key: a}, accessKey: {name: s, key: k}}}}",
-            "type: s3\ns3: {bucket: 's3://b/p', region: eu-west-1, storageClass: STANDARD_IA, awsCredentials: {useIamRole: true}}",
+            "type: s3\ns3: {bucket: 's3://b/p', region: eu-west-1, storageClass: STANDARD_IA, awsCredentials: {useIAMRole: true}}",
             &format!(
                 "type: s3Compatible\ns3Compatible: {{bucket: b/p, endpoint: 'https://minio:9000', awsCredentials: {{{KEYS}}}}}"
             ),

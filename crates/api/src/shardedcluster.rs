@@ -1,13 +1,86 @@
 //! SGShardedCluster: a coordinator plus N shard clusters.
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster_options::{
+    Binding, ClusterMetadata, Credentials, DistributedLogs, NonProductionOptions, Observability,
+    PostgresExtension, ReplicateFrom, Ssl,
+};
+use crate::member::{
+    Autoscaling, ManagedSql, MemberConfigurations, MemberMetadata, PostgresExporter, Replication,
+    ShardOverride,
+};
+pub use crate::pods::{PersistentVolume, Pods};
 use crate::quantity::Timeout;
+use crate::services::PostgresServices;
 
 /// `spec` of an SGShardedCluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Clippy reads the repeated `printcolumn(name, type_, priority)` keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "stackgres.io",
+    version = "v1alpha1",
+    kind = "SGShardedCluster",
+    plural = "sgshardedclusters",
+    shortname = "sgscl",
+    namespaced,
+    status = "ShardedClusterStatus",
+    derive = "PartialEq",
+    doc = "A sharded cluster: a coordinator plus N shard clusters.",
+    printcolumn(name = "TYPE", type_ = "string", json_path = ".spec.type"),
+    printcolumn(
+        name = "SHARDS",
+        type_ = "integer",
+        json_path = ".spec.shards.clusters"
+    ),
+    printcolumn(
+        name = "READY",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "AGE",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "VERSION",
+        type_ = "string",
+        json_path = ".spec.postgres.version",
+        priority = 1
+    ),
+    printcolumn(
+        name = "DATABASE",
+        type_ = "string",
+        json_path = ".spec.database",
+        priority = 1
+    ),
+    printcolumn(
+        name = "COORDINATORS",
+        type_ = "integer",
+        json_path = ".spec.coordinator.instances",
+        priority = 1
+    ),
+    printcolumn(
+        name = "INSTANCES/SHARD",
+        type_ = "integer",
+        json_path = ".spec.shards.instancesPerCluster",
+        priority = 1
+    ),
+    printcolumn(
+        name = "BACKUPS",
+        type_ = "string",
+        json_path = ".spec.configurations.backups[*].sgObjectStorage",
+        priority = 1
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ShardedClusterSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub type_: Option<ShardingType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -22,10 +95,22 @@ pub struct ShardedClusterSpec {
     pub configurations: Option<Configurations>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_data: Option<InitialData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_services: Option<PostgresServices>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<ClusterMetadata>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicate_from: Option<ReplicateFrom>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed_logs: Option<DistributedLogs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_production_options: Option<NonProductionOptions>,
 }
 
 /// How data is distributed over the shards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ShardingType {
     /// The Citus extension.
@@ -35,57 +120,81 @@ pub enum ShardingType {
 }
 
 /// `spec.postgres`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Postgres {
     pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Vec<PostgresExtension>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl: Option<Ssl>,
 }
 
 /// `spec.coordinator`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Coordinator {
     pub instances: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pods: Option<Pods>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_instance_profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_sql: Option<ManagedSql>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configurations: Option<MemberConfigurations>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MemberMetadata>,
 }
 
 /// `spec.shards`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Shards {
     pub clusters: i64,
     pub instances_per_cluster: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pods: Option<Pods>,
-}
-
-/// Pod settings; only the volume size matters to the local runtime.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Pods {
-    pub persistent_volume: PersistentVolume,
-}
-
-/// `pods.persistentVolume`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PersistentVolume {
-    pub size: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class: Option<String>,
+    pub autoscaling: Option<Autoscaling>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_instance_profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_sql: Option<ManagedSql>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configurations: Option<MemberConfigurations>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MemberMetadata>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<Vec<ShardOverride>>,
 }
 
 /// `spec.configurations`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Configurations {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backups: Vec<BackupConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_exporter: Option<PostgresExporter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observability: Option<Observability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<Binding>,
 }
 
 /// One entry of `spec.configurations.backups[]`: a destination with its schedule.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackupConfiguration {
     pub sg_object_storage: String,
@@ -118,7 +227,7 @@ pub struct BackupConfiguration {
 }
 
 /// `backups[].performance`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackupPerformance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,7 +243,7 @@ pub struct BackupPerformance {
 }
 
 /// `spec.initialData`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InitialData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,7 +251,7 @@ pub struct InitialData {
 }
 
 /// `spec.initialData.restore`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Restore {
     pub from_backup: FromBackup,
@@ -151,7 +260,7 @@ pub struct Restore {
 }
 
 /// `spec.initialData.restore.fromBackup`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FromBackup {
     pub name: String,
@@ -162,7 +271,7 @@ pub struct FromBackup {
 }
 
 /// `fromBackup.pointInTimeRecovery`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PointInTimeRecovery {
     pub restore_to_timestamp: String,
@@ -196,7 +305,7 @@ impl ShardedClusterSpec {
 }
 
 /// `status` of an SGShardedCluster, written by the cluster controller.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardedClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -208,7 +317,7 @@ pub struct ShardedClusterStatus {
 }
 
 /// A Kubernetes-style condition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -223,7 +332,7 @@ pub struct Condition {
 }
 
 /// One member cluster and its instances.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberStatus {
     pub name: String,
@@ -232,7 +341,7 @@ pub struct MemberStatus {
 }
 
 /// One PostgreSQL server of a member.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceStatus {
     pub name: String,
@@ -244,7 +353,7 @@ pub struct InstanceStatus {
 }
 
 /// Progress of the initial restore.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreStatus {
     pub from_backup: String,
@@ -255,7 +364,7 @@ pub struct RestoreStatus {
 }
 
 /// Restore progress of one member.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberRestoreStatus {
     pub name: String,
@@ -274,7 +383,7 @@ fn is_zero(n: &u32) -> bool {
 }
 
 /// Where the restore of one member stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum RestorePhase {
     /// Being restored (or about to be).
     Restoring,

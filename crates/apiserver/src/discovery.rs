@@ -43,7 +43,11 @@ fn version_rank(v: &str) -> (u8, u32, u32) {
     } else {
         (rest, 2, "0")
     };
-    (stage, major.parse().unwrap_or(0), minor.parse().unwrap_or(0))
+    (
+        stage,
+        major.parse().unwrap_or(0),
+        minor.parse().unwrap_or(0),
+    )
 }
 
 fn group_document(group: &str) -> Value {
@@ -125,11 +129,12 @@ pub fn document(path: &str, schemas: &Schemas) -> Option<Value> {
     }
 }
 
-/// `/version`: the Kubernetes version whose API is served (that of the k8s-openapi types).
+/// `/version`: the Kubernetes version whose kubectl the server is tested with (1.32; a
+/// kubectl that dispatches by server version, as Google Cloud SDK's does, then runs 1.32).
 fn version() -> Value {
     json!({
-        "major": "1", "minor": "33",
-        "gitVersion": format!("v1.33.0+shardvault-{}", env!("CARGO_PKG_VERSION")),
+        "major": "1", "minor": "32",
+        "gitVersion": format!("v1.32.0+shardvault-{}", env!("CARGO_PKG_VERSION")),
         "gitCommit": "", "gitTreeState": "clean", "buildDate": "",
         "goVersion": "", "compiler": "rustc",
         "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),

@@ -110,7 +110,10 @@ mod tests {
         let v = json!({"status": {"process": {"status": "Completed"},
             "conditions": [{"type": "A", "status": "False"}, {"type": "Ready", "status": "True"}],
             "sgBackups": ["b0", "b1"]}});
-        assert_eq!(first(&v, ".status.process.status"), Some(json!("Completed")));
+        assert_eq!(
+            first(&v, ".status.process.status"),
+            Some(json!("Completed"))
+        );
         assert_eq!(first(&v, ".status.sgBackups[1]"), Some(json!("b1")));
         assert_eq!(
             first(&v, ".status.conditions[?(@.type==\"Ready\")].status"),

@@ -9,18 +9,24 @@
 
 mod admission;
 mod auth;
+mod discovery;
 mod fields;
+mod jsonpath;
 mod kubeconfig;
+mod openapi;
 mod params;
 mod patch;
 mod path;
 mod resources;
+mod schemas;
 mod server;
 mod status;
+mod table;
 mod tls;
 mod watch;
 
 pub use admission::Admission;
+pub use schemas::Schemas;
 pub use server::{ApiServer, ServeOptions};
 
 /// Header carrying what an apply (`PATCH` with a whole manifest) did: created, configured

@@ -45,20 +45,26 @@ fn core_schema(kind: Kind) -> Value {
             props["stringData"] = json!({"type": "object", "additionalProperties": {"type": "string"},
                 "description": "Secret data in plain text, merged into data on write."});
             props["type"] = json!({"type": "string", "description": "Used to ease programmatic handling of secret data."});
-            props["immutable"] = json!({"type": "boolean", "description": "When true, the data cannot be changed."});
+            props["immutable"] =
+                json!({"type": "boolean", "description": "When true, the data cannot be changed."});
         }
         Kind::Event => {
             for (f, d) in [
                 ("reason", "Why the action was taken, machine-readable."),
-                ("message", "A human-readable description of the status of this operation."),
+                (
+                    "message",
+                    "A human-readable description of the status of this operation.",
+                ),
                 ("type", "Normal or Warning."),
                 ("firstTimestamp", "When the event was first recorded."),
                 ("lastTimestamp", "When the event last occurred."),
             ] {
                 props[f] = json!({"type": "string", "description": d});
             }
-            props["count"] = json!({"type": "integer", "description": "How many times the event occurred."});
-            props["involvedObject"] = json!({"type": "object", "description": "The object this event is about."});
+            props["count"] =
+                json!({"type": "integer", "description": "How many times the event occurred."});
+            props["involvedObject"] =
+                json!({"type": "object", "description": "The object this event is about."});
         }
         _ => {}
     }
@@ -67,13 +73,14 @@ fn core_schema(kind: Kind) -> Value {
 
 /// The query parameters writes take.
 fn write_parameters() -> Value {
-    let param = |name: &str, desc: &str| {
-        json!({"name": name, "in": "query", "description": desc, "schema": {"type": "string"}, "uniqueItems": true})
-    };
+    let param = |name: &str, desc: &str| json!({"name": name, "in": "query", "description": desc, "schema": {"type": "string"}, "uniqueItems": true});
     json!([
         param("dryRun", "All: check the request and store nothing."),
         param("fieldManager", "The name of the writer."),
-        param("fieldValidation", "Strict, Warn or Ignore: how unknown fields are treated (always refused here, with their path)."),
+        param(
+            "fieldValidation",
+            "Strict, Warn or Ignore: how unknown fields are treated (always refused here, with their path)."
+        ),
     ])
 }
 
@@ -145,19 +152,30 @@ mod tests {
     #[test]
     fn the_index_names_every_group_version_document() {
         let idx = index();
-        for key in ["api/v1", "apis/stackgres.io/v1", "apis/stackgres.io/v1alpha1"] {
+        for key in [
+            "api/v1",
+            "apis/stackgres.io/v1",
+            "apis/stackgres.io/v1alpha1",
+        ] {
             let url = idx["paths"][key]["serverRelativeURL"].as_str().unwrap();
             let doc = document(url.trim_start_matches("/openapi/v3/"), &Schemas::default());
             assert!(doc.is_some(), "{key}");
         }
-        assert_eq!(schema_name(Kind::SGShardedBackup), "io.stackgres.v1.SGShardedBackup");
+        assert_eq!(
+            schema_name(Kind::SGShardedBackup),
+            "io.stackgres.v1.SGShardedBackup"
+        );
     }
 
     #[test]
     fn patch_operations_declare_field_validation() {
         let doc = document("apis/stackgres.io/v1", &Schemas::default()).unwrap();
-        let op = &doc["paths"]["/apis/stackgres.io/v1/namespaces/{namespace}/sgshardedbackups/{name}"]["patch"];
-        assert_eq!(op["x-kubernetes-group-version-kind"]["kind"], "SGShardedBackup");
+        let op = &doc["paths"]["/apis/stackgres.io/v1/namespaces/{namespace}/sgshardedbackups/{name}"]
+            ["patch"];
+        assert_eq!(
+            op["x-kubernetes-group-version-kind"]["kind"],
+            "SGShardedBackup"
+        );
         assert!(
             op["parameters"]
                 .as_array()

@@ -91,6 +91,11 @@ pub async fn patch(
         _ => serde_json::from_slice::<Value>(body)
             .map_err(|e| Failure::bad_request(format!("the merge patch is not JSON: {e}")))?,
     };
+    let merge = if ty == PatchType::Strategic {
+        without_directives(merge)
+    } else {
+        merge
+    };
     let store = api.store_for(params);
     let (kind, ns, name) = (
         t.kind,
@@ -129,6 +134,20 @@ pub async fn patch(
     })
     .await?;
     Ok(json_response(StatusCode::OK, out))
+}
+
+/// A strategic merge patch without its directives (`$patch`, `$setElementOrder/...`,
+/// `$retainKeys`, ...): what is left merges as a JSON merge patch.
+fn without_directives(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(k, _)| !k.starts_with('$'))
+                .map(|(k, v)| (k, without_directives(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// Applies a JSON patch as Kubernetes does: a `test` that a missing field is `null`

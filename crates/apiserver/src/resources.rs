@@ -8,13 +8,16 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use shardvault_api::Kind;
 use shardvault_store::{Deletion, Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
 use crate::params::{ReadParams, WriteParams};
 use crate::path::Target;
+use crate::schemas::Schemas;
 use crate::status::Failure;
+use crate::table::{Include, Tables};
 
 /// What every request handler needs: the store, the admission hook, the shutdown signal.
 #[derive(Clone)]
@@ -23,6 +26,8 @@ pub struct Api {
     pub store: Arc<Store>,
     /// Checks run before writes.
     pub admission: Option<Arc<dyn Admission>>,
+    /// What the CRDs say about the kinds.
+    pub schemas: Arc<Schemas>,
     /// Cancelled when the server stops (ends open watches).
     pub shutdown: CancellationToken,
 }
@@ -147,27 +152,61 @@ pub async fn handle(
     body: &Bytes,
 ) -> Result<Response, Failure> {
     let kind = t.kind;
+    let tables = crate::table::wanted(headers).then(|| {
+        Tables::new(
+            kind,
+            &api.schemas,
+            Include::parse(query.get("includeObject")),
+        )
+    });
     match (&method, t.name.clone()) {
         (&Method::GET, None) if !t.status => {
             let params = ReadParams::parse(query, kind)?;
             if params.watch {
-                return Ok(
-                    crate::watch::watch(api, kind, t.namespace, params, Arc::new(|o| o)).await,
-                );
+                let render = match tables {
+                    Some(t) => t.for_watch(),
+                    None => Arc::new(|o| o),
+                };
+                return Ok(crate::watch::watch(api, kind, t.namespace, params, render).await);
             }
-            let ns = t.namespace.clone();
-            let labels = params.labels.clone();
-            let (items, version) =
-                blocking(&api.store, move |s| s.list(kind, ns.as_deref(), &labels)).await?;
-            let items: Vec<Value> = items
-                .into_iter()
-                .filter(|o| params.fields.matches(o))
-                .collect();
+            let (items, version) = list(api, &t, &params).await?;
+            if let Some(tables) = tables {
+                return Ok(json_response(StatusCode::OK, tables.table(&items, version)));
+            }
             Ok(json_response(
                 StatusCode::OK,
                 json!({
                     "apiVersion": kind.api_version(), "kind": format!("{}List", kind.name()),
                     "metadata": {"resourceVersion": version.to_string()}, "items": items,
+                }),
+            ))
+        }
+        (&Method::DELETE, None) if t.namespace.is_some() && !t.status => {
+            let params = ReadParams::parse(query, kind)?;
+            let options = DeleteOptions::parse(query, body)?;
+            let (items, version) = list(api, &t, &params).await?;
+            let store = api.store_for(options.write);
+            let mut deleted = Vec::new();
+            for o in items {
+                let (ns, name) = (
+                    shardvault_store::namespace_of(&o).to_string(),
+                    o.pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                );
+                match blocking(&store, move |s| options.delete(s, kind, &ns, &name)).await {
+                    Ok(Deletion::Deleted(o) | Deletion::Pending(o)) => deleted.push(o),
+                    // Taken by the cascade of an owner deleted before it.
+                    Err(f) if f.code == StatusCode::NOT_FOUND => {}
+                    Err(f) => return Err(f),
+                }
+            }
+            Ok(json_response(
+                StatusCode::OK,
+                json!({
+                    "apiVersion": kind.api_version(), "kind": format!("{}List", kind.name()),
+                    "metadata": {"resourceVersion": version.to_string()}, "items": deleted,
                 }),
             ))
         }
@@ -186,6 +225,10 @@ pub async fn handle(
         (&Method::GET, Some(name)) => {
             let ns = t.namespace.clone().unwrap_or_default();
             let obj = blocking(&api.store, move |s| s.get(kind, &ns, &name)).await?;
+            if let Some(tables) = tables {
+                let version = shardvault_store::resource_version_of(&obj).unwrap_or(0);
+                return Ok(json_response(StatusCode::OK, tables.table(&[obj], version)));
+            }
             Ok(json_response(StatusCode::OK, obj))
         }
         (&Method::PUT, Some(_)) => {
@@ -209,14 +252,7 @@ pub async fn handle(
             let options = DeleteOptions::parse(query, body)?;
             let ns = t.namespace.clone().unwrap_or_default();
             let store = api.store_for(options.write);
-            let out = blocking(&store, move |s| {
-                if options.orphan {
-                    s.delete_orphaning(kind, &ns, &name)
-                } else {
-                    s.delete(kind, &ns, &name)
-                }
-            })
-            .await?;
+            let out = blocking(&store, move |s| options.delete(s, kind, &ns, &name)).await?;
             Ok(match out {
                 Deletion::Deleted(o) => json_response(StatusCode::OK, o),
                 Deletion::Pending(o) => json_response(StatusCode::ACCEPTED, o),
@@ -224,6 +260,18 @@ pub async fn handle(
         }
         _ => Err(Failure::method_not_allowed(&method)),
     }
+}
+
+/// The objects a list names: kind, namespace, both selectors; and the version read at.
+async fn list(api: &Api, t: &Target, params: &ReadParams) -> Result<(Vec<Value>, u64), Failure> {
+    let (kind, ns, labels) = (t.kind, t.namespace.clone(), params.labels.clone());
+    let (items, version) =
+        blocking(&api.store, move |s| s.list(kind, ns.as_deref(), &labels)).await?;
+    let items = items
+        .into_iter()
+        .filter(|o| params.fields.matches(o))
+        .collect();
+    Ok((items, version))
 }
 
 /// The options of a delete, from the query and a `DeleteOptions` body.
@@ -235,6 +283,15 @@ struct DeleteOptions {
 }
 
 impl DeleteOptions {
+    /// Deletes one object with these options.
+    fn delete(self, s: &Store, kind: Kind, ns: &str, name: &str) -> Result<Deletion, StoreError> {
+        if self.orphan {
+            s.delete_orphaning(kind, ns, name)
+        } else {
+            s.delete(kind, ns, name)
+        }
+    }
+
     fn parse(query: &HashMap<String, String>, body: &Bytes) -> Result<DeleteOptions, Failure> {
         let mut write = WriteParams::parse(query)?;
         let opts: Value = if body.is_empty() {

@@ -33,6 +33,16 @@ impl Schemas {
         Schemas { crds }
     }
 
+    /// The CRDs of the kinds shardvault serves (`shardvault_api::crds`).
+    pub fn served() -> Schemas {
+        Schemas::new(
+            shardvault_api::crds()
+                .iter()
+                .filter_map(|c| serde_json::to_value(c).ok())
+                .collect(),
+        )
+    }
+
     fn crd(&self, kind: Kind) -> Option<&Value> {
         self.crds.iter().find(|c| {
             c.pointer("/spec/names/kind").and_then(Value::as_str) == Some(kind.name())

@@ -18,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
 use crate::resources::{self, Api};
+use crate::schemas::Schemas;
 use crate::status::Failure;
 use crate::tls::{Identity, TlsListener};
-use crate::{StartError, auth, kubeconfig, path};
+use crate::{StartError, auth, discovery, kubeconfig, openapi, path};
 
 /// How long open connections (watches) may take to close once shutdown began.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -36,16 +37,19 @@ pub struct ServeOptions {
     pub http: Option<(SocketAddr, String)>,
     /// Checks that need other objects, run before writes.
     pub admission: Option<Arc<dyn Admission>>,
+    /// The CRDs: printer columns, categories, OpenAPI schemas.
+    pub schemas: Schemas,
 }
 
 impl Default for ServeOptions {
-    /// HTTPS on 127.0.0.1 at a free port, nothing else.
+    /// HTTPS on 127.0.0.1 at a free port, nothing else; the served CRDs.
     fn default() -> ServeOptions {
         ServeOptions {
             https: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
             unix_socket: None,
             http: None,
             admission: None,
+            schemas: Schemas::served(),
         }
     }
 }
@@ -74,6 +78,7 @@ impl ApiServer {
         let api = Api {
             store,
             admission: options.admission.clone(),
+            schemas: Arc::new(options.schemas.clone()),
             shutdown: shutdown.clone(),
         };
         let token = auth::new_token();
@@ -230,6 +235,16 @@ async fn handle(
     let p = uri.path();
     if p == "/healthz" || p == "/readyz" || p == "/livez" {
         return axum::Json(json!({"status": "ok"})).into_response();
+    }
+    if method == Method::GET {
+        let doc = match p.strip_prefix("/openapi/v3") {
+            Some("" | "/") => Some(openapi::index()),
+            Some(key) => openapi::document(key.trim_start_matches('/'), &state.api.schemas),
+            None => discovery::document(p, &state.api.schemas),
+        };
+        if let Some(doc) = doc {
+            return axum::Json(doc).into_response();
+        }
     }
     let Some(target) = path::parse(p) else {
         return Failure::no_such_path(p).into_response();

@@ -72,6 +72,14 @@ impl IntoResponse for Failure {
     }
 }
 
+/// `sgshardedbackups.stackgres.io`, `secrets`: a resource as Kubernetes names it in errors.
+fn resource(kind: shardvault_api::Kind) -> String {
+    match kind.group() {
+        "" => kind.plural().to_string(),
+        g => format!("{}.{g}", kind.plural()),
+    }
+}
+
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Failure {
         let code =
@@ -90,10 +98,21 @@ impl From<StoreError> for Failure {
             })),
             _ => None,
         };
+        // Kubernetes's own wording for these two, which kubectl users know.
+        let message = match &e {
+            StoreError::NotFound { kind, name, .. } => {
+                format!("{} {name:?} not found", resource(*kind))
+            }
+            StoreError::AlreadyExists { kind, name, .. } => format!(
+                "{} {name:?} already exists: change it with apply, or delete it first",
+                resource(*kind)
+            ),
+            _ => e.to_string(),
+        };
         Failure {
             code,
             reason: e.reason(),
-            message: e.to_string(),
+            message,
             details,
         }
     }

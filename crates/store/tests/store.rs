@@ -274,3 +274,36 @@ fn reopening_keeps_everything() {
     let b = s.create(&storage("b")).unwrap();
     assert_eq!(rv(&b), version + 1);
 }
+
+#[test]
+fn dry_run_writes_answer_and_roll_back() {
+    let (_d, s) = open();
+    let live = s.create(&storage("kept")).unwrap();
+    let dry = s.dry_run();
+    let answered = dry.create(&storage("never")).unwrap();
+    assert_eq!(answered["metadata"]["name"], "never");
+    assert!(dry.create(&storage("kept")).is_err(), "checks still run");
+    assert!(matches!(
+        dry.delete(Kind::SGObjectStorage, "default", "kept")
+            .unwrap(),
+        Deletion::Deleted(_)
+    ));
+    assert!(s.get(Kind::SGObjectStorage, "default", "never").is_err());
+    assert_eq!(
+        s.get(Kind::SGObjectStorage, "default", "kept").unwrap(),
+        live
+    );
+    assert_eq!(s.version(), rv(&live), "the version does not move");
+}
+
+#[test]
+fn orphaning_delete_keeps_what_the_owner_owned() {
+    let (_d, s) = open();
+    s.create(&cluster()).unwrap();
+    let owner = s.create(&sharded_backup("owner")).unwrap();
+    s.create(&owned_by(storage("child"), &owner)).unwrap();
+    s.delete_orphaning(Kind::SGShardedBackup, "default", "owner")
+        .unwrap();
+    let child = s.get(Kind::SGObjectStorage, "default", "child").unwrap();
+    assert_eq!(child["metadata"]["ownerReferences"], json!([]));
+}

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod daemon;
+pub mod guide;
 pub mod manifests;
 
 use std::path::{Path, PathBuf};

@@ -28,3 +28,8 @@ print(pathlib.Path(w.__file__).parent / "vendor/fake-gcs-server/bin" / f"fake-gc
   ln -sf "$gcs_bin" /usr/local/bin/fake-gcs-server
 fi
 command -v azurite-blob >/dev/null 2>&1 || npm install -g --silent azurite@3
+# The web console's chart library (npm, pinned by the lockfile; built into the binary) and the
+# headless browser its test drives.
+web="$(cd "$(dirname "$0")/.." && pwd)/crates/console/web"
+[ -f "$web/node_modules/chartist/dist/index.umd.js" ] || npm ci --prefix "$web" --silent --no-audit --no-fund
+command -v chromium >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq chromium; }

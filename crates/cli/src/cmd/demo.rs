@@ -437,6 +437,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 listen: None,
                 token_file: None,
                 metrics_listen: None,
+                console_listen: None,
                 controllers: serve::Controllers::All,
             },
             shutdown.clone(),

@@ -53,6 +53,10 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (no token; opt-in).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the read-only web console at http://ADDR/ (opt-in; `shardvault console` prints
+    /// its address with the token).
+    #[arg(long, value_name = "ADDR")]
+    pub console_listen: Option<SocketAddr>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
@@ -159,7 +163,10 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
         let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
-        let tcp_state = AppState { token, ..state };
+        let tcp_state = AppState {
+            token: token.clone(),
+            ..state
+        };
         servers.spawn(
             axum::serve(tcp, router(tcp_state))
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -191,6 +198,23 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
                 .into_future(),
         );
         tracing::info!("metrics on http://{addr}/metrics");
+    }
+    if let Some(addr) = args.console_listen {
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--console-listen: cannot listen on {addr}"))?;
+        let addr = tcp.local_addr()?;
+        let console_token = match &token {
+            Some(t) => t.clone(),
+            None => Arc::<str>::from(super::console::new_token()),
+        };
+        super::console::write_url(&dir, addr, &console_token)?;
+        servers.spawn(
+            axum::serve(tcp, shardvault_console::router(store.clone(), console_token))
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .into_future(),
+        );
+        tracing::info!("web console on http://{addr}/ (open the address `shardvault console` prints)");
     }
     tracing::info!(
         "shardvault serving {} on {} (store version {})",

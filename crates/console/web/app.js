@@ -89,8 +89,8 @@ function growthChart(c, holder) {
     height: "220px",
     showArea: true,
     fullWidth: true,
-    axisY: { labelInterpolationFnc: v => `${v} MiB` },
-    chartPadding: { right: 40, left: 20 },
+    axisY: { onlyInteger: true, offset: 50 },
+    chartPadding: { right: 70, left: 10 },
   });
 }
 
@@ -120,7 +120,7 @@ function clusterCard(c) {
     c.archivingProblem ? el("p", { class: "problem archiving" }, c.archivingProblem) : null,
     el("div", { class: "panes" },
       el("div", {}, el("h3", {}, "Members"), membersTable(c)),
-      el("div", {}, el("h3", {}, "Backup size and WAL written between backups"),
+      el("div", {}, el("h3", {}, "Backup size and WAL written between backups (MiB)"),
         el("p", { class: "legend" }, el("span", { class: "a" }, "■ stored"), " ",
           el("span", { class: "b" }, "■ WAL since the backup before")),
         chart)),

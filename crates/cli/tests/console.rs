@@ -23,12 +23,18 @@ fn chromium(dir: &Path, url: &str, screenshot: Option<&Path>) -> String {
         "--window-size=1280,1400",
         "--virtual-time-budget=10000",
     ])
-    .arg(format!("--user-data-dir={}", dir.join("chromium-profile").display()));
+    .arg(format!(
+        "--user-data-dir={}",
+        dir.join("chromium-profile").display()
+    ));
     match screenshot {
         Some(png) => cmd.arg(format!("--screenshot={}", png.display())),
         None => cmd.arg("--dump-dom"),
     };
-    let out = cmd.arg(url).output().expect("chromium runs (scripts/setup.sh installs it)");
+    let out = cmd
+        .arg(url)
+        .output()
+        .expect("chromium runs (scripts/setup.sh installs it)");
     assert!(
         out.status.success(),
         "chromium failed: {}",
@@ -55,7 +61,8 @@ fn the_console_shows_clusters_backups_and_one_chart_point_per_backup() {
         });
         assert_eq!(phase(&b), "Completed", "{b:#}");
     }
-    let url = std::fs::read_to_string(d.state().join("console.url")).expect("the console's address");
+    let url =
+        std::fs::read_to_string(d.state().join("console.url")).expect("the console's address");
     let url = url.trim();
     let base = url.split("/login").next().unwrap();
 
@@ -65,21 +72,41 @@ fn the_console_shows_clusters_backups_and_one_chart_point_per_backup() {
 
     let page = chromium(d.state(), url, None);
     assert!(page.contains(r#"data-cluster="shop""#), "{page}");
-    assert!(page.contains("shop-coord") && page.contains("shop-shard0"), "{page}");
+    assert!(
+        page.contains("shop-coord") && page.contains("shop-shard0"),
+        "{page}"
+    );
     for name in ["shop-first", "shop-second"] {
-        assert!(page.contains(&format!(r#"<tr class="backup" data-backup="{name}""#)), "{page}");
+        assert!(
+            page.contains(&format!(r#"<tr class="backup" data-backup="{name}""#)),
+            "{page}"
+        );
         assert!(page.contains(&format!(r#"data-backup="{name}""#)), "{page}");
     }
     // Chartist draws one `ct-point` per value: two series (stored, WAL) of two backups.
     assert_eq!(count(&page, r#"class="ct-point""#), 4, "{page}");
     assert_eq!(count(&page, "<rect class=\"Completed\""), 2, "{page}");
 
-    let detail = chromium(d.state(), &format!("{url}#backup/default/shop-second"), None);
-    assert!(detail.contains(r#"data-sgbackup="shop-second-coord""#), "{detail}");
-    assert!(detail.contains(r#"data-sgbackup="shop-second-shard0""#), "{detail}");
+    let detail = chromium(
+        d.state(),
+        &format!("{url}#backup/default/shop-second"),
+        None,
+    );
+    assert!(
+        detail.contains(r#"data-sgbackup="shop-second-coord""#),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(r#"data-sgbackup="shop-second-shard0""#),
+        "{detail}"
+    );
 
     let png = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
     chromium(d.state(), url, Some(&png));
     let bytes = std::fs::read(&png).expect("the screenshot");
-    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000, "{} bytes", bytes.len());
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+        "{} bytes",
+        bytes.len()
+    );
 }

@@ -9,8 +9,14 @@ pub struct Asset {
 /// The asset served at `path`, if any.
 pub fn find(path: &str) -> Option<Asset> {
     let (content_type, body): (&str, &[u8]) = match path {
-        "/" | "/index.html" => ("text/html; charset=utf-8", include_bytes!("../web/index.html")),
-        "/app.js" => ("text/javascript; charset=utf-8", include_bytes!("../web/app.js")),
+        "/" | "/index.html" => (
+            "text/html; charset=utf-8",
+            include_bytes!("../web/index.html"),
+        ),
+        "/app.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../web/app.js"),
+        ),
         "/app.css" => ("text/css; charset=utf-8", include_bytes!("../web/app.css")),
         "/vendor/chartist.js" => (
             "text/javascript; charset=utf-8",

@@ -46,9 +46,15 @@ mod tests {
     fn a_token_is_read_from_the_bearer_header_or_the_cookie() {
         let mut h = HeaderMap::new();
         assert_eq!(presented(&h), None);
-        h.insert(header::COOKIE, HeaderValue::from_static("a=1; shardvault_console=tok"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; shardvault_console=tok"),
+        );
         assert_eq!(presented(&h), Some("tok"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer other"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer other"),
+        );
         assert_eq!(presented(&h), Some("other"));
     }
 

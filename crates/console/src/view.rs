@@ -4,41 +4,21 @@
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shardvault_api::Kind;
-use shardvault_api::backup::{BackupPhase, BackupStatus};
-use shardvault_api::shardedbackup::{ShardedBackupSpec, ShardedBackupStatus};
-use shardvault_api::shardedcluster::{ShardedClusterSpec, ShardedClusterStatus};
+use shardvault_api::backup::BackupPhase;
+use shardvault_api::shardedcluster::ShardingType;
+use shardvault_api::{Kind, SGBackup, SGShardedBackup, SGShardedCluster};
 use shardvault_store::{Selector, Store, StoreError};
 
-/// A stored object with typed spec and status.
-#[derive(Debug, Clone, Deserialize)]
-struct Object<S, T> {
-    metadata: Meta,
-    spec: S,
-    #[serde(default = "none")]
-    status: Option<T>,
-}
-
-fn none<T>() -> Option<T> {
-    None
-}
-
-/// The part of `metadata` the console shows.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Meta {
-    name: String,
-    #[serde(default)]
-    namespace: Option<String>,
-}
-
-impl Meta {
-    fn namespace(&self) -> &str {
-        self.namespace.as_deref().unwrap_or("default")
-    }
+/// Namespace and name of a stored object.
+fn key(meta: &ObjectMeta) -> (&str, &str) {
+    (
+        meta.namespace.as_deref().unwrap_or("default"),
+        meta.name.as_deref().unwrap_or_default(),
+    )
 }
 
 /// Everything the console page shows.
@@ -142,9 +122,9 @@ pub struct GrowthPoint {
     pub wal_bytes: u64,
 }
 
-type Cluster = Object<ShardedClusterSpec, ShardedClusterStatus>;
-type ShardedBackup = Object<ShardedBackupSpec, ShardedBackupStatus>;
-type MemberBackup = Object<Value, BackupStatus>;
+type Cluster = SGShardedCluster;
+type ShardedBackup = SGShardedBackup;
+type MemberBackup = SGBackup;
 
 fn typed<T: DeserializeOwned>(docs: Vec<Value>) -> Vec<T> {
     docs.into_iter()
@@ -170,19 +150,15 @@ fn build(
     members: &[MemberBackup],
     now: Timestamp,
 ) -> Overview {
-    let by_name: BTreeMap<(&str, &str), &MemberBackup> = members
-        .iter()
-        .map(|m| ((m.metadata.namespace(), m.metadata.name.as_str()), m))
-        .collect();
+    let by_name: BTreeMap<(&str, &str), &MemberBackup> =
+        members.iter().map(|m| (key(&m.metadata), m)).collect();
     let clusters = clusters
         .iter()
         .map(|c| {
-            let ns = c.metadata.namespace();
+            let (ns, name) = key(&c.metadata);
             let mut mine: Vec<BackupView> = backups
                 .iter()
-                .filter(|b| {
-                    b.metadata.namespace() == ns && b.spec.sg_sharded_cluster == c.metadata.name
-                })
+                .filter(|b| key(&b.metadata).0 == ns && b.spec.sg_sharded_cluster == name)
                 .map(|b| backup_view(b, &by_name))
                 .collect();
             mine.sort_by(|a, b| (&a.start, &a.name).cmp(&(&b.start, &b.name)));
@@ -202,13 +178,18 @@ fn cluster_view(c: &Cluster, backups: Vec<BackupView>, growth: Vec<GrowthPoint>)
     let ready = condition("Ready");
     let archiving_problem = condition("WALArchiving")
         .filter(|x| x.status == "False")
-        .map(|x| x.message.clone().unwrap_or_else(|| "WAL archiving fails".into()));
+        .map(|x| {
+            x.message
+                .clone()
+                .unwrap_or_else(|| "WAL archiving fails".into())
+        });
+    let (namespace, name) = key(&c.metadata);
     ClusterView {
-        namespace: c.metadata.namespace().to_string(),
-        name: c.metadata.name.clone(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
         sharding: match c.spec.sharding_type() {
-            shardvault_api::shardedcluster::ShardingType::Citus => "citus".into(),
-            shardvault_api::shardedcluster::ShardingType::Ddp => "ddp".into(),
+            ShardingType::Citus => "citus".into(),
+            ShardingType::Ddp => "ddp".into(),
         },
         ready: ready.is_some_and(|x| x.status == "True"),
         ready_message: ready.and_then(|x| x.message.clone()),
@@ -252,7 +233,7 @@ fn backup_view(b: &ShardedBackup, by_name: &BTreeMap<(&str, &str), &MemberBackup
         .sg_backups
         .iter()
         .map(|name| {
-            let member = by_name.get(&(b.metadata.namespace(), name.as_str()));
+            let member = by_name.get(&(key(&b.metadata).0, name.as_str()));
             let st = member.and_then(|m| m.status.as_ref());
             let info = st.and_then(|s| s.backup_information.as_ref());
             MemberBackupView {
@@ -267,7 +248,7 @@ fn backup_view(b: &ShardedBackup, by_name: &BTreeMap<(&str, &str), &MemberBackup
         })
         .collect();
     BackupView {
-        name: b.metadata.name.clone(),
+        name: key(&b.metadata).1.to_string(),
         phase: status.process.status.to_string(),
         failure: status.process.failure.clone(),
         start: timing.start.clone(),
@@ -307,10 +288,13 @@ fn positions(b: &ShardedBackup) -> BTreeMap<String, u64> {
 fn growth(backups: &[ShardedBackup], views: &[BackupView], ns: &str) -> Vec<GrowthPoint> {
     let mut previous: Option<BTreeMap<String, u64>> = None;
     let mut out = Vec::new();
-    for v in views.iter().filter(|v| v.phase == BackupPhase::Completed.to_string()) {
+    for v in views
+        .iter()
+        .filter(|v| v.phase == BackupPhase::Completed.to_string())
+    {
         let Some(b) = backups
             .iter()
-            .find(|b| b.metadata.namespace() == ns && b.metadata.name == v.name)
+            .find(|b| key(&b.metadata) == (ns, v.name.as_str()))
         else {
             continue;
         };
@@ -322,7 +306,11 @@ fn growth(backups: &[ShardedBackup], views: &[BackupView], ns: &str) -> Vec<Grow
         });
         out.push(GrowthPoint {
             backup: v.name.clone(),
-            time: v.end.clone().or_else(|| v.start.clone()).unwrap_or_default(),
+            time: v
+                .end
+                .clone()
+                .or_else(|| v.start.clone())
+                .unwrap_or_default(),
             stored_bytes: v.stored_bytes,
             original_bytes: v.original_bytes,
             wal_bytes,
@@ -388,14 +376,38 @@ mod tests {
     #[test]
     fn each_completed_backup_is_one_growth_point_with_the_wal_written_since_the_last() {
         let backups = vec![
-            sharded("b2", "2026-12-02T01:00:00Z", "2026-12-02T01:00:30Z", "Completed", ["0/3000000", "0/5000000"]),
-            sharded("b1", "2026-12-02T00:00:00Z", "2026-12-02T00:00:10Z", "Completed", ["0/1000000", "0/1000000"]),
-            sharded("b3", "2026-12-02T02:00:00Z", "2026-12-02T02:00:01Z", "Failed", ["0/9000000", "0/9000000"]),
+            sharded(
+                "b2",
+                "2026-12-02T01:00:00Z",
+                "2026-12-02T01:00:30Z",
+                "Completed",
+                ["0/3000000", "0/5000000"],
+            ),
+            sharded(
+                "b1",
+                "2026-12-02T00:00:00Z",
+                "2026-12-02T00:00:10Z",
+                "Completed",
+                ["0/1000000", "0/1000000"],
+            ),
+            sharded(
+                "b3",
+                "2026-12-02T02:00:00Z",
+                "2026-12-02T02:00:01Z",
+                "Failed",
+                ["0/9000000", "0/9000000"],
+            ),
         ];
         let members = vec![member("b1-coord"), member("b1-shard0")];
         let o = build(&[cluster()], &backups, &members, Timestamp::UNIX_EPOCH);
         let c = &o.clusters[0];
-        assert_eq!(c.backups.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["b1", "b2", "b3"]);
+        assert_eq!(
+            c.backups
+                .iter()
+                .map(|b| b.name.as_str())
+                .collect::<Vec<_>>(),
+            ["b1", "b2", "b3"]
+        );
         assert_eq!(c.backups[0].duration_seconds, Some(10.0));
         assert_eq!(c.growth.len(), 2, "the failed backup is not a point");
         assert_eq!(c.growth[0].wal_bytes, 0);
@@ -410,7 +422,10 @@ mod tests {
         let c = &o.clusters[0];
         assert!(c.ready);
         assert_eq!(c.sharding, "ddp");
-        assert_eq!(c.archiving_problem.as_deref(), Some("WAL archiving fails on prod-shard0"));
+        assert_eq!(
+            c.archiving_problem.as_deref(),
+            Some("WAL archiving fails on prod-shard0")
+        );
         assert_eq!(c.members[0].instances[0].role, "primary");
     }
 

@@ -210,11 +210,16 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
         };
         super::console::write_url(&dir, addr, &console_token)?;
         servers.spawn(
-            axum::serve(tcp, shardvault_console::router(store.clone(), console_token))
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .into_future(),
+            axum::serve(
+                tcp,
+                shardvault_console::router(store.clone(), console_token),
+            )
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
         );
-        tracing::info!("web console on http://{addr}/ (open the address `shardvault console` prints)");
+        tracing::info!(
+            "web console on http://{addr}/ (open the address `shardvault console` prints)"
+        );
     }
     tracing::info!(
         "shardvault serving {} on {} (store version {})",

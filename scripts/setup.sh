@@ -34,3 +34,8 @@ if ! /usr/bin/kubectl version --client 2>/dev/null | grep -q '^Client Version: v
   echo "setup: /usr/bin/kubectl v1.32 is missing: install the kubectl package of the Kubernetes apt repository (pkgs.k8s.io, v1.32)" >&2
   exit 1
 fi
+# The web console's chart library (npm, pinned by the lockfile; built into the binary) and the
+# headless browser its test drives.
+web="$(cd "$(dirname "$0")/.." && pwd)/crates/console/web"
+[ -f "$web/node_modules/chartist/dist/index.umd.js" ] || npm ci --prefix "$web" --silent --no-audit --no-fund
+command -v chromium >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq chromium; }

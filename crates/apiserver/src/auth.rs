@@ -23,6 +23,11 @@ pub fn authorized(token: Option<&Arc<str>>, headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
+    same_token(given, token)
+}
+
+/// True when `given` equals `token`, compared without an early exit.
+pub fn same_token(given: &str, token: &str) -> bool {
     given.len() == token.len()
         && given
             .bytes()

@@ -8,7 +8,7 @@
 //! token.
 
 mod admission;
-mod auth;
+pub mod auth;
 mod discovery;
 mod fields;
 mod jsonpath;

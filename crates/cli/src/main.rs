@@ -97,6 +97,11 @@ enum Command {
     /// Retention of scheduled backups: what the next pass would delete.
     #[command(after_help = "Example:\n  shardvault retention plan my-sharded-cluster")]
     Retention(cmd::retention::Args),
+    /// Prints the address of the daemon's read-only web console, with its token.
+    #[command(
+        after_help = "Example:\n  shardvault serve --console-listen 127.0.0.1:8080 &\n  chromium \"$(shardvault console)\""
+    )]
+    Console(cmd::console::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -120,6 +125,7 @@ fn main() -> std::process::ExitCode {
         Command::Backups(args) => cmd::catalog::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Retention(args) => cmd::retention::run(args),
+        Command::Console(args) => cmd::console::run(args),
         Command::Crds => cmd::crds::run(),
     };
     match result {

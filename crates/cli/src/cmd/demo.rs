@@ -438,6 +438,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 token_file: None,
                 https_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                 metrics_listen: None,
+                console_listen: None,
                 controllers: serve::Controllers::All,
             },
             shutdown.clone(),

@@ -55,6 +55,10 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (no token; opt-in).
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the read-only web console at http://ADDR/ (opt-in; `shardvault console` prints
+    /// its address with the token).
+    #[arg(long, value_name = "ADDR")]
+    pub console_listen: Option<SocketAddr>,
 }
 
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
@@ -143,6 +147,10 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
         Some(addr) => Some(serve_metrics(addr, &store, &dir, &shutdown).await?),
         None => None,
     };
+    let console = match args.console_listen {
+        Some(addr) => Some(serve_console(addr, &store, &dir, server.token(), &shutdown).await?),
+        None => None,
+    };
     tracing::info!(
         "shardvault serving {} on {} (store version {}; kubeconfig {})",
         dir.display(),
@@ -151,8 +159,8 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
         kubeconfig.display()
     );
     let result = server.stopped().await.context("the HTTP server failed");
-    if let Some(m) = metrics {
-        m.abort();
+    for listener in [metrics, console].into_iter().flatten() {
+        listener.abort();
     }
     let _ = controllers.await;
     for f in [&socket, &pid_file, &kubeconfig] {
@@ -208,6 +216,33 @@ async fn serve_metrics(
             .await;
         if let Err(e) = served {
             tracing::warn!("the metrics listener failed: {e}");
+        }
+    }))
+}
+
+/// Serves the read-only web console at `http://addr/` to holders of the API's `token` until
+/// shutdown, and writes its login address for `shardvault console`.
+async fn serve_console(
+    addr: SocketAddr,
+    store: &Arc<Store>,
+    dir: &Path,
+    token: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--console-listen: cannot listen on {addr}"))?;
+    let addr = tcp.local_addr()?;
+    super::console::write_url(dir, addr, token)?;
+    let app = shardvault_console::router(store.clone(), Arc::from(token));
+    tracing::info!("web console on http://{addr}/ (open the address `shardvault console` prints)");
+    let shutdown = shutdown.clone();
+    Ok(tokio::spawn(async move {
+        let served = axum::serve(tcp, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::warn!("the console listener failed: {e}");
         }
     }))
 }

@@ -18,16 +18,18 @@ use shardvault_api::shardedbackup::{
 };
 use shardvault_api::shardedcluster::{ShardedClusterSpec, ShardingType};
 use shardvault_pg::config::NodeConfig;
+use shardvault_pg::engine::Repo;
 use shardvault_pg::engine::manifest::BackupSummary;
-use shardvault_pg::engine::{Repo, layout};
+use shardvault_pg::engine::prune::delete_backup;
 use shardvault_pg::runtime::cluster::ClusterObserved;
 use shardvault_store::EventType;
 use tokio::sync::mpsc;
 
-use crate::catalog::{self, MemberRecord, ShardedRecord};
 use crate::cut::CutMode;
-use crate::destination::{cluster_prefix, member_destinations};
+use crate::destination::{cluster_destination, member_destinations};
 use crate::framework::{Action, Ctx, ReconcileError, Reconciler, has_finalizer, is_deleting};
+use crate::import::{self, IMPORTED_ANNOTATION, IMPORTED_PATH_ANNOTATION};
+use crate::records::{MemberRecord, Records, SHARDED_FORMAT, ShardedRecord};
 use crate::resources::{
     Secrets, backup_config, backup_destination, cluster_storages, name_of, namespace_of,
     owner_reference, spec_of, status_of, uid_of,
@@ -127,16 +129,14 @@ async fn reconcile(
         starting,
     } = workers;
     let uid = uid_of(&obj).to_string();
-    let imported = obj
-        .pointer(&format!(
-            "/metadata/annotations/{}",
-            crate::import::IMPORTED_ANNOTATION.replace('/', "~1")
-        ))
-        .is_some();
-    if imported {
+    if let Some(storage) = annotation(&obj, IMPORTED_ANNOTATION) {
         // Found in storage, not taken here: nothing to run, and its objects are not ours
-        // to delete.
-        return Ok(Action::AwaitChange);
+        // to delete; its status comes from its record.
+        let pending = status_of::<ShardedBackupStatus>(&obj).process.status == BackupPhase::Pending;
+        if is_deleting(&obj) || !pending {
+            return Ok(Action::AwaitChange);
+        }
+        return fill_imported(&ctx, &obj, &storage.to_string()).await;
     }
     if is_deleting(&obj) {
         let worker = workers.lock().expect("not poisoned").remove(&uid);
@@ -271,6 +271,60 @@ async fn reconcile(
     Ok(Action::Requeue(Duration::from_secs(5)))
 }
 
+/// The value of annotation `key` of `obj`.
+fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.pointer("/metadata/annotations")?.get(key)?.as_str()
+}
+
+/// Writes the status of an imported sharded backup and of its SGBackups from its record in
+/// SGObjectStorage `storage` (at the prefix its annotation names), once the importer has
+/// created every SGBackup.
+async fn fill_imported(ctx: &Ctx, obj: &Value, storage: &str) -> Result<Action, ReconcileError> {
+    let (ns, name) = (namespace_of(obj), name_of(obj));
+    let field = format!("metadata.annotations[{IMPORTED_ANNOTATION:?}]");
+    let secrets = Secrets::load(ctx, ns).await?;
+    let (spec, resolved) = crate::resources::storage(ctx, &secrets, ns, storage, &field).await?;
+    let prefix = annotation(obj, IMPORTED_PATH_ANNOTATION).unwrap_or_default();
+    let dest = shardvault_storage::Destination {
+        storage: resolved.config,
+        prefix: prefix.to_string(),
+        compression: Default::default(),
+        performance: Default::default(),
+        encryption: resolved.encryption,
+    };
+    let read = async { Records::open(&dest)?.backup(name).await };
+    let record = match read.await {
+        Ok(r) => r,
+        Err(e) => {
+            let mut status = ShardedBackupStatus::default();
+            status.process.status = BackupPhase::Failed;
+            status.process.failure = Some(format!(
+                "the record of this imported backup cannot be read from SGObjectStorage {storage}: {e}"
+            ));
+            set_status(ctx, obj, &status).await?;
+            return Ok(Action::AwaitChange);
+        }
+    };
+    let imported = import::statuses(&record, prefix, storage, &spec);
+    let mut children = Vec::new();
+    for (member, status) in &imported.members {
+        match ctx.get(Kind::SGBackup, ns, member).await? {
+            Some(child) => children.push((child, status)),
+            // The importer creates the SGBackups right after this object.
+            None => return Ok(Action::Requeue(Duration::from_millis(300))),
+        }
+    }
+    for (child, status) in children {
+        ctx.update_status(
+            &child,
+            serde_json::to_value(status).expect("status serializes"),
+        )
+        .await?;
+    }
+    set_status(ctx, obj, &imported.backup).await?;
+    Ok(Action::AwaitChange)
+}
+
 /// Everything a worker needs about one sharded backup.
 struct BackupPlan {
     job: ShardedBackupJob,
@@ -303,12 +357,7 @@ async fn plan_backup(
             ),
         ));
     }
-    let entry_index: usize = obj
-        .pointer(&format!(
-            "/metadata/annotations/{}",
-            ENTRY_ANNOTATION.replace('/', "~1")
-        ))
-        .and_then(Value::as_str)
+    let entry_index: usize = annotation(obj, ENTRY_ANNOTATION)
         .map(|v| {
             v.parse().map_err(|_| {
                 ReconcileError::new(
@@ -367,9 +416,9 @@ async fn plan_backup(
             config_path: work.join(format!("{}.json", m.name)),
         });
     }
-    let (compression, performance) = crate::destination::entry_codec(entry);
+    let performance = crate::destination::entry_codec(entry).1;
     let sharding = cspec.sharding_type();
-    let catalog_prefix = cluster_prefix(entry, ns, cluster_name);
+    let catalog_dest = cluster_destination(entry, &storages[entry_index].1, ns, cluster_name);
     Ok(BackupPlan {
         job: ShardedBackupJob {
             name: name.to_string(),
@@ -391,14 +440,8 @@ async fn plan_backup(
             .and_then(Value::as_bool)
             .unwrap_or(false),
         configs,
-        catalog_config: backup_config(entry, &storages[entry_index].0, &catalog_prefix),
-        catalog_dest: shardvault_storage::Destination {
-            storage: storages[entry_index].1.config.clone(),
-            prefix: catalog_prefix,
-            compression,
-            performance,
-            encryption: storages[entry_index].1.encryption.clone(),
-        },
+        catalog_config: backup_config(entry, &storages[entry_index].0, &catalog_dest.prefix),
+        catalog_dest,
     })
 }
 
@@ -637,7 +680,7 @@ async fn cleanup_attempt(plan: &BackupPlan) {
     for m in &plan.job.members {
         for dest in &m.node_config.destinations {
             if let Ok(repo) = Repo::open(dest)
-                && let Err(e) = repo.store.delete_all(&layout::backup_dir(&m.backup)).await
+                && let Err(e) = delete_backup(&repo, &m.backup).await
             {
                 tracing::warn!("{}: cannot remove failed backup {}: {e}", m.name, m.backup);
             }
@@ -668,7 +711,7 @@ async fn complete(
     let start = status.process.timing.start.clone().unwrap_or_else(now);
     let end = now();
     let record = ShardedRecord {
-        format: catalog::CATALOG_FORMAT,
+        format: SHARDED_FORMAT,
         name: name_of(obj).to_string(),
         namespace: namespace_of(obj).to_string(),
         cluster: plan.cluster.clone(),
@@ -704,14 +747,9 @@ async fn complete(
         start: start.clone(),
         end: end.clone(),
     };
-    crate::resources::prepare_for_server(
-        &plan.catalog_dest.storage,
-        &format!("{}/sharded", plan.catalog_dest.prefix),
-    )
-    .map_err(|e| e.message)?;
-    let store = plan.catalog_dest.store().map_err(|e| e.to_string())?;
-    let codec = plan.catalog_dest.codec().map_err(|e| e.to_string())?;
-    catalog::write(&store, &codec, &record)
+    Records::open(&plan.catalog_dest)
+        .map_err(|e| e.to_string())?
+        .write_backup(&record)
         .await
         .map_err(|e| format!("cannot write the catalog record: {e}"))?;
     status.process.status = BackupPhase::Completed;
@@ -759,8 +797,7 @@ async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), ReconcileError> {
         };
         let dest = backup_destination(config, &secrets, name_of(&child))?;
         let repo = Repo::open(&dest).map_err(|e| ReconcileError::new("StorageError", e))?;
-        repo.store
-            .delete_all(&layout::backup_dir(name_of(&child)))
+        delete_backup(&repo, name_of(&child))
             .await
             .map_err(|e| ReconcileError::new("StorageError", e))?;
     }
@@ -769,10 +806,9 @@ async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), ReconcileError> {
     let status: ShardedBackupStatus = status_of(obj);
     if let Some(config) = &status.sharded_record_config {
         let dest = backup_destination(config, &secrets, name_of(obj))?;
-        let store = dest
-            .store()
-            .map_err(|e| ReconcileError::new("StorageError", e))?;
-        return catalog::delete(&store, name_of(obj))
+        return Records::open(&dest)
+            .map_err(|e| ReconcileError::new("StorageError", e))?
+            .delete_backup(name_of(obj))
             .await
             .map_err(|e| ReconcileError::new("StorageError", e));
     }
@@ -787,12 +823,9 @@ async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), ReconcileError> {
             .iter()
             .zip(cluster_storages(ctx, ns, &cspec).await?)
         {
-            let store = shardvault_storage::Store::open(
-                &storage.config,
-                &cluster_prefix(entry, ns, name_of(&cluster)),
-            )
-            .map_err(|e| ReconcileError::new("StorageError", e))?;
-            catalog::delete(&store, name_of(obj))
+            Records::open(&cluster_destination(entry, &storage, ns, name_of(&cluster)))
+                .map_err(|e| ReconcileError::new("StorageError", e))?
+                .delete_backup(name_of(obj))
                 .await
                 .map_err(|e| ReconcileError::new("StorageError", e))?;
         }

@@ -3,7 +3,6 @@
 pub mod admission;
 pub mod archive;
 pub mod backup_controller;
-pub mod catalog;
 pub mod clock;
 pub mod cluster_controller;
 pub mod cut;
@@ -11,6 +10,7 @@ pub mod destination;
 pub mod framework;
 pub mod import;
 pub mod metrics;
+pub mod records;
 pub mod registry;
 pub mod resources;
 pub mod restore_check;

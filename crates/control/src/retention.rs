@@ -13,7 +13,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
 use serde_json::Value;
@@ -22,17 +21,18 @@ use shardvault_api::objectstorage::ObjectStorageSpec;
 use shardvault_api::secret::base64_decode;
 use shardvault_api::shardedcluster::{DEFAULT_RETENTION, ShardedClusterSpec};
 use shardvault_pg::engine::manifest::list_backups;
-use shardvault_pg::engine::{EngineError, Repo, layout};
+use shardvault_pg::engine::prune::{self, WalPrune};
+use shardvault_pg::engine::{EngineError, Repo};
 use shardvault_storage::{Destination, StorageError};
 use shardvault_store::EventType;
 
 use crate::backup_controller::ENTRY_ANNOTATION;
 use crate::destination::{
-    ResolvedStorage, SecretLookup, cluster_prefix, entry_codec, member_destinations,
-    resolve_storage,
+    ResolvedStorage, SecretLookup, cluster_destination, member_destinations, resolve_storage,
 };
 use crate::framework::{Action, Ctx, ReconcileError, Reconciler, is_deleting};
 use crate::import::IMPORTED_ANNOTATION;
+use crate::records::Records;
 use crate::resources::{cluster_storages, name_of, namespace_of, spec_of, uid_of};
 
 /// Why a retention plan could not be made or carried out.
@@ -201,12 +201,6 @@ fn started(backup: &Value) -> jiff::Timestamp {
     .unwrap_or_default()
 }
 
-/// `(timeline, position)` of a WAL file name starting with a segment name.
-fn wal_position(file: &str) -> Option<(&str, &str)> {
-    let seg = file.get(..24)?;
-    layout::is_segment_name(seg).then(|| (&seg[..8], &seg[8..]))
-}
-
 fn records_err(entry: usize, err: StorageError) -> RetentionError {
     RetentionError::Objects {
         member: "restore point records".into(),
@@ -299,43 +293,15 @@ pub async fn plan(
                 .filter(|m| counts(&owner_of, &delete, retain_unmanaged_wal, &m.name))
                 .map(|m| m.start_wal_file)
                 .collect();
-            let min_tli = starts
-                .iter()
-                .filter_map(|s| wal_position(s))
-                .map(|p| p.0)
-                .min();
-            let min_pos = starts
-                .iter()
-                .filter_map(|s| wal_position(s))
-                .map(|p| p.1)
-                .min();
-            let keep_from = starts
-                .iter()
-                .filter(|s| wal_position(s).map(|p| p.1) == min_pos)
-                .min()
-                .cloned();
-            let mut doomed = Vec::new();
-            if let (Some(tli), Some(pos)) = (min_tli, min_pos) {
-                let files = repo
-                    .store
-                    .list(layout::WAL_DIR)
-                    .await
-                    .map_err(|e| fail(e.into()))?;
-                for key in files {
-                    let file = key
-                        .strip_prefix(&format!("{}/", layout::WAL_DIR))
-                        .unwrap_or(&key);
-                    if file.ends_with(".history") {
-                        continue;
-                    }
-                    if let Some((t, p)) = wal_position(file)
-                        && t <= tli
-                        && p < pos
-                    {
-                        doomed.push(file.to_string());
-                    }
-                }
-            }
+            let files = if starts.is_empty() {
+                Vec::new()
+            } else {
+                prune::list_wal(&repo).await.map_err(fail)?
+            };
+            let WalPrune {
+                keep_from,
+                delete: doomed,
+            } = prune::plan_wal_prune(&files, &starts);
             wal.push(MemberWal {
                 member: member.clone(),
                 location,
@@ -362,33 +328,20 @@ pub async fn plan(
                     .ok()
             })
             .min();
-        let (compression, performance) = entry_codec(entry);
         let record_dests = vec![
-            Destination {
-                storage: storages[e].config.clone(),
-                prefix: cluster_prefix(entry, ns, name),
-                compression,
-                performance,
-                encryption: storages[e].encryption.clone(),
-            },
+            cluster_destination(entry, &storages[e], ns, name),
             dests[0][e].clone(),
         ];
         let mut restore_points = Vec::new();
         if let Some(floor) = floor {
-            let records = crate::restore_points::list_records(
-                &record_dests[0].store().map_err(|err| records_err(e, err))?,
-                &record_dests[0].codec().map_err(|err| records_err(e, err))?,
-            )
-            .await
-            .map_err(|err| records_err(e, err))?;
+            let records = Records::open(&record_dests[0])
+                .map_err(|err| records_err(e, err))?
+                .restore_points()
+                .await
+                .map_err(|err| records_err(e, err))?;
             restore_points = records
                 .into_iter()
-                .filter(|r| {
-                    r.restore_point
-                        .time
-                        .parse::<jiff::Timestamp>()
-                        .is_ok_and(|t| t < floor)
-                })
+                .filter(|r| r.time().is_some_and(|t| t < floor))
                 .map(|r| r.restore_point.name)
                 .collect();
         }
@@ -498,21 +451,18 @@ pub async fn execute(
         }
         if !e.restore_points.is_empty() {
             for dest in &e.record_dests {
-                let store = dest
-                    .store()
-                    .map_err(|err| ReconcileError::new("StorageError", err))?;
+                let records =
+                    Records::open(dest).map_err(|err| ReconcileError::new("StorageError", err))?;
                 for rp in &e.restore_points {
-                    crate::restore_points::delete_record(&store, rp)
-                        .await
-                        .map_err(|err| {
-                            ReconcileError::new(
-                                "RetentionFailed",
-                                format!(
-                                    "{}: deleting restore point record {rp}: {err}",
-                                    store.describe()
-                                ),
-                            )
-                        })?;
+                    records.delete_restore_point(rp).await.map_err(|err| {
+                        ReconcileError::new(
+                            "RetentionFailed",
+                            format!(
+                                "{}: deleting restore point record {rp}: {err}",
+                                records.describe()
+                            ),
+                        )
+                    })?;
                 }
             }
             ctx.event(
@@ -532,21 +482,12 @@ pub async fn execute(
         for w in e.wal.iter().filter(|w| !w.delete.is_empty()) {
             let Some(dest) = &w.dest else { continue };
             let repo = Repo::open(dest).map_err(|err| ReconcileError::new("StorageError", err))?;
-            let keys: Vec<String> = w.delete.iter().map(|f| layout::wal_key(f)).collect();
-            let results: Vec<Result<(), StorageError>> = futures::stream::iter(keys)
-                .map(|k| {
-                    let store = repo.store.clone();
-                    async move { store.delete(&k).await }
-                })
-                .buffer_unordered(8)
-                .collect()
-                .await;
-            if let Some(err) = results.into_iter().find_map(Result::err) {
-                return Err(ReconcileError::new(
+            prune::delete_wal(&repo, &w.delete).await.map_err(|err| {
+                ReconcileError::new(
                     "RetentionFailed",
                     format!("{} ({}): deleting WAL: {err}", w.member, w.location),
-                ));
-            }
+                )
+            })?;
             ctx.event(
                 cluster,
                 EventType::Normal,
@@ -650,24 +591,5 @@ impl Reconciler for RetentionController {
             }
             Ok(Action::Requeue(poll))
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wal_positions_order_by_timeline_and_segment() {
-        assert_eq!(
-            wal_position("000000020000000100000003.partial"),
-            Some(("00000002", "0000000100000003"))
-        );
-        assert_eq!(wal_position("00000002.history"), None);
-        let (t, p) = wal_position("000000010000000000000010").unwrap();
-        let (t2, p2) = wal_position("0000000100000000000000FF").unwrap();
-        assert!(t <= t2 && p < p2);
-        let (_, p3) = wal_position("000000010000000100000000").unwrap();
-        assert!(p2 < p3, "positions step over the xlog id");
     }
 }

@@ -117,7 +117,7 @@ where
 /// backoff, watch errors are logged.
 pub fn running<K, E, F, Fut>(
     controller: Controller<K>,
-    mut reconcile: F,
+    reconcile: F,
     ctx: Arc<Context>,
 ) -> Running
 where
@@ -137,7 +137,7 @@ where
     let kind = K::kind(&()).into_owned();
     let report = ctx.clone();
     let stream = controller.run(
-        move |obj, ctx| reconcile(obj, ctx),
+        reconcile,
         error_policy::<K, E>,
         ctx,
     );

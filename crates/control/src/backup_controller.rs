@@ -54,6 +54,74 @@ pub fn sweep_work(state: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+/// Why a sharded backup cannot be planned, or its objects not deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The cluster's members cannot be observed (not started yet, or stopped).
+    #[error("SGShardedCluster {cluster}: {message}")]
+    ClusterNotRunning {
+        /// The cluster.
+        cluster: String,
+        /// What could not be read.
+        message: String,
+    },
+    /// The cluster has nowhere to back up to.
+    #[error(
+        "SGShardedCluster {0} has no spec.configurations.backups: add one with an sgObjectStorage"
+    )]
+    NoBackupConfiguration(String),
+    /// The backups[] entry annotation is not a valid index.
+    #[error("metadata.annotations[{ENTRY_ANNOTATION:?}]: {0}")]
+    InvalidAnnotation(String),
+    /// The work directory of the backup's node configs cannot be made.
+    #[error("{}: {source}", path.display())]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Storage failed while deleting the backup's objects.
+    #[error("{0}")]
+    Storage(String),
+    /// The resources could not be read or written.
+    #[error(transparent)]
+    Resources(#[from] ReconcileError),
+}
+
+impl BackupError {
+    /// The reason of the Event a failure is recorded as.
+    pub fn reason(&self) -> &str {
+        match self {
+            BackupError::ClusterNotRunning { .. } => "ClusterNotRunning",
+            BackupError::NoBackupConfiguration(_) => "NoBackupConfiguration",
+            BackupError::InvalidAnnotation(_) => "InvalidAnnotation",
+            BackupError::StateDir { .. } => "StateDir",
+            BackupError::Storage(_) => "StorageError",
+            BackupError::Resources(e) => &e.reason,
+        }
+    }
+
+    fn storage(e: impl std::fmt::Display) -> BackupError {
+        BackupError::Storage(e.to_string())
+    }
+}
+
+impl From<shardvault_store::StoreError> for BackupError {
+    fn from(e: shardvault_store::StoreError) -> BackupError {
+        BackupError::Resources(e.into())
+    }
+}
+
+impl From<BackupError> for ReconcileError {
+    fn from(e: BackupError) -> ReconcileError {
+        match e {
+            BackupError::Resources(e) => e,
+            e => ReconcileError::new(e.reason().to_string(), e),
+        }
+    }
+}
+
 /// Runs sharded backups.
 pub struct ShardedBackupController {
     bin: PathBuf,
@@ -219,18 +287,18 @@ async fn reconcile(
     let plan = match plan_backup(&ctx, &obj, &cluster, &bin).await {
         Ok(p) => p,
         // The cluster was Ready a moment ago: its state being unreadable now passes.
-        Err(e)
-            if e.reason == "ClusterNotRunning" && status.process.status == BackupPhase::Pending =>
+        Err(e @ BackupError::ClusterNotRunning { .. })
+            if status.process.status == BackupPhase::Pending =>
         {
-            status.process.failure = Some(format!("waiting: {}", e.message));
+            status.process.failure = Some(format!("waiting: {e}"));
             set_status(&ctx, &obj, &status).await?;
             return Ok(Action::Requeue(Duration::from_secs(3)));
         }
         Err(e) => {
             status.process.status = BackupPhase::Failed;
-            status.process.failure = Some(e.message.clone());
+            status.process.failure = Some(e.to_string());
             set_status(&ctx, &obj, &status).await?;
-            ctx.event(&obj, EventType::Warning, &e.reason, &e.message)
+            ctx.event(&obj, EventType::Warning, e.reason(), &e.to_string())
                 .await;
             return Ok(Action::AwaitChange);
         }
@@ -344,56 +412,42 @@ async fn plan_backup(
     obj: &Value,
     cluster: &Value,
     bin: &std::path::Path,
-) -> Result<BackupPlan, ReconcileError> {
+) -> Result<BackupPlan, BackupError> {
     let ns = namespace_of(obj);
     let name = name_of(obj);
     let cluster_name = name_of(cluster);
     let cspec: ShardedClusterSpec = spec_of(cluster)?;
     if cspec.backups().is_empty() {
-        return Err(ReconcileError::new(
-            "NoBackupConfiguration",
-            format!(
-                "SGShardedCluster {cluster_name} has no spec.configurations.backups: add one with an sgObjectStorage"
-            ),
-        ));
+        return Err(BackupError::NoBackupConfiguration(cluster_name.to_string()));
     }
     let entry_index: usize = annotation(obj, ENTRY_ANNOTATION)
         .map(|v| {
-            v.parse().map_err(|_| {
-                ReconcileError::new(
-                    "InvalidAnnotation",
-                    format!("metadata.annotations[{ENTRY_ANNOTATION:?}]: {v:?} is not an index"),
-                )
-            })
+            v.parse()
+                .map_err(|_| BackupError::InvalidAnnotation(format!("{v:?} is not an index")))
         })
         .transpose()?
         .unwrap_or(0);
     let entry = cspec.backups().get(entry_index).ok_or_else(|| {
-        ReconcileError::new(
-            "InvalidAnnotation",
-            format!(
-                "metadata.annotations[{ENTRY_ANNOTATION:?}]: {entry_index}: the cluster has {} backups[] entries",
-                cspec.backups().len()
-            ),
-        )
+        BackupError::InvalidAnnotation(format!(
+            "{entry_index}: the cluster has {} backups[] entries",
+            cspec.backups().len()
+        ))
     })?;
     let storages = cluster_storages(ctx, ns, &cspec).await?;
     let resolved: Vec<_> = storages.iter().map(|(_, r)| r.clone()).collect();
     let dests = member_destinations(cluster_name, ns, &cspec, &resolved);
     let cluster_dir = ctx.state_dir.join("clusters").join(ns).join(cluster_name);
-    let observed = ClusterObserved::load(&cluster_dir).map_err(|e| {
-        ReconcileError::new(
-            "ClusterNotRunning",
-            format!("SGShardedCluster {cluster_name}: {e}"),
-        )
-    })?;
+    let not_running = |e: &dyn std::fmt::Display| BackupError::ClusterNotRunning {
+        cluster: cluster_name.to_string(),
+        message: e.to_string(),
+    };
+    let observed = ClusterObserved::load(&cluster_dir).map_err(|e| not_running(&e))?;
     let work = work_dir(&ctx.state_dir, ns, name)
-        .map_err(|(dir, e)| ReconcileError::new("StateDir", format!("{}: {e}", dir.display())))?;
+        .map_err(|(path, source)| BackupError::StateDir { path, source })?;
     let mut members = Vec::new();
     let mut configs = Vec::new();
     for (i, m) in observed.members.iter().enumerate() {
-        let mut cfg = NodeConfig::load(&m.node_config)
-            .map_err(|e| ReconcileError::new("ClusterNotRunning", e))?;
+        let mut cfg = NodeConfig::load(&m.node_config).map_err(|e| not_running(&e))?;
         let dest = dests[i][entry_index].clone();
         configs.push(backup_config(entry, &storages[entry_index].0, &dest.prefix));
         cfg.destinations = vec![dest];
@@ -781,7 +835,7 @@ async fn complete(
 }
 
 /// Deletes the member backups and the catalog record of a sharded backup being deleted.
-async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), ReconcileError> {
+async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), BackupError> {
     let ns = namespace_of(obj);
     let secrets = Secrets::load(ctx, ns).await?;
     let children = ctx
@@ -796,10 +850,10 @@ async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), ReconcileError> {
             continue;
         };
         let dest = backup_destination(config, &secrets, name_of(&child))?;
-        let repo = Repo::open(&dest).map_err(|e| ReconcileError::new("StorageError", e))?;
+        let repo = Repo::open(&dest).map_err(BackupError::storage)?;
         delete_backup(&repo, name_of(&child))
             .await
-            .map_err(|e| ReconcileError::new("StorageError", e))?;
+            .map_err(BackupError::storage)?;
     }
     // The record is found from the backup itself, so it goes even when the cluster or its
     // backups[] entry is gone; backups of older versions fall back to the cluster's entries.
@@ -807,10 +861,10 @@ async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), ReconcileError> {
     if let Some(config) = &status.sharded_record_config {
         let dest = backup_destination(config, &secrets, name_of(obj))?;
         return Records::open(&dest)
-            .map_err(|e| ReconcileError::new("StorageError", e))?
+            .map_err(BackupError::storage)?
             .delete_backup(name_of(obj))
             .await
-            .map_err(|e| ReconcileError::new("StorageError", e));
+            .map_err(BackupError::storage);
     }
     let spec: ShardedBackupSpec = spec_of(obj)?;
     if let Some(cluster) = ctx
@@ -824,10 +878,10 @@ async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), ReconcileError> {
             .zip(cluster_storages(ctx, ns, &cspec).await?)
         {
             Records::open(&cluster_destination(entry, &storage, ns, name_of(&cluster)))
-                .map_err(|e| ReconcileError::new("StorageError", e))?
+                .map_err(BackupError::storage)?
                 .delete_backup(name_of(obj))
                 .await
-                .map_err(|e| ReconcileError::new("StorageError", e))?;
+                .map_err(BackupError::storage)?;
         }
     }
     Ok(())
@@ -849,4 +903,85 @@ fn work_dir(
         .and_then(|()| shardvault_pg::user::make_private_for_server(&work))
         .map_err(|e| (work.clone(), e))?;
     Ok(work)
+}
+
+#[cfg(test)]
+mod tests {
+    use shardvault_pg::engine::layout::Lsn;
+    use shardvault_pg::engine::manifest::Sizes;
+
+    use super::*;
+
+    fn summary() -> BackupSummary {
+        BackupSummary {
+            name: "b-shard0".into(),
+            start_lsn: "0/2000028".parse().unwrap(),
+            end_lsn: Lsn(0x0300_0100),
+            timeline: 1,
+            start_wal_file: "000000010000000000000002".into(),
+            end_wal_file: "000000010000000000000003".into(),
+            system_identifier: "7301234567890123456".into(),
+            postgres_version: "15.18 (Debian 15.18-0+deb12u1)".into(),
+            from_replica: true,
+            compression: Default::default(),
+            size: Sizes {
+                compressed: 1000,
+                uncompressed: 4000,
+            },
+            start_time: "2030-01-01T00:00:00Z".parse().unwrap(),
+            end_time: "2030-01-01T00:00:05Z".parse().unwrap(),
+            hostname: "host".into(),
+            pgdata: "/data/c-shard0".into(),
+            files: 900,
+            parts: 2,
+            manifest_sha256: "ab".repeat(32),
+        }
+    }
+
+    #[test]
+    fn a_member_summary_becomes_a_completed_sgbackup_status() {
+        let config = json!({"sgObjectStorage": "s", "prefix": "shardvault/default/c/c-shard0"});
+        let status = member_status(&summary(), &config);
+        assert_eq!(status.process.status, BackupPhase::Completed);
+        assert_eq!(status.internal_name.as_deref(), Some("b-shard0"));
+        assert_eq!(
+            status.backup_path.as_deref(),
+            Some("shardvault/default/c/c-shard0")
+        );
+        assert_eq!(
+            status.process.timing.end.as_deref(),
+            Some("2030-01-01T00:00:05Z")
+        );
+        let info = status.backup_information.expect("backup information");
+        assert_eq!(
+            info.postgres_version, "15.18",
+            "the plain version, as StackGres shows"
+        );
+        assert_eq!((info.size.compressed, info.size.uncompressed), (1000, 4000));
+        assert_eq!(
+            (info.lsn.start.as_str(), info.lsn.end.as_str()),
+            ("0/2000028", "0/3000100")
+        );
+        assert_eq!(info.start_wal_file, "000000010000000000000002");
+        assert_eq!(
+            info.manifest_sha256,
+            Some("ab".repeat(32)),
+            "the anchor verify checks"
+        );
+        assert_eq!(status.sg_backup_config, Some(config));
+    }
+
+    #[test]
+    fn backup_errors_keep_their_event_reasons() {
+        let e = BackupError::NoBackupConfiguration("c".into());
+        assert_eq!(e.reason(), "NoBackupConfiguration");
+        let r = ReconcileError::from(e);
+        assert_eq!(r.reason, "NoBackupConfiguration");
+        assert!(r.message.contains("spec.configurations.backups"), "{r}");
+        let inner = ReconcileError::new("MissingReference", "SGObjectStorage \"s\" not found");
+        assert_eq!(
+            ReconcileError::from(BackupError::from(inner.clone())),
+            inner
+        );
+    }
 }

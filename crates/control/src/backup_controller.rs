@@ -204,7 +204,7 @@ async fn reconcile(
         if is_deleting(&obj) || !pending {
             return Ok(Action::AwaitChange);
         }
-        return fill_imported(&ctx, &obj, &storage.to_string()).await;
+        return fill_imported(&ctx, &obj, storage).await;
     }
     if is_deleting(&obj) {
         let worker = workers.lock().expect("not poisoned").remove(&uid);

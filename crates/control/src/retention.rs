@@ -331,7 +331,7 @@ pub async fn plan(
                 .map(move |m| (m.as_str(), *b))
         })
         .collect();
-    let dests = member_destinations(name, ns, &spec, storages);
+    let dests = member_destinations(name, ns, spec, storages);
     let members = spec.member_names(name);
     let mut entries = Vec::new();
     for (e, entry) in spec.backups().iter().enumerate() {

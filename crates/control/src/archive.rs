@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use shardvault_pg::config::NodeConfig;
-use shardvault_pg::engine::{Repo, layout};
+use shardvault_pg::engine::wal::wait_archived;
+use shardvault_pg::engine::{EngineError, Repo};
 use tokio_postgres::NoTls;
 
 /// Why WAL could not be shown archived.
@@ -53,26 +54,16 @@ pub async fn seal(
         .first()
         .ok_or(ArchiveError::NoDestination)?;
     let repo = Repo::open(dest).map_err(|e| ArchiveError::Storage(e.to_string()))?;
-    let started = Instant::now();
+    let deadline = Instant::now() + wait;
     for seg in std::iter::once(segment.as_str()).chain(also) {
-        let key = layout::wal_key(seg);
-        loop {
-            let there = repo
-                .store
-                .exists(&key)
-                .await
-                .map_err(|e| ArchiveError::Storage(e.to_string()))?;
-            if there {
-                break;
-            }
-            if started.elapsed() > wait {
-                return Err(ArchiveError::Timeout {
-                    segment: seg.to_string(),
-                    secs: wait.as_secs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        wait_archived(&repo, seg, left).await.map_err(|e| match e {
+            EngineError::NotArchived { .. } => ArchiveError::Timeout {
+                segment: seg.to_string(),
+                secs: wait.as_secs(),
+            },
+            e => ArchiveError::Storage(e.to_string()),
+        })?;
     }
     Ok(segment)
 }

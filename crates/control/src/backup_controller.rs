@@ -18,16 +18,18 @@ use shardvault_api::shardedbackup::{
 };
 use shardvault_api::shardedcluster::{ShardedClusterSpec, ShardingType};
 use shardvault_pg::config::NodeConfig;
+use shardvault_pg::engine::Repo;
 use shardvault_pg::engine::manifest::BackupSummary;
-use shardvault_pg::engine::{Repo, layout};
+use shardvault_pg::engine::prune::delete_backup;
 use shardvault_pg::runtime::cluster::ClusterObserved;
 use shardvault_store::EventType;
 use tokio::sync::mpsc;
 
-use crate::catalog::{self, MemberRecord, ShardedRecord};
 use crate::cut::CutMode;
-use crate::destination::{cluster_prefix, member_destinations};
+use crate::destination::{cluster_destination, member_destinations};
 use crate::framework::{Action, Ctx, ReconcileError, Reconciler, has_finalizer, is_deleting};
+use crate::import::{self, IMPORTED_ANNOTATION, IMPORTED_PATH_ANNOTATION};
+use crate::records::{MemberRecord, Records, SHARDED_FORMAT, ShardedRecord};
 use crate::resources::{
     Secrets, backup_config, backup_destination, cluster_storages, name_of, namespace_of,
     owner_reference, spec_of, status_of, uid_of,
@@ -49,6 +51,74 @@ pub fn sweep_work(state: &std::path::Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(state.join(WORK_DIR)) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// Why a sharded backup cannot be planned, or its objects not deleted.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The cluster's members cannot be observed (not started yet, or stopped).
+    #[error("SGShardedCluster {cluster}: {message}")]
+    ClusterNotRunning {
+        /// The cluster.
+        cluster: String,
+        /// What could not be read.
+        message: String,
+    },
+    /// The cluster has nowhere to back up to.
+    #[error(
+        "SGShardedCluster {0} has no spec.configurations.backups: add one with an sgObjectStorage"
+    )]
+    NoBackupConfiguration(String),
+    /// The backups[] entry annotation is not a valid index.
+    #[error("metadata.annotations[{ENTRY_ANNOTATION:?}]: {0}")]
+    InvalidAnnotation(String),
+    /// The work directory of the backup's node configs cannot be made.
+    #[error("{}: {source}", path.display())]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Storage failed while deleting the backup's objects.
+    #[error("{0}")]
+    Storage(String),
+    /// The resources could not be read or written.
+    #[error(transparent)]
+    Resources(#[from] ReconcileError),
+}
+
+impl BackupError {
+    /// The reason of the Event a failure is recorded as.
+    pub fn reason(&self) -> &str {
+        match self {
+            BackupError::ClusterNotRunning { .. } => "ClusterNotRunning",
+            BackupError::NoBackupConfiguration(_) => "NoBackupConfiguration",
+            BackupError::InvalidAnnotation(_) => "InvalidAnnotation",
+            BackupError::StateDir { .. } => "StateDir",
+            BackupError::Storage(_) => "StorageError",
+            BackupError::Resources(e) => &e.reason,
+        }
+    }
+
+    fn storage(e: impl std::fmt::Display) -> BackupError {
+        BackupError::Storage(e.to_string())
+    }
+}
+
+impl From<shardvault_store::StoreError> for BackupError {
+    fn from(e: shardvault_store::StoreError) -> BackupError {
+        BackupError::Resources(e.into())
+    }
+}
+
+impl From<BackupError> for ReconcileError {
+    fn from(e: BackupError) -> ReconcileError {
+        match e {
+            BackupError::Resources(e) => e,
+            e => ReconcileError::new(e.reason().to_string(), e),
+        }
     }
 }
 
@@ -127,16 +197,14 @@ async fn reconcile(
         starting,
     } = workers;
     let uid = uid_of(&obj).to_string();
-    let imported = obj
-        .pointer(&format!(
-            "/metadata/annotations/{}",
-            crate::import::IMPORTED_ANNOTATION.replace('/', "~1")
-        ))
-        .is_some();
-    if imported {
+    if let Some(storage) = annotation(&obj, IMPORTED_ANNOTATION) {
         // Found in storage, not taken here: nothing to run, and its objects are not ours
-        // to delete.
-        return Ok(Action::AwaitChange);
+        // to delete; its status comes from its record.
+        let pending = status_of::<ShardedBackupStatus>(&obj).process.status == BackupPhase::Pending;
+        if is_deleting(&obj) || !pending {
+            return Ok(Action::AwaitChange);
+        }
+        return fill_imported(&ctx, &obj, storage).await;
     }
     if is_deleting(&obj) {
         let worker = workers.lock().expect("not poisoned").remove(&uid);
@@ -219,18 +287,18 @@ async fn reconcile(
     let plan = match plan_backup(&ctx, &obj, &cluster, &bin).await {
         Ok(p) => p,
         // The cluster was Ready a moment ago: its state being unreadable now passes.
-        Err(e)
-            if e.reason == "ClusterNotRunning" && status.process.status == BackupPhase::Pending =>
+        Err(e @ BackupError::ClusterNotRunning { .. })
+            if status.process.status == BackupPhase::Pending =>
         {
-            status.process.failure = Some(format!("waiting: {}", e.message));
+            status.process.failure = Some(format!("waiting: {e}"));
             set_status(&ctx, &obj, &status).await?;
             return Ok(Action::Requeue(Duration::from_secs(3)));
         }
         Err(e) => {
             status.process.status = BackupPhase::Failed;
-            status.process.failure = Some(e.message.clone());
+            status.process.failure = Some(e.to_string());
             set_status(&ctx, &obj, &status).await?;
-            ctx.event(&obj, EventType::Warning, &e.reason, &e.message)
+            ctx.event(&obj, EventType::Warning, e.reason(), &e.to_string())
                 .await;
             return Ok(Action::AwaitChange);
         }
@@ -271,6 +339,60 @@ async fn reconcile(
     Ok(Action::Requeue(Duration::from_secs(5)))
 }
 
+/// The value of annotation `key` of `obj`.
+fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.pointer("/metadata/annotations")?.get(key)?.as_str()
+}
+
+/// Writes the status of an imported sharded backup and of its SGBackups from its record in
+/// SGObjectStorage `storage` (at the prefix its annotation names), once the importer has
+/// created every SGBackup.
+async fn fill_imported(ctx: &Ctx, obj: &Value, storage: &str) -> Result<Action, ReconcileError> {
+    let (ns, name) = (namespace_of(obj), name_of(obj));
+    let field = format!("metadata.annotations[{IMPORTED_ANNOTATION:?}]");
+    let secrets = Secrets::load(ctx, ns).await?;
+    let (spec, resolved) = crate::resources::storage(ctx, &secrets, ns, storage, &field).await?;
+    let prefix = annotation(obj, IMPORTED_PATH_ANNOTATION).unwrap_or_default();
+    let dest = shardvault_storage::Destination {
+        storage: resolved.config,
+        prefix: prefix.to_string(),
+        compression: Default::default(),
+        performance: Default::default(),
+        encryption: resolved.encryption,
+    };
+    let read = async { Records::open(&dest)?.backup(name).await };
+    let record = match read.await {
+        Ok(r) => r,
+        Err(e) => {
+            let mut status = ShardedBackupStatus::default();
+            status.process.status = BackupPhase::Failed;
+            status.process.failure = Some(format!(
+                "the record of this imported backup cannot be read from SGObjectStorage {storage}: {e}"
+            ));
+            set_status(ctx, obj, &status).await?;
+            return Ok(Action::AwaitChange);
+        }
+    };
+    let imported = import::statuses(&record, prefix, storage, &spec);
+    let mut children = Vec::new();
+    for (member, status) in &imported.members {
+        match ctx.get(Kind::SGBackup, ns, member).await? {
+            Some(child) => children.push((child, status)),
+            // The importer creates the SGBackups right after this object.
+            None => return Ok(Action::Requeue(Duration::from_millis(300))),
+        }
+    }
+    for (child, status) in children {
+        ctx.update_status(
+            &child,
+            serde_json::to_value(status).expect("status serializes"),
+        )
+        .await?;
+    }
+    set_status(ctx, obj, &imported.backup).await?;
+    Ok(Action::AwaitChange)
+}
+
 /// Everything a worker needs about one sharded backup.
 struct BackupPlan {
     job: ShardedBackupJob,
@@ -290,61 +412,42 @@ async fn plan_backup(
     obj: &Value,
     cluster: &Value,
     bin: &std::path::Path,
-) -> Result<BackupPlan, ReconcileError> {
+) -> Result<BackupPlan, BackupError> {
     let ns = namespace_of(obj);
     let name = name_of(obj);
     let cluster_name = name_of(cluster);
     let cspec: ShardedClusterSpec = spec_of(cluster)?;
     if cspec.backups().is_empty() {
-        return Err(ReconcileError::new(
-            "NoBackupConfiguration",
-            format!(
-                "SGShardedCluster {cluster_name} has no spec.configurations.backups: add one with an sgObjectStorage"
-            ),
-        ));
+        return Err(BackupError::NoBackupConfiguration(cluster_name.to_string()));
     }
-    let entry_index: usize = obj
-        .pointer(&format!(
-            "/metadata/annotations/{}",
-            ENTRY_ANNOTATION.replace('/', "~1")
-        ))
-        .and_then(Value::as_str)
+    let entry_index: usize = annotation(obj, ENTRY_ANNOTATION)
         .map(|v| {
-            v.parse().map_err(|_| {
-                ReconcileError::new(
-                    "InvalidAnnotation",
-                    format!("metadata.annotations[{ENTRY_ANNOTATION:?}]: {v:?} is not an index"),
-                )
-            })
+            v.parse()
+                .map_err(|_| BackupError::InvalidAnnotation(format!("{v:?} is not an index")))
         })
         .transpose()?
         .unwrap_or(0);
     let entry = cspec.backups().get(entry_index).ok_or_else(|| {
-        ReconcileError::new(
-            "InvalidAnnotation",
-            format!(
-                "metadata.annotations[{ENTRY_ANNOTATION:?}]: {entry_index}: the cluster has {} backups[] entries",
-                cspec.backups().len()
-            ),
-        )
+        BackupError::InvalidAnnotation(format!(
+            "{entry_index}: the cluster has {} backups[] entries",
+            cspec.backups().len()
+        ))
     })?;
     let storages = cluster_storages(ctx, ns, &cspec).await?;
     let resolved: Vec<_> = storages.iter().map(|(_, r)| r.clone()).collect();
     let dests = member_destinations(cluster_name, ns, &cspec, &resolved);
     let cluster_dir = ctx.state_dir.join("clusters").join(ns).join(cluster_name);
-    let observed = ClusterObserved::load(&cluster_dir).map_err(|e| {
-        ReconcileError::new(
-            "ClusterNotRunning",
-            format!("SGShardedCluster {cluster_name}: {e}"),
-        )
-    })?;
+    let not_running = |e: &dyn std::fmt::Display| BackupError::ClusterNotRunning {
+        cluster: cluster_name.to_string(),
+        message: e.to_string(),
+    };
+    let observed = ClusterObserved::load(&cluster_dir).map_err(|e| not_running(&e))?;
     let work = work_dir(&ctx.state_dir, ns, name)
-        .map_err(|(dir, e)| ReconcileError::new("StateDir", format!("{}: {e}", dir.display())))?;
+        .map_err(|(path, source)| BackupError::StateDir { path, source })?;
     let mut members = Vec::new();
     let mut configs = Vec::new();
     for (i, m) in observed.members.iter().enumerate() {
-        let mut cfg = NodeConfig::load(&m.node_config)
-            .map_err(|e| ReconcileError::new("ClusterNotRunning", e))?;
+        let mut cfg = NodeConfig::load(&m.node_config).map_err(|e| not_running(&e))?;
         let dest = dests[i][entry_index].clone();
         configs.push(backup_config(entry, &storages[entry_index].0, &dest.prefix));
         cfg.destinations = vec![dest];
@@ -367,9 +470,9 @@ async fn plan_backup(
             config_path: work.join(format!("{}.json", m.name)),
         });
     }
-    let (compression, performance) = crate::destination::entry_codec(entry);
+    let performance = crate::destination::entry_codec(entry).1;
     let sharding = cspec.sharding_type();
-    let catalog_prefix = cluster_prefix(entry, ns, cluster_name);
+    let catalog_dest = cluster_destination(entry, &storages[entry_index].1, ns, cluster_name);
     Ok(BackupPlan {
         job: ShardedBackupJob {
             name: name.to_string(),
@@ -391,14 +494,8 @@ async fn plan_backup(
             .and_then(Value::as_bool)
             .unwrap_or(false),
         configs,
-        catalog_config: backup_config(entry, &storages[entry_index].0, &catalog_prefix),
-        catalog_dest: shardvault_storage::Destination {
-            storage: storages[entry_index].1.config.clone(),
-            prefix: catalog_prefix,
-            compression,
-            performance,
-            encryption: storages[entry_index].1.encryption.clone(),
-        },
+        catalog_config: backup_config(entry, &storages[entry_index].0, &catalog_dest.prefix),
+        catalog_dest,
     })
 }
 
@@ -637,7 +734,7 @@ async fn cleanup_attempt(plan: &BackupPlan) {
     for m in &plan.job.members {
         for dest in &m.node_config.destinations {
             if let Ok(repo) = Repo::open(dest)
-                && let Err(e) = repo.store.delete_all(&layout::backup_dir(&m.backup)).await
+                && let Err(e) = delete_backup(&repo, &m.backup).await
             {
                 tracing::warn!("{}: cannot remove failed backup {}: {e}", m.name, m.backup);
             }
@@ -668,7 +765,7 @@ async fn complete(
     let start = status.process.timing.start.clone().unwrap_or_else(now);
     let end = now();
     let record = ShardedRecord {
-        format: catalog::CATALOG_FORMAT,
+        format: SHARDED_FORMAT,
         name: name_of(obj).to_string(),
         namespace: namespace_of(obj).to_string(),
         cluster: plan.cluster.clone(),
@@ -704,14 +801,9 @@ async fn complete(
         start: start.clone(),
         end: end.clone(),
     };
-    crate::resources::prepare_for_server(
-        &plan.catalog_dest.storage,
-        &format!("{}/sharded", plan.catalog_dest.prefix),
-    )
-    .map_err(|e| e.message)?;
-    let store = plan.catalog_dest.store().map_err(|e| e.to_string())?;
-    let codec = plan.catalog_dest.codec().map_err(|e| e.to_string())?;
-    catalog::write(&store, &codec, &record)
+    Records::open(&plan.catalog_dest)
+        .map_err(|e| e.to_string())?
+        .write_backup(&record)
         .await
         .map_err(|e| format!("cannot write the catalog record: {e}"))?;
     status.process.status = BackupPhase::Completed;
@@ -743,7 +835,7 @@ async fn complete(
 }
 
 /// Deletes the member backups and the catalog record of a sharded backup being deleted.
-async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), ReconcileError> {
+async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), BackupError> {
     let ns = namespace_of(obj);
     let secrets = Secrets::load(ctx, ns).await?;
     let children = ctx
@@ -758,23 +850,21 @@ async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), ReconcileError> {
             continue;
         };
         let dest = backup_destination(config, &secrets, name_of(&child))?;
-        let repo = Repo::open(&dest).map_err(|e| ReconcileError::new("StorageError", e))?;
-        repo.store
-            .delete_all(&layout::backup_dir(name_of(&child)))
+        let repo = Repo::open(&dest).map_err(BackupError::storage)?;
+        delete_backup(&repo, name_of(&child))
             .await
-            .map_err(|e| ReconcileError::new("StorageError", e))?;
+            .map_err(BackupError::storage)?;
     }
     // The record is found from the backup itself, so it goes even when the cluster or its
     // backups[] entry is gone; backups of older versions fall back to the cluster's entries.
     let status: ShardedBackupStatus = status_of(obj);
     if let Some(config) = &status.sharded_record_config {
         let dest = backup_destination(config, &secrets, name_of(obj))?;
-        let store = dest
-            .store()
-            .map_err(|e| ReconcileError::new("StorageError", e))?;
-        return catalog::delete(&store, name_of(obj))
+        return Records::open(&dest)
+            .map_err(BackupError::storage)?
+            .delete_backup(name_of(obj))
             .await
-            .map_err(|e| ReconcileError::new("StorageError", e));
+            .map_err(BackupError::storage);
     }
     let spec: ShardedBackupSpec = spec_of(obj)?;
     if let Some(cluster) = ctx
@@ -787,14 +877,11 @@ async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), ReconcileError> {
             .iter()
             .zip(cluster_storages(ctx, ns, &cspec).await?)
         {
-            let store = shardvault_storage::Store::open(
-                &storage.config,
-                &cluster_prefix(entry, ns, name_of(&cluster)),
-            )
-            .map_err(|e| ReconcileError::new("StorageError", e))?;
-            catalog::delete(&store, name_of(obj))
+            Records::open(&cluster_destination(entry, &storage, ns, name_of(&cluster)))
+                .map_err(BackupError::storage)?
+                .delete_backup(name_of(obj))
                 .await
-                .map_err(|e| ReconcileError::new("StorageError", e))?;
+                .map_err(BackupError::storage)?;
         }
     }
     Ok(())
@@ -816,4 +903,85 @@ fn work_dir(
         .and_then(|()| shardvault_pg::user::make_private_for_server(&work))
         .map_err(|e| (work.clone(), e))?;
     Ok(work)
+}
+
+#[cfg(test)]
+mod tests {
+    use shardvault_pg::engine::layout::Lsn;
+    use shardvault_pg::engine::manifest::Sizes;
+
+    use super::*;
+
+    fn summary() -> BackupSummary {
+        BackupSummary {
+            name: "b-shard0".into(),
+            start_lsn: "0/2000028".parse().unwrap(),
+            end_lsn: Lsn(0x0300_0100),
+            timeline: 1,
+            start_wal_file: "000000010000000000000002".into(),
+            end_wal_file: "000000010000000000000003".into(),
+            system_identifier: "7301234567890123456".into(),
+            postgres_version: "15.18 (Debian 15.18-0+deb12u1)".into(),
+            from_replica: true,
+            compression: Default::default(),
+            size: Sizes {
+                compressed: 1000,
+                uncompressed: 4000,
+            },
+            start_time: "2030-01-01T00:00:00Z".parse().unwrap(),
+            end_time: "2030-01-01T00:00:05Z".parse().unwrap(),
+            hostname: "host".into(),
+            pgdata: "/data/c-shard0".into(),
+            files: 900,
+            parts: 2,
+            manifest_sha256: "ab".repeat(32),
+        }
+    }
+
+    #[test]
+    fn a_member_summary_becomes_a_completed_sgbackup_status() {
+        let config = json!({"sgObjectStorage": "s", "prefix": "shardvault/default/c/c-shard0"});
+        let status = member_status(&summary(), &config);
+        assert_eq!(status.process.status, BackupPhase::Completed);
+        assert_eq!(status.internal_name.as_deref(), Some("b-shard0"));
+        assert_eq!(
+            status.backup_path.as_deref(),
+            Some("shardvault/default/c/c-shard0")
+        );
+        assert_eq!(
+            status.process.timing.end.as_deref(),
+            Some("2030-01-01T00:00:05Z")
+        );
+        let info = status.backup_information.expect("backup information");
+        assert_eq!(
+            info.postgres_version, "15.18",
+            "the plain version, as StackGres shows"
+        );
+        assert_eq!((info.size.compressed, info.size.uncompressed), (1000, 4000));
+        assert_eq!(
+            (info.lsn.start.as_str(), info.lsn.end.as_str()),
+            ("0/2000028", "0/3000100")
+        );
+        assert_eq!(info.start_wal_file, "000000010000000000000002");
+        assert_eq!(
+            info.manifest_sha256,
+            Some("ab".repeat(32)),
+            "the anchor verify checks"
+        );
+        assert_eq!(status.sg_backup_config, Some(config));
+    }
+
+    #[test]
+    fn backup_errors_keep_their_event_reasons() {
+        let e = BackupError::NoBackupConfiguration("c".into());
+        assert_eq!(e.reason(), "NoBackupConfiguration");
+        let r = ReconcileError::from(e);
+        assert_eq!(r.reason, "NoBackupConfiguration");
+        assert!(r.message.contains("spec.configurations.backups"), "{r}");
+        let inner = ReconcileError::new("MissingReference", "SGObjectStorage \"s\" not found");
+        assert_eq!(
+            ReconcileError::from(BackupError::from(inner.clone())),
+            inner
+        );
+    }
 }

@@ -5,6 +5,7 @@ use shardvault_api::meta::SecretKeySelector;
 use shardvault_api::objectstorage::{AwsCredentials, BucketKind, ObjectStorageSpec, StorageType};
 use shardvault_api::objectstorage::{EncryptionMethod, KeyTransform as ApiKeyTransform};
 use shardvault_api::shardedcluster::{BackupConfiguration, ShardedClusterSpec};
+use shardvault_pg::engine::layout;
 use shardvault_storage::{
     Compression, Destination, Encryption, GcsCredentials, KeyTransform, Performance, StorageConfig,
 };
@@ -257,19 +258,13 @@ pub fn resolve_storage(
     Ok(ResolvedStorage { config, encryption })
 }
 
-/// The default key prefix of a cluster's backups when an entry has no `path`.
-pub fn default_path(namespace: &str, cluster: &str) -> String {
-    format!("shardvault/{namespace}/{cluster}")
-}
-
-/// Prefix of the cluster-level records (sharded backups) of a backups[] entry.
+/// Prefix of the cluster-level records (sharded backups, restore points) of a backups[]
+/// entry.
 pub fn cluster_prefix(entry: &BackupConfiguration, namespace: &str, cluster: &str) -> String {
     match (&entry.paths, &entry.path) {
-        (Some(paths), _) if !paths.is_empty() => {
-            format!("{}/cluster", paths[0].trim_matches('/'))
-        }
+        (Some(paths), _) if !paths.is_empty() => layout::records_prefix_of_paths(&paths[0]),
         (_, Some(p)) => p.trim_matches('/').to_string(),
-        _ => default_path(namespace, cluster),
+        _ => layout::default_cluster_prefix(namespace, cluster),
     }
 }
 
@@ -283,8 +278,25 @@ pub fn member_prefix(
 ) -> String {
     match (&entry.paths, &entry.path) {
         (Some(paths), _) if index < paths.len() => paths[index].trim_matches('/').to_string(),
-        (_, Some(p)) => format!("{}/{member}", p.trim_matches('/')),
-        _ => format!("{}/{member}", default_path(namespace, cluster)),
+        (_, Some(p)) => layout::member_prefix(p, member),
+        _ => layout::member_prefix(&layout::default_cluster_prefix(namespace, cluster), member),
+    }
+}
+
+/// The destination of the cluster-level records of a backups[] entry in `storage`.
+pub fn cluster_destination(
+    entry: &BackupConfiguration,
+    storage: &ResolvedStorage,
+    namespace: &str,
+    cluster: &str,
+) -> Destination {
+    let (compression, performance) = entry_codec(entry);
+    Destination {
+        storage: storage.config.clone(),
+        prefix: cluster_prefix(entry, namespace, cluster),
+        compression,
+        performance,
+        encryption: storage.encryption.clone(),
     }
 }
 

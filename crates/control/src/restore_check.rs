@@ -6,7 +6,8 @@ use shardvault_api::backup::BackupPhase;
 use shardvault_api::shardedbackup::ShardedBackupStatus;
 use shardvault_api::shardedcluster::{FromBackup, ShardedClusterSpec};
 use shardvault_pg::engine::manifest::load_anchored;
-use shardvault_pg::engine::{EngineError, Repo, layout};
+use shardvault_pg::engine::verify::read_backup_label;
+use shardvault_pg::engine::{EngineError, Repo};
 use shardvault_storage::Destination;
 
 use crate::verify::verify_record;
@@ -163,7 +164,7 @@ pub async fn check_stored(
         let (manifest, _) = load_anchored(&repo, m.sg_backup, m.manifest_sha256.as_deref())
             .await
             .map_err(|e| format!("SGBackup {}: {}", m.sg_backup, refused(e)))?;
-        repo.get(&layout::backup_file_key(&manifest.name, "backup_label"))
+        read_backup_label(&repo, &manifest.name)
             .await
             .map_err(|e| format!("SGBackup {}: {}", m.sg_backup, refused(e)))?;
     }

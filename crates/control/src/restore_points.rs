@@ -22,15 +22,16 @@ use shardvault_api::shardedbackup::RestorePoint;
 use shardvault_api::shardedcluster::{ShardedClusterSpec, ShardingType};
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::runtime::cluster::ClusterObserved;
-use shardvault_storage::{Codec, Destination, StorageError, Store};
+use shardvault_storage::Destination;
 use shardvault_store::EventType;
 
 use crate::archive::seal;
 use crate::clock::Clock;
 use crate::cut::{CutMember, CutMode, take_cut};
-use crate::destination::{cluster_prefix, entry_codec, member_destinations};
+use crate::destination::{cluster_destination, member_destinations};
 use crate::framework::{Action, Ctx, ReconcileError, Reconciler, is_deleting};
-use crate::resources::{cluster_storages, name_of, namespace_of, prepare_for_server, spec_of};
+use crate::records::{RESTORE_POINT_FORMAT, Records, RestorePointRecord, newest_at_or_before};
+use crate::resources::{cluster_storages, name_of, namespace_of, spec_of};
 use crate::schedule::{
     Decision, EntrySchedule, STARTING_DEADLINE, annotation, decide, parse_cron, set_annotation,
 };
@@ -41,28 +42,8 @@ pub const SCHEDULE_ANNOTATION: &str = "shardvault.io/restore-point-schedule";
 /// Annotation holding the restore point schedule's state and the last restore point.
 pub const STATE_ANNOTATION: &str = "shardvault.io/restore-point-state";
 
-/// Version of the restore point record format.
-pub const RECORD_FORMAT: u32 = 1;
-
-/// Key prefix of restore point records under a cluster prefix.
-const RECORDS_DIR: &str = "restorepoints";
-
 /// How long the restore point's WAL may take to reach the archive.
 const ARCHIVE_WAIT: Duration = Duration::from_secs(120);
-
-/// A scheduled cluster-wide restore point, as stored beside the sharded backup records.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RestorePointRecord {
-    /// Record format version.
-    pub format: u32,
-    /// Namespace of the cluster.
-    pub namespace: String,
-    /// SGShardedCluster name.
-    pub cluster: String,
-    /// The restore point on every member.
-    pub restore_point: RestorePoint,
-}
 
 /// The schedule state kept in [`STATE_ANNOTATION`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -81,65 +62,6 @@ pub fn restore_point_name(cluster: &str, at: Timestamp) -> String {
     format!("{cluster}-rp-{}", at.strftime("%Y-%m-%d-%H-%M-%S"))
 }
 
-/// Key of the record of restore point `name`, under a cluster prefix.
-pub fn record_key(name: &str) -> String {
-    format!("{RECORDS_DIR}/{name}.json")
-}
-
-/// Writes a restore point record under `store` (a cluster prefix).
-pub async fn write_record(
-    store: &Store,
-    codec: &Codec,
-    record: &RestorePointRecord,
-) -> Result<(), StorageError> {
-    let json = serde_json::to_vec_pretty(record).expect("record serializes");
-    store
-        .put(&record_key(&record.restore_point.name), codec.encode(&json))
-        .await
-}
-
-/// Deletes the record of restore point `name` under `store` (a missing one is no error).
-pub async fn delete_record(store: &Store, name: &str) -> Result<(), StorageError> {
-    store.delete(&record_key(name)).await
-}
-
-/// Every restore point record under `store` (a cluster prefix), oldest first.
-pub async fn list_records(
-    store: &Store,
-    codec: &Codec,
-) -> Result<Vec<RestorePointRecord>, StorageError> {
-    let mut out = Vec::new();
-    for k in store.list(RECORDS_DIR).await? {
-        let bytes = codec.decode(&k, &store.get(&k).await?)?;
-        out.push(
-            serde_json::from_slice::<RestorePointRecord>(&bytes).map_err(|e| {
-                StorageError::Corrupt {
-                    key: k.clone(),
-                    reason: format!("not a restore point record: {e}"),
-                }
-            })?,
-        );
-    }
-    out.sort_by_key(|r| r.restore_point.time.parse::<Timestamp>().ok());
-    Ok(out)
-}
-
-/// The newest restore point at or before `t` (for a consistent timestamp restore).
-pub fn newest_at_or_before(
-    records: &[RestorePointRecord],
-    t: Timestamp,
-) -> Option<&RestorePointRecord> {
-    records
-        .iter()
-        .filter(|r| {
-            r.restore_point
-                .time
-                .parse::<Timestamp>()
-                .is_ok_and(|rt| rt <= t)
-        })
-        .max_by_key(|r| r.restore_point.time.parse::<Timestamp>().ok())
-}
-
 /// The restore point a consistent timestamp restore stops at: the newest scheduled one at or
 /// before `time` recorded beside the coordinator's backup (`coordinator`), if it is not older
 /// than the backup's own restore point; otherwise the backup's restore point.
@@ -155,18 +77,14 @@ pub async fn consistent_point(
         )
     })?;
     let storage_err = |e: String| ReconcileError::new("StorageError", e);
-    let store = coordinator
-        .store()
-        .map_err(|e| storage_err(e.to_string()))?;
-    let codec = coordinator
-        .codec()
-        .map_err(|e| storage_err(e.to_string()))?;
-    let records = list_records(&store, &codec)
+    let records = Records::open(coordinator)
+        .map_err(|e| storage_err(e.to_string()))?
+        .restore_points()
         .await
         .map_err(|e| storage_err(format!("reading restore point records: {e}")))?;
     let floor = backup_point.time.parse::<Timestamp>().ok();
     Ok(newest_at_or_before(&records, t)
-        .filter(|r| r.restore_point.time.parse::<Timestamp>().ok() >= floor)
+        .filter(|r| r.time() >= floor)
         .map_or_else(
             || backup_point.name.clone(),
             |r| r.restore_point.name.clone(),
@@ -250,7 +168,7 @@ async fn take(ctx: &Ctx, cluster: &Value, name: &str) -> Result<RestorePoint, Re
     }))
     .await?;
     let record = RestorePointRecord {
-        format: RECORD_FORMAT,
+        format: RESTORE_POINT_FORMAT,
         namespace: ns.to_string(),
         cluster: cname.to_string(),
         restore_point: RestorePoint::from(&cut),
@@ -265,22 +183,14 @@ async fn take(ctx: &Ctx, cluster: &Value, name: &str) -> Result<RestorePoint, Re
     // coordinator's backups (where a restore, which knows only the SGBackups, looks).
     let mut dests = Vec::new();
     for ((entry, (_, storage)), coord) in spec.backups().iter().zip(&storages).zip(coordinator) {
-        let (compression, performance) = entry_codec(entry);
-        dests.push(Destination {
-            storage: storage.config.clone(),
-            prefix: cluster_prefix(entry, ns, cname),
-            compression,
-            performance,
-            encryption: storage.encryption.clone(),
-        });
+        dests.push(cluster_destination(entry, storage, ns, cname));
         dests.push(coord);
     }
     for dest in dests {
-        prepare_for_server(&dest.storage, &format!("{}/{RECORDS_DIR}", dest.prefix))?;
         let storage_err = |e: String| ReconcileError::new("StorageError", e);
-        let store = dest.store().map_err(|e| storage_err(e.to_string()))?;
-        let codec = dest.codec().map_err(|e| storage_err(e.to_string()))?;
-        write_record(&store, &codec, &record)
+        Records::open(&dest)
+            .map_err(|e| storage_err(e.to_string()))?
+            .write_restore_point(&record)
             .await
             .map_err(|e| storage_err(format!("cannot write the restore point record: {e}")))?;
     }
@@ -384,32 +294,8 @@ async fn reconcile(obj: Value, ctx: Ctx, clock: Arc<dyn Clock>) -> Result<Action
 mod tests {
     use super::*;
 
-    fn record(name: &str, time: &str) -> RestorePointRecord {
-        RestorePointRecord {
-            format: RECORD_FORMAT,
-            namespace: "default".into(),
-            cluster: "c".into(),
-            restore_point: RestorePoint {
-                name: name.into(),
-                time: time.into(),
-                ..RestorePoint::default()
-            },
-        }
-    }
-
     #[test]
-    fn the_newest_point_at_or_before_a_time_is_chosen() {
-        let records = [
-            record("a", "2030-01-01T00:00:00Z"),
-            record("b", "2030-01-01T00:15:00.5Z"),
-            record("c", "2030-01-01T00:30:00Z"),
-        ];
-        let at = |t: &str| {
-            newest_at_or_before(&records, t.parse().unwrap()).map(|r| r.restore_point.name.as_str())
-        };
-        assert_eq!(at("2030-01-01T00:29:59Z"), Some("b"));
-        assert_eq!(at("2030-01-01T00:30:00Z"), Some("c"));
-        assert_eq!(at("2029-12-31T23:59:59Z"), None);
+    fn restore_points_are_named_for_their_time() {
         assert_eq!(
             restore_point_name("c", "2030-01-01T00:15:00Z".parse().unwrap()),
             "c-rp-2030-01-01-00-15-00"

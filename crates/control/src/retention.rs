@@ -13,26 +13,30 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use futures::future::BoxFuture;
+use jiff::Timestamp;
+use kube::ResourceExt;
 use serde::Serialize;
 use serde_json::Value;
 use shardvault_api::Kind;
+use shardvault_api::backup::BackupPhase;
 use shardvault_api::objectstorage::ObjectStorageSpec;
 use shardvault_api::secret::base64_decode;
-use shardvault_api::shardedcluster::{DEFAULT_RETENTION, ShardedClusterSpec};
+use shardvault_api::shardedbackup::SGShardedBackup;
+use shardvault_api::shardedcluster::{DEFAULT_RETENTION, SGShardedCluster, ShardedClusterSpec};
 use shardvault_pg::engine::manifest::list_backups;
-use shardvault_pg::engine::{EngineError, Repo, layout};
+use shardvault_pg::engine::prune::{self, WalPrune};
+use shardvault_pg::engine::{EngineError, Repo};
 use shardvault_storage::{Destination, StorageError};
 use shardvault_store::EventType;
 
 use crate::backup_controller::ENTRY_ANNOTATION;
 use crate::destination::{
-    ResolvedStorage, SecretLookup, cluster_prefix, entry_codec, member_destinations,
-    resolve_storage,
+    ResolvedStorage, SecretLookup, cluster_destination, member_destinations, resolve_storage,
 };
 use crate::framework::{Action, Ctx, ReconcileError, Reconciler, is_deleting};
 use crate::import::IMPORTED_ANNOTATION;
+use crate::records::Records;
 use crate::resources::{cluster_storages, name_of, namespace_of, spec_of, uid_of};
 
 /// Why a retention plan could not be made or carried out.
@@ -161,50 +165,122 @@ pub fn resolve_entries(
         .collect()
 }
 
-/// The backups[] entry a sharded backup belongs to (annotation, default 0).
+/// The backups[] entry an [`ENTRY_ANNOTATION`] value names (default 0).
+fn entry_index(annotation: Option<&str>) -> usize {
+    annotation.and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The backups[] entry a sharded backup object belongs to (annotation, default 0).
 pub fn entry_of(backup: &Value) -> usize {
-    backup
-        .pointer(&format!(
-            "/metadata/annotations/{}",
-            ENTRY_ANNOTATION.replace('/', "~1")
-        ))
-        .and_then(Value::as_str)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    entry_index(
+        backup
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(ENTRY_ANNOTATION))
+            .and_then(Value::as_str),
+    )
 }
 
-fn managed(backup: &Value) -> bool {
-    backup.pointer("/spec/managedLifecycle") == Some(&Value::Bool(true))
-        && backup
-            .pointer(&format!(
-                "/metadata/annotations/{}",
-                IMPORTED_ANNOTATION.replace('/', "~1")
-            ))
-            .is_none()
+/// What retention reads of a sharded backup.
+trait Retained {
+    /// The backups[] entry it belongs to.
+    fn entry(&self) -> usize;
+    /// Whether retention may delete it: managed, and taken here (not imported).
+    fn managed(&self) -> bool;
+    /// Whether it completed.
+    fn completed(&self) -> bool;
+    /// Whether it is being deleted.
+    fn deleting(&self) -> bool;
+    /// When it started, for ordering (creation time when it has not started).
+    fn started(&self) -> Timestamp;
+    /// When its restore point was taken.
+    fn restore_point_time(&self) -> Option<Timestamp>;
 }
 
-fn completed(backup: &Value) -> bool {
-    backup
-        .pointer("/status/process/status")
-        .and_then(Value::as_str)
-        == Some("Completed")
+impl Retained for SGShardedBackup {
+    fn entry(&self) -> usize {
+        entry_index(self.annotations().get(ENTRY_ANNOTATION).map(String::as_str))
+    }
+
+    fn managed(&self) -> bool {
+        self.spec.managed_lifecycle == Some(true)
+            && !self.annotations().contains_key(IMPORTED_ANNOTATION)
+    }
+
+    fn completed(&self) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.process.status == BackupPhase::Completed)
+    }
+
+    fn deleting(&self) -> bool {
+        self.metadata.deletion_timestamp.is_some()
+    }
+
+    fn started(&self) -> Timestamp {
+        self.status
+            .as_ref()
+            .and_then(|s| s.process.timing.start.as_deref()?.parse().ok())
+            .or_else(|| self.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            .unwrap_or_default()
+    }
+
+    fn restore_point_time(&self) -> Option<Timestamp> {
+        self.status
+            .as_ref()?
+            .restore_point
+            .as_ref()?
+            .time
+            .parse()
+            .ok()
+    }
 }
 
-/// When a backup started, for ordering (creation time when it has not started).
-fn started(backup: &Value) -> jiff::Timestamp {
-    [
-        "/status/process/timing/start",
-        "/metadata/creationTimestamp",
-    ]
-    .iter()
-    .find_map(|p| backup.pointer(p)?.as_str()?.parse().ok())
-    .unwrap_or_default()
+/// Which sharded backups of one backups[] entry retention keeps and deletes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// Completed managed backups kept, newest first.
+    pub keep: Vec<String>,
+    /// Completed managed backups beyond the retention, newest first.
+    pub delete: Vec<String>,
+    /// The oldest restore point a remaining backup restores to: restore point records
+    /// older than it cannot be reached (None: no remaining completed backup).
+    pub floor: Option<Timestamp>,
 }
 
-/// `(timeline, position)` of a WAL file name starting with a segment name.
-fn wal_position(file: &str) -> Option<(&str, &str)> {
-    let seg = file.get(..24)?;
-    layout::is_segment_name(seg).then(|| (&seg[..8], &seg[8..]))
+/// Selects, among a cluster's sharded backups `ours`, the `retention` newest Completed
+/// managed backups of entry `entry` to keep and the older ones to delete; a backup in
+/// progress, unmanaged or imported is never deleted.
+pub fn select(
+    ours: &[&SGShardedBackup],
+    entry: usize,
+    retention: usize,
+    retain_unmanaged_wal: bool,
+) -> Selection {
+    let mut candidates: Vec<&SGShardedBackup> = ours
+        .iter()
+        .copied()
+        .filter(|b| b.entry() == entry && b.managed() && b.completed() && !b.deleting())
+        .collect();
+    candidates.sort_by_key(|b| std::cmp::Reverse(b.started()));
+    let names = |bs: &[&SGShardedBackup]| bs.iter().map(|b| b.name_any()).collect::<Vec<_>>();
+    let (kept, deleted) = candidates.split_at(retention.min(candidates.len()));
+    let (keep, delete) = (names(kept), names(deleted));
+    let floor = ours
+        .iter()
+        .filter(|b| {
+            b.entry() == entry
+                && b.completed()
+                && !b.deleting()
+                && !delete.contains(&b.name_any())
+                && (b.managed() || retain_unmanaged_wal)
+        })
+        .filter_map(|b| b.restore_point_time())
+        .min();
+    Selection {
+        keep,
+        delete,
+        floor,
+    }
 }
 
 fn records_err(entry: usize, err: StorageError) -> RetentionError {
@@ -215,16 +291,17 @@ fn records_err(entry: usize, err: StorageError) -> RetentionError {
     }
 }
 
-/// Whether member backup `member_backup` still needs its WAL.
+/// Whether member backup `member_backup` still needs its WAL, given which sharded backup
+/// each member backup belongs to.
 fn counts(
-    owner_of: &HashMap<&str, &Value>,
+    owner_of: &HashMap<&str, &SGShardedBackup>,
     delete: &[String],
     retain_unmanaged_wal: bool,
     member_backup: &str,
 ) -> bool {
     match owner_of.get(member_backup) {
-        Some(b) if is_deleting(b) || delete.iter().any(|d| d == name_of(b)) => false,
-        Some(b) if managed(b) => true,
+        Some(b) if b.deleting() || delete.contains(&b.name_any()) => false,
+        Some(b) if b.managed() => true,
         // Unmanaged, imported, or not ours at all: its WAL stays unless told otherwise.
         _ => retain_unmanaged_wal,
     }
@@ -233,55 +310,38 @@ fn counts(
 /// Plans one retention pass over `cluster`, given the SGShardedBackups of its namespace and
 /// the resolved storage of each backups[] entry. Reads storage, deletes nothing.
 pub async fn plan(
-    cluster: &Value,
-    backups: &[Value],
+    cluster: &SGShardedCluster,
+    backups: &[SGShardedBackup],
     storages: &[ResolvedStorage],
 ) -> Result<RetentionPlan, RetentionError> {
-    let name = name_of(cluster);
-    let ns = namespace_of(cluster);
-    let spec: ShardedClusterSpec =
-        serde_json::from_value(cluster["spec"].clone()).map_err(|e| RetentionError::Spec {
-            cluster: name.to_string(),
-            message: e.to_string(),
-        })?;
-    let ours: Vec<&Value> = backups
+    let name = cluster.name_any();
+    let ns = cluster.namespace().unwrap_or_default();
+    let (name, ns, spec) = (name.as_str(), ns.as_str(), &cluster.spec);
+    let ours: Vec<&SGShardedBackup> = backups
         .iter()
-        .filter(|b| b.pointer("/spec/sgShardedCluster").and_then(Value::as_str) == Some(name))
+        .filter(|b| b.spec.sg_sharded_cluster == name)
         .collect();
     // Which sharded backup each member backup (SGBackup name) belongs to.
-    let owner_of: HashMap<&str, &Value> = ours
+    let owner_of: HashMap<&str, &SGShardedBackup> = ours
         .iter()
         .flat_map(|b| {
-            b.pointer("/status/sgBackups")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(move |m| (m, *b))
+            b.status
+                .iter()
+                .flat_map(|s| &s.sg_backups)
+                .map(move |m| (m.as_str(), *b))
         })
         .collect();
-    let dests = member_destinations(name, ns, &spec, storages);
+    let dests = member_destinations(name, ns, spec, storages);
     let members = spec.member_names(name);
     let mut entries = Vec::new();
     for (e, entry) in spec.backups().iter().enumerate() {
         let retention = entry.retention.unwrap_or(DEFAULT_RETENTION).max(1) as usize;
-        let mut candidates: Vec<&Value> = ours
-            .iter()
-            .copied()
-            .filter(|b| entry_of(b) == e && managed(b) && completed(b) && !is_deleting(b))
-            .collect();
-        candidates.sort_by_key(|b| std::cmp::Reverse(started(b)));
-        let keep: Vec<String> = candidates
-            .iter()
-            .take(retention)
-            .map(|b| name_of(b).to_string())
-            .collect();
-        let delete: Vec<String> = candidates
-            .iter()
-            .skip(retention)
-            .map(|b| name_of(b).to_string())
-            .collect();
         let retain_unmanaged_wal = entry.retain_wals_for_unmanaged_lifecycle != Some(false);
+        let Selection {
+            keep,
+            delete,
+            floor,
+        } = select(&ours, e, retention, retain_unmanaged_wal);
         let mut wal = Vec::new();
         for (i, member) in members.iter().enumerate() {
             let dest = dests[i][e].clone();
@@ -299,43 +359,15 @@ pub async fn plan(
                 .filter(|m| counts(&owner_of, &delete, retain_unmanaged_wal, &m.name))
                 .map(|m| m.start_wal_file)
                 .collect();
-            let min_tli = starts
-                .iter()
-                .filter_map(|s| wal_position(s))
-                .map(|p| p.0)
-                .min();
-            let min_pos = starts
-                .iter()
-                .filter_map(|s| wal_position(s))
-                .map(|p| p.1)
-                .min();
-            let keep_from = starts
-                .iter()
-                .filter(|s| wal_position(s).map(|p| p.1) == min_pos)
-                .min()
-                .cloned();
-            let mut doomed = Vec::new();
-            if let (Some(tli), Some(pos)) = (min_tli, min_pos) {
-                let files = repo
-                    .store
-                    .list(layout::WAL_DIR)
-                    .await
-                    .map_err(|e| fail(e.into()))?;
-                for key in files {
-                    let file = key
-                        .strip_prefix(&format!("{}/", layout::WAL_DIR))
-                        .unwrap_or(&key);
-                    if file.ends_with(".history") {
-                        continue;
-                    }
-                    if let Some((t, p)) = wal_position(file)
-                        && t <= tli
-                        && p < pos
-                    {
-                        doomed.push(file.to_string());
-                    }
-                }
-            }
+            let files = if starts.is_empty() {
+                Vec::new()
+            } else {
+                prune::list_wal(&repo).await.map_err(fail)?
+            };
+            let WalPrune {
+                keep_from,
+                delete: doomed,
+            } = prune::plan_wal_prune(&files, &starts);
             wal.push(MemberWal {
                 member: member.clone(),
                 location,
@@ -346,49 +378,20 @@ pub async fn plan(
         }
         // A restore point older than the restore point of every backup still counted
         // cannot be reached by a restore.
-        let floor = ours
-            .iter()
-            .filter(|b| {
-                entry_of(b) == e
-                    && completed(b)
-                    && !is_deleting(b)
-                    && !delete.iter().any(|d| d == name_of(b))
-                    && (managed(b) || retain_unmanaged_wal)
-            })
-            .filter_map(|b| {
-                b.pointer("/status/restorePoint/time")?
-                    .as_str()?
-                    .parse::<jiff::Timestamp>()
-                    .ok()
-            })
-            .min();
-        let (compression, performance) = entry_codec(entry);
         let record_dests = vec![
-            Destination {
-                storage: storages[e].config.clone(),
-                prefix: cluster_prefix(entry, ns, name),
-                compression,
-                performance,
-                encryption: storages[e].encryption.clone(),
-            },
+            cluster_destination(entry, &storages[e], ns, name),
             dests[0][e].clone(),
         ];
         let mut restore_points = Vec::new();
         if let Some(floor) = floor {
-            let records = crate::restore_points::list_records(
-                &record_dests[0].store().map_err(|err| records_err(e, err))?,
-                &record_dests[0].codec().map_err(|err| records_err(e, err))?,
-            )
-            .await
-            .map_err(|err| records_err(e, err))?;
+            let records = Records::open(&record_dests[0])
+                .map_err(|err| records_err(e, err))?
+                .restore_points()
+                .await
+                .map_err(|err| records_err(e, err))?;
             restore_points = records
                 .into_iter()
-                .filter(|r| {
-                    r.restore_point
-                        .time
-                        .parse::<jiff::Timestamp>()
-                        .is_ok_and(|t| t < floor)
-                })
+                .filter(|r| r.time().is_some_and(|t| t < floor))
                 .map(|r| r.restore_point.name)
                 .collect();
         }
@@ -498,21 +501,18 @@ pub async fn execute(
         }
         if !e.restore_points.is_empty() {
             for dest in &e.record_dests {
-                let store = dest
-                    .store()
-                    .map_err(|err| ReconcileError::new("StorageError", err))?;
+                let records =
+                    Records::open(dest).map_err(|err| ReconcileError::new("StorageError", err))?;
                 for rp in &e.restore_points {
-                    crate::restore_points::delete_record(&store, rp)
-                        .await
-                        .map_err(|err| {
-                            ReconcileError::new(
-                                "RetentionFailed",
-                                format!(
-                                    "{}: deleting restore point record {rp}: {err}",
-                                    store.describe()
-                                ),
-                            )
-                        })?;
+                    records.delete_restore_point(rp).await.map_err(|err| {
+                        ReconcileError::new(
+                            "RetentionFailed",
+                            format!(
+                                "{}: deleting restore point record {rp}: {err}",
+                                records.describe()
+                            ),
+                        )
+                    })?;
                 }
             }
             ctx.event(
@@ -532,21 +532,12 @@ pub async fn execute(
         for w in e.wal.iter().filter(|w| !w.delete.is_empty()) {
             let Some(dest) = &w.dest else { continue };
             let repo = Repo::open(dest).map_err(|err| ReconcileError::new("StorageError", err))?;
-            let keys: Vec<String> = w.delete.iter().map(|f| layout::wal_key(f)).collect();
-            let results: Vec<Result<(), StorageError>> = futures::stream::iter(keys)
-                .map(|k| {
-                    let store = repo.store.clone();
-                    async move { store.delete(&k).await }
-                })
-                .buffer_unordered(8)
-                .collect()
-                .await;
-            if let Some(err) = results.into_iter().find_map(Result::err) {
-                return Err(ReconcileError::new(
+            prune::delete_wal(&repo, &w.delete).await.map_err(|err| {
+                ReconcileError::new(
                     "RetentionFailed",
                     format!("{} ({}): deleting WAL: {err}", w.member, w.location),
-                ));
-            }
+                )
+            })?;
             ctx.event(
                 cluster,
                 EventType::Normal,
@@ -584,20 +575,35 @@ impl RetentionController {
 }
 
 /// What a pass depends on among the resources: entries and the backups' states.
-fn view(cluster: &Value, backups: &[Value]) -> String {
+fn view(cluster: &SGShardedCluster, backups: &[SGShardedBackup]) -> String {
     let states: BTreeSet<String> = backups
         .iter()
         .map(|b| {
+            let phase = b.status.as_ref().map(|s| s.process.status);
             format!(
-                "{}:{}:{}:{}",
-                name_of(b),
-                b.pointer("/status/process/status").unwrap_or(&Value::Null),
-                managed(b),
-                is_deleting(b)
+                "{}:{phase:?}:{}:{}",
+                b.name_any(),
+                b.managed(),
+                b.deleting()
             )
         })
         .collect();
-    format!("{}|{states:?}", cluster["spec"]["configurations"])
+    let entries = serde_json::to_string(cluster.spec.backups()).expect("spec serializes");
+    format!("{entries}|{states:?}")
+}
+
+/// A stored object as its typed resource.
+fn typed<K: serde::de::DeserializeOwned>(obj: &Value) -> Result<K, ReconcileError> {
+    serde_json::from_value(obj.clone()).map_err(|e| {
+        ReconcileError::new(
+            "InvalidObject",
+            format!(
+                "{} {}: {e}",
+                obj["kind"].as_str().unwrap_or("object"),
+                name_of(obj)
+            ),
+        )
+    })
 }
 
 impl Reconciler for RetentionController {
@@ -621,16 +627,18 @@ impl Reconciler for RetentionController {
                 return Ok(Action::AwaitChange);
             }
             let ns = namespace_of(&obj);
-            let backups: Vec<Value> = ctx
+            let cluster: SGShardedCluster = typed(&obj)?;
+            let backups = ctx
                 .list(Kind::SGShardedBackup, Some(ns), "")
                 .await?
-                .into_iter()
+                .iter()
+                .map(typed::<SGShardedBackup>)
                 .filter(|b| {
-                    b.pointer("/spec/sgShardedCluster").and_then(Value::as_str)
-                        == Some(name_of(&obj))
+                    b.as_ref()
+                        .map_or(true, |b| b.spec.sg_sharded_cluster == name_of(&obj))
                 })
-                .collect();
-            let v = view(&obj, &backups);
+                .collect::<Result<Vec<_>, _>>()?;
+            let v = view(&cluster, &backups);
             if seen.lock().expect("not poisoned").get(uid_of(&obj)) == Some(&v) {
                 return Ok(Action::Requeue(poll));
             }
@@ -639,7 +647,7 @@ impl Reconciler for RetentionController {
                 .into_iter()
                 .map(|(_, r)| r)
                 .collect();
-            let plan = plan(&obj, &backups, &storages)
+            let plan = plan(&cluster, &backups, &storages)
                 .await
                 .map_err(|e| ReconcileError::new("RetentionFailed", e))?;
             execute(&ctx, &obj, &plan).await?;
@@ -655,19 +663,118 @@ impl Reconciler for RetentionController {
 
 #[cfg(test)]
 mod tests {
+    use shardvault_api::shardedbackup::{RestorePoint, ShardedBackupSpec, ShardedBackupStatus};
+
     use super::*;
 
-    #[test]
-    fn wal_positions_order_by_timeline_and_segment() {
-        assert_eq!(
-            wal_position("000000020000000100000003.partial"),
-            Some(("00000002", "0000000100000003"))
+    /// A managed sharded backup of cluster `c` in entry 0, Completed, started (and its
+    /// restore point taken) at minute `minute` of 2030-01-01.
+    fn backup(name: &str, minute: u32) -> SGShardedBackup {
+        let time = format!("2030-01-01T00:{minute:02}:00Z");
+        let mut b = SGShardedBackup::new(
+            name,
+            ShardedBackupSpec {
+                sg_sharded_cluster: "c".into(),
+                managed_lifecycle: Some(true),
+                timeout: None,
+                max_retries: None,
+                reconciliation_timeout: None,
+            },
         );
-        assert_eq!(wal_position("00000002.history"), None);
-        let (t, p) = wal_position("000000010000000000000010").unwrap();
-        let (t2, p2) = wal_position("0000000100000000000000FF").unwrap();
-        assert!(t <= t2 && p < p2);
-        let (_, p3) = wal_position("000000010000000100000000").unwrap();
-        assert!(p2 < p3, "positions step over the xlog id");
+        let mut status = ShardedBackupStatus::default();
+        status.process.status = BackupPhase::Completed;
+        status.process.timing.start = Some(time.clone());
+        status.restore_point = Some(RestorePoint {
+            name: format!("{name}-rp"),
+            time,
+            ..RestorePoint::default()
+        });
+        b.status = Some(status);
+        b
+    }
+
+    fn annotated(mut b: SGShardedBackup, key: &str, value: &str) -> SGShardedBackup {
+        b.annotations_mut().insert(key.into(), value.into());
+        b
+    }
+
+    fn at(minute: u32) -> Option<Timestamp> {
+        format!("2030-01-01T00:{minute:02}:00Z").parse().ok()
+    }
+
+    #[test]
+    fn the_newest_managed_completed_backups_are_kept_and_the_older_deleted() {
+        let all = [
+            backup("b1", 1),
+            backup("b3", 3),
+            backup("b2", 2),
+            backup("b4", 4),
+        ];
+        let ours: Vec<&SGShardedBackup> = all.iter().collect();
+        let s = select(&ours, 0, 2, true);
+        assert_eq!(s.keep, ["b4", "b3"]);
+        assert_eq!(s.delete, ["b2", "b1"]);
+        assert_eq!(s.floor, at(3), "no remaining backup reaches before b3");
+        let all_kept = select(&ours, 0, 9, true);
+        assert!(all_kept.delete.is_empty());
+        assert_eq!(all_kept.floor, at(1));
+    }
+
+    #[test]
+    fn running_unmanaged_imported_deleting_and_other_entries_are_never_deleted() {
+        let mut running = backup("running", 0);
+        running.status.as_mut().unwrap().process.status = BackupPhase::Running;
+        let mut unmanaged = backup("unmanaged", 1);
+        unmanaged.spec.managed_lifecycle = Some(false);
+        let mut deleting = backup("deleting", 2);
+        deleting.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(9).unwrap()),
+        );
+        let all = [
+            running,
+            unmanaged,
+            deleting,
+            annotated(backup("imported", 3), IMPORTED_ANNOTATION, "store"),
+            annotated(backup("second-entry", 4), ENTRY_ANNOTATION, "1"),
+            backup("old", 5),
+            backup("new", 6),
+        ];
+        let ours: Vec<&SGShardedBackup> = all.iter().collect();
+        let s = select(&ours, 0, 1, true);
+        assert_eq!(
+            (s.keep, s.delete),
+            (vec!["new".to_string()], vec!["old".to_string()])
+        );
+        assert_eq!(
+            s.floor,
+            at(1),
+            "the unmanaged backup keeps its restore points reachable"
+        );
+        let s = select(&ours, 0, 1, false);
+        assert_eq!(s.floor, at(6), "retainWalsForUnmanagedLifecycle: false");
+        let second = select(&ours, 1, 1, true);
+        assert_eq!(
+            (second.keep, second.floor),
+            (vec!["second-entry".to_string()], at(4))
+        );
+    }
+
+    #[test]
+    fn a_member_backup_needs_its_wal_while_its_sharded_backup_stays() {
+        let (kept, doomed) = (backup("kept", 1), backup("doomed", 0));
+        let mut unmanaged = backup("unmanaged", 2);
+        unmanaged.spec.managed_lifecycle = Some(false);
+        let owner_of: HashMap<&str, &SGShardedBackup> = [
+            ("kept-coord", &kept),
+            ("doomed-coord", &doomed),
+            ("unmanaged-coord", &unmanaged),
+        ]
+        .into();
+        let delete = ["doomed".to_string()];
+        assert!(counts(&owner_of, &delete, false, "kept-coord"));
+        assert!(!counts(&owner_of, &delete, true, "doomed-coord"));
+        assert!(counts(&owner_of, &delete, true, "unmanaged-coord"));
+        assert!(!counts(&owner_of, &delete, false, "unmanaged-coord"));
+        assert!(counts(&owner_of, &delete, true, "not-ours"));
     }
 }

@@ -11,8 +11,7 @@ use shardvault_pg::engine::verify::verify_segment;
 use shardvault_pg::engine::{self, EngineError, Repo, layout};
 use shardvault_storage::Destination;
 
-use crate::catalog::{self, ShardedRecord};
-use crate::restore_points::{RestorePointRecord, list_records};
+use crate::records::{Records, RestorePointRecord, ShardedRecord};
 
 /// One member of a sharded backup to verify.
 #[derive(Debug, Clone)]
@@ -79,10 +78,9 @@ pub async fn verify_record(
     status: &ShardedBackupStatus,
     anchors: &[Option<String>],
 ) -> Result<ShardedRecord, EngineError> {
-    let store = dest.store()?;
-    let record = catalog::read(&store, &dest.codec()?, name).await?;
+    let record = Records::open(dest)?.backup(name).await?;
     let differs = |what: &str| EngineError::Corrupt {
-        object: catalog::key(name),
+        object: layout::sharded_record_key(name),
         reason: format!("its {what} differs from the SGShardedBackup's status"),
     };
     let members: Vec<&str> = record
@@ -116,27 +114,22 @@ pub async fn verify_restore_points(
     since: &str,
 ) -> Result<usize, EngineError> {
     let floor: Option<Timestamp> = since.parse().ok();
-    let read = |dest: &Destination| {
-        let dest = dest.clone();
-        async move {
-            let records = list_records(&dest.store()?, &dest.codec()?).await?;
-            Ok::<Vec<RestorePointRecord>, EngineError>(
-                records
-                    .into_iter()
-                    .filter(|r| r.restore_point.time.parse::<Timestamp>().ok() >= floor)
-                    .collect(),
-            )
-        }
+    let read = |records: Records| async move {
+        let all = records.restore_points().await?;
+        Ok::<Vec<RestorePointRecord>, EngineError>(
+            all.into_iter().filter(|r| r.time() >= floor).collect(),
+        )
     };
-    let (a, b) = (read(cluster).await?, read(coordinator).await?);
-    for (have, other, where_) in [(&a, &b, coordinator), (&b, &a, cluster)] {
+    let (cluster, coordinator) = (Records::open(cluster)?, Records::open(coordinator)?);
+    let (a, b) = (
+        read(cluster.clone()).await?,
+        read(coordinator.clone()).await?,
+    );
+    for (have, other, where_) in [(&a, &b, &coordinator), (&b, &a, &cluster)] {
         if let Some(r) = have.iter().find(|r| !other.contains(r)) {
             return Err(EngineError::Corrupt {
-                object: crate::restore_points::record_key(&r.restore_point.name),
-                reason: format!(
-                    "its copy in {} is missing or differs",
-                    where_.store()?.describe()
-                ),
+                object: layout::restore_point_key(&r.restore_point.name),
+                reason: format!("its copy in {} is missing or differs", where_.describe()),
             });
         }
     }

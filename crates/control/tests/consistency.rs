@@ -20,9 +20,7 @@ use rand::{Rng, SeedableRng};
 use shardvault_api::shardedbackup::RestorePoint;
 use shardvault_control::archive::seal;
 use shardvault_control::cut::{Cut, CutMember, CutMode, take_cut};
-use shardvault_control::restore_points::{
-    RestorePointRecord, list_records, newest_at_or_before, write_record,
-};
+use shardvault_control::records::{Records, RestorePointRecord, newest_at_or_before};
 use shardvault_control::sharded_backup::{self, MemberJob, Progress, ShardedBackupJob};
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::engine::manifest::BackupSummary;
@@ -652,14 +650,16 @@ async fn consistent_timestamp_restore_keeps_the_invariant() {
     let workload = Workload::start(&bank);
     bank.base_backup().await;
     let members = bank.cut_members();
-    let storage = shardvault_storage::Store::open(
-        &shardvault_storage::StorageConfig::Filesystem {
+    let records = Records::open(&shardvault_storage::Destination {
+        storage: shardvault_storage::StorageConfig::Filesystem {
             path: bank.state.path().join("storage"),
         },
-        "timely",
-    )
+        prefix: "timely".into(),
+        compression: Default::default(),
+        performance: Default::default(),
+        encryption: None,
+    })
     .expect("the records' storage");
-    let codec = shardvault_storage::Codec::new(Default::default(), None);
     let mut target = None;
     let mut last = None;
     for i in 0..3 {
@@ -677,7 +677,8 @@ async fn consistent_timestamp_restore_keeps_the_invariant() {
             cluster: "timely".into(),
             restore_point: RestorePoint::from(&cut),
         };
-        write_record(&storage, &codec, &record)
+        records
+            .write_restore_point(&record)
             .await
             .expect("record written");
         last = Some(cut);
@@ -686,9 +687,7 @@ async fn consistent_timestamp_restore_keeps_the_invariant() {
     assert!(stats.committed > 0, "the workload ran");
     bank.seal_all(last.as_ref().expect("three cuts")).await;
 
-    let records = list_records(&storage, &codec)
-        .await
-        .expect("records listed");
+    let records = records.restore_points().await.expect("records listed");
     assert_eq!(records.len(), 3);
     let chosen = newest_at_or_before(&records, target.expect("a target time"))
         .expect("a restore point before the time");

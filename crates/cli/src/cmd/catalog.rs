@@ -4,19 +4,21 @@
 
 use std::collections::BTreeMap;
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, bail};
-use hyper::Method;
 use serde_json::Value;
 use shardvault_api::Kind;
 use shardvault_api::objectstorage::ObjectStorageSpec;
 use shardvault_api::quantity::human_bytes;
-use shardvault_control::catalog::{self, Damaged, ShardedRecord};
 use shardvault_control::destination::resolve_storage;
 use shardvault_control::import::documents;
+use shardvault_control::records::{Damaged, Records, ShardedRecord};
 use shardvault_control::resources::{Secrets, owner_reference};
-use shardvault_storage::{Codec, Compression, Store};
+use shardvault_pg::engine::layout;
+use shardvault_storage::Destination;
 
-use super::client::{Client, ConnArgs, object_path};
+use super::client::{Client, ConnArgs};
 
 /// Options of `shardvault backups`.
 #[derive(clap::Args)]
@@ -129,11 +131,9 @@ pub async fn fetch_secrets(client: &Client, namespace: &str) -> anyhow::Result<S
     Ok(Secrets::from_map(map))
 }
 
-/// Opens the storage of an SGObjectStorage, with credentials from its Secrets.
-async fn open(
-    client: &Client,
-    args: &StorageArgs,
-) -> anyhow::Result<(ObjectStorageSpec, Store, Codec)> {
+/// Opens the records of an SGObjectStorage (under `--path`), with credentials from its
+/// Secrets.
+async fn open(client: &Client, args: &StorageArgs) -> anyhow::Result<Records> {
     let ns = &args.namespace;
     let obj = client
         .get(Kind::SGObjectStorage, ns, &args.storage)
@@ -148,42 +148,39 @@ async fn open(
         .context("the SGObjectStorage spec is unreadable")?;
     let secrets = fetch_secrets(client, ns).await?;
     let resolved = resolve_storage(&spec, &secrets).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let store = Store::open(&resolved.config, args.path.as_deref().unwrap_or(""))?;
-    let codec = Codec::with_encryption(Compression::default(), resolved.encryption.as_ref())?;
-    Ok((spec, store, codec))
+    let records = Records::open(&Destination {
+        storage: resolved.config,
+        prefix: args
+            .path
+            .as_deref()
+            .unwrap_or("")
+            .trim_matches('/')
+            .to_string(),
+        compression: Default::default(),
+        performance: Default::default(),
+        encryption: resolved.encryption,
+    })?;
+    Ok(records)
 }
 
 /// The readable records (with their full cluster prefixes) and the damaged ones.
 async fn records(
     client: &Client,
     args: &StorageArgs,
-) -> anyhow::Result<(
-    ObjectStorageSpec,
-    Vec<(String, ShardedRecord)>,
-    Vec<Damaged>,
-)> {
-    let (spec, store, codec) = open(client, args).await?;
-    let found = catalog::find_all(&store, &codec).await?;
-    let base = args.path.as_deref().unwrap_or("").trim_matches('/');
+) -> anyhow::Result<(Vec<(String, ShardedRecord)>, Vec<Damaged>)> {
+    let found = open(client, args).await?.find_backups().await?;
+    let base = args.path.as_deref().unwrap_or("");
     let records = found
         .records
         .into_iter()
-        .map(|(prefix, r)| {
-            let full = [base, prefix.as_str()]
-                .iter()
-                .filter(|p| !p.is_empty())
-                .copied()
-                .collect::<Vec<_>>()
-                .join("/");
-            (full, r)
-        })
+        .map(|(prefix, r)| (layout::join(base, &prefix).trim_matches('/').to_string(), r))
         .collect();
-    Ok((spec, records, found.damaged))
+    Ok((records, found.damaged))
 }
 
 /// Prints the sharded backups found in storage.
 pub async fn ls(client: &Client, args: &StorageArgs, json: bool) -> anyhow::Result<()> {
-    let (_, found, damaged) = records(client, args).await?;
+    let (found, damaged) = records(client, args).await?;
     for d in &damaged {
         eprintln!(
             "warning: sharded backup {}: {}; it is not listed and cannot be imported",
@@ -225,7 +222,7 @@ pub async fn ls(client: &Client, args: &StorageArgs, json: bool) -> anyhow::Resu
 
 /// Creates the SGShardedBackup and SGBackups of sharded backup `name` found in storage.
 pub async fn import(client: &Client, args: &StorageArgs, name: &str) -> anyhow::Result<()> {
-    let (spec, found, damaged) = records(client, args).await?;
+    let (found, damaged) = records(client, args).await?;
     if let Some(d) = damaged.iter().find(|d| d.name == name) {
         bail!(
             "sharded backup {name}: {}; its record in storage is damaged, so it cannot be imported: choose another backup",
@@ -245,8 +242,8 @@ pub async fn import(client: &Client, args: &StorageArgs, name: &str) -> anyhow::
             args.storage
         ),
     };
-    let docs = documents(&record, &prefix, &args.namespace, &args.storage, &spec);
-    for (doc, _) in &docs {
+    let docs = documents(&record, &prefix, &args.namespace, &args.storage);
+    for doc in &docs {
         let (kind, ns, n) = super::client::identify(doc)?;
         if client.get(kind, &ns, &n).await?.is_some() {
             bail!(
@@ -257,7 +254,10 @@ pub async fn import(client: &Client, args: &StorageArgs, name: &str) -> anyhow::
     }
     // All or nothing: what was created is deleted again if any step fails.
     let mut created: Vec<(Kind, String, String)> = Vec::new();
-    let result = create_all(client, docs, &mut created).await;
+    let result = match create_all(client, docs, &mut created).await {
+        Ok(()) => await_status(client, &args.namespace, name).await,
+        Err(e) => Err(e),
+    };
     if result.is_err() {
         for (kind, ns, n) in created.iter().rev() {
             if let Err(e) = client.delete(*kind, ns, n).await {
@@ -271,34 +271,54 @@ pub async fn import(client: &Client, args: &StorageArgs, name: &str) -> anyhow::
     result
 }
 
-/// Creates each document with its status, the SGBackups owned by the SGShardedBackup (the
-/// first), recording in `created` what exists so far.
+/// Creates each document, the SGBackups owned by the SGShardedBackup (the first), recording
+/// in `created` what exists so far.
 async fn create_all(
     client: &Client,
-    docs: Vec<(Value, Value)>,
+    docs: Vec<Value>,
     created: &mut Vec<(Kind, String, String)>,
 ) -> anyhow::Result<()> {
     let mut owner = None;
-    for (mut doc, status) in docs {
+    for mut doc in docs {
         if let Some(owner) = &owner {
             doc["metadata"]["ownerReferences"] = serde_json::json!([owner_reference(owner)]);
         }
         let (obj, _) = client.apply(&doc).await?;
         let (kind, ns, n) = super::client::identify(&obj)?;
-        created.push((kind, ns.clone(), n.clone()));
-        let mut with_status = obj.clone();
-        with_status["status"] = status;
-        let path = format!("{}/status", object_path(kind, &ns, &n));
-        let resp = client.send(Method::PUT, &path, Some(&with_status)).await?;
-        if !resp.status().is_success() {
-            bail!(
-                "cannot record the status of {}/{n}: HTTP {}",
-                kind.qualified(),
-                resp.status()
-            );
-        }
+        created.push((kind, ns, n.clone()));
         println!("{}/{n} imported", kind.qualified());
         owner.get_or_insert(obj);
     }
     Ok(())
+}
+
+/// How long the backup controller may take to fill an imported backup's status.
+const STATUS_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until the backup controller has read the record of imported sharded backup `name`
+/// and written its status: Completed is the import done, Failed says why.
+async fn await_status(client: &Client, ns: &str, name: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STATUS_WAIT;
+    loop {
+        let obj = client.get(Kind::SGShardedBackup, ns, name).await?;
+        let status = obj
+            .as_ref()
+            .and_then(|o| o.pointer("/status/process/status"))
+            .and_then(Value::as_str);
+        match status {
+            Some("Completed") => return Ok(()),
+            Some("Failed") => bail!(
+                "SGShardedBackup {name}: {}",
+                obj.as_ref()
+                    .and_then(|o| o.pointer("/status/process/failure"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("the import failed")
+            ),
+            _ if Instant::now() >= deadline => bail!(
+                "SGShardedBackup {name}: its status was not filled from its record within {} s: check that the daemon runs its controllers (`shardvault serve` without `--controllers none`)",
+                STATUS_WAIT.as_secs()
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }

@@ -5,10 +5,9 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use shardvault_api::Kind;
-use shardvault_control::destination::{cluster_prefix, entry_codec};
+use shardvault_control::destination::cluster_destination;
+use shardvault_control::records::{Records, RestorePointRecord};
 use shardvault_control::resources::name_of;
-use shardvault_control::restore_points::{RestorePointRecord, list_records};
-use shardvault_storage::Destination;
 
 use super::client::{ConnArgs, runtime};
 use super::get::format_table;
@@ -37,20 +36,13 @@ async fn of_cluster(
     let c = cluster_storages(client, ns, name).await?;
     let mut by_name = BTreeMap::new();
     for (entry, storage) in c.spec.backups().iter().zip(&c.storages) {
-        let (compression, performance) = entry_codec(entry);
-        let dest = Destination {
-            storage: storage.config.clone(),
-            prefix: cluster_prefix(entry, ns, name),
-            compression,
-            performance,
-            encryption: storage.encryption.clone(),
-        };
-        for r in list_records(&dest.store()?, &dest.codec()?).await? {
+        let records = Records::open(&cluster_destination(entry, storage, ns, name))?;
+        for r in records.restore_points().await? {
             by_name.insert(r.restore_point.name.clone(), r);
         }
     }
     let mut out: Vec<RestorePointRecord> = by_name.into_values().collect();
-    out.sort_by_key(|r| r.restore_point.time.parse::<jiff::Timestamp>().ok());
+    out.sort_by_key(RestorePointRecord::time);
     Ok(out)
 }
 

@@ -5,7 +5,8 @@
 use anyhow::Context;
 use serde_json::Value;
 use shardvault_api::Kind;
-use shardvault_api::shardedcluster::ShardedClusterSpec;
+use shardvault_api::shardedbackup::SGShardedBackup;
+use shardvault_api::shardedcluster::{SGShardedCluster, ShardedClusterSpec};
 use shardvault_control::destination::ResolvedStorage;
 use shardvault_control::retention::{SecretObjects, plan, resolve_entries};
 
@@ -92,8 +93,16 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
         let client = a.conn.connect().await?;
         let ns = a.namespace.as_str();
         let c = cluster_storages(&client, ns, &a.cluster).await?;
-        let backups = client.list(Kind::SGShardedBackup, Some(ns), None).await?;
-        let plan = plan(&c.cluster, &backups, &c.storages).await?;
+        let cluster: SGShardedCluster = serde_json::from_value(c.cluster)
+            .with_context(|| format!("SGShardedCluster {}: unreadable", a.cluster))?;
+        let backups = client
+            .list(Kind::SGShardedBackup, Some(ns), None)
+            .await?
+            .into_iter()
+            .map(serde_json::from_value::<SGShardedBackup>)
+            .collect::<Result<Vec<_>, _>>()
+            .context("an SGShardedBackup of the namespace is unreadable")?;
+        let plan = plan(&cluster, &backups, &c.storages).await?;
         if a.json {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {

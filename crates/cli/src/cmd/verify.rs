@@ -84,7 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let anchors: Vec<_> = members.iter().map(|m| m.manifest_sha256.clone()).collect();
                 match verify_record(&dest, name, &status, &anchors).await {
-                    Ok(_) => println!("record {}: ok", shardvault_control::catalog::key(name)),
+                    Ok(_) => println!("record {}: ok", shardvault_pg::engine::layout::sharded_record_key(name)),
                     Err(e) => {
                         failed = true;
                         println!("record: FAILED: {e}");

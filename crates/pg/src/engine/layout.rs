@@ -1,4 +1,5 @@
-//! Where things live in a destination (format version 1, see README.md) and WAL naming.
+//! Where things live in storage (format version 1, see README.md) and WAL naming: every
+//! storage key and prefix shardvault uses is built by a function of this module.
 
 use std::fmt;
 use std::str::FromStr;
@@ -16,6 +17,34 @@ pub const PART_SIZE: u64 = 16 * 1024 * 1024;
 pub const BACKUPS_DIR: &str = "basebackups";
 /// Directory of WAL segments and history files.
 pub const WAL_DIR: &str = "wal";
+/// Directory of sharded backup records under a cluster prefix.
+pub const SHARDED_RECORDS_DIR: &str = "sharded";
+/// Directory of restore point records under a cluster or coordinator prefix.
+pub const RESTORE_POINTS_DIR: &str = "restorepoints";
+
+/// The prefix of a cluster's objects when its backups[] entry gives no `path`.
+pub fn default_cluster_prefix(namespace: &str, cluster: &str) -> String {
+    format!("shardvault/{namespace}/{cluster}")
+}
+
+/// The prefix of the cluster-level records when a backups[] entry gives one `paths[]` per
+/// member: beside the coordinator's, under the first.
+pub fn records_prefix_of_paths(first: &str) -> String {
+    format!("{}/cluster", first.trim_matches('/'))
+}
+
+/// The prefix of member `member` under a cluster prefix `cluster_prefix`.
+pub fn member_prefix(cluster_prefix: &str, member: &str) -> String {
+    format!("{}/{member}", cluster_prefix.trim_matches('/'))
+}
+
+/// `prefix/dir`, or `dir` under an empty prefix.
+pub fn join(prefix: &str, dir: &str) -> String {
+    match prefix.trim_matches('/') {
+        "" => dir.to_string(),
+        p => format!("{p}/{dir}"),
+    }
+}
 
 /// The directory of backup `name`.
 pub fn backup_dir(name: &str) -> String {
@@ -40,6 +69,34 @@ pub fn backup_file_key(name: &str, file: &str) -> String {
 /// Key of an archived WAL file (segment, `.partial`, `.history` or `.backup`).
 pub fn wal_key(file: &str) -> String {
     format!("{WAL_DIR}/{file}")
+}
+
+/// The WAL file name of a key under [`WAL_DIR`] (`wal/<file>`).
+pub fn wal_file_of_key(key: &str) -> Option<&str> {
+    key.strip_prefix(WAL_DIR)?
+        .strip_prefix('/')
+        .filter(|f| !f.is_empty() && !f.contains('/'))
+}
+
+/// Key of the record of sharded backup `name`, under a cluster prefix.
+pub fn sharded_record_key(name: &str) -> String {
+    format!("{SHARDED_RECORDS_DIR}/{name}.json")
+}
+
+/// The cluster prefix and backup name of a sharded record key found anywhere in a storage
+/// (`a/b/sharded/x.json` is `("a/b", "x")`, `sharded/x.json` is `("", "x")`).
+pub fn parse_sharded_record_key(key: &str) -> Option<(&str, &str)> {
+    let (prefix, file) = match key.rsplit_once(&format!("/{SHARDED_RECORDS_DIR}/")) {
+        Some(split) => split,
+        None => ("", key.strip_prefix(&format!("{SHARDED_RECORDS_DIR}/"))?),
+    };
+    let name = file.strip_suffix(".json").filter(|n| !n.contains('/'))?;
+    Some((prefix, name))
+}
+
+/// Key of the record of restore point `name`, under a cluster or coordinator prefix.
+pub fn restore_point_key(name: &str) -> String {
+    format!("{RESTORE_POINTS_DIR}/{name}.json")
 }
 
 /// A WAL location, shown as PostgreSQL does (`16/B374D848`).
@@ -106,6 +163,13 @@ fn segment_name(timeline: u32, segno: u64, wal_segment_size: u64) -> String {
 /// Tells whether `name` is a plain WAL segment name (24 hex digits).
 pub fn is_segment_name(name: &str) -> bool {
     name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `(timeline, position)` of a WAL file name starting with a segment name, as hex text that
+/// orders as the numbers do (`.history` files have none).
+pub fn wal_position(file: &str) -> Option<(&str, &str)> {
+    let seg = file.get(..24)?;
+    is_segment_name(seg).then(|| (&seg[..8], &seg[8..]))
 }
 
 /// Timeline and segment number of a plain WAL segment name.
@@ -179,6 +243,42 @@ mod tests {
         assert!(
             segment_range("000000010000000000000003", "000000020000000000000004", MB16).is_none()
         );
+    }
+
+    #[test]
+    fn wal_positions_order_by_timeline_and_segment() {
+        assert_eq!(
+            wal_position("000000020000000100000003.partial"),
+            Some(("00000002", "0000000100000003"))
+        );
+        assert_eq!(wal_position("00000002.history"), None);
+        let (t, p) = wal_position("000000010000000000000010").unwrap();
+        let (t2, p2) = wal_position("0000000100000000000000FF").unwrap();
+        assert!(t <= t2 && p < p2);
+        let (_, p3) = wal_position("000000010000000100000000").unwrap();
+        assert!(p2 < p3, "positions step over the xlog id");
+    }
+
+    #[test]
+    fn record_keys_are_found_under_any_prefix() {
+        assert_eq!(sharded_record_key("b"), "sharded/b.json");
+        assert_eq!(parse_sharded_record_key("sharded/b.json"), Some(("", "b")));
+        assert_eq!(
+            parse_sharded_record_key("x/y/sharded/b.json"),
+            Some(("x/y", "b"))
+        );
+        assert_eq!(parse_sharded_record_key("x/sharded/b/c.json"), None);
+        assert_eq!(parse_sharded_record_key("x/basebackups/b.json"), None);
+        assert_eq!(restore_point_key("rp"), "restorepoints/rp.json");
+        assert_eq!(
+            wal_file_of_key("wal/00000002.history"),
+            Some("00000002.history")
+        );
+        assert_eq!(wal_file_of_key("walx/1"), None);
+        assert_eq!(join("", "sharded"), "sharded");
+        assert_eq!(join("/a/b/", "sharded"), "a/b/sharded");
+        assert_eq!(member_prefix("/archive/", "c-coord"), "archive/c-coord");
+        assert_eq!(records_prefix_of_paths("/a/"), "a/cluster");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod datadir;
 pub mod layout;
 pub mod manifest;
 mod part;
+pub mod prune;
 pub mod restore;
 pub mod segment_identity;
 pub mod verify;

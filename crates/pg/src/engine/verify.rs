@@ -24,6 +24,12 @@ pub struct VerifyReport {
     pub chain: usize,
 }
 
+/// Reads the stored `backup_label` of backup `name` (its checksum checked).
+pub async fn read_backup_label(repo: &Repo, name: &str) -> Result<Vec<u8>, EngineError> {
+    repo.get(&layout::backup_file_key(name, "backup_label"))
+        .await
+}
+
 /// Checks backup `name` in `source`: each part decodes (its checksum), each file chunk
 /// matches its checksum and header, `backup_label` decodes, and every WAL segment from the
 /// start to the end WAL file is archived, decodes and is that segment of this cluster. Paths

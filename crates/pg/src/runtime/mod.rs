@@ -6,7 +6,9 @@ pub mod cluster;
 pub mod error;
 pub mod instance;
 pub mod isolation;
+pub mod local;
 pub mod pgbin;
+pub mod seam;
 pub mod wiring;
 
 pub use cluster::{
@@ -14,4 +16,8 @@ pub use cluster::{
     reconcile,
 };
 pub use error::RuntimeError;
+pub use local::LocalRuntime;
 pub use pgbin::find_pg_bin;
+pub use seam::{
+    ClusterEndpoints, ClusterId, ClusterRuntime, DesiredCluster, MemberEndpoint, NodeWork,
+};

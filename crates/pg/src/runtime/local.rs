@@ -1,0 +1,210 @@
+//! [`ClusterRuntime`] on this host: clusters live under `<state>/clusters/<ns>/<name>` (see
+//! [`cluster`](super::cluster)), node work runs `shardvault node` as the server user with
+//! its config in `<state>/work/<ns>/<job>/<member>.json` for as long as the command runs.
+
+use std::path::{Path, PathBuf};
+
+use futures::future::BoxFuture;
+use tokio::io::AsyncReadExt;
+
+use super::cluster::{self, ClusterObserved, ClusterPlan};
+use super::error::RuntimeError;
+use super::pgbin::find_pg_bin;
+use super::seam::{
+    ClusterEndpoints, ClusterId, ClusterRuntime, DesiredCluster, MemberEndpoint, NodeWork,
+};
+use crate::config::NodeConfig;
+use crate::{statefile, user};
+
+/// Directory under the state directory holding the clusters.
+const CLUSTERS_DIR: &str = "clusters";
+
+/// Directory under the state directory holding the node configs of running node work.
+const WORK_DIR: &str = "work";
+
+/// Local PostgreSQL servers under one state directory.
+#[derive(Debug, Clone)]
+pub struct LocalRuntime {
+    state_dir: PathBuf,
+    shardvault_bin: PathBuf,
+    extra_settings: Vec<(String, String)>,
+}
+
+impl LocalRuntime {
+    /// A runtime keeping clusters in `state_dir` whose servers archive (and whose node work
+    /// runs) with `shardvault_bin`. Removes what an earlier run left of node work (configs
+    /// with secrets of commands that were cut short): call it before any node work runs.
+    pub fn open(state_dir: &Path, shardvault_bin: PathBuf) -> Result<LocalRuntime, RuntimeError> {
+        let work = state_dir.join(WORK_DIR);
+        match std::fs::remove_dir_all(&work) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(RuntimeError::Io {
+                    path: work,
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+        Ok(LocalRuntime {
+            state_dir: state_dir.to_path_buf(),
+            shardvault_bin,
+            extra_settings: Vec::new(),
+        })
+    }
+
+    /// Adds server settings to every instance (tests make servers lighter with them).
+    pub fn with_extra_settings(mut self, settings: Vec<(String, String)>) -> LocalRuntime {
+        self.extra_settings = settings;
+        self
+    }
+
+    fn cluster_dir(&self, id: &ClusterId) -> PathBuf {
+        self.state_dir
+            .join(CLUSTERS_DIR)
+            .join(&id.namespace)
+            .join(&id.name)
+    }
+
+    /// Creates `<state>/work/<ns>/<job>`: the first two ours (0711), the last private to the
+    /// server user that reads the configs (0700).
+    fn work_dir(&self, cluster: &ClusterId, job: &str) -> Result<PathBuf, RuntimeError> {
+        let top = self.state_dir.join(WORK_DIR);
+        for dir in [top.clone(), top.join(&cluster.namespace)] {
+            statefile::create_own_dir(&dir, 0o711).map_err(RuntimeError::io(&dir))?;
+        }
+        let work = top.join(&cluster.namespace).join(job);
+        user::create_dir_all_for_server(&work)
+            .and_then(|()| user::make_private_for_server(&work))
+            .map_err(RuntimeError::io(&work))?;
+        Ok(work)
+    }
+
+    fn plan(&self, desired: DesiredCluster) -> Result<ClusterPlan, RuntimeError> {
+        Ok(ClusterPlan {
+            dir: self.cluster_dir(&desired.id),
+            pg_bin: find_pg_bin(major(&desired.postgres_version))?,
+            name: desired.id.name,
+            shardvault_bin: self.shardvault_bin.clone(),
+            database: desired.database,
+            sharding: desired.sharding,
+            members: desired.members,
+            extra_settings: self.extra_settings.clone(),
+        })
+    }
+}
+
+fn major(version: &str) -> &str {
+    version.split('.').next().unwrap_or("")
+}
+
+impl ClusterRuntime for LocalRuntime {
+    fn check_version(&self, version: &str) -> Result<(), RuntimeError> {
+        find_pg_bin(major(version)).map(drop)
+    }
+
+    fn reconcile(
+        &self,
+        desired: DesiredCluster,
+    ) -> BoxFuture<'static, Result<ClusterObserved, RuntimeError>> {
+        let plan = self.plan(desired);
+        Box::pin(async move { cluster::reconcile(&plan?).await })
+    }
+
+    fn destroy(&self, id: &ClusterId) -> BoxFuture<'static, Result<(), RuntimeError>> {
+        let dir = self.cluster_dir(id);
+        Box::pin(async move { cluster::destroy(&dir).await })
+    }
+
+    fn observed(&self, id: &ClusterId) -> Result<ClusterObserved, RuntimeError> {
+        ClusterObserved::load(&self.cluster_dir(id))
+    }
+
+    fn endpoints(&self, id: &ClusterId) -> Result<ClusterEndpoints, RuntimeError> {
+        let observed = self.observed(id)?;
+        let members = observed
+            .members
+            .into_iter()
+            .map(|m| {
+                Ok(MemberEndpoint {
+                    node_config: NodeConfig::load(&m.node_config)?,
+                    name: m.name,
+                    instances: m.instances,
+                })
+            })
+            .collect::<Result<_, RuntimeError>>()?;
+        Ok(ClusterEndpoints {
+            database: observed.database,
+            members,
+        })
+    }
+
+    fn run_node(&self, work: NodeWork) -> BoxFuture<'static, Result<Vec<u8>, RuntimeError>> {
+        let dir = self.work_dir(&work.cluster, &work.job);
+        let bin = self.shardvault_bin.clone();
+        Box::pin(async move { run_node(&bin, &dir?, work).await })
+    }
+}
+
+/// Runs `bin node ARGS --config FILE` as the server user; the config file is removed
+/// whatever happens.
+async fn run_node(bin: &Path, dir: &Path, work: NodeWork) -> Result<Vec<u8>, RuntimeError> {
+    let config = dir.join(format!("{}.json", work.member));
+    work.config.save(&config)?;
+    let result = run_with_config(bin, &config, &work).await;
+    // The config carries the storage's secrets: it never outlives the command.
+    if let Err(e) = std::fs::remove_file(&config) {
+        tracing::warn!(member = %work.member, "could not remove the node config {}: {e}", config.display());
+    }
+    result
+}
+
+async fn run_with_config(
+    bin: &Path,
+    config: &Path,
+    work: &NodeWork,
+) -> Result<Vec<u8>, RuntimeError> {
+    let mut cmd = user::command(bin);
+    user::die_with_parent(&mut cmd);
+    let mut child = cmd
+        .arg("node")
+        .args(&work.args)
+        .arg("--config")
+        .arg(config)
+        .env("SHARDVAULT_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| RuntimeError::Spawn {
+            program: bin.to_path_buf(),
+            source,
+        })?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (r1, r2, status) = tokio::join!(
+        stdout.read_to_end(&mut out),
+        stderr.read_to_end(&mut err),
+        child.wait()
+    );
+    r1.and(r2).map_err(RuntimeError::io(bin))?;
+    let status = status.map_err(RuntimeError::io(bin))?;
+    if !status.success() {
+        let text = String::from_utf8_lossy(&err);
+        let last = text
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no message");
+        return Err(RuntimeError::Command {
+            what: format!(
+                "shardvault node {}",
+                work.args.first().and_then(|a| a.to_str()).unwrap_or("")
+            ),
+            status,
+            output: last.to_string(),
+        });
+    }
+    Ok(out)
+}

@@ -927,6 +927,7 @@ mod tests {
             size: Sizes {
                 compressed: 1000,
                 uncompressed: 4000,
+                restore: 1000,
             },
             start_time: "2030-01-01T00:00:00Z".parse().unwrap(),
             end_time: "2030-01-01T00:00:05Z".parse().unwrap(),
@@ -935,6 +936,9 @@ mod tests {
             files: 900,
             parts: 2,
             manifest_sha256: "ab".repeat(32),
+            backup_type: Default::default(),
+            parent: None,
+            chain: Vec::new(),
         }
     }
 

@@ -114,6 +114,10 @@ fn main() -> std::process::ExitCode {
         Command::Verify(args) => cmd::verify::run(args),
         Command::Retention(args) => cmd::retention::run(args),
     };
+    let result = result.and_then(|code| match cmd::stdout::failure() {
+        Some(e) => anyhow::bail!("cannot write to standard output: {e}"),
+        None => Ok(code),
+    });
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -17,6 +17,7 @@ use shardvault_control::resources::{Secrets, owner_reference};
 use shardvault_storage::{Codec, Compression, Store};
 
 use super::client::{Client, ConnArgs, object_path};
+use super::stdout::outln;
 
 /// Options of `shardvault backups`.
 #[derive(clap::Args)]
@@ -195,15 +196,20 @@ pub async fn ls(client: &Client, args: &StorageArgs, json: bool) -> anyhow::Resu
             .iter()
             .map(|(p, r)| serde_json::json!({"path": p, "record": r}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<32} {:<24} {:>7} {:<32} {:>10} {:>12}  PATH",
-        "NAME", "CLUSTER", "MEMBERS", "RESTORE POINT TIME", "COMPRESSED", "UNCOMPRESSED"
+        "NAME",
+        "CLUSTER",
+        "MEMBERS",
+        "RESTORE POINT TIME",
+        "COMPRESSED",
+        "UNCOMPRESSED"
     );
     for (path, r) in &found {
-        println!(
+        outln!(
             "{:<32} {:<24} {:>7} {:<32} {:>10} {:>12}  {}",
             r.name,
             r.cluster,
@@ -297,7 +303,7 @@ async fn create_all(
                 resp.status()
             );
         }
-        println!("{}/{n} imported", kind.qualified());
+        outln!("{}/{n} imported", kind.qualified());
         owner.get_or_insert(obj);
     }
     Ok(())

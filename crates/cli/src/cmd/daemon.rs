@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use super::client::{Client, runtime};
 use super::serve::{Controllers, PID_FILE};
 use super::state_dir;
+use super::stdout::outln;
 
 /// File the background daemon logs to.
 pub const LOG_FILE: &str = "shardvault.log";
@@ -49,7 +50,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
     let rt = runtime()?;
     if rt.block_on(Client::connect(&dir)).is_ok() {
-        println!("shardvault is already running in {}", dir.display());
+        outln!("shardvault is already running in {}", dir.display());
         return Ok(ExitCode::SUCCESS);
     }
     let log_path = dir.join(LOG_FILE);
@@ -76,7 +77,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     loop {
         if rt.block_on(Client::connect(&dir)).is_ok() {
-            println!(
+            outln!(
                 "shardvault is running in {} (pid {}, log {})",
                 dir.display(),
                 child.id(),
@@ -131,7 +132,7 @@ pub fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
         .map(Pid::from_raw)
         .filter(|p| alive(*p));
     let Some(pid) = pid else {
-        println!("shardvault is not running in {}", dir.display());
+        outln!("shardvault is not running in {}", dir.display());
         return Ok(ExitCode::SUCCESS);
     };
     kill(pid, Signal::SIGTERM).with_context(|| format!("cannot signal shardvault (pid {pid})"))?;
@@ -146,6 +147,6 @@ pub fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    println!("shardvault stopped ({})", dir.display());
+    outln!("shardvault stopped ({})", dir.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -13,6 +13,8 @@ use shardvault_pg::config::NodeConfig;
 use shardvault_pg::engine::{self, BackupOptions, Progress, RecoveryTarget, Repo, RestoreOptions};
 use shardvault_storage::Destination;
 
+use super::stdout::{out, outln};
+
 /// Options of `shardvault node`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -191,7 +193,7 @@ async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
     };
     let manifest = engine::backup(&cfg, &dest, &opts).await?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&manifest.summary())?);
+        outln!("{}", serde_json::to_string_pretty(&manifest.summary())?);
     } else {
         eprintln!(
             "backup {} complete: {} files, {} stored, end LSN {}",
@@ -244,7 +246,7 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     let cfg = load(&a.config)?;
     let source = source(&cfg, &a.config)?;
     let report = engine::verify(&source, &a.backup).await?;
-    println!(
+    outln!(
         "backup {} is intact: {} parts, {} files, {}, {} WAL segments",
         a.backup,
         report.parts,
@@ -262,9 +264,9 @@ pub async fn list_member_backups(config: &Path, json: bool) -> anyhow::Result<()
     let backups = engine::list_backups(&Repo::open(&source)?).await?;
     let summaries: Vec<_> = backups.iter().map(|m| m.summary()).collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        outln!("{}", serde_json::to_string_pretty(&summaries)?);
     } else {
-        print!("{}", table(&summaries));
+        out!("{}", table(&summaries));
     }
     Ok(())
 }

@@ -1,16 +1,25 @@
-//! A client of the shardvault daemon over its Unix socket (or TCP with a bearer token),
-//! used by the kubectl-like verbs and by `shardvault demo`.
+//! The CLI's connection to the daemon: a `kube::Client` of its Kubernetes API, over the state
+//! directory's Unix socket (or TCP with a bearer token), used by the kubectl-like verbs and
+//! by `shardvault demo`. Requests are built by kube-core; objects stay JSON as the server
+//! sent them, so what `get -o yaml` prints is what the daemon stores.
 
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use futures::StreamExt;
+use http_body_util::BodyExt;
+use hyper::{Method, Response, Uri};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kube::api::{DeleteParams, GetParams, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+use kube::client::Body;
+use kube::core::{Request, Status};
 use serde_json::Value;
 use shardvault_api::Kind;
 use shardvault_store::ApplyOutcome;
@@ -20,6 +29,9 @@ pub const SOCKET: &str = "shardvault.sock";
 
 /// Header carrying the outcome of an apply (`created`, `configured`, `unchanged`).
 pub const APPLY_OUTCOME_HEADER: &str = "x-shardvault-apply";
+
+/// The field manager the CLI applies as.
+const FIELD_MANAGER: &str = "shardvault";
 
 /// `/api/v1` or `/apis/<group>/<version>` for a kind.
 fn api_base(kind: Kind) -> String {
@@ -42,13 +54,14 @@ pub fn object_path(kind: Kind, namespace: &str, name: &str) -> String {
     format!(
         "{}/{}",
         collection_path(kind, Some(namespace)),
-        encode_query(name)
+        segment(name)
     )
 }
 
-/// Percent-encodes a query parameter value or a path segment.
-pub fn encode_query(v: &str) -> String {
-    v.bytes()
+/// A name percent-encoded as one path segment (so `a/b` reaches the daemon, which refuses
+/// it with its field path, instead of naming another URL).
+fn segment(name: &str) -> String {
+    name.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 (b as char).to_string()
@@ -70,27 +83,31 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn from_status(code: StatusCode, body: &[u8]) -> ApiError {
-        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let causes = v
-            .pointer("/details/causes")
-            .and_then(Value::as_array)
-            .map(|cs| {
-                cs.iter()
-                    .map(|c| {
-                        let s = |k: &str| c[k].as_str().unwrap_or("").to_string();
-                        (s("field"), s("message"))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+    fn from_status(status: &Status) -> ApiError {
         ApiError {
-            code: code.as_u16(),
-            message: v["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned()),
-            causes,
+            code: status.code,
+            message: status.message.clone(),
+            causes: status
+                .details
+                .iter()
+                .flat_map(|d| &d.causes)
+                .map(|c| (c.field.clone(), c.message.clone()))
+                .collect(),
+        }
+    }
+
+    /// The error of an answer that is not a success, from its body.
+    fn from_body(code: u16, body: &[u8]) -> ApiError {
+        match serde_json::from_slice::<Status>(body) {
+            Ok(status) if !status.message.is_empty() => ApiError {
+                code,
+                ..ApiError::from_status(&status)
+            },
+            _ => ApiError {
+                code,
+                message: String::from_utf8_lossy(body).into_owned(),
+                causes: Vec::new(),
+            },
         }
     }
 
@@ -132,38 +149,94 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-#[derive(Debug, Clone)]
-enum Endpoint {
-    Unix(PathBuf),
-    Tcp(String),
+/// A kube error with the server's `Status` made an [`ApiError`].
+fn api_error(e: kube::Error) -> anyhow::Error {
+    match e {
+        kube::Error::Api(status) => ApiError::from_status(&status).into(),
+        other => other.into(),
+    }
 }
 
-/// A connection target of the daemon; each call opens a short HTTP/1.1 exchange.
-#[derive(Debug, Clone)]
+/// True when `e` is the daemon saying the object does not exist.
+fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<ApiError>()
+        .is_some_and(ApiError::is_not_found)
+}
+
+/// A Unix stream as a connection of hyper's pooled client.
+struct UnixIo(TokioIo<tokio::net::UnixStream>);
+
+impl Connection for UnixIo {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for UnixIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for UnixIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+/// Connects every request to the daemon's socket, whatever the URI says.
+#[derive(Clone)]
+struct UnixConnector(Arc<PathBuf>);
+
+impl tower::Service<Uri> for UnixConnector {
+    type Response = UnixIo;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<UnixIo>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move {
+            let stream = tokio::net::UnixStream::connect(&*path).await?;
+            Ok(UnixIo(TokioIo::new(stream)))
+        })
+    }
+}
+
+/// A client of one daemon's Kubernetes API.
+#[derive(Clone)]
 pub struct Client {
-    endpoint: Endpoint,
-    token: Option<String>,
-}
-
-async fn exchange<IO>(io: IO, req: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    sender.send_request(req).await
+    kube: kube::Client,
 }
 
 impl Client {
     /// Connects to the daemon of `state_dir` over its Unix socket; says how to start it
     /// when it is not running.
     pub async fn connect(state_dir: &Path) -> anyhow::Result<Client> {
-        let client = Client {
-            endpoint: Endpoint::Unix(state_dir.join(SOCKET)),
-            token: None,
-        };
+        let socket = state_dir.join(SOCKET);
+        let client = Client::over(
+            UnixConnector(Arc::new(socket.clone())),
+            kube::Config::new(Uri::from_static("http://shardvault")),
+        )?;
         if let Err(e) = client.ping().await {
             tracing::debug!("ping failed: {e:#}");
             let denied = e.chain().any(|c| {
@@ -173,7 +246,7 @@ impl Client {
             if denied {
                 bail!(
                     "permission denied on {}: the API socket is only for the user running the daemon (root, usually)",
-                    state_dir.join(SOCKET).display()
+                    socket.display()
                 );
             }
             bail!(
@@ -184,85 +257,71 @@ impl Client {
         Ok(client)
     }
 
-    /// A client of a daemon listening on TCP `addr` (`host:port`) with a bearer token.
-    pub fn tcp(addr: &str, token: Option<String>) -> Client {
-        let addr = addr
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        Client {
-            endpoint: Endpoint::Tcp(addr),
-            token,
-        }
+    /// A client of a daemon listening on TCP `addr` (`host:port`, plain HTTP) with a bearer
+    /// token.
+    pub fn tcp(addr: &str, token: Option<String>) -> anyhow::Result<Client> {
+        let url = format!(
+            "http://{}",
+            addr.trim_start_matches("http://").trim_end_matches('/')
+        );
+        let mut config = kube::Config::new(
+            url.parse()
+                .with_context(|| format!("--server {addr:?} is not host:port"))?,
+        );
+        config.auth_info.token = token.map(Into::into);
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(true);
+        Client::over(http, config)
+    }
+
+    /// A kube client sending through `connector` to `config`'s URL, with its credentials.
+    fn over<C>(connector: C, config: kube::Config) -> anyhow::Result<Client>
+    where
+        C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+    {
+        use kube::client::ConfigExt;
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .build::<_, Body>(connector);
+        let service = tower::ServiceBuilder::new()
+            .layer(config.base_uri_layer())
+            .option_layer(config.auth_layer()?)
+            .map_err(tower::BoxError::from)
+            .service(http);
+        Ok(Client {
+            kube: kube::Client::new(service, shardvault_store::DEFAULT_NAMESPACE),
+        })
     }
 
     /// Succeeds when the daemon answers.
     pub async fn ping(&self) -> anyhow::Result<()> {
-        self.call(Method::GET, "/healthz", None).await.map(drop)
+        let req = hyper::Request::get("/healthz").body(Vec::new())?;
+        self.kube.request_text(req).await.map_err(api_error)?;
+        Ok(())
     }
 
-    /// Sends one request and returns the raw response.
+    /// Sends one request with a JSON body and returns the raw response.
     pub async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
-    ) -> anyhow::Result<Response<Incoming>> {
-        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let mut req = Request::builder()
+    ) -> anyhow::Result<Response<Body>> {
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let req = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, "shardvault")
-            .header(hyper::header::CONTENT_TYPE, "application/json");
-        if let Some(t) = &self.token {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let req = req.body(Full::new(bytes))?;
-        let resp = match &self.endpoint {
-            Endpoint::Unix(path) => {
-                let s = tokio::net::UnixStream::connect(path)
-                    .await
-                    .with_context(|| format!("cannot connect to {}", path.display()))?;
-                exchange(TokioIo::new(s), req).await?
-            }
-            Endpoint::Tcp(addr) => {
-                let s = tokio::net::TcpStream::connect(addr)
-                    .await
-                    .with_context(|| format!("cannot connect to {addr}"))?;
-                exchange(TokioIo::new(s), req).await?
-            }
-        };
-        Ok(resp)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(bytes))?;
+        Ok(self.kube.send(req).await?)
     }
 
-    /// Sends a request and reads a JSON answer; error statuses become [`ApiError`].
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<(Value, Option<String>)> {
-        let resp = self.send(method, path, body).await?;
-        let status = resp.status();
-        let outcome = resp
-            .headers()
-            .get(APPLY_OUTCOME_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            return Err(ApiError::from_status(status, &bytes).into());
-        }
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .context("the daemon answered with something that is not JSON")?
-        };
-        Ok((value, outcome))
+    /// Sends a request and reads the JSON object answered; error statuses become
+    /// [`ApiError`].
+    async fn call(&self, req: hyper::Request<Vec<u8>>) -> anyhow::Result<Value> {
+        self.kube.request::<Value>(req).await.map_err(api_error)
     }
 
-    /// `kubectl apply` of one manifest.
+    /// `kubectl apply` of one manifest: a server-side apply whose outcome the daemon names.
     pub async fn apply(&self, doc: &Value) -> anyhow::Result<(Value, ApplyOutcome)> {
         let (kind, ns, name) = match identify(doc) {
             Ok(id) => id,
@@ -271,14 +330,28 @@ impl Client {
                 Ok(_) => return Err(e),
             },
         };
-        let (obj, outcome) = self
-            .call(Method::PATCH, &object_path(kind, &ns, &name), Some(doc))
-            .await?;
-        let outcome = match outcome.as_deref() {
+        let req = Request::new(collection_path(kind, Some(&ns))).patch(
+            &segment(&name),
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(doc),
+        )?;
+        let resp = self.kube.send(req.map(Body::from)).await?;
+        let status = resp.status();
+        let outcome = match resp
+            .headers()
+            .get(APPLY_OUTCOME_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
             Some("created") => ApplyOutcome::Created,
             Some("unchanged") => ApplyOutcome::Unchanged,
             _ => ApplyOutcome::Configured,
         };
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            return Err(ApiError::from_body(status.as_u16(), &bytes).into());
+        }
+        let obj = serde_json::from_slice(&bytes)
+            .context("the daemon answered an apply with something that is not JSON")?;
         Ok((obj, outcome))
     }
 
@@ -289,7 +362,9 @@ impl Client {
         namespace: &str,
         name: &str,
     ) -> anyhow::Result<Option<Value>> {
-        self.object(Method::GET, kind, namespace, name).await
+        let req = Request::new(collection_path(kind, Some(namespace)))
+            .get(&segment(name), &GetParams::default())?;
+        found(self.call(req).await)
     }
 
     /// Lists objects of a kind in a namespace (all with `None`), optionally by label selector.
@@ -299,34 +374,62 @@ impl Client {
         namespace: Option<&str>,
         selector: Option<&str>,
     ) -> anyhow::Result<Vec<Value>> {
-        let mut path = collection_path(kind, namespace);
-        if let Some(sel) = selector.filter(|s| !s.is_empty()) {
-            path = format!("{path}?labelSelector={}", encode_query(sel));
-        }
-        let (list, _) = self.call(Method::GET, &path, None).await?;
-        Ok(list["items"].as_array().cloned().unwrap_or_default())
+        Ok(self.list_with_version(kind, namespace, selector).await?.0)
     }
 
-    /// Streams changes of a kind (the current objects first, as ADDED), as a watch.
+    /// The objects of a list and the list's resourceVersion.
+    async fn list_with_version(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&str>,
+    ) -> anyhow::Result<(Vec<Value>, String)> {
+        let mut params = ListParams::default();
+        if let Some(sel) = selector.filter(|s| !s.is_empty()) {
+            params = params.labels(sel);
+        }
+        let list = self
+            .call(Request::new(collection_path(kind, namespace)).list(&params)?)
+            .await?;
+        let version = list
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("0")
+            .to_string();
+        let items = match list {
+            Value::Object(mut m) => m.remove("items"),
+            _ => None,
+        };
+        match items {
+            Some(Value::Array(items)) => Ok((items, version)),
+            _ => Ok((Vec::new(), version)),
+        }
+    }
+
+    /// The current objects of a kind (as `ADDED`), then every change, as `kubectl get -w`
+    /// sees them: a list, then watches from its resourceVersion, resumed when the daemon
+    /// ends one.
     pub async fn watch(
         &self,
         kind: Kind,
         namespace: Option<&str>,
         selector: Option<&str>,
     ) -> anyhow::Result<WatchStream> {
-        let mut path = format!("{}?watch=true", collection_path(kind, namespace));
-        if let Some(sel) = selector.filter(|s| !s.is_empty()) {
-            path = format!("{path}&labelSelector={}", encode_query(sel));
-        }
-        let resp = self.send(Method::GET, &path, None).await?;
-        let status = resp.status();
-        if !status.is_success() {
-            let bytes = resp.into_body().collect().await?.to_bytes();
-            return Err(ApiError::from_status(status, &bytes).into());
-        }
+        let (items, version) = self.list_with_version(kind, namespace, selector).await?;
         Ok(WatchStream {
-            body: resp.into_body(),
-            buf: Vec::new(),
+            client: self.clone(),
+            request: Request::new(collection_path(kind, namespace)),
+            params: match selector.filter(|s| !s.is_empty()) {
+                Some(sel) => WatchParams::default().labels(sel),
+                None => WatchParams::default(),
+            },
+            version,
+            pending: items
+                .into_iter()
+                .map(|o| ("ADDED".to_string(), o))
+                .rev()
+                .collect(),
+            events: None,
         })
     }
 
@@ -337,30 +440,9 @@ impl Client {
         namespace: &str,
         name: &str,
     ) -> anyhow::Result<Option<Value>> {
-        self.object(Method::DELETE, kind, namespace, name).await
-    }
-
-    /// Sends `method` to one object's path; `None` when the object does not exist.
-    async fn object(
-        &self,
-        method: Method,
-        kind: Kind,
-        namespace: &str,
-        name: &str,
-    ) -> anyhow::Result<Option<Value>> {
-        match self
-            .call(method, &object_path(kind, namespace, name), None)
-            .await
-        {
-            Ok((v, _)) => Ok(Some(v)),
-            Err(e)
-                if e.downcast_ref::<ApiError>()
-                    .is_some_and(ApiError::is_not_found) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
+        let req = Request::new(collection_path(kind, Some(namespace)))
+            .delete(&segment(name), &DeleteParams::default())?;
+        found(self.call(req).await)
     }
 
     /// The Events about an object, oldest first.
@@ -401,32 +483,75 @@ impl Client {
     }
 }
 
-/// The events of a watch, one JSON line each.
+/// An object answered, or `None` for 404.
+fn found(answer: anyhow::Result<Value>) -> anyhow::Result<Option<Value>> {
+    match answer {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+type Events = Pin<Box<dyn futures::Stream<Item = kube::Result<WatchEvent<Value>>> + Send>>;
+
+/// The objects of a list, then the events of the watches after it.
 pub struct WatchStream {
-    body: Incoming,
-    buf: Vec<u8>,
+    client: Client,
+    request: Request,
+    params: WatchParams,
+    /// The resourceVersion the next watch starts from.
+    version: String,
+    /// Listed objects not handed out yet, last first.
+    pending: Vec<(String, Value)>,
+    events: Option<Events>,
 }
 
 impl WatchStream {
-    /// The next event as (`ADDED`|`MODIFIED`|`DELETED`|`ERROR`, object); `None` when the
-    /// daemon ends the stream.
+    /// The next event as (`ADDED`|`MODIFIED`|`DELETED`, object); an error when the daemon
+    /// ends the watch with one (a resourceVersion too old, say).
     pub async fn next(&mut self) -> anyhow::Result<Option<(String, Value)>> {
+        if let Some(event) = self.pending.pop() {
+            return Ok(Some(event));
+        }
         loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=i).collect();
-                let v: Value =
-                    serde_json::from_slice(&line).context("a watch event is not JSON")?;
-                let kind = v["type"].as_str().unwrap_or("").to_string();
-                return Ok(Some((kind, v["object"].clone())));
-            }
-            match self.body.frame().await {
-                None => return Ok(None),
-                Some(frame) => {
-                    if let Ok(data) = frame?.into_data() {
-                        self.buf.extend_from_slice(&data);
-                    }
+            let events = match &mut self.events {
+                Some(events) => events,
+                None => {
+                    let req = self.request.watch(&self.params, &self.version)?;
+                    let stream = self
+                        .client
+                        .kube
+                        .request_events::<Value>(req)
+                        .await
+                        .map_err(api_error)?;
+                    self.events.insert(stream.boxed())
                 }
+            };
+            let (kind, obj) = match events.next().await {
+                // The daemon ended this watch (its timeout): the next one resumes.
+                None => {
+                    self.events = None;
+                    continue;
+                }
+                Some(Err(e)) => return Err(api_error(e)),
+                Some(Ok(WatchEvent::Error(status))) => {
+                    bail!("the watch ended: {}", ApiError::from_status(&status))
+                }
+                Some(Ok(WatchEvent::Bookmark(b))) => {
+                    self.version = b.metadata.resource_version;
+                    continue;
+                }
+                Some(Ok(WatchEvent::Added(o))) => ("ADDED", o),
+                Some(Ok(WatchEvent::Modified(o))) => ("MODIFIED", o),
+                Some(Ok(WatchEvent::Deleted(o))) => ("DELETED", o),
+            };
+            if let Some(v) = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+            {
+                self.version = v.to_string();
             }
+            return Ok(Some((kind.to_string(), obj)));
         }
     }
 }
@@ -465,7 +590,7 @@ impl ConnArgs {
                     ),
                     None => None,
                 };
-                let client = Client::tcp(addr, token);
+                let client = Client::tcp(addr, token)?;
                 client
                     .ping()
                     .await

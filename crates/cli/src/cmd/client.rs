@@ -274,6 +274,21 @@ impl Client {
         Client::over(http, config)
     }
 
+    /// A client of the Kubernetes API server a kubeconfig names (its current context): the
+    /// daemon's HTTPS listener (`shardvault kubeconfig --path`), or any cluster.
+    pub async fn from_kubeconfig(path: &Path) -> anyhow::Result<Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(path)
+            .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .with_context(|| format!("the kubeconfig {} is unusable", path.display()))?;
+        // kube's TLS needs a process-wide rustls provider; an error means one is set.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Ok(Client {
+            kube: kube::Client::try_from(config)?,
+        })
+    }
+
     /// A kube client sending through `connector` to `config`'s URL, with its credentials.
     fn over<C>(connector: C, config: kube::Config) -> anyhow::Result<Client>
     where
@@ -562,7 +577,8 @@ pub fn identify(doc: &Value) -> anyhow::Result<(Kind, String, String)> {
     Ok((r.kind, r.namespace, r.name))
 }
 
-/// How a verb finds the daemon: the state directory's socket, or a TCP server with a token.
+/// How a verb finds the daemon: the state directory's socket, a TCP server with a token, or
+/// a kubeconfig.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnArgs {
     /// State directory (default: $SHARDVAULT_HOME, else ~/.local/share/shardvault).
@@ -574,11 +590,30 @@ pub struct ConnArgs {
     /// File with the bearer token for --server.
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
+    /// Talk to the API server this kubeconfig names instead (`shardvault kubeconfig --path`
+    /// gives the daemon's).
+    #[arg(long, global = true, conflicts_with = "server")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl ConnArgs {
     /// Connects as the flags say.
     pub async fn connect(&self) -> anyhow::Result<Client> {
+        if let Some(path) = &self.kubeconfig {
+            let client = Client::from_kubeconfig(path).await?;
+            client
+                .kube
+                .apiserver_version()
+                .await
+                .map_err(api_error)
+                .with_context(|| {
+                    format!(
+                        "the API server of the kubeconfig {} does not answer",
+                        path.display()
+                    )
+                })?;
+            return Ok(client);
+        }
         match &self.server {
             Some(addr) => {
                 let token = match &self.token_file {

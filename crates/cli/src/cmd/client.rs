@@ -3,26 +3,29 @@
 //! by `shardvault demo`. Requests are built by kube-core; objects stay JSON as the server
 //! sent them, so what `get -o yaml` prints is what the daemon stores.
 
-use std::fmt;
-use std::future::Future;
+mod error;
+mod unix;
+mod watch;
+
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use futures::StreamExt;
 use http_body_util::BodyExt;
 use hyper::{Method, Response, Uri};
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use kube::api::{DeleteParams, GetParams, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
+use hyper_util::rt::TokioExecutor;
+use kube::api::{DeleteParams, GetParams, ListParams, Patch, PatchParams, WatchParams};
 use kube::client::Body;
-use kube::core::{Request, Status};
+use kube::core::Request;
 use serde_json::Value;
 use shardvault_api::Kind;
 use shardvault_store::ApplyOutcome;
+
+pub use error::ApiError;
+use error::{api_error, is_not_found};
+use unix::UnixConnector;
+pub use watch::WatchStream;
 
 /// File name of the daemon's socket inside the state directory.
 pub const SOCKET: &str = "shardvault.sock";
@@ -69,157 +72,6 @@ fn segment(name: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// An error answered by the daemon, from its Kubernetes `Status` object.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    /// HTTP status code.
-    pub code: u16,
-    /// `Status.message`.
-    pub message: String,
-    /// Field paths and messages of a validation failure.
-    pub causes: Vec<(String, String)>,
-}
-
-impl ApiError {
-    fn from_status(status: &Status) -> ApiError {
-        ApiError {
-            code: status.code,
-            message: status.message.clone(),
-            causes: status
-                .details
-                .iter()
-                .flat_map(|d| &d.causes)
-                .map(|c| (c.field.clone(), c.message.clone()))
-                .collect(),
-        }
-    }
-
-    /// The error of an answer that is not a success, from its body.
-    fn from_body(code: u16, body: &[u8]) -> ApiError {
-        match serde_json::from_slice::<Status>(body) {
-            Ok(status) if !status.message.is_empty() => ApiError {
-                code,
-                ..ApiError::from_status(&status)
-            },
-            _ => ApiError {
-                code,
-                message: String::from_utf8_lossy(body).into_owned(),
-                causes: Vec::new(),
-            },
-        }
-    }
-
-    /// The error of a manifest refused before it was sent.
-    pub fn from_validation(v: &shardvault_api::ValidationError) -> ApiError {
-        ApiError {
-            code: 422,
-            message: v.to_string(),
-            causes: v
-                .errors
-                .iter()
-                .map(|e| (e.path.clone(), e.message.clone()))
-                .collect(),
-        }
-    }
-
-    /// True for 404.
-    pub fn is_not_found(&self) -> bool {
-        self.code == 404
-    }
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.causes.is_empty() {
-            return f.write_str(&self.message);
-        }
-        let head = self
-            .message
-            .split_once(" is invalid")
-            .map_or(self.message.as_str(), |(h, _)| h);
-        write!(f, "{head} is invalid:")?;
-        for (field, msg) in &self.causes {
-            write!(f, "\n  * {field}: {msg}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ApiError {}
-
-/// A kube error with the server's `Status` made an [`ApiError`].
-fn api_error(e: kube::Error) -> anyhow::Error {
-    match e {
-        kube::Error::Api(status) => ApiError::from_status(&status).into(),
-        other => other.into(),
-    }
-}
-
-/// True when `e` is the daemon saying the object does not exist.
-fn is_not_found(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<ApiError>()
-        .is_some_and(ApiError::is_not_found)
-}
-
-/// A Unix stream as a connection of hyper's pooled client.
-struct UnixIo(TokioIo<tokio::net::UnixStream>);
-
-impl Connection for UnixIo {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl hyper::rt::Read for UnixIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for UnixIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-}
-
-/// Connects every request to the daemon's socket, whatever the URI says.
-#[derive(Clone)]
-struct UnixConnector(Arc<PathBuf>);
-
-impl tower::Service<Uri> for UnixConnector {
-    type Response = UnixIo;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<UnixIo>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let path = self.0.clone();
-        Box::pin(async move {
-            let stream = tokio::net::UnixStream::connect(&*path).await?;
-            Ok(UnixIo(TokioIo::new(stream)))
-        })
-    }
 }
 
 /// A client of one daemon's Kubernetes API.
@@ -431,21 +283,18 @@ impl Client {
         selector: Option<&str>,
     ) -> anyhow::Result<WatchStream> {
         let (items, version) = self.list_with_version(kind, namespace, selector).await?;
-        Ok(WatchStream {
-            client: self.clone(),
-            request: Request::new(collection_path(kind, namespace)),
-            params: match selector.filter(|s| !s.is_empty()) {
-                Some(sel) => WatchParams::default().labels(sel),
-                None => WatchParams::default(),
-            },
+        let params = match selector.filter(|s| !s.is_empty()) {
+            Some(sel) => WatchParams::default().labels(sel),
+            None => WatchParams::default(),
+        };
+        let request = Request::new(collection_path(kind, namespace));
+        Ok(WatchStream::new(
+            self.clone(),
+            request,
+            params,
             version,
-            pending: items
-                .into_iter()
-                .map(|o| ("ADDED".to_string(), o))
-                .rev()
-                .collect(),
-            events: None,
-        })
+            items,
+        ))
     }
 
     /// Deletes an object; returns its last state, `None` if it did not exist.
@@ -504,70 +353,6 @@ fn found(answer: anyhow::Result<Value>) -> anyhow::Result<Option<Value>> {
         Ok(v) => Ok(Some(v)),
         Err(e) if is_not_found(&e) => Ok(None),
         Err(e) => Err(e),
-    }
-}
-
-type Events = Pin<Box<dyn futures::Stream<Item = kube::Result<WatchEvent<Value>>> + Send>>;
-
-/// The objects of a list, then the events of the watches after it.
-pub struct WatchStream {
-    client: Client,
-    request: Request,
-    params: WatchParams,
-    /// The resourceVersion the next watch starts from.
-    version: String,
-    /// Listed objects not handed out yet, last first.
-    pending: Vec<(String, Value)>,
-    events: Option<Events>,
-}
-
-impl WatchStream {
-    /// The next event as (`ADDED`|`MODIFIED`|`DELETED`, object); an error when the daemon
-    /// ends the watch with one (a resourceVersion too old, say).
-    pub async fn next(&mut self) -> anyhow::Result<Option<(String, Value)>> {
-        if let Some(event) = self.pending.pop() {
-            return Ok(Some(event));
-        }
-        loop {
-            let events = match &mut self.events {
-                Some(events) => events,
-                None => {
-                    let req = self.request.watch(&self.params, &self.version)?;
-                    let stream = self
-                        .client
-                        .kube
-                        .request_events::<Value>(req)
-                        .await
-                        .map_err(api_error)?;
-                    self.events.insert(stream.boxed())
-                }
-            };
-            let (kind, obj) = match events.next().await {
-                // The daemon ended this watch (its timeout): the next one resumes.
-                None => {
-                    self.events = None;
-                    continue;
-                }
-                Some(Err(e)) => return Err(api_error(e)),
-                Some(Ok(WatchEvent::Error(status))) => {
-                    bail!("the watch ended: {}", ApiError::from_status(&status))
-                }
-                Some(Ok(WatchEvent::Bookmark(b))) => {
-                    self.version = b.metadata.resource_version;
-                    continue;
-                }
-                Some(Ok(WatchEvent::Added(o))) => ("ADDED", o),
-                Some(Ok(WatchEvent::Modified(o))) => ("MODIFIED", o),
-                Some(Ok(WatchEvent::Deleted(o))) => ("DELETED", o),
-            };
-            if let Some(v) = obj
-                .pointer("/metadata/resourceVersion")
-                .and_then(Value::as_str)
-            {
-                self.version = v.to_string();
-            }
-            return Ok(Some((kind.to_string(), obj)));
-        }
     }
 }
 

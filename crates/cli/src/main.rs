@@ -88,6 +88,11 @@ enum Command {
         after_help = "Example:\n  shardvault backups ls --storage my-backup-storage\n  shardvault backups ls --config shard0.json\n  shardvault backups import --storage my-backup-storage manual-backup"
     )]
     Backups(cmd::catalog::BackupsArgs),
+    /// Prints the CustomResourceDefinitions of the StackGres kinds as a YAML stream.
+    #[command(
+        after_help = "Example:\n  shardvault crds > crds.yaml\n  shardvault crds | kubectl apply -f -"
+    )]
+    Crds,
     /// Retention of scheduled backups: what the next pass would delete.
     #[command(after_help = "Example:\n  shardvault retention plan my-sharded-cluster")]
     Retention(cmd::retention::Args),
@@ -113,6 +118,7 @@ fn main() -> std::process::ExitCode {
         Command::Backups(args) => cmd::catalog::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Retention(args) => cmd::retention::run(args),
+        Command::Crds => cmd::crds::run(),
     };
     let result = result.and_then(|code| match cmd::stdout::failure() {
         Some(e) => anyhow::bail!("cannot write to standard output: {e}"),

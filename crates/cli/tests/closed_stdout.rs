@@ -100,6 +100,7 @@ fn get_into_a_reader_that_stops_early_ends_quietly() {
         &["get", "sgobjs", "-o", "name"],
         &["get", "sgobjs"],
         &["describe", "sgobjs", "storage-000"],
+        &["crds"],
     ] {
         let out = spawn(&d, args, Stdio::null(), closed_pipe())
             .wait_with_output()

@@ -31,7 +31,7 @@ pub use watch::WatchStream;
 pub const SOCKET: &str = "shardvault.sock";
 
 /// Header carrying the outcome of an apply (`created`, `configured`, `unchanged`).
-pub const APPLY_OUTCOME_HEADER: &str = "x-shardvault-apply";
+pub use shardvault_apiserver::APPLY_OUTCOME_HEADER;
 
 /// The field manager the CLI applies as.
 const FIELD_MANAGER: &str = "shardvault";

@@ -10,9 +10,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::client::{Client, runtime};
-use super::serve::{Controllers, PID_FILE};
+use super::serve::{Controllers, KUBECONFIG, PID_FILE};
 use super::state_dir;
-use super::stdout::outln;
+use super::stdout::{out, outln};
 
 /// File the background daemon logs to.
 pub const LOG_FILE: &str = "shardvault.log";
@@ -40,6 +40,38 @@ pub struct DownArgs {
     /// How long to wait for the daemon to stop, in seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+}
+
+/// Options of `shardvault kubeconfig`.
+#[derive(clap::Args, Debug)]
+pub struct KubeconfigArgs {
+    /// State directory (default: $SHARDVAULT_HOME, else ~/.local/share/shardvault).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Print the kubeconfig's path instead of its contents.
+    #[arg(long)]
+    path: bool,
+}
+
+/// Prints the kubeconfig of the running daemon (or its path), for `kubectl --kubeconfig`.
+pub fn kubeconfig(args: KubeconfigArgs) -> anyhow::Result<ExitCode> {
+    let dir = state_dir::resolve(args.state_dir);
+    let path = dir.join(KUBECONFIG);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "shardvault is not running in {} (no {}): start it with `shardvault up`",
+            dir.display(),
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    if args.path {
+        outln!("{}", path.display());
+    } else {
+        out!("{text}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Starts `shardvault serve` detached, logging to `<state>/shardvault.log`, and waits until
@@ -75,13 +107,15 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .spawn()
         .context("cannot start `shardvault serve`")?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let kubeconfig = dir.join(KUBECONFIG);
     loop {
-        if rt.block_on(Client::connect(&dir)).is_ok() {
+        if rt.block_on(Client::connect(&dir)).is_ok() && kubeconfig.exists() {
             outln!(
-                "shardvault is running in {} (pid {}, log {})",
+                "shardvault is running in {} (pid {}, log {}, kubeconfig {})",
                 dir.display(),
                 child.id(),
-                log_path.display()
+                log_path.display(),
+                kubeconfig.display()
             );
             return Ok(ExitCode::SUCCESS);
         }

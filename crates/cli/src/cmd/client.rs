@@ -386,17 +386,12 @@ impl ConnArgs {
     pub async fn connect(&self) -> anyhow::Result<Client> {
         if let Some(path) = &self.kubeconfig {
             let client = Client::from_kubeconfig(path).await?;
-            client
-                .kube
-                .apiserver_version()
-                .await
-                .map_err(api_error)
-                .with_context(|| {
-                    format!(
-                        "the API server of the kubeconfig {} does not answer",
-                        path.display()
-                    )
-                })?;
+            client.ping().await.with_context(|| {
+                format!(
+                    "the API server of the kubeconfig {} does not answer",
+                    path.display()
+                )
+            })?;
             return Ok(client);
         }
         match &self.server {

@@ -263,14 +263,7 @@ impl Client {
             .and_then(Value::as_str)
             .unwrap_or("0")
             .to_string();
-        let items = match list {
-            Value::Object(mut m) => m.remove("items"),
-            _ => None,
-        };
-        match items {
-            Some(Value::Array(items)) => Ok((items, version)),
-            _ => Ok((Vec::new(), version)),
-        }
+        Ok((items(list), version))
     }
 
     /// The current objects of a kind (as `ADDED`), then every change, as `kubectl get -w`
@@ -309,15 +302,16 @@ impl Client {
         found(self.call(req).await)
     }
 
-    /// The Events about an object, oldest first.
+    /// The Events about an object, oldest first (the daemon selects them by
+    /// `involvedObject.uid`).
     pub async fn events(&self, obj: &Value) -> anyhow::Result<Vec<Value>> {
         let ns = shardvault_store::namespace_of(obj);
-        let uid = &obj["metadata"]["uid"];
-        let events = self.list(Kind::Event, Some(ns), None).await?;
-        Ok(events
-            .into_iter()
-            .filter(|e| e["involvedObject"]["uid"] == *uid)
-            .collect())
+        let uid = obj["metadata"]["uid"].as_str().unwrap_or_default();
+        let params = ListParams::default().fields(&format!("involvedObject.uid={uid}"));
+        let list = self
+            .call(Request::new(collection_path(Kind::Event, Some(ns))).list(&params)?)
+            .await?;
+        Ok(items(list))
     }
 
     /// Polls an object until `done` holds for it (`None` = the object is gone), or fails
@@ -344,6 +338,17 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+/// The `items` of a list.
+fn items(list: Value) -> Vec<Value> {
+    match list {
+        Value::Object(mut m) => match m.remove("items") {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
     }
 }
 

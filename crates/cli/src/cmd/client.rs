@@ -1,6 +1,6 @@
 //! The CLI's connection to the daemon: a `kube::Client` of its Kubernetes API, over the state
-//! directory's Unix socket (or TCP with a bearer token), used by the kubectl-like verbs and
-//! by `shardvault demo`. Requests are built by kube-core; objects stay JSON as the server
+//! directory's Unix socket, TCP with a bearer token, or a kubeconfig (HTTPS), used by the
+//! kubectl-like verbs and by `shardvault demo`. Requests are built by kube-core; objects stay JSON as the server
 //! sent them, so what `get -o yaml` prints is what the daemon stores.
 
 mod error;

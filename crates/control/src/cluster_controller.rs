@@ -150,6 +150,13 @@ async fn reconcile(
         return Ok(Action::AwaitChange);
     }
     let spec: ShardedClusterSpec = spec_of(&obj)?;
+    // Said once, on the first pass (before the finalizer is added).
+    if !has_finalizer(&obj, FINALIZER)
+        && let Some(message) = shardvault_api::ignored::not_acted_on_message(&spec)
+    {
+        ctx.event(&obj, EventType::Normal, "FieldsNotActedOn", &message)
+            .await;
+    }
     let version = spec
         .postgres
         .as_ref()

@@ -1,6 +1,8 @@
 //! shardvault: backup and restore of sharded PostgreSQL clusters.
 
 mod cmd;
+#[cfg(test)]
+mod help_tests;
 
 use clap::{Parser, Subcommand};
 
@@ -83,11 +85,13 @@ enum Command {
         after_help = "Example:\n  restore_command = 'shardvault wal-fetch %f %p --config /etc/shardvault/shard0.json'"
     )]
     WalFetch(cmd::wal::FetchArgs),
-    /// Lists stored backups.
-    #[command(after_help = "Example:\n  shardvault backups ls --config shard0.json")]
     /// Reads a sharded backup back from storage and checks every checksum and WAL segment.
     #[command(after_help = "Example:\n  shardvault verify sgshardedbackup manual-backup")]
     Verify(cmd::verify::Args),
+    /// Stored backups: lists them, or imports one found in storage as resources.
+    #[command(
+        after_help = "Example:\n  shardvault backups ls --storage my-backup-storage\n  shardvault backups ls --config shard0.json\n  shardvault backups import --storage my-backup-storage manual-backup"
+    )]
     Backups(cmd::catalog::BackupsArgs),
     /// Prints the CustomResourceDefinitions of the StackGres kinds as a YAML stream.
     #[command(
@@ -128,6 +132,10 @@ fn main() -> std::process::ExitCode {
         Command::Console(args) => cmd::console::run(args),
         Command::Crds => cmd::crds::run(),
     };
+    let result = result.and_then(|code| match cmd::stdout::failure() {
+        Some(e) => anyhow::bail!("cannot write to standard output: {e}"),
+        None => Ok(code),
+    });
     match result {
         Ok(code) => code,
         Err(err) => {

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::client::{ConnArgs, identify, runtime};
+use super::stdout::outln;
 
 /// Options of `shardvault apply`.
 #[derive(clap::Args, Debug)]
@@ -128,7 +129,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut failed = false;
         for m in manifests {
             match client.apply(&m.doc).await {
-                Ok((obj, outcome)) => println!("{} {outcome}", display_name(&obj)),
+                Ok((obj, outcome)) => outln!("{} {outcome}", display_name(&obj)),
                 Err(e) => {
                     failed = true;
                     eprintln!("error: {}: {e:#}", m.source);

@@ -19,6 +19,7 @@ use shardvault_pg::engine::layout;
 use shardvault_storage::Destination;
 
 use super::client::{Client, ConnArgs};
+use super::stdout::outln;
 
 /// Options of `shardvault backups`.
 #[derive(clap::Args)]
@@ -192,15 +193,20 @@ pub async fn ls(client: &Client, args: &StorageArgs, json: bool) -> anyhow::Resu
             .iter()
             .map(|(p, r)| serde_json::json!({"path": p, "record": r}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{:<32} {:<24} {:>7} {:<32} {:>10} {:>12}  PATH",
-        "NAME", "CLUSTER", "MEMBERS", "RESTORE POINT TIME", "COMPRESSED", "UNCOMPRESSED"
+        "NAME",
+        "CLUSTER",
+        "MEMBERS",
+        "RESTORE POINT TIME",
+        "COMPRESSED",
+        "UNCOMPRESSED"
     );
     for (path, r) in &found {
-        println!(
+        outln!(
             "{:<32} {:<24} {:>7} {:<32} {:>10} {:>12}  {}",
             r.name,
             r.cluster,
@@ -286,7 +292,7 @@ async fn create_all(
         let (obj, _) = client.apply(&doc).await?;
         let (kind, ns, n) = super::client::identify(&obj)?;
         created.push((kind, ns, n.clone()));
-        println!("{}/{n} imported", kind.qualified());
+        outln!("{}/{n} imported", kind.qualified());
         owner.get_or_insert(obj);
     }
     Ok(())

@@ -1,25 +1,40 @@
-//! A client of the shardvault daemon over its Unix socket (or TCP with a bearer token),
-//! used by the kubectl-like verbs and by `shardvault demo`.
+//! The CLI's connection to the daemon: a `kube::Client` of its Kubernetes API, over the state
+//! directory's Unix socket, TCP with a bearer token, or a kubeconfig (HTTPS), used by the
+//! kubectl-like verbs and by `shardvault demo`. Requests are built by kube-core; objects stay JSON as the server
+//! sent them, so what `get -o yaml` prints is what the daemon stores.
 
-use std::fmt;
+mod error;
+mod unix;
+mod watch;
+
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use http_body_util::BodyExt;
+use hyper::Uri;
+use hyper_util::rt::TokioExecutor;
+use kube::api::{DeleteParams, GetParams, ListParams, Patch, PatchParams, WatchParams};
+use kube::client::Body;
+use kube::core::Request;
 use serde_json::Value;
 use shardvault_api::Kind;
 use shardvault_store::ApplyOutcome;
+
+pub use error::ApiError;
+use error::{api_error, is_not_found};
+use unix::UnixConnector;
+pub use watch::WatchStream;
 
 /// File name of the daemon's socket inside the state directory.
 pub const SOCKET: &str = "shardvault.sock";
 
 /// Header carrying the outcome of an apply (`created`, `configured`, `unchanged`).
 pub use shardvault_apiserver::APPLY_OUTCOME_HEADER;
+
+/// The field manager the CLI applies as.
+const FIELD_MANAGER: &str = "shardvault";
 
 /// `/api/v1` or `/apis/<group>/<version>` for a kind.
 fn api_base(kind: Kind) -> String {
@@ -37,18 +52,10 @@ pub fn collection_path(kind: Kind, namespace: Option<&str>) -> String {
     }
 }
 
-/// The URL path of one object.
-pub fn object_path(kind: Kind, namespace: &str, name: &str) -> String {
-    format!(
-        "{}/{}",
-        collection_path(kind, Some(namespace)),
-        encode_query(name)
-    )
-}
-
-/// Percent-encodes a query parameter value or a path segment.
-pub fn encode_query(v: &str) -> String {
-    v.bytes()
+/// A name percent-encoded as one path segment (so `a/b` reaches the daemon, which refuses
+/// it with its field path, instead of naming another URL).
+fn segment(name: &str) -> String {
+    name.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 (b as char).to_string()
@@ -58,112 +65,21 @@ pub fn encode_query(v: &str) -> String {
         .collect()
 }
 
-/// An error answered by the daemon, from its Kubernetes `Status` object.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    /// HTTP status code.
-    pub code: u16,
-    /// `Status.message`.
-    pub message: String,
-    /// Field paths and messages of a validation failure.
-    pub causes: Vec<(String, String)>,
-}
-
-impl ApiError {
-    fn from_status(code: StatusCode, body: &[u8]) -> ApiError {
-        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-        let causes = v
-            .pointer("/details/causes")
-            .and_then(Value::as_array)
-            .map(|cs| {
-                cs.iter()
-                    .map(|c| {
-                        let s = |k: &str| c[k].as_str().unwrap_or("").to_string();
-                        (s("field"), s("message"))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        ApiError {
-            code: code.as_u16(),
-            message: v["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned()),
-            causes,
-        }
-    }
-
-    /// The error of a manifest refused before it was sent.
-    pub fn from_validation(v: &shardvault_api::ValidationError) -> ApiError {
-        ApiError {
-            code: 422,
-            message: v.to_string(),
-            causes: v
-                .errors
-                .iter()
-                .map(|e| (e.path.clone(), e.message.clone()))
-                .collect(),
-        }
-    }
-
-    /// True for 404.
-    pub fn is_not_found(&self) -> bool {
-        self.code == 404
-    }
-}
-
-impl fmt::Display for ApiError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.causes.is_empty() {
-            return f.write_str(&self.message);
-        }
-        let head = self
-            .message
-            .split_once(" is invalid")
-            .map_or(self.message.as_str(), |(h, _)| h);
-        write!(f, "{head} is invalid:")?;
-        for (field, msg) in &self.causes {
-            write!(f, "\n  * {field}: {msg}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ApiError {}
-
-#[derive(Debug, Clone)]
-enum Endpoint {
-    Unix(PathBuf),
-    Tcp(String),
-}
-
-/// A connection target of the daemon; each call opens a short HTTP/1.1 exchange.
-#[derive(Debug, Clone)]
+/// A client of one daemon's Kubernetes API.
+#[derive(Clone)]
 pub struct Client {
-    endpoint: Endpoint,
-    token: Option<String>,
-}
-
-async fn exchange<IO>(io: IO, req: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>>
-where
-    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    sender.send_request(req).await
+    kube: kube::Client,
 }
 
 impl Client {
     /// Connects to the daemon of `state_dir` over its Unix socket; says how to start it
     /// when it is not running.
     pub async fn connect(state_dir: &Path) -> anyhow::Result<Client> {
-        let client = Client {
-            endpoint: Endpoint::Unix(state_dir.join(SOCKET)),
-            token: None,
-        };
+        let socket = state_dir.join(SOCKET);
+        let client = Client::over(
+            UnixConnector(Arc::new(socket.clone())),
+            kube::Config::new(Uri::from_static("http://shardvault")),
+        )?;
         if let Err(e) = client.ping().await {
             tracing::debug!("ping failed: {e:#}");
             let denied = e.chain().any(|c| {
@@ -173,7 +89,7 @@ impl Client {
             if denied {
                 bail!(
                     "permission denied on {}: the API socket is only for the user running the daemon (root, usually)",
-                    state_dir.join(SOCKET).display()
+                    socket.display()
                 );
             }
             bail!(
@@ -184,85 +100,70 @@ impl Client {
         Ok(client)
     }
 
-    /// A client of a daemon listening on TCP `addr` (`host:port`) with a bearer token.
-    pub fn tcp(addr: &str, token: Option<String>) -> Client {
-        let addr = addr
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        Client {
-            endpoint: Endpoint::Tcp(addr),
-            token,
-        }
+    /// A client of a daemon listening on TCP `addr` (`host:port`, plain HTTP) with a bearer
+    /// token.
+    pub fn tcp(addr: &str, token: Option<String>) -> anyhow::Result<Client> {
+        let url = format!(
+            "http://{}",
+            addr.trim_start_matches("http://").trim_end_matches('/')
+        );
+        let mut config = kube::Config::new(
+            url.parse()
+                .with_context(|| format!("--server {addr:?} is not host:port"))?,
+        );
+        config.auth_info.token = token.map(Into::into);
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(true);
+        Client::over(http, config)
+    }
+
+    /// A client of the Kubernetes API server a kubeconfig names (its current context): the
+    /// daemon's HTTPS listener (`shardvault kubeconfig --path`), or any cluster.
+    pub async fn from_kubeconfig(path: &Path) -> anyhow::Result<Client> {
+        let kubeconfig = kube::config::Kubeconfig::read_from(path)
+            .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .with_context(|| format!("the kubeconfig {} is unusable", path.display()))?;
+        // kube's TLS needs a process-wide rustls provider; an error means one is set.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Ok(Client {
+            kube: kube::Client::try_from(config)?,
+        })
+    }
+
+    /// A kube client sending through `connector` to `config`'s URL, with its credentials.
+    fn over<C>(connector: C, config: kube::Config) -> anyhow::Result<Client>
+    where
+        C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+    {
+        use kube::client::ConfigExt;
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .build::<_, Body>(connector);
+        let service = tower::ServiceBuilder::new()
+            .layer(config.base_uri_layer())
+            .option_layer(config.auth_layer()?)
+            .map_err(tower::BoxError::from)
+            .service(http);
+        Ok(Client {
+            kube: kube::Client::new(service, shardvault_store::DEFAULT_NAMESPACE),
+        })
     }
 
     /// Succeeds when the daemon answers.
     pub async fn ping(&self) -> anyhow::Result<()> {
-        self.call(Method::GET, "/healthz", None).await.map(drop)
+        let req = hyper::Request::get("/healthz").body(Vec::new())?;
+        self.kube.request_text(req).await.map_err(api_error)?;
+        Ok(())
     }
 
-    /// Sends one request and returns the raw response.
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<Response<Incoming>> {
-        let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, "shardvault")
-            .header(hyper::header::CONTENT_TYPE, "application/json");
-        if let Some(t) = &self.token {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let req = req.body(Full::new(bytes))?;
-        let resp = match &self.endpoint {
-            Endpoint::Unix(path) => {
-                let s = tokio::net::UnixStream::connect(path)
-                    .await
-                    .with_context(|| format!("cannot connect to {}", path.display()))?;
-                exchange(TokioIo::new(s), req).await?
-            }
-            Endpoint::Tcp(addr) => {
-                let s = tokio::net::TcpStream::connect(addr)
-                    .await
-                    .with_context(|| format!("cannot connect to {addr}"))?;
-                exchange(TokioIo::new(s), req).await?
-            }
-        };
-        Ok(resp)
+    /// Sends a request and reads the JSON object answered; error statuses become
+    /// [`ApiError`].
+    async fn call(&self, req: hyper::Request<Vec<u8>>) -> anyhow::Result<Value> {
+        self.kube.request::<Value>(req).await.map_err(api_error)
     }
 
-    /// Sends a request and reads a JSON answer; error statuses become [`ApiError`].
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<(Value, Option<String>)> {
-        let resp = self.send(method, path, body).await?;
-        let status = resp.status();
-        let outcome = resp
-            .headers()
-            .get(APPLY_OUTCOME_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            return Err(ApiError::from_status(status, &bytes).into());
-        }
-        let value = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes)
-                .context("the daemon answered with something that is not JSON")?
-        };
-        Ok((value, outcome))
-    }
-
-    /// `kubectl apply` of one manifest.
+    /// `kubectl apply` of one manifest: a server-side apply whose outcome the daemon names.
     pub async fn apply(&self, doc: &Value) -> anyhow::Result<(Value, ApplyOutcome)> {
         let (kind, ns, name) = match identify(doc) {
             Ok(id) => id,
@@ -271,14 +172,28 @@ impl Client {
                 Ok(_) => return Err(e),
             },
         };
-        let (obj, outcome) = self
-            .call(Method::PATCH, &object_path(kind, &ns, &name), Some(doc))
-            .await?;
-        let outcome = match outcome.as_deref() {
+        let req = Request::new(collection_path(kind, Some(&ns))).patch(
+            &segment(&name),
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Apply(doc),
+        )?;
+        let resp = self.kube.send(req.map(Body::from)).await?;
+        let status = resp.status();
+        let outcome = match resp
+            .headers()
+            .get(APPLY_OUTCOME_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
             Some("created") => ApplyOutcome::Created,
             Some("unchanged") => ApplyOutcome::Unchanged,
             _ => ApplyOutcome::Configured,
         };
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            return Err(ApiError::from_body(status.as_u16(), &bytes).into());
+        }
+        let obj = serde_json::from_slice(&bytes)
+            .context("the daemon answered an apply with something that is not JSON")?;
         Ok((obj, outcome))
     }
 
@@ -289,7 +204,9 @@ impl Client {
         namespace: &str,
         name: &str,
     ) -> anyhow::Result<Option<Value>> {
-        self.object(Method::GET, kind, namespace, name).await
+        let req = Request::new(collection_path(kind, Some(namespace)))
+            .get(&segment(name), &GetParams::default())?;
+        found(self.call(req).await)
     }
 
     /// Lists objects of a kind in a namespace (all with `None`), optionally by label selector.
@@ -299,35 +216,53 @@ impl Client {
         namespace: Option<&str>,
         selector: Option<&str>,
     ) -> anyhow::Result<Vec<Value>> {
-        let mut path = collection_path(kind, namespace);
-        if let Some(sel) = selector.filter(|s| !s.is_empty()) {
-            path = format!("{path}?labelSelector={}", encode_query(sel));
-        }
-        let (list, _) = self.call(Method::GET, &path, None).await?;
-        Ok(list["items"].as_array().cloned().unwrap_or_default())
+        Ok(self.list_with_version(kind, namespace, selector).await?.0)
     }
 
-    /// Streams changes of a kind (the current objects first, as ADDED), as a watch.
+    /// The objects of a list and the list's resourceVersion.
+    async fn list_with_version(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        selector: Option<&str>,
+    ) -> anyhow::Result<(Vec<Value>, String)> {
+        let mut params = ListParams::default();
+        if let Some(sel) = selector.filter(|s| !s.is_empty()) {
+            params = params.labels(sel);
+        }
+        let list = self
+            .call(Request::new(collection_path(kind, namespace)).list(&params)?)
+            .await?;
+        let version = list
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("0")
+            .to_string();
+        Ok((items(list), version))
+    }
+
+    /// The current objects of a kind (as `ADDED`), then every change, as `kubectl get -w`
+    /// sees them: a list, then watches from its resourceVersion, resumed when the daemon
+    /// ends one.
     pub async fn watch(
         &self,
         kind: Kind,
         namespace: Option<&str>,
         selector: Option<&str>,
     ) -> anyhow::Result<WatchStream> {
-        let mut path = format!("{}?watch=true", collection_path(kind, namespace));
-        if let Some(sel) = selector.filter(|s| !s.is_empty()) {
-            path = format!("{path}&labelSelector={}", encode_query(sel));
-        }
-        let resp = self.send(Method::GET, &path, None).await?;
-        let status = resp.status();
-        if !status.is_success() {
-            let bytes = resp.into_body().collect().await?.to_bytes();
-            return Err(ApiError::from_status(status, &bytes).into());
-        }
-        Ok(WatchStream {
-            body: resp.into_body(),
-            buf: Vec::new(),
-        })
+        let (items, version) = self.list_with_version(kind, namespace, selector).await?;
+        let params = match selector.filter(|s| !s.is_empty()) {
+            Some(sel) => WatchParams::default().labels(sel),
+            None => WatchParams::default(),
+        };
+        let request = Request::new(collection_path(kind, namespace));
+        Ok(WatchStream::new(
+            self.clone(),
+            request,
+            params,
+            version,
+            items,
+        ))
     }
 
     /// Deletes an object; returns its last state, `None` if it did not exist.
@@ -337,41 +272,21 @@ impl Client {
         namespace: &str,
         name: &str,
     ) -> anyhow::Result<Option<Value>> {
-        self.object(Method::DELETE, kind, namespace, name).await
+        let req = Request::new(collection_path(kind, Some(namespace)))
+            .delete(&segment(name), &DeleteParams::default())?;
+        found(self.call(req).await)
     }
 
-    /// Sends `method` to one object's path; `None` when the object does not exist.
-    async fn object(
-        &self,
-        method: Method,
-        kind: Kind,
-        namespace: &str,
-        name: &str,
-    ) -> anyhow::Result<Option<Value>> {
-        match self
-            .call(method, &object_path(kind, namespace, name), None)
-            .await
-        {
-            Ok((v, _)) => Ok(Some(v)),
-            Err(e)
-                if e.downcast_ref::<ApiError>()
-                    .is_some_and(ApiError::is_not_found) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The Events about an object, oldest first.
+    /// The Events about an object, oldest first (the daemon selects them by
+    /// `involvedObject.uid`).
     pub async fn events(&self, obj: &Value) -> anyhow::Result<Vec<Value>> {
         let ns = shardvault_store::namespace_of(obj);
-        let uid = &obj["metadata"]["uid"];
-        let events = self.list(Kind::Event, Some(ns), None).await?;
-        Ok(events
-            .into_iter()
-            .filter(|e| e["involvedObject"]["uid"] == *uid)
-            .collect())
+        let uid = obj["metadata"]["uid"].as_str().unwrap_or_default();
+        let params = ListParams::default().fields(&format!("involvedObject.uid={uid}"));
+        let list = self
+            .call(Request::new(collection_path(Kind::Event, Some(ns))).list(&params)?)
+            .await?;
+        Ok(items(list))
     }
 
     /// Polls an object until `done` holds for it (`None` = the object is gone), or fails
@@ -401,33 +316,23 @@ impl Client {
     }
 }
 
-/// The events of a watch, one JSON line each.
-pub struct WatchStream {
-    body: Incoming,
-    buf: Vec<u8>,
+/// The `items` of a list.
+fn items(list: Value) -> Vec<Value> {
+    match list {
+        Value::Object(mut m) => match m.remove("items") {
+            Some(Value::Array(items)) => items,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
 }
 
-impl WatchStream {
-    /// The next event as (`ADDED`|`MODIFIED`|`DELETED`|`ERROR`, object); `None` when the
-    /// daemon ends the stream.
-    pub async fn next(&mut self) -> anyhow::Result<Option<(String, Value)>> {
-        loop {
-            if let Some(i) = self.buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=i).collect();
-                let v: Value =
-                    serde_json::from_slice(&line).context("a watch event is not JSON")?;
-                let kind = v["type"].as_str().unwrap_or("").to_string();
-                return Ok(Some((kind, v["object"].clone())));
-            }
-            match self.body.frame().await {
-                None => return Ok(None),
-                Some(frame) => {
-                    if let Ok(data) = frame?.into_data() {
-                        self.buf.extend_from_slice(&data);
-                    }
-                }
-            }
-        }
+/// An object answered, or `None` for 404.
+fn found(answer: anyhow::Result<Value>) -> anyhow::Result<Option<Value>> {
+    match answer {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if is_not_found(&e) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -437,7 +342,8 @@ pub fn identify(doc: &Value) -> anyhow::Result<(Kind, String, String)> {
     Ok((r.kind, r.namespace, r.name))
 }
 
-/// How a verb finds the daemon: the state directory's socket, or a TCP server with a token.
+/// How a verb finds the daemon: the state directory's socket, a TCP server with a token, or
+/// a kubeconfig.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnArgs {
     /// State directory (default: $SHARDVAULT_HOME, else ~/.local/share/shardvault).
@@ -449,11 +355,25 @@ pub struct ConnArgs {
     /// File with the bearer token for --server.
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
+    /// Talk to the API server this kubeconfig names instead (`shardvault kubeconfig --path`
+    /// gives the daemon's).
+    #[arg(long, global = true, conflicts_with = "server")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl ConnArgs {
     /// Connects as the flags say.
     pub async fn connect(&self) -> anyhow::Result<Client> {
+        if let Some(path) = &self.kubeconfig {
+            let client = Client::from_kubeconfig(path).await?;
+            client.ping().await.with_context(|| {
+                format!(
+                    "the API server of the kubeconfig {} does not answer",
+                    path.display()
+                )
+            })?;
+            return Ok(client);
+        }
         match &self.server {
             Some(addr) => {
                 let token = match &self.token_file {
@@ -465,7 +385,7 @@ impl ConnArgs {
                     ),
                     None => None,
                 };
-                let client = Client::tcp(addr, token);
+                let client = Client::tcp(addr, token)?;
                 client
                     .ping()
                     .await

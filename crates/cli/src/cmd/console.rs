@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::state_dir;
+use super::stdout::outln;
 
 /// File in the state directory holding the console's login address (mode 0600).
 pub const URL_FILE: &str = "console.url";
@@ -45,6 +46,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             dir.display()
         )
     })?;
-    println!("{}", url.trim());
+    outln!("{}", url.trim());
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 use super::client::{Client, runtime};
 use super::serve::{Controllers, KUBECONFIG, PID_FILE};
 use super::state_dir;
+use super::stdout::{out, outln};
 
 /// File the background daemon logs to.
 pub const LOG_FILE: &str = "shardvault.log";
@@ -65,13 +66,11 @@ pub fn kubeconfig(args: KubeconfigArgs) -> anyhow::Result<ExitCode> {
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let out = if args.path {
-        format!("{}\n", path.display())
+    if args.path {
+        outln!("{}", path.display());
     } else {
-        text
-    };
-    // A reader that stops early (`| head`) is not an error.
-    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
+        out!("{text}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -83,7 +82,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
     let rt = runtime()?;
     if rt.block_on(Client::connect(&dir)).is_ok() {
-        println!("shardvault is already running in {}", dir.display());
+        outln!("shardvault is already running in {}", dir.display());
         return Ok(ExitCode::SUCCESS);
     }
     let log_path = dir.join(LOG_FILE);
@@ -111,7 +110,7 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let kubeconfig = dir.join(KUBECONFIG);
     loop {
         if rt.block_on(Client::connect(&dir)).is_ok() && kubeconfig.exists() {
-            println!(
+            outln!(
                 "shardvault is running in {} (pid {}, log {}, kubeconfig {})",
                 dir.display(),
                 child.id(),
@@ -167,7 +166,7 @@ pub fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
         .map(Pid::from_raw)
         .filter(|p| alive(*p));
     let Some(pid) = pid else {
-        println!("shardvault is not running in {}", dir.display());
+        outln!("shardvault is not running in {}", dir.display());
         return Ok(ExitCode::SUCCESS);
     };
     kill(pid, Signal::SIGTERM).with_context(|| format!("cannot signal shardvault (pid {pid})"))?;
@@ -182,6 +181,6 @@ pub fn down(args: DownArgs) -> anyhow::Result<ExitCode> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    println!("shardvault stopped ({})", dir.display());
+    outln!("shardvault stopped ({})", dir.display());
     Ok(ExitCode::SUCCESS)
 }

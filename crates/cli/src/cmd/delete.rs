@@ -9,6 +9,7 @@ use shardvault_api::Kind;
 use super::apply::read_manifests;
 use super::client::{ConnArgs, identify, runtime};
 use super::get::parse_targets;
+use super::stdout::outln;
 
 /// Options of `shardvault delete`.
 #[derive(clap::Args, Debug)]
@@ -59,7 +60,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let mut failed = false;
         for (kind, ns, name) in &targets {
             match client.delete(*kind, ns, name).await? {
-                Some(_) => println!("{} {name:?} deleted", kind.qualified()),
+                Some(_) => outln!("{} {name:?} deleted", kind.qualified()),
                 None if args.ignore_not_found => {}
                 None => {
                     failed = true;

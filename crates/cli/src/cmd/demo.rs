@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::Client;
 use super::serve;
+use super::stdout::outln;
 
 /// Options of `shardvault demo`.
 #[derive(clap::Args)]
@@ -377,23 +378,23 @@ fn print_summary(j: &Journey, total: Duration) {
         .chain(j.checks.iter().map(|c| c.0.len()))
         .max()
         .unwrap_or(10);
-    println!();
-    println!("{:<w$}  {:>7}  DETAIL", "STEP", "SECONDS");
+    outln!();
+    outln!("{:<w$}  {:>7}  DETAIL", "STEP", "SECONDS");
     for s in &j.steps {
-        println!("{:<w$}  {:>7.1}  {}", s.name, s.seconds, s.detail);
+        outln!("{:<w$}  {:>7.1}  {}", s.name, s.seconds, s.detail);
     }
-    println!();
-    println!("{:<w$}  {:>7}  DETAIL", "CHECK", "RESULT");
+    outln!();
+    outln!("{:<w$}  {:>7}  DETAIL", "CHECK", "RESULT");
     for (name, passed, detail) in &j.checks {
-        println!(
+        outln!(
             "{:<w$}  {:>7}  {detail}",
             name,
             if *passed { "ok" } else { "FAILED" }
         );
     }
-    println!();
+    outln!();
     let passed = !j.checks.is_empty() && j.checks.iter().all(|c| c.1);
-    println!(
+    outln!(
         "{} in {:.1} s",
         if passed {
             "every check passed"
@@ -473,7 +474,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(t) = temp {
             let _ = t.keep();
         }
-        println!(
+        outln!(
             "state kept in {0}; the clusters keep running: `shardvault up --state-dir {0}` then `shardvault get sgshardedbackup --state-dir {0}`",
             state.display()
         );

@@ -8,6 +8,7 @@ use shardvault_api::Kind;
 
 use super::client::{ConnArgs, runtime};
 use super::get::{age, format_table, parse_targets};
+use super::stdout::out;
 
 /// Options of `shardvault describe`.
 #[derive(clap::Args, Debug)]
@@ -163,7 +164,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 texts.push(render(&o, &events));
             }
         }
-        print!("{}", texts.join("\n\n"));
+        out!("{}", texts.join("\n\n"));
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use shardvault_api::Kind;
 
 use super::client::{ConnArgs, runtime};
+use super::stdout::{out, outln};
 
 /// Output formats of `get`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -420,7 +421,8 @@ pub fn serialize(items: &[Value], single: bool, yaml: bool) -> anyhow::Result<St
     })
 }
 
-/// Prints the current objects of one kind as a table, then a row per change.
+/// Prints the current objects of one kind as a table, then a row per change until the
+/// daemon ends the watch or nobody reads the rows any more.
 async fn watch(args: &Args, kind: Kind, ns: Option<&str>) -> anyhow::Result<ExitCode> {
     let client = args.conn.connect().await?;
     let mut stream = client.watch(kind, ns, args.selector.as_deref()).await?;
@@ -439,9 +441,10 @@ async fn watch(args: &Args, kind: Kind, ns: Option<&str>) -> anyhow::Result<Exit
         } else {
             text.split_once('\n').map_or("", |(_, rows)| rows)
         };
-        print!("{shown}");
-        use std::io::Write;
-        std::io::stdout().flush()?;
+        out!("{shown}");
+        if super::stdout::closed() {
+            break;
+        }
         first = false;
     }
     Ok(ExitCode::SUCCESS)
@@ -511,11 +514,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .collect();
         let single = targets.len() == 1 && targets[0].1.is_some();
         match args.output {
-            Some(Output::Yaml) => print!("{}", serialize(&all, single, true)?),
-            Some(Output::Json) => print!("{}", serialize(&all, single, false)?),
+            Some(Output::Yaml) => out!("{}", serialize(&all, single, true)?),
+            Some(Output::Json) => out!("{}", serialize(&all, single, false)?),
             Some(Output::Name) => {
                 for o in &all {
-                    println!("{}", super::apply::display_name(o));
+                    outln!("{}", super::apply::display_name(o));
                 }
             }
             None | Some(Output::Wide) => {
@@ -535,7 +538,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|(k, items)| table(*k, items, wide, args.all_namespaces, qualify))
                     .collect();
-                print!("{}", tables.join("\n"));
+                out!("{}", tables.join("\n"));
             }
         }
         for m in &missing {

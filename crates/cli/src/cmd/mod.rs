@@ -17,6 +17,7 @@ pub mod restore_points;
 pub mod retention;
 pub mod serve;
 pub mod state_dir;
+pub mod stdout;
 pub mod verify;
 pub mod wait;
 pub mod wal;

@@ -15,6 +15,8 @@ use shardvault_pg::engine::{
 };
 use shardvault_storage::Destination;
 
+use super::stdout::{out, outln};
+
 /// Options of `shardvault node`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -205,7 +207,7 @@ async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
     };
     let manifest = engine::backup(&cfg, &dest, &opts).await?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&manifest.summary())?);
+        outln!("{}", serde_json::to_string_pretty(&manifest.summary())?);
     } else {
         let kind = match &manifest.parent {
             Some(parent) => format!("incremental over {parent}"),
@@ -267,7 +269,7 @@ async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         0 => String::new(),
         n => format!(" (incremental: the {n} older backups of its chain checked too)"),
     };
-    println!(
+    outln!(
         "backup {} is intact: {} parts, {} files, {}, {} WAL segments{chain}",
         a.backup,
         report.parts,
@@ -285,9 +287,9 @@ pub async fn list_member_backups(config: &Path, json: bool) -> anyhow::Result<()
     let backups = engine::list_backups(&Repo::open(&source)?).await?;
     let summaries: Vec<_> = backups.iter().map(|m| m.summary()).collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        outln!("{}", serde_json::to_string_pretty(&summaries)?);
     } else {
-        print!("{}", table(&summaries));
+        out!("{}", table(&summaries));
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ use shardvault_control::resources::name_of;
 use super::client::{ConnArgs, runtime};
 use super::get::format_table;
 use super::retention::cluster_storages;
+use super::stdout::{out, outln};
 
 /// Names `get` accepts for restore points.
 pub const NAMES: [&str; 3] = ["restorepoints", "restorepoint", "rp"];
@@ -71,8 +72,8 @@ pub fn run(
             all.extend(of_cluster(&client, ns, name).await?);
         }
         match format {
-            Format::Json => println!("{}", serde_json::to_string_pretty(&all)?),
-            Format::Yaml => print!("{}", yaml_serde::to_string(&all)?),
+            Format::Json => outln!("{}", serde_json::to_string_pretty(&all)?),
+            Format::Yaml => out!("{}", yaml_serde::to_string(&all)?),
             Format::Table if all.is_empty() => {
                 eprintln!("No restore points found in {ns} namespace.");
             }
@@ -90,7 +91,7 @@ pub fn run(
                         ]
                     })
                     .collect();
-                print!(
+                out!(
                     "{}",
                     format_table(
                         &["CLUSTER", "NAME", "TIME", "MEMBERS", "WRITE PAUSE"],

@@ -11,6 +11,7 @@ use shardvault_control::destination::ResolvedStorage;
 use shardvault_control::retention::{SecretObjects, plan, resolve_entries};
 
 use super::client::{Client, ConnArgs};
+use super::stdout::{out, outln};
 
 /// Options of `shardvault retention`.
 #[derive(clap::Args)]
@@ -104,9 +105,9 @@ pub fn run(args: Args) -> anyhow::Result<std::process::ExitCode> {
             .context("an SGShardedBackup of the namespace is unreadable")?;
         let plan = plan(&cluster, &backups, &c.storages).await?;
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&plan)?);
+            outln!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
-            print!("{}", plan.render());
+            out!("{}", plan.render());
         }
         Ok(std::process::ExitCode::SUCCESS)
     })

@@ -14,6 +14,7 @@ use shardvault_control::verify::{
 
 use super::catalog::fetch_secrets;
 use super::client::{ConnArgs, runtime};
+use super::stdout::outln;
 
 /// Options of `shardvault verify`.
 #[derive(clap::Args)]
@@ -84,30 +85,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
                 let anchors: Vec<_> = members.iter().map(|m| m.manifest_sha256.clone()).collect();
                 match verify_record(&dest, name, &status, &anchors).await {
-                    Ok(_) => println!("record {}: ok", shardvault_pg::engine::layout::sharded_record_key(name)),
+                    Ok(_) => outln!("record {}: ok", shardvault_pg::engine::layout::sharded_record_key(name)),
                     Err(e) => {
                         failed = true;
-                        println!("record: FAILED: {e}");
+                        outln!("record: FAILED: {e}");
                     }
                 }
                 if let Some(coordinator) = members.first() {
                     match verify_restore_points(&dest, &coordinator.destination, &rp.time).await
                     {
-                        Ok(n) => println!("restore point records: ok ({n} after the backup)"),
+                        Ok(n) => outln!("restore point records: ok ({n} after the backup)"),
                         Err(e) => {
                             failed = true;
-                            println!("restore point records: FAILED: {e}");
+                            outln!("restore point records: FAILED: {e}");
                         }
                     }
                 }
             }
-            None => println!(
+            None => outln!(
                 "record: not checked (status.shardedRecordConfig is missing: a backup of an older version)"
             ),
         }
         for member in &members {
             match verify_member(member).await {
-                Ok(v) => println!(
+                Ok(v) => outln!(
                     "{}: ok ({} files, {}, {} WAL segments up to the restore point)",
                     v.name,
                     v.files,
@@ -116,15 +117,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ),
                 Err(e) => {
                     failed = true;
-                    println!("{}: FAILED: {e}", member.name);
+                    outln!("{}: FAILED: {e}", member.name);
                 }
             }
         }
         if failed {
-            println!("sharded backup {name} cannot be trusted: take a new backup");
+            outln!("sharded backup {name} cannot be trusted: take a new backup");
             Ok(ExitCode::FAILURE)
         } else {
-            println!(
+            outln!(
                 "sharded backup {name} verified: every member restores to restore point {}",
                 rp.name
             );

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::client::{ConnArgs, runtime};
 use super::get::parse_targets;
+use super::stdout::outln;
 
 /// Options of `shardvault wait`.
 #[derive(clap::Args, Debug)]
@@ -174,8 +175,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}: the condition {cond:?} did not hold"))?;
             match cond {
-                Condition::Delete => println!("{}/{name} deleted", kind.qualified()),
-                _ => println!("{}/{name} condition met", kind.qualified()),
+                Condition::Delete => outln!("{}/{name} deleted", kind.qualified()),
+                _ => outln!("{}/{name} condition met", kind.qualified()),
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -1,11 +1,73 @@
 //! SGBackup: a backup of one member cluster.
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::quantity::Timeout;
 
 /// `spec` of an SGBackup.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Clippy reads the repeated `printcolumn(name, type_, priority)` keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "stackgres.io",
+    version = "v1",
+    kind = "SGBackup",
+    plural = "sgbackups",
+    shortname = "sgbkp",
+    namespaced,
+    status = "BackupStatus",
+    derive = "PartialEq",
+    doc = "A backup of one member cluster.",
+    printcolumn(name = "CLUSTER", type_ = "string", json_path = ".spec.sgCluster"),
+    printcolumn(
+        name = "STATUS",
+        type_ = "string",
+        json_path = ".status.process.status"
+    ),
+    printcolumn(
+        name = "START",
+        type_ = "string",
+        json_path = ".status.process.timing.start"
+    ),
+    printcolumn(
+        name = "COMPRESSED",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.backupInformation.size.compressed"
+    ),
+    printcolumn(
+        name = "AGE",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "UNCOMPRESSED",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.backupInformation.size.uncompressed",
+        priority = 1
+    ),
+    printcolumn(
+        name = "LSN START",
+        type_ = "string",
+        json_path = ".status.backupInformation.lsn.start",
+        priority = 1
+    ),
+    printcolumn(
+        name = "LSN END",
+        type_ = "string",
+        json_path = ".status.backupInformation.lsn.end",
+        priority = 1
+    ),
+    printcolumn(
+        name = "TIMELINE",
+        type_ = "integer",
+        json_path = ".status.backupInformation.timeline",
+        priority = 1
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackupSpec {
     pub sg_cluster: String,
@@ -20,7 +82,7 @@ pub struct BackupSpec {
 }
 
 /// `status.process` of a backup.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Process {
     pub status: BackupPhase,
@@ -31,7 +93,7 @@ pub struct Process {
 }
 
 /// Where a backup is in its life.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum BackupPhase {
     #[default]
     Pending,
@@ -47,7 +109,7 @@ impl std::fmt::Display for BackupPhase {
 }
 
 /// `process.timing` (RFC 3339 times).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Timing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,7 +121,7 @@ pub struct Timing {
 }
 
 /// Compressed and uncompressed sizes in bytes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupSize {
     pub compressed: u64,
@@ -67,7 +129,7 @@ pub struct BackupSize {
 }
 
 /// `status` of an SGBackup.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,12 +141,13 @@ pub struct BackupStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_information: Option<BackupInformation>,
     /// The storage spec and codec used, so restore does not depend on later edits.
+    #[schemars(schema_with = "crate::schema::preserved_object")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sg_backup_config: Option<serde_json::Value>,
 }
 
 /// `status.backupInformation` of an SGBackup.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupInformation {
     pub hostname: String,
@@ -95,6 +158,7 @@ pub struct BackupInformation {
     pub lsn: LsnRange,
     pub start_wal_file: String,
     pub timeline: u32,
+    #[schemars(schema_with = "crate::schema::preserved_object")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_data: Option<serde_json::Value>,
     /// Our extension: SHA-256 of the stored manifest when the backup completed, compared by
@@ -104,7 +168,7 @@ pub struct BackupInformation {
 }
 
 /// Start and end LSN of a backup.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LsnRange {
     pub start: String,

@@ -1,11 +1,39 @@
 //! SGObjectStorage: where backups are stored.
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::meta::SecretKeySelector;
 
 /// `spec` of an SGObjectStorage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Clippy reads the repeated `printcolumn(name, type_, priority)` keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "stackgres.io",
+    version = "v1beta1",
+    kind = "SGObjectStorage",
+    plural = "sgobjectstorages",
+    shortname = "sgobjs",
+    namespaced,
+    derive = "PartialEq",
+    doc = "Where backups are stored.",
+    printcolumn(name = "TYPE", type_ = "string", json_path = ".spec.type"),
+    printcolumn(name = "BUCKET", type_ = "string", json_path = ".spec.*.bucket"),
+    printcolumn(name = "PATH", type_ = "string", json_path = ".spec.filesystem.path"),
+    printcolumn(
+        name = "AGE",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "ENCRYPTION",
+        type_ = "string",
+        json_path = ".spec.encryption.method",
+        priority = 1
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ObjectStorageSpec {
     #[serde(rename = "type")]
@@ -25,7 +53,7 @@ pub struct ObjectStorageSpec {
 }
 
 /// The storage backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum StorageType {
     S3,
@@ -36,7 +64,7 @@ pub enum StorageType {
 }
 
 /// Amazon S3.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3 {
     pub bucket: String,
@@ -48,7 +76,7 @@ pub struct S3 {
 }
 
 /// An S3-compatible server.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3Compatible {
     pub bucket: String,
@@ -64,7 +92,7 @@ pub struct S3Compatible {
 }
 
 /// AWS-style credentials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsCredentials {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,7 +102,7 @@ pub struct AwsCredentials {
 }
 
 /// Secrets holding AWS-style keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsSecretKeySelectors {
     pub access_key_id: SecretKeySelector,
@@ -84,7 +112,7 @@ pub struct AwsSecretKeySelectors {
 }
 
 /// Google Cloud Storage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Gcs {
     pub bucket: String,
@@ -95,7 +123,7 @@ pub struct Gcs {
 }
 
 /// GCP credentials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GcpCredentials {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -105,7 +133,7 @@ pub struct GcpCredentials {
 }
 
 /// Secret holding a GCP service account.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GcpSecretKeySelectors {
     #[serde(rename = "serviceAccountJSON")]
@@ -113,7 +141,7 @@ pub struct GcpSecretKeySelectors {
 }
 
 /// Azure Blob Storage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AzureBlob {
     pub bucket: String,
@@ -125,7 +153,7 @@ pub struct AzureBlob {
 }
 
 /// Azure credentials.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AzureCredentials {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,7 +161,7 @@ pub struct AzureCredentials {
 }
 
 /// Secrets holding Azure keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AzureSecretKeySelectors {
     pub storage_account: SecretKeySelector,
@@ -141,14 +169,14 @@ pub struct AzureSecretKeySelectors {
 }
 
 /// Our extension: objects as files under a directory.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Filesystem {
     pub path: String,
 }
 
 /// Client-side encryption of stored objects.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Encryption {
     pub method: EncryptionMethod,
@@ -159,7 +187,7 @@ pub struct Encryption {
 }
 
 /// Encryption method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EncryptionMethod {
     Sodium,
@@ -167,7 +195,7 @@ pub enum EncryptionMethod {
 }
 
 /// libsodium secret-stream encryption with a 32-byte key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Sodium {
     pub key: SecretKeySelector,
@@ -176,7 +204,7 @@ pub struct Sodium {
 }
 
 /// How the sodium key is written in its Secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyTransform {
     Base64,
@@ -185,7 +213,7 @@ pub enum KeyTransform {
 }
 
 /// OpenPGP encryption.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OpenPgp {
     pub key: SecretKeySelector,

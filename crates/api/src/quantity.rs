@@ -1,5 +1,6 @@
 //! Kubernetes quantities (`20Gi`) and durations (`PT2H` or seconds).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// Parses a Kubernetes quantity into bytes (`20Gi`, `500M`, `1024`).
@@ -56,6 +57,20 @@ pub enum Timeout {
     Seconds(u64),
     /// ISO-8601 duration text.
     Iso(String),
+}
+
+impl JsonSchema for Timeout {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timeout".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"x-kubernetes-int-or-string": true})
+    }
 }
 
 impl Timeout {

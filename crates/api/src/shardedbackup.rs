@@ -1,5 +1,7 @@
 //! SGShardedBackup: one consistent backup of a whole sharded cluster.
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::backup::{BackupSize, Process};
@@ -9,7 +11,81 @@ use crate::quantity::Timeout;
 pub const SHARDED_BACKUP_LABEL: &str = "stackgres.io/shardedbackup-name";
 
 /// `spec` of an SGShardedBackup.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Clippy reads the repeated `printcolumn(name, type_, priority)` keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "stackgres.io",
+    version = "v1",
+    kind = "SGShardedBackup",
+    plural = "sgshardedbackups",
+    shortname = "sgsbk",
+    namespaced,
+    status = "ShardedBackupStatus",
+    derive = "PartialEq",
+    doc = "One consistent backup of a whole sharded cluster.",
+    printcolumn(
+        name = "CLUSTER",
+        type_ = "string",
+        json_path = ".spec.sgShardedCluster"
+    ),
+    printcolumn(
+        name = "STATUS",
+        type_ = "string",
+        json_path = ".status.process.status"
+    ),
+    printcolumn(
+        name = "START",
+        type_ = "string",
+        json_path = ".status.process.timing.start"
+    ),
+    printcolumn(
+        name = "END",
+        type_ = "string",
+        json_path = ".status.process.timing.end"
+    ),
+    printcolumn(
+        name = "COMPRESSED",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.backupInformation.size.compressed"
+    ),
+    printcolumn(
+        name = "UNCOMPRESSED",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.backupInformation.size.uncompressed"
+    ),
+    printcolumn(
+        name = "AGE",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "MANAGED",
+        type_ = "boolean",
+        json_path = ".spec.managedLifecycle",
+        priority = 1
+    ),
+    printcolumn(
+        name = "MEMBERS",
+        type_ = "string",
+        json_path = ".status.sgBackups",
+        priority = 1
+    ),
+    printcolumn(
+        name = "POSTGRES",
+        type_ = "string",
+        json_path = ".status.backupInformation.postgresVersion",
+        priority = 1
+    ),
+    printcolumn(
+        name = "RESTORE POINT",
+        type_ = "string",
+        json_path = ".status.restorePoint.name",
+        priority = 1
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ShardedBackupSpec {
     pub sg_sharded_cluster: String,
@@ -27,7 +103,7 @@ pub struct ShardedBackupSpec {
 pub const DEFAULT_MAX_RETRIES: i64 = 3;
 
 /// `status` of an SGShardedBackup.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardedBackupStatus {
     #[serde(default)]
@@ -43,12 +119,13 @@ pub struct ShardedBackupStatus {
     /// Our extension: where the backup's record (`sharded/<name>.json`) is stored, in the
     /// shape of an SGBackup's `status.sgBackupConfig` (its prefix is the cluster prefix), so
     /// verify and delete find it even after the cluster or its backups[] entry is gone.
+    #[schemars(schema_with = "crate::schema::preserved_object")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sharded_record_config: Option<serde_json::Value>,
 }
 
 /// `status.backupInformation` of a sharded backup (sums over members).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardedBackupInformation {
     pub postgres_version: String,
@@ -56,7 +133,7 @@ pub struct ShardedBackupInformation {
 }
 
 /// The cluster-wide restore point of a sharded backup.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestorePoint {
     pub name: String,
@@ -70,7 +147,7 @@ pub struct RestorePoint {
 }
 
 /// One member's position at the restore point.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberRestorePoint {
     pub name: String,

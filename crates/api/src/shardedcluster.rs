@@ -1,11 +1,72 @@
 //! SGShardedCluster: a coordinator plus N shard clusters.
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::quantity::Timeout;
 
 /// `spec` of an SGShardedCluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Clippy reads the repeated `printcolumn(name, type_, priority)` keys as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "stackgres.io",
+    version = "v1alpha1",
+    kind = "SGShardedCluster",
+    plural = "sgshardedclusters",
+    shortname = "sgscl",
+    namespaced,
+    status = "ShardedClusterStatus",
+    derive = "PartialEq",
+    doc = "A sharded cluster: a coordinator plus N shard clusters.",
+    printcolumn(name = "TYPE", type_ = "string", json_path = ".spec.type"),
+    printcolumn(
+        name = "SHARDS",
+        type_ = "integer",
+        json_path = ".spec.shards.clusters"
+    ),
+    printcolumn(
+        name = "READY",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "AGE",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "VERSION",
+        type_ = "string",
+        json_path = ".spec.postgres.version",
+        priority = 1
+    ),
+    printcolumn(
+        name = "DATABASE",
+        type_ = "string",
+        json_path = ".spec.database",
+        priority = 1
+    ),
+    printcolumn(
+        name = "COORDINATORS",
+        type_ = "integer",
+        json_path = ".spec.coordinator.instances",
+        priority = 1
+    ),
+    printcolumn(
+        name = "INSTANCES/SHARD",
+        type_ = "integer",
+        json_path = ".spec.shards.instancesPerCluster",
+        priority = 1
+    ),
+    printcolumn(
+        name = "BACKUPS",
+        type_ = "string",
+        json_path = ".spec.configurations.backups[*].sgObjectStorage",
+        priority = 1
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ShardedClusterSpec {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
@@ -25,7 +86,7 @@ pub struct ShardedClusterSpec {
 }
 
 /// How data is distributed over the shards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ShardingType {
     /// The Citus extension.
@@ -35,14 +96,14 @@ pub enum ShardingType {
 }
 
 /// `spec.postgres`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Postgres {
     pub version: String,
 }
 
 /// `spec.coordinator`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Coordinator {
     pub instances: i64,
@@ -51,7 +112,7 @@ pub struct Coordinator {
 }
 
 /// `spec.shards`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Shards {
     pub clusters: i64,
@@ -61,14 +122,14 @@ pub struct Shards {
 }
 
 /// Pod settings; only the volume size matters to the local runtime.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Pods {
     pub persistent_volume: PersistentVolume,
 }
 
 /// `pods.persistentVolume`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PersistentVolume {
     pub size: String,
@@ -77,7 +138,7 @@ pub struct PersistentVolume {
 }
 
 /// `spec.configurations`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Configurations {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -85,7 +146,7 @@ pub struct Configurations {
 }
 
 /// One entry of `spec.configurations.backups[]`: a destination with its schedule.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackupConfiguration {
     pub sg_object_storage: String,
@@ -118,7 +179,7 @@ pub struct BackupConfiguration {
 }
 
 /// `backups[].performance`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackupPerformance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,7 +195,7 @@ pub struct BackupPerformance {
 }
 
 /// `spec.initialData`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct InitialData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,7 +203,7 @@ pub struct InitialData {
 }
 
 /// `spec.initialData.restore`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Restore {
     pub from_backup: FromBackup,
@@ -151,7 +212,7 @@ pub struct Restore {
 }
 
 /// `spec.initialData.restore.fromBackup`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FromBackup {
     pub name: String,
@@ -162,7 +223,7 @@ pub struct FromBackup {
 }
 
 /// `fromBackup.pointInTimeRecovery`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PointInTimeRecovery {
     pub restore_to_timestamp: String,
@@ -196,7 +257,7 @@ impl ShardedClusterSpec {
 }
 
 /// `status` of an SGShardedCluster, written by the cluster controller.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardedClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -208,7 +269,7 @@ pub struct ShardedClusterStatus {
 }
 
 /// A Kubernetes-style condition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
     #[serde(rename = "type")]
@@ -223,7 +284,7 @@ pub struct Condition {
 }
 
 /// One member cluster and its instances.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberStatus {
     pub name: String,
@@ -232,7 +293,7 @@ pub struct MemberStatus {
 }
 
 /// One PostgreSQL server of a member.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceStatus {
     pub name: String,
@@ -244,7 +305,7 @@ pub struct InstanceStatus {
 }
 
 /// Progress of the initial restore.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RestoreStatus {
     pub from_backup: String,
@@ -255,7 +316,7 @@ pub struct RestoreStatus {
 }
 
 /// Restore progress of one member.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberRestoreStatus {
     pub name: String,
@@ -274,7 +335,7 @@ fn is_zero(n: &u32) -> bool {
 }
 
 /// Where the restore of one member stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum RestorePhase {
     /// Being restored (or about to be).
     Restoring,

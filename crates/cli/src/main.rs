@@ -84,6 +84,11 @@ enum Command {
     #[command(after_help = "Example:\n  shardvault verify sgshardedbackup manual-backup")]
     Verify(cmd::verify::Args),
     Backups(cmd::catalog::BackupsArgs),
+    /// Prints the CustomResourceDefinitions of the StackGres kinds as a YAML stream.
+    #[command(
+        after_help = "Example:\n  shardvault crds > crds.yaml\n  shardvault crds | kubectl apply -f -"
+    )]
+    Crds,
     /// Retention of scheduled backups: what the next pass would delete.
     #[command(after_help = "Example:\n  shardvault retention plan my-sharded-cluster")]
     Retention(cmd::retention::Args),
@@ -109,6 +114,7 @@ fn main() -> std::process::ExitCode {
         Command::Backups(args) => cmd::catalog::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Retention(args) => cmd::retention::run(args),
+        Command::Crds => cmd::crds::run(),
     };
     match result {
         Ok(code) => code,

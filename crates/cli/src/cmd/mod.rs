@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod catalog;
 pub mod client;
+pub mod crds;
 pub mod daemon;
 pub mod delete;
 pub mod demo;

@@ -113,7 +113,16 @@ pub async fn cluster_storages(
     let mut out = Vec::new();
     for (i, entry) in spec.backups().iter().enumerate() {
         let field = format!("spec.configurations.backups[{i}].sgObjectStorage");
-        out.push(storage(client, &secrets, namespace, &entry.sg_object_storage, &field).await?);
+        out.push(
+            storage(
+                client,
+                &secrets,
+                namespace,
+                &entry.sg_object_storage,
+                &field,
+            )
+            .await?,
+        );
     }
     Ok(out)
 }

@@ -115,11 +115,7 @@ where
 
 /// Runs `controller` with `reconcile` and [`error_policy`]: successes reset the object's
 /// backoff, watch errors are logged.
-pub fn running<K, E, F, Fut>(
-    controller: Controller<K>,
-    reconcile: F,
-    ctx: Arc<Context>,
-) -> Running
+pub fn running<K, E, F, Fut>(controller: Controller<K>, reconcile: F, ctx: Arc<Context>) -> Running
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -136,11 +132,7 @@ where
 {
     let kind = K::kind(&()).into_owned();
     let report = ctx.clone();
-    let stream = controller.run(
-        reconcile,
-        error_policy::<K, E>,
-        ctx,
-    );
+    let stream = controller.run(reconcile, error_policy::<K, E>, ctx);
     let future = stream.for_each(move |result| {
         match result {
             Ok((r, _)) => report.succeeded(&key_of_ref(&r)),

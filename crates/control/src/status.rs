@@ -47,9 +47,13 @@ where
     let old = serde_json::to_value(old).expect("status serializes");
     let new = serde_json::to_value(new).expect("status serializes");
     let patch = serde_json::json!({ "status": merge_patch(&old, &new) });
-    api.patch_status(&obj.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(drop)
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .map(drop)
 }
 
 #[cfg(test)]
@@ -65,6 +69,9 @@ mod tests {
             merge_patch(&old, &new),
             json!({"conditions": [{"type": "Ready", "status": "True"}], "restore": {"target": null}})
         );
-        assert_eq!(merge_patch(&json!({"restore": {"a": 1}}), &json!({})), json!({"restore": null}));
+        assert_eq!(
+            merge_patch(&json!({"restore": {"a": 1}}), &json!({})),
+            json!({"restore": null})
+        );
     }
 }

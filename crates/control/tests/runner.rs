@@ -8,10 +8,10 @@ mod api;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event};
-use kube::ResourceExt;
 use shardvault_api::Kind;
 use shardvault_api::shardedbackup::{SGShardedBackup, ShardedBackupSpec};
 use shardvault_control::context::{Context, Settings};
@@ -128,7 +128,11 @@ async fn reconciles_retries_with_backoff_records_warnings_and_finalizes() {
         store
             .get(Kind::SGShardedBackup, "default", name)
             .ok()
-            .and_then(|o| o["status"]["process"]["status"].as_str().map(str::to_string))
+            .and_then(|o| {
+                o["status"]["process"]["status"]
+                    .as_str()
+                    .map(str::to_string)
+            })
     };
     until("the existing object is reconciled", || {
         status("early").as_deref() == Some("Completed")

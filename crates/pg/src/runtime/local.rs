@@ -166,7 +166,10 @@ async fn run_with_config(
     let mut cmd = user::command(bin);
     user::die_with_parent(&mut cmd);
     // `node SUBCOMMAND --config FILE REST...`: the config right after the subcommand.
-    let (sub, rest) = work.args.split_first().map_or((None, &[][..]), |(s, r)| (Some(s), r));
+    let (sub, rest) = work
+        .args
+        .split_first()
+        .map_or((None, &[][..]), |(s, r)| (Some(s), r));
     let mut child = cmd
         .arg("node")
         .args(sub)

@@ -8,9 +8,12 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use shardvault_apiserver::ApiServer;
 use shardvault_control::context::{Context, Settings};
+use shardvault_control::framework::{self, Ctx};
 use shardvault_control::{registry, runner};
 use shardvault_pg::runtime::LocalRuntime;
+use shardvault_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use super::{serve, state_dir};
@@ -55,6 +58,40 @@ pub async fn client_of(config: Kubeconfig, what: &str) -> anyhow::Result<kube::C
         .await
         .with_context(|| format!("kubeconfig {what}: cannot use it"))?;
     kube::Client::try_from(config).with_context(|| format!("kubeconfig {what}: no client"))
+}
+
+/// Starts every controller in the daemon's process: those on kube-runtime as kube::Client
+/// of `server`, those still on the store-backed framework runner beside them.
+pub async fn start_in_process(
+    server: &ApiServer,
+    store: &Arc<Store>,
+    state_dir: &Path,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let runtime = local_runtime(state_dir)?;
+    let kubeconfig = server
+        .kubeconfig()
+        .context("the API server has no HTTPS listener for the controllers")?;
+    let client = client_of(
+        Kubeconfig::from_yaml(&kubeconfig).context("the daemon's own kubeconfig")?,
+        "of the daemon",
+    )
+    .await?;
+    let bin = std::env::current_exe().context("cannot find the shardvault binary")?;
+    let ctx = Ctx::new(store.clone(), state_dir.to_path_buf(), shutdown.clone());
+    let framework = framework::run(
+        ctx,
+        shardvault_control::controllers(bin),
+        framework::Settings::default(),
+    );
+    let shutdown = shutdown.clone();
+    Ok(tokio::spawn(async move {
+        let kube = run_controllers(client, runtime, shutdown);
+        let (_, kube) = tokio::join!(framework, kube);
+        if let Err(e) = kube {
+            tracing::warn!("the controllers stopped: {e:#}");
+        }
+    }))
 }
 
 /// The runtime running clusters on this host under `state_dir`; call it before any node

@@ -40,6 +40,11 @@ enum Command {
     /// Stops the background daemon (PostgreSQL servers are left alone).
     #[command(after_help = "Example:\n  shardvault down")]
     Down(cmd::daemon::DownArgs),
+    /// Prints the kubeconfig of the running daemon, for kubectl and other Kubernetes clients.
+    #[command(
+        after_help = "Example:\n  kubectl --kubeconfig \"$(shardvault kubeconfig --path)\" get sgshardedbackups\n  shardvault kubeconfig > ~/.kube/shardvault.yaml"
+    )]
+    Kubeconfig(cmd::daemon::KubeconfigArgs),
     /// Creates or updates resources from manifests, as `kubectl apply` does.
     #[command(
         after_help = "Example:\n  shardvault apply -f sgshardedbackup.yaml\n  shardvault apply -f manifests/ -f extra.yaml\n  cat backup.yaml | shardvault apply -f -"
@@ -108,6 +113,7 @@ fn main() -> std::process::ExitCode {
         Command::Operator(args) => cmd::operator::run(args),
         Command::Up(args) => cmd::daemon::up(args),
         Command::Down(args) => cmd::daemon::down(args),
+        Command::Kubeconfig(args) => cmd::daemon::kubeconfig(args),
         Command::Apply(args) => cmd::apply::run(args),
         Command::Get(args) => cmd::get::run(args),
         Command::Describe(args) => cmd::describe::run(args),

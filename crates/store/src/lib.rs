@@ -16,7 +16,7 @@ pub mod selector;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
@@ -307,9 +307,11 @@ pub fn now() -> String {
 /// The embedded resource store. Cheap to share behind an `Arc`; calls are synchronous
 /// (wrap them in `spawn_blocking` from async code that must not block).
 pub struct Store {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     path: PathBuf,
-    version: tokio::sync::watch::Sender<u64>,
+    version: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Writes are checked in full, then rolled back (see [`Store::dry_run`]).
+    dry_run: bool,
 }
 
 impl fmt::Debug for Store {
@@ -352,10 +354,22 @@ impl Store {
             })
             .map_err(open_err)?;
         Ok(Store {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
-            version: tokio::sync::watch::channel(version).0,
+            version: Arc::new(tokio::sync::watch::channel(version).0),
+            dry_run: false,
         })
+    }
+
+    /// A view of the same store whose writes run every check (validation, conflicts,
+    /// cascades) and answer as they would, then roll back: Kubernetes's `dryRun=All`.
+    pub fn dry_run(&self) -> Store {
+        Store {
+            conn: self.conn.clone(),
+            path: self.path.clone(),
+            version: self.version.clone(),
+            dry_run: true,
+        }
     }
 
     /// Where the database lives.
@@ -386,6 +400,10 @@ impl Store {
         };
         let out = f(&mut t)?;
         let (tx, version, start) = (t.tx, t.version, t.start);
+        if self.dry_run {
+            tx.rollback()?;
+            return Ok(out);
+        }
         if version != start {
             tx.execute(
                 "UPDATE meta SET value=?1 WHERE key='version'",
@@ -551,6 +569,26 @@ impl Store {
         let r = ObjectRef::new(kind, namespace, name);
         self.write(|t| {
             let live = t.load(&r)?.ok_or_else(|| r.not_found())?;
+            t.delete_object(live)
+        })
+    }
+
+    /// Deletes an object like [`Store::delete`], but first frees what it owns: their
+    /// `ownerReferences` to it are removed, so they stay (`propagationPolicy: Orphan`).
+    pub fn delete_orphaning(&self, kind: Kind, namespace: &str, name: &str) -> Result<Deletion> {
+        let r = ObjectRef::new(kind, namespace, name);
+        self.write(|t| {
+            let live = t.load(&r)?.ok_or_else(|| r.not_found())?;
+            let uid = live["metadata"]["uid"].as_str().unwrap_or("").to_string();
+            for mut dep in t.owned_by(&r.namespace, &uid)? {
+                if let Some(refs) = dep
+                    .pointer_mut("/metadata/ownerReferences")
+                    .and_then(Value::as_array_mut)
+                {
+                    refs.retain(|o| o["uid"] != uid.as_str());
+                }
+                t.put(dep, ChangeType::Modified)?;
+            }
             t.delete_object(live)
         })
     }
@@ -899,20 +937,23 @@ impl Tx<'_> {
         if uid.is_empty() || r.kind == Kind::Event {
             return Ok(());
         }
-        let dependents: Vec<String> = {
-            let mut stmt = self.tx.prepare(
-                "SELECT doc FROM objects WHERE namespace=?1 AND (
-                   json_extract(doc, '$.involvedObject.uid') = ?2 OR EXISTS (
-                   SELECT 1 FROM json_each(doc, '$.metadata.ownerReferences') o
-                   WHERE json_extract(o.value, '$.uid') = ?2))",
-            )?;
-            stmt.query_map(params![r.namespace, uid], |row| row.get(0))?
-                .collect::<rusqlite::Result<_>>()?
-        };
-        for text in dependents {
-            let dep = parse_doc(&text)?;
+        for dep in self.events_of(&r.namespace, &uid)? {
+            self.delete_object(dep)?;
+        }
+        for dep in self.owned_by(&r.namespace, &uid)? {
             self.delete_object(dep)?;
         }
         Ok(())
+    }
+
+    /// The objects of `namespace` with an ownerReference to `uid` (Events excepted).
+    fn owned_by(&self, namespace: &str, uid: &str) -> Result<Vec<Value>> {
+        let mut stmt = self.tx.prepare(
+            "SELECT doc FROM objects WHERE namespace=?1 AND kind != 'Event' AND EXISTS (
+               SELECT 1 FROM json_each(doc, '$.metadata.ownerReferences') o
+               WHERE json_extract(o.value, '$.uid') = ?2)",
+        )?;
+        let rows = stmt.query_map(params![namespace, uid], |row| row.get::<_, String>(0))?;
+        rows.map(|r| parse_doc(&r?)).collect()
     }
 }

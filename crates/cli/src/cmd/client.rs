@@ -19,7 +19,7 @@ use shardvault_store::ApplyOutcome;
 pub const SOCKET: &str = "shardvault.sock";
 
 /// Header carrying the outcome of an apply (`created`, `configured`, `unchanged`).
-pub const APPLY_OUTCOME_HEADER: &str = "x-shardvault-apply";
+pub use shardvault_apiserver::APPLY_OUTCOME_HEADER;
 
 /// `/api/v1` or `/apis/<group>/<version>` for a kind.
 fn api_base(kind: Kind) -> String {

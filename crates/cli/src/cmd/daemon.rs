@@ -10,7 +10,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::client::{Client, runtime};
-use super::serve::{Controllers, PID_FILE};
+use super::serve::{Controllers, KUBECONFIG, PID_FILE};
 use super::state_dir;
 
 /// File the background daemon logs to.
@@ -39,6 +39,40 @@ pub struct DownArgs {
     /// How long to wait for the daemon to stop, in seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+}
+
+/// Options of `shardvault kubeconfig`.
+#[derive(clap::Args, Debug)]
+pub struct KubeconfigArgs {
+    /// State directory (default: $SHARDVAULT_HOME, else ~/.local/share/shardvault).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Print the kubeconfig's path instead of its contents.
+    #[arg(long)]
+    path: bool,
+}
+
+/// Prints the kubeconfig of the running daemon (or its path), for `kubectl --kubeconfig`.
+pub fn kubeconfig(args: KubeconfigArgs) -> anyhow::Result<ExitCode> {
+    let dir = state_dir::resolve(args.state_dir);
+    let path = dir.join(KUBECONFIG);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "shardvault is not running in {} (no {}): start it with `shardvault up`",
+            dir.display(),
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let out = if args.path {
+        format!("{}\n", path.display())
+    } else {
+        text
+    };
+    // A reader that stops early (`| head`) is not an error.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Starts `shardvault serve` detached, logging to `<state>/shardvault.log`, and waits until
@@ -74,13 +108,15 @@ pub fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
         .spawn()
         .context("cannot start `shardvault serve`")?;
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let kubeconfig = dir.join(KUBECONFIG);
     loop {
-        if rt.block_on(Client::connect(&dir)).is_ok() {
+        if rt.block_on(Client::connect(&dir)).is_ok() && kubeconfig.exists() {
             println!(
-                "shardvault is running in {} (pid {}, log {})",
+                "shardvault is running in {} (pid {}, log {}, kubeconfig {})",
                 dir.display(),
                 child.id(),
-                log_path.display()
+                log_path.display(),
+                kubeconfig.display()
             );
             return Ok(ExitCode::SUCCESS);
         }

@@ -436,6 +436,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 state_dir: Some(state.clone()),
                 listen: None,
                 token_file: None,
+                https_listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
                 metrics_listen: None,
                 controllers: serve::Controllers::All,
             },

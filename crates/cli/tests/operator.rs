@@ -56,7 +56,7 @@ fn an_operator_process_runs_the_clusters_of_an_api_server_without_controllers() 
     let d = Daemon::start_with(&["--controllers", "none"]);
     d.apply(&DdpCluster::new("op").shards(1).yaml());
     std::thread::sleep(Duration::from_secs(2));
-    let stored = d.json(&["get", "sgshardedcluster", "op", "-o", "json"]);
+    let stored = d.json(&["get", "sgshardedcluster", "op"]);
     assert!(
         stored.get("status").is_none_or(|s| s.is_null()),
         "without controllers nothing acts: {stored:#}"
@@ -65,7 +65,10 @@ fn an_operator_process_runs_the_clusters_of_an_api_server_without_controllers() 
 
     let mut op = Operator::start(&d);
     let running = d.wait_until("sgshardedcluster", "op", 120, ready);
-    assert_eq!(running["status"]["members"].as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        running["status"]["members"].as_array().map(Vec::len),
+        Some(2)
+    );
     assert_eq!(
         running["metadata"]["finalizers"][0], "shardvault.io/cluster-servers",
         "{running:#}"

@@ -54,6 +54,8 @@ pub async fn client_from(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
 
 /// A client of the API server a kubeconfig (named `what` in errors) describes.
 pub async fn client_of(config: Kubeconfig, what: &str) -> anyhow::Result<kube::Client> {
+    // Two TLS backends are linked in (kube's and the storage clients'): say which one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let config = kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
         .await
         .with_context(|| format!("kubeconfig {what}: cannot use it"))?;

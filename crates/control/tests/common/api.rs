@@ -35,6 +35,7 @@ pub async fn start() -> TestApi {
     let server = ApiServer::start(store.clone(), ServeOptions::default(), shutdown.clone())
         .await
         .expect("API server starts");
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let kubeconfig = server.kubeconfig().expect("HTTPS listener");
     let config = Kubeconfig::from_yaml(&kubeconfig).expect("kubeconfig parses");
     let config = kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())

@@ -95,7 +95,13 @@ pub struct S3Compatible {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AwsCredentials {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// StackGres writes `useIAMRole`; `useIamRole` is read too.
+    #[serde(
+        rename = "useIAMRole",
+        alias = "useIamRole",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub use_iam_role: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_selectors: Option<AwsSecretKeySelectors>,
@@ -371,7 +377,7 @@ impl ObjectStorageSpec {
     }
 }
 
-/// `useIamRole` and `secretKeySelectors` exclude each other, and one of them is needed.
+/// `useIAMRole` and `secretKeySelectors` exclude each other, and one of them is needed.
 fn check_aws_credentials(section: &str, creds: &AwsCredentials, errs: &mut Vec<(String, String)>) {
     let field = format!("{section}.awsCredentials");
     match (
@@ -380,11 +386,11 @@ fn check_aws_credentials(section: &str, creds: &AwsCredentials, errs: &mut Vec<(
     ) {
         (true, Some(_)) => errs.push((
             format!("{field}.secretKeySelectors"),
-            "not allowed when useIamRole is true: keep one".into(),
+            "not allowed when useIAMRole is true: keep one".into(),
         )),
         (false, None) => errs.push((
             field,
-            "set secretKeySelectors (accessKeyId and secretAccessKey) or useIamRole: true".into(),
+            "set secretKeySelectors (accessKeyId and secretAccessKey) or useIAMRole: true".into(),
         )),
         _ => {}
     }
@@ -516,13 +522,13 @@ mod tests {
             ),
             (
                 "type: s3\ns3: {bucket: b, awsCredentials: {}}",
-                "spec.s3.awsCredentials: set secretKeySelectors (accessKeyId and secretAccessKey) or useIamRole: true",
+                "spec.s3.awsCredentials: set secretKeySelectors (accessKeyId and secretAccessKey) or useIAMRole: true",
             ),
             (
                 &format!(
-                    "type: s3\ns3: {{bucket: b, awsCredentials: {{useIamRole: true, {KEYS}}}}}"
+                    "type: s3\ns3: {{bucket: b, awsCredentials: {{useIAMRole: true, {KEYS}}}}}"
                 ),
-                "spec.s3.awsCredentials.secretKeySelectors: not allowed when useIamRole is true",
+                "spec.s3.awsCredentials.secretKeySelectors: not allowed when useIAMRole is true",
             ),
             (
                 "type: s3\ns3: {bucket: b, awsCredentials: {secretKeySelectors: {accessKeyId: {name: s, key: a}, secretAccessKey: {name: s, key: b}, caCertificate: {name: s, key: c}}}}",
@@ -549,7 +555,7 @@ mod tests {
             "type: gcs\ngcs: {bucket: b, gcpCredentials: {secretKeySelectors: {serviceAccountJSON: {name: s, key: j}}}}",
             "type: gcs\ngcs: {bucket: b, endpoint: 'http://127.0.0.1:4443', gcpCredentials: {}}",
             "type: azureBlob\nazureBlob: {bucket: 'azure://c/p', azureCredentials: {secretKeySelectors: {storageAccount: {name: s, key: a}, accessKey: {name: s, key: k}}}}",
-            "type: s3\ns3: {bucket: 's3://b/p', region: eu-west-1, storageClass: STANDARD_IA, awsCredentials: {useIamRole: true}}",
+            "type: s3\ns3: {bucket: 's3://b/p', region: eu-west-1, storageClass: STANDARD_IA, awsCredentials: {useIAMRole: true}}",
             &format!(
                 "type: s3Compatible\ns3Compatible: {{bucket: b/p, endpoint: 'https://minio:9000', awsCredentials: {{{KEYS}}}}}"
             ),

@@ -4,7 +4,17 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster_options::{
+    Binding, ClusterMetadata, Credentials, DistributedLogs, NonProductionOptions, Observability,
+    PostgresExtension, ReplicateFrom, Ssl,
+};
+use crate::member::{
+    Autoscaling, ManagedSql, MemberConfigurations, MemberMetadata, PostgresExporter, Replication,
+    ShardOverride,
+};
+pub use crate::pods::{PersistentVolume, Pods};
 use crate::quantity::Timeout;
+use crate::services::PostgresServices;
 
 /// `spec` of an SGShardedCluster.
 // Clippy reads the repeated `printcolumn(name, type_, priority)` keys as duplicates.
@@ -69,6 +79,8 @@ use crate::quantity::Timeout;
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ShardedClusterSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub type_: Option<ShardingType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +95,18 @@ pub struct ShardedClusterSpec {
     pub configurations: Option<Configurations>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_data: Option<InitialData>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_services: Option<PostgresServices>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<ClusterMetadata>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicate_from: Option<ReplicateFrom>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distributed_logs: Option<DistributedLogs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_production_options: Option<NonProductionOptions>,
 }
 
 /// How data is distributed over the shards.
@@ -100,6 +124,12 @@ pub enum ShardingType {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Postgres {
     pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flavor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extensions: Option<Vec<PostgresExtension>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl: Option<Ssl>,
 }
 
 /// `spec.coordinator`.
@@ -109,6 +139,18 @@ pub struct Coordinator {
     pub instances: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pods: Option<Pods>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_instance_profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_sql: Option<ManagedSql>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configurations: Option<MemberConfigurations>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MemberMetadata>,
 }
 
 /// `spec.shards`.
@@ -119,22 +161,20 @@ pub struct Shards {
     pub instances_per_cluster: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pods: Option<Pods>,
-}
-
-/// Pod settings; only the volume size matters to the local runtime.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Pods {
-    pub persistent_volume: PersistentVolume,
-}
-
-/// `pods.persistentVolume`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PersistentVolume {
-    pub size: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class: Option<String>,
+    pub autoscaling: Option<Autoscaling>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sg_instance_profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_sql: Option<ManagedSql>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configurations: Option<MemberConfigurations>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MemberMetadata>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<Vec<ShardOverride>>,
 }
 
 /// `spec.configurations`.
@@ -143,6 +183,14 @@ pub struct PersistentVolume {
 pub struct Configurations {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backups: Vec<BackupConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgres_exporter: Option<PostgresExporter>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observability: Option<Observability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Credentials>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<Binding>,
 }
 
 /// One entry of `spec.configurations.backups[]`: a destination with its schedule.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use shardvault_api::backup::SGBackup;
 use shardvault_api::shardedbackup::SGShardedBackup;
 use shardvault_api::shardedcluster::{
@@ -125,6 +125,20 @@ pub async fn reconcile(
 ) -> Result<Action, finalizer::Error<ClusterError>> {
     let ns = obj.namespace().unwrap_or_else(|| "default".into());
     let api: Api<SGShardedCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    // Said once, on the first pass (before the finalizer is added).
+    if !obj.finalizers().iter().any(|f| f == FINALIZER)
+        && obj.meta().deletion_timestamp.is_none()
+        && let Some(message) = shardvault_api::ignored::not_acted_on_message(&obj.spec)
+    {
+        events::record(
+            &ctx.client,
+            &*obj,
+            EventType::Normal,
+            "FieldsNotActedOn",
+            &message,
+        )
+        .await;
+    }
     finalizer::finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Event::Apply(obj) => apply(&obj, &ctx, &api).await,

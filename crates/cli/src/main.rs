@@ -31,6 +31,11 @@ enum Command {
         after_help = "Example:\n  shardvault serve --state-dir /var/lib/shardvault\n  shardvault serve --listen 127.0.0.1:7443 --token-file /etc/shardvault/token"
     )]
     Serve(cmd::serve::Args),
+    /// Runs only the controllers, as a client of any Kubernetes API server.
+    #[command(
+        after_help = "Example:\n  shardvault serve --controllers none &\n  shardvault operator --kubeconfig ~/.local/share/shardvault/kubeconfig"
+    )]
+    Operator(cmd::operator::Args),
     /// Starts `shardvault serve` in the background and waits until it answers.
     #[command(after_help = "Example:\n  shardvault up\n  SHARDVAULT_HOME=/tmp/sv shardvault up")]
     Up(cmd::daemon::UpArgs),
@@ -114,6 +119,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Serve(args) => cmd::serve::run(args),
+        Command::Operator(args) => cmd::operator::run(args),
         Command::Up(args) => cmd::daemon::up(args),
         Command::Down(args) => cmd::daemon::down(args),
         Command::Kubeconfig(args) => cmd::daemon::kubeconfig(args),

@@ -1,31 +1,36 @@
-//! The SGShardedCluster controller: the cluster becomes local PostgreSQL servers (through
-//! the runtime), kept running; a cluster with `initialData.restore` is first checked, then
-//! each member is restored from its SGBackup. Deleting the cluster stops and removes it.
+//! The SGShardedCluster controller: the cluster becomes servers run by the cluster runtime,
+//! kept running; a cluster with `initialData.restore` is first checked, then each member is
+//! restored from its SGBackup. Deleting the cluster stops and removes it (a finalizer).
 
-use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use serde_json::Value;
-use shardvault_api::Kind;
-use shardvault_api::shardedbackup::{ShardedBackupSpec, ShardedBackupStatus};
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, Event};
+use kube::{Client, Resource, ResourceExt};
+use shardvault_api::backup::SGBackup;
+use shardvault_api::shardedbackup::SGShardedBackup;
 use shardvault_api::shardedcluster::{
-    Condition, InstanceStatus, MemberRestoreStatus, MemberStatus, RestorePhase, RestoreStatus,
-    ShardedClusterSpec, ShardedClusterStatus, ShardingType,
+    Condition, InstanceStatus, MemberRestoreStatus, MemberStatus, Restore, RestorePhase,
+    RestoreStatus, SGShardedCluster, ShardedClusterSpec, ShardedClusterStatus, ShardingType,
 };
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::runtime::cluster::{
-    self as rt, Bootstrap, ClusterObserved, ClusterPlan, MemberPlan, RecoveryTarget, Sharding,
+    Bootstrap, ClusterObserved, InstanceState, MemberPlan, RecoveryTarget, Sharding,
 };
-use shardvault_store::EventType;
+use shardvault_pg::runtime::{ClusterId, DesiredCluster, RuntimeError};
 
-use crate::archive::seal;
+use crate::archive::{ArchiveError, seal};
+use crate::context::Context;
 use crate::destination::member_destinations;
-use crate::framework::{Action, Ctx, ReconcileError, Reconciler, has_finalizer, is_deleting};
-use crate::resources::{
-    Secrets, backup_destination, cluster_storages, name_of, namespace_of, spec_of, status_of,
-};
+use crate::events::{self, EventType};
+use crate::framework::ReconcileError;
+use crate::lookup::{self, LookupError};
+use crate::resources::backup_destination;
 use crate::restore_check::{ClusterTarget, StoredMember, check_restore, check_stored};
+use crate::runner::{self, ReconcileFailure, Running};
+use crate::status;
 
 /// Finalizer that stops and removes the cluster's servers.
 pub const FINALIZER: &str = "shardvault.io/cluster-servers";
@@ -36,45 +41,118 @@ const ARCHIVING: &str = "WALArchiving";
 /// How often running clusters are checked (dead servers restarted).
 const SUPERVISE_EVERY: Duration = Duration::from_secs(5);
 
-/// Runs sharded clusters on this host.
-pub struct ClusterController {
-    bin: PathBuf,
-    extra_settings: Vec<(String, String)>,
+/// How long a refused cluster waits before it is looked at again.
+const REFUSED_RETRY: Duration = Duration::from_secs(30);
+
+/// Restore attempts a member gets before the restore is given up as Failed.
+const RESTORE_ATTEMPTS: u32 = 3;
+
+/// Why a sharded cluster could not be reconciled.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The API could not be read or written.
+    #[error("the API: {0}")]
+    Api(#[from] kube::Error),
+    /// `spec.postgres.version` cannot run here.
+    #[error("spec.postgres.version: {version:?}: {source}")]
+    UnsupportedVersion {
+        /// The version asked for.
+        version: String,
+        /// Why the runtime cannot run it.
+        #[source]
+        source: RuntimeError,
+    },
+    /// A referenced storage or Secret is missing or unusable.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// The restore cannot be done as asked; nothing was changed.
+    #[error("{0}")]
+    RestoreRefused(String),
+    /// A shared lookup of the backup side failed (its reason kept).
+    #[error(transparent)]
+    Backup(#[from] ReconcileError),
+    /// A source member could not be sealed before a timestamp restore.
+    #[error("source member {member}: {source}")]
+    Seal {
+        /// The source member.
+        member: String,
+        /// What failed.
+        #[source]
+        source: ArchiveError,
+    },
+    /// A member restore failed too often and was given up.
+    #[error("{0}")]
+    RestoreGivenUp(String),
+    /// The runtime could not create, start or wire the servers.
+    #[error("{0}")]
+    Runtime(RuntimeError),
+    /// The runtime could not remove the servers.
+    #[error("removing the servers: {0}")]
+    Delete(RuntimeError),
 }
 
-impl ClusterController {
-    /// A controller whose servers archive with `shardvault_bin`; `extra_settings` are added to
-    /// every server (tests use them to make servers lighter).
-    pub fn new(
-        shardvault_bin: PathBuf,
-        extra_settings: Vec<(String, String)>,
-    ) -> ClusterController {
-        ClusterController {
-            bin: shardvault_bin,
-            extra_settings,
+impl ReconcileFailure for ClusterError {
+    fn reason(&self) -> &str {
+        match self {
+            ClusterError::Api(_) => "ApiError",
+            ClusterError::UnsupportedVersion { .. } => "UnsupportedVersion",
+            ClusterError::Lookup(e) => e.reason(),
+            ClusterError::RestoreRefused(_) => "RestoreRefused",
+            ClusterError::Backup(e) => &e.reason,
+            ClusterError::Seal { .. } | ClusterError::RestoreGivenUp(_) => "RestoreFailed",
+            ClusterError::Runtime(_) => "ReconcileFailed",
+            ClusterError::Delete(_) => "DeleteFailed",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ClusterError::Backup(e) => e.message.clone(),
+            other => other.to_string(),
         }
     }
 }
 
-impl Reconciler for ClusterController {
-    fn kind(&self) -> Kind {
-        Kind::SGShardedCluster
-    }
-
-    fn reconcile(
-        &self,
-        obj: Value,
-        ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Action, ReconcileError>> {
-        let bin = self.bin.clone();
-        let extra = self.extra_settings.clone();
-        Box::pin(async move { reconcile(obj, ctx, bin, extra).await })
-    }
+/// The cluster controller, ready to run.
+pub fn controller(ctx: Arc<Context>) -> Running {
+    runner::running(runner::controller::<SGShardedCluster>(&ctx), reconcile, ctx)
 }
 
-/// The runtime directory of a cluster.
-pub fn cluster_dir(ctx: &Ctx, namespace: &str, name: &str) -> PathBuf {
-    ctx.state_dir.join("clusters").join(namespace).join(name)
+/// Reconciles one SGShardedCluster: runs it, or removes it when it is being deleted.
+pub async fn reconcile(
+    obj: Arc<SGShardedCluster>,
+    ctx: Arc<Context>,
+) -> Result<Action, finalizer::Error<ClusterError>> {
+    let ns = obj.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<SGShardedCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    // Said once, on the first pass (before the finalizer is added).
+    if !obj.finalizers().iter().any(|f| f == FINALIZER)
+        && obj.meta().deletion_timestamp.is_none()
+        && let Some(message) = shardvault_api::ignored::not_acted_on_message(&obj.spec)
+    {
+        events::record(
+            &ctx.client,
+            &*obj,
+            EventType::Normal,
+            "FieldsNotActedOn",
+            &message,
+        )
+        .await;
+    }
+    finalizer::finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            Event::Apply(obj) => apply(&obj, &ctx, &api).await,
+            Event::Cleanup(obj) => {
+                let id = ClusterId::new(&ns, obj.name_any());
+                ctx.runtime
+                    .destroy(&id)
+                    .await
+                    .map_err(ClusterError::Delete)?;
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
 }
 
 fn condition(ready: bool, reason: &str, message: String) -> Condition {
@@ -87,14 +165,9 @@ fn condition(ready: bool, reason: &str, message: String) -> Condition {
     }
 }
 
-async fn write_status(
-    ctx: &Ctx,
-    obj: &Value,
-    mut status: ShardedClusterStatus,
-) -> Result<(), ReconcileError> {
-    // Keep the transition time when the condition did not change, so status stays quiet.
-    let old: ShardedClusterStatus = status_of(obj);
-    for c in &mut status.conditions {
+/// Keeps the transition time of conditions that did not change, so status stays quiet.
+fn keep_transition_times(old: &ShardedClusterStatus, new: &mut ShardedClusterStatus) {
+    for c in &mut new.conditions {
         if let Some(o) = old.conditions.iter().find(|o| o.type_ == c.type_)
             && o.status == c.status
             && o.reason == c.reason
@@ -103,76 +176,80 @@ async fn write_status(
             c.last_transition_time = o.last_transition_time.clone();
         }
     }
-    let value = serde_json::to_value(&status).expect("status serializes");
-    if obj.get("status") != Some(&value) {
-        ctx.update_status(obj, value).await?;
-    }
-    Ok(())
 }
 
-async fn refuse(
-    ctx: &Ctx,
-    obj: &Value,
-    reason: &str,
-    message: String,
-) -> Result<Action, ReconcileError> {
-    let old: ShardedClusterStatus = status_of(obj);
-    let already = old.conditions.iter().any(|c| {
-        c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(message.as_str())
-    });
-    if !already {
-        ctx.event(obj, EventType::Warning, reason, &message).await;
-    }
-    let status = ShardedClusterStatus {
-        conditions: vec![condition(false, reason, message)],
-        ..old
-    };
-    write_status(ctx, obj, status).await?;
-    Ok(Action::Requeue(Duration::from_secs(30)))
+/// One reconcile's view of a cluster: the object, its API, and the status as last written.
+struct Pass<'a> {
+    obj: &'a SGShardedCluster,
+    api: &'a Api<SGShardedCluster>,
+    client: &'a Client,
+    current: ShardedClusterStatus,
 }
 
-async fn reconcile(
-    obj: Value,
-    ctx: Ctx,
-    bin: PathBuf,
-    extra_settings: Vec<(String, String)>,
-) -> Result<Action, ReconcileError> {
-    let ns = namespace_of(&obj).to_string();
-    let name = name_of(&obj).to_string();
-    let dir = cluster_dir(&ctx, &ns, &name);
-    if is_deleting(&obj) {
-        if has_finalizer(&obj, FINALIZER) {
-            rt::destroy(&dir)
-                .await
-                .map_err(|e| ReconcileError::new("DeleteFailed", e))?;
-            ctx.remove_finalizer(&obj, FINALIZER).await?;
+impl Pass<'_> {
+    async fn write(&mut self, mut status: ShardedClusterStatus) -> Result<(), ClusterError> {
+        keep_transition_times(&self.current, &mut status);
+        status::replace(self.api, self.obj, &self.current, &status).await?;
+        self.current = status;
+        Ok(())
+    }
+
+    async fn event(&self, kind: EventType, reason: &str, message: &str) {
+        events::record(self.client, self.obj, kind, reason, message).await;
+    }
+
+    /// Says why the cluster cannot be run (once per new reason and message) and looks
+    /// again later.
+    async fn refuse(&mut self, e: ClusterError) -> Result<Action, ClusterError> {
+        let (reason, message) = (e.reason().to_string(), e.message());
+        let already = self.current.conditions.iter().any(|c| {
+            c.reason.as_deref() == Some(reason.as_str())
+                && c.message.as_deref() == Some(message.as_str())
+        });
+        if !already {
+            self.event(EventType::Warning, &reason, &message).await;
         }
-        return Ok(Action::AwaitChange);
+        let status = ShardedClusterStatus {
+            conditions: vec![condition(false, &reason, message)],
+            ..self.current.clone()
+        };
+        self.write(status).await?;
+        Ok(Action::requeue(REFUSED_RETRY))
     }
-    let spec: ShardedClusterSpec = spec_of(&obj)?;
-    // Said once, on the first pass (before the finalizer is added).
-    if !has_finalizer(&obj, FINALIZER)
-        && let Some(message) = shardvault_api::ignored::not_acted_on_message(&spec)
-    {
-        ctx.event(&obj, EventType::Normal, "FieldsNotActedOn", &message)
-            .await;
-    }
+}
+
+async fn apply(
+    obj: &SGShardedCluster,
+    ctx: &Context,
+    api: &Api<SGShardedCluster>,
+) -> Result<Action, ClusterError> {
+    let ns = obj.namespace().unwrap_or_else(|| "default".into());
+    let name = obj.name_any();
+    let id = ClusterId::new(&ns, &name);
+    let spec = &obj.spec;
+    let old = obj.status.clone().unwrap_or_default();
+    let mut pass = Pass {
+        obj,
+        api,
+        client: &ctx.client,
+        current: old.clone(),
+    };
     let version = spec
         .postgres
         .as_ref()
-        .map(|p| p.version.as_str())
-        .unwrap_or("");
-    let pg_bin = match rt_find_pg_bin(version) {
-        Ok(b) => b,
-        Err(message) => return refuse(&ctx, &obj, "UnsupportedVersion", message).await,
-    };
-    let storages = match cluster_storages(&ctx, &ns, &spec).await {
+        .map(|p| p.version.clone())
+        .unwrap_or_default();
+    if let Err(source) = ctx.runtime.check_version(&version) {
+        return pass
+            .refuse(ClusterError::UnsupportedVersion { version, source })
+            .await;
+    }
+    let storages = match lookup::cluster_storages(&ctx.client, &ns, spec).await {
         Ok(s) => s,
-        Err(e) => return refuse(&ctx, &obj, &e.reason, e.message).await,
+        Err(e) => return pass.refuse(e.into()).await,
     };
     let resolved: Vec<_> = storages.iter().map(|(_, r)| r.clone()).collect();
-    let dests = member_destinations(&name, &ns, &spec, &resolved);
-    let old: ShardedClusterStatus = status_of(&obj);
+    let dests = member_destinations(&name, &ns, spec, &resolved);
     let restored = old
         .restore
         .as_ref()
@@ -184,14 +261,14 @@ async fn reconcile(
         Some(_) if restored.is_some() => None,
         Some(r) => {
             if let Some(message) = old.restore.as_ref().and_then(given_up) {
-                return refuse(&ctx, &obj, "RestoreFailed", message).await;
+                return pass.refuse(ClusterError::RestoreGivenUp(message)).await;
             }
-            match plan_restore(&ctx, &ns, &name, &spec, r).await {
+            match plan_restore(ctx, &ns, &name, spec, r).await {
                 Ok(mut p) => {
                     p.keep_progress(old.restore.as_ref());
                     Some(p)
                 }
-                Err(e) => return refuse(&ctx, &obj, &e.reason, e.message).await,
+                Err(e) => return pass.refuse(e).await,
             }
         }
         None => None,
@@ -199,20 +276,105 @@ async fn reconcile(
     let existing = restored.as_ref().map(|from| Bootstrap::Existing {
         origin: format!("restored from backup {from}"),
     });
-    let obj = ctx.add_finalizer(&obj, FINALIZER).await?;
+    let desired = desired_cluster(id, spec, version, dests, |i| match (&restore, &existing) {
+        (Some(r), _) => r.bootstraps[i].clone(),
+        (None, Some(e)) => e.clone(),
+        (None, None) => Bootstrap::Initdb,
+    });
+    if let Some(r) = &restore {
+        let status = ShardedClusterStatus {
+            conditions: vec![condition(
+                false,
+                "Restoring",
+                format!("restoring from {}", r.status.from_backup),
+            )],
+            members: old.members.clone(),
+            restore: Some(r.status.clone()),
+        };
+        pass.write(status).await?;
+        for cfg in r.seal_sources.iter().flatten() {
+            seal(cfg, true, None, Duration::from_secs(120))
+                .await
+                .map_err(|source| ClusterError::Seal {
+                    member: cfg.member.clone(),
+                    source,
+                })?;
+        }
+    }
+    let observed = match ctx.runtime.reconcile(desired).await {
+        Ok(o) => o,
+        Err(e) => {
+            let e = ClusterError::Runtime(e);
+            let status = ShardedClusterStatus {
+                conditions: vec![condition(false, e.reason(), e.message())],
+                ..pass.current.clone()
+            };
+            pass.write(status).await?;
+            return Err(e);
+        }
+    };
+    for action in &observed.actions {
+        pass.event(EventType::Normal, "Reconciled", action).await;
+    }
+    if let Some(w) = &observed.wiring_error {
+        // Said once per new message: reconciles repeat every few seconds.
+        let message = format!("sharding wiring: {w}");
+        let said = old
+            .conditions
+            .iter()
+            .any(|c| c.message.as_deref() == Some(message.as_str()));
+        if !said {
+            tracing::warn!(cluster = %name, namespace = %ns, "{message}");
+            pass.event(EventType::Warning, "WiringFailed", &message)
+                .await;
+        }
+    }
+    let mut restore_status = restore.map(|r| r.status).or(old.restore.clone());
+    if let Some(r) = restore_status.as_mut().filter(|_| restored.is_none()) {
+        for event in record_restore_outcome(r, &observed) {
+            pass.event(EventType::Warning, "RestoreFailed", &event)
+                .await;
+        }
+    }
+    let status = observed_status(&observed, restore_status);
+    if let Some(c) = archiving_newly_failing(&old, &status) {
+        let message = c.message.clone().unwrap_or_default();
+        pass.event(EventType::Warning, "ArchiveFailing", &message)
+            .await;
+        tracing::warn!(cluster = %name, "{message}");
+    }
+    pass.write(status).await?;
+    Ok(Action::requeue(SUPERVISE_EVERY))
+}
+
+/// The WALArchiving condition of `new` when it is False and was not False in `old`.
+fn archiving_newly_failing<'a>(
+    old: &ShardedClusterStatus,
+    new: &'a ShardedClusterStatus,
+) -> Option<&'a Condition> {
+    new.conditions
+        .iter()
+        .find(|c| c.type_ == ARCHIVING && c.status == "False")
+        .filter(|_| {
+            !old.conditions
+                .iter()
+                .any(|o| o.type_ == ARCHIVING && o.status == "False")
+        })
+}
+
+/// What the runtime should run for `spec`: members in order, each started as `bootstrap`
+/// says.
+fn desired_cluster(
+    id: ClusterId,
+    spec: &ShardedClusterSpec,
+    postgres_version: String,
+    dests: Vec<Vec<shardvault_storage::Destination>>,
+    bootstrap: impl Fn(usize) -> Bootstrap,
+) -> DesiredCluster {
     let instances = |n: i64| n.max(1) as u32;
-    let plan = ClusterPlan {
-        name: name.clone(),
-        dir: dir.clone(),
-        pg_bin,
-        shardvault_bin: bin,
-        database: spec.database.clone().unwrap_or_else(|| "postgres".into()),
-        sharding: match spec.sharding_type() {
-            ShardingType::Citus => Sharding::Citus,
-            ShardingType::Ddp => Sharding::Ddp,
-        },
+    DesiredCluster {
         members: spec
-            .member_names(&name)
+            .member_names(&id.name)
             .into_iter()
             .zip(dests)
             .enumerate()
@@ -224,102 +386,24 @@ async fn reconcile(
                     instances(spec.shards.as_ref().map_or(1, |s| s.instances_per_cluster))
                 },
                 destinations,
-                bootstrap: match (&restore, &existing) {
-                    (Some(r), _) => r.bootstraps[i].clone(),
-                    (None, Some(e)) => e.clone(),
-                    (None, None) => Bootstrap::Initdb,
-                },
+                bootstrap: bootstrap(i),
             })
             .collect(),
-        extra_settings,
-    };
-    if let Some(r) = &restore {
-        let status = ShardedClusterStatus {
-            conditions: vec![condition(
-                false,
-                "Restoring",
-                format!("restoring from {}", r.status.from_backup),
-            )],
-            members: old.members.clone(),
-            restore: Some(r.status.clone()),
-        };
-        write_status(&ctx, &obj, status).await?;
-        if let Some(sources) = &r.seal_sources {
-            for cfg in sources {
-                seal(cfg, true, None, Duration::from_secs(120))
-                    .await
-                    .map_err(|e| {
-                        ReconcileError::new(
-                            "RestoreFailed",
-                            format!("source member {}: {e}", cfg.member),
-                        )
-                    })?;
-            }
-        }
+        id,
+        postgres_version,
+        database: spec.database.clone().unwrap_or_else(|| "postgres".into()),
+        sharding: match spec.sharding_type() {
+            ShardingType::Citus => Sharding::Citus,
+            ShardingType::Ddp => Sharding::Ddp,
+        },
     }
-    let observed = match rt::reconcile(&plan).await {
-        Ok(o) => o,
-        Err(e) => {
-            let message = e.to_string();
-            ctx.event(&obj, EventType::Warning, "ReconcileFailed", &message)
-                .await;
-            let status = ShardedClusterStatus {
-                conditions: vec![condition(false, "ReconcileFailed", message.clone())],
-                ..status_of(&obj)
-            };
-            write_status(&ctx, &obj, status).await?;
-            return Err(ReconcileError::new("ReconcileFailed", message));
-        }
-    };
-    for action in &observed.actions {
-        ctx.event(&obj, EventType::Normal, "Reconciled", action)
-            .await;
-    }
-    if let Some(w) = &observed.wiring_error {
-        // Said once per new message: reconciles repeat every few seconds.
-        let message = format!("sharding wiring: {w}");
-        let said = old
-            .conditions
-            .iter()
-            .any(|c| c.message.as_deref() == Some(message.as_str()));
-        if !said {
-            tracing::warn!(cluster = %name, namespace = %ns, "{message}");
-            ctx.event(&obj, EventType::Warning, "WiringFailed", &message)
-                .await;
-        }
-    }
-    let mut restore_status = restore.map(|r| r.status).or(old.restore);
-    if let Some(r) = restore_status.as_mut().filter(|_| restored.is_none()) {
-        for event in record_restore_outcome(r, &observed) {
-            ctx.event(&obj, EventType::Warning, "RestoreFailed", &event)
-                .await;
-        }
-    }
-    let status = observed_status(&observed, restore_status);
-    if let Some(c) = status.conditions.iter().find(|c| c.type_ == ARCHIVING)
-        && c.status == "False"
-        && !old
-            .conditions
-            .iter()
-            .any(|o| o.type_ == ARCHIVING && o.status == "False")
-    {
-        let message = c.message.clone().unwrap_or_default();
-        ctx.event(&obj, EventType::Warning, "ArchiveFailing", &message)
-            .await;
-        tracing::warn!(cluster = %name, "{message}");
-    }
-    let obj = ctx
-        .get(Kind::SGShardedCluster, &ns, &name)
-        .await?
-        .unwrap_or(obj);
-    write_status(&ctx, &obj, status).await?;
-    Ok(Action::Requeue(SUPERVISE_EVERY))
 }
 
-fn rt_find_pg_bin(version: &str) -> Result<PathBuf, String> {
-    let major = version.split('.').next().unwrap_or("");
-    shardvault_pg::runtime::find_pg_bin(major)
-        .map_err(|e| format!("spec.postgres.version: {version:?}: {e}"))
+fn lowercase_name<T: serde::Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn observed_status(o: &ClusterObserved, restore: Option<RestoreStatus>) -> ShardedClusterStatus {
@@ -379,15 +463,9 @@ fn observed_status(o: &ClusterObserved, restore: Option<RestoreStatus>) -> Shard
                     .iter()
                     .map(|i| InstanceStatus {
                         name: i.name.clone(),
-                        role: serde_json::to_value(i.role)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default(),
+                        role: lowercase_name(i.role),
                         port: i.port,
-                        state: serde_json::to_value(i.state)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default(),
+                        state: lowercase_name(i.state),
                         reason: i.reason.clone(),
                     })
                     .collect(),
@@ -406,20 +484,24 @@ struct RestorePlan {
 }
 
 async fn plan_restore(
-    ctx: &Ctx,
+    ctx: &Context,
     ns: &str,
     name: &str,
     spec: &ShardedClusterSpec,
-    restore: &shardvault_api::shardedcluster::Restore,
-) -> Result<RestorePlan, ReconcileError> {
+    restore: &Restore,
+) -> Result<RestorePlan, ClusterError> {
     let from = &restore.from_backup;
-    let backup = ctx.get(Kind::SGShardedBackup, ns, &from.name).await?;
-    let status: Option<ShardedBackupStatus> = backup.as_ref().map(status_of);
+    let backups: Api<SGShardedBackup> = ctx.api(ns);
+    let backup = backups.get_opt(&from.name).await?;
+    let status = backup
+        .as_ref()
+        .map(|b| b.status.clone().unwrap_or_default());
     let mut target = check_restore(spec, from, status.as_ref(), jiff::Timestamp::now())
-        .map_err(|e| ReconcileError::new("RestoreRefused", e))?;
-    let status = status.expect("checked above");
-    let backup = backup.expect("checked above");
-    let secrets = Secrets::load(ctx, ns).await?;
+        .map_err(|e| ClusterError::RestoreRefused(e.to_string()))?;
+    let (Some(backup), Some(status)) = (backup, status) else {
+        unreachable!("check_restore refuses a missing backup");
+    };
+    let secrets = lookup::secrets(&ctx.client, ns).await?;
     let concurrency = restore.download_disk_concurrency.unwrap_or(2).max(1) as usize;
     let recovery = match &target {
         ClusterTarget::RestorePoint(name) => RecoveryTarget::Name(name.clone()),
@@ -428,27 +510,27 @@ async fn plan_restore(
             inclusive: *inclusive,
         },
     };
+    let members_api: Api<SGBackup> = ctx.api(ns);
     let mut bootstraps = Vec::new();
     let mut members = Vec::new();
     let mut stored = Vec::new();
     for (i, sg_backup) in status.sg_backups.iter().enumerate() {
-        let child = ctx.get(Kind::SGBackup, ns, sg_backup).await?.ok_or_else(|| {
-            ReconcileError::new(
-                "RestoreRefused",
-                format!("spec.initialData.restore.fromBackup.name: SGBackup {sg_backup} of {:?} is missing", from.name),
-            )
+        let child = members_api.get_opt(sg_backup).await?.ok_or_else(|| {
+            ClusterError::RestoreRefused(format!(
+                "spec.initialData.restore.fromBackup.name: SGBackup {sg_backup} of {:?} is missing",
+                from.name
+            ))
         })?;
-        let config = child.pointer("/status/sgBackupConfig").ok_or_else(|| {
-            ReconcileError::new(
-                "RestoreRefused",
-                format!("SGBackup {sg_backup} has no status.sgBackupConfig"),
-            )
+        let child_status = child.status.unwrap_or_default();
+        let config = child_status.sg_backup_config.as_ref().ok_or_else(|| {
+            ClusterError::RestoreRefused(format!(
+                "SGBackup {sg_backup} has no status.sgBackupConfig"
+            ))
         })?;
         let source = backup_destination(config, &secrets, sg_backup)?;
-        let manifest_sha256 = child
-            .pointer("/status/backupInformation/manifestSha256")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let manifest_sha256 = child_status
+            .backup_information
+            .and_then(|b| b.manifest_sha256);
         stored.push((source.clone(), manifest_sha256));
         bootstraps.push(Bootstrap::Restore {
             source,
@@ -480,7 +562,7 @@ async fn plan_restore(
         .collect();
     check_stored(&from.name, &status, &stored, record.as_ref())
         .await
-        .map_err(|e| ReconcileError::new("RestoreRefused", e))?;
+        .map_err(ClusterError::RestoreRefused)?;
     // Extension `pointInTimeRecovery.consistent`: every member stops at the newest
     // cluster-wide restore point at or before the time (see restore_points).
     if let (ClusterTarget::Time { time, .. }, Some(Bootstrap::Restore { source, .. }), Some(rp)) =
@@ -500,7 +582,7 @@ async fn plan_restore(
         target = ClusterTarget::RestorePoint(point);
     }
     let seal_sources = match target {
-        ClusterTarget::Time { .. } => source_configs(ctx, ns, &backup).await,
+        ClusterTarget::Time { .. } => source_configs(ctx, ns, &backup),
         ClusterTarget::RestorePoint(_) => None,
     };
     Ok(RestorePlan {
@@ -516,9 +598,6 @@ async fn plan_restore(
         seal_sources,
     })
 }
-
-/// Restore attempts a member gets before the restore is given up as Failed.
-const RESTORE_ATTEMPTS: u32 = 3;
 
 impl RestorePlan {
     /// Carries the phases and failed attempts of earlier passes into this plan's status.
@@ -568,7 +647,7 @@ fn record_restore_outcome(restore: &mut RestoreStatus, observed: &ClusterObserve
             .find(|o| o.name == m.name)
             .and_then(|o| o.instances.first());
         match primary {
-            Some(p) if p.state == rt::InstanceState::Running => {
+            Some(p) if p.state == InstanceState::Running => {
                 m.phase = RestorePhase::Completed;
                 m.failure = None;
             }
@@ -588,13 +667,230 @@ fn record_restore_outcome(restore: &mut RestoreStatus, observed: &ClusterObserve
     failures
 }
 
-/// The node configs of the backup's source cluster, when it still runs here.
-async fn source_configs(ctx: &Ctx, ns: &str, backup: &Value) -> Option<Vec<NodeConfig>> {
-    let spec: ShardedBackupSpec = spec_of(backup).ok()?;
-    let observed = ClusterObserved::load(&cluster_dir(ctx, ns, &spec.sg_sharded_cluster)).ok()?;
-    observed
-        .members
-        .iter()
-        .map(|m| NodeConfig::load(&m.node_config).ok())
-        .collect()
+/// The node configs of the backup's source cluster, when it still runs.
+fn source_configs(ctx: &Context, ns: &str, backup: &SGShardedBackup) -> Option<Vec<NodeConfig>> {
+    let id = ClusterId::new(ns, &backup.spec.sg_sharded_cluster);
+    let endpoints = ctx.runtime.endpoints(&id).ok()?;
+    Some(
+        endpoints
+            .members
+            .into_iter()
+            .map(|m| m.node_config)
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardvault_pg::runtime::archiver::ArchiveFailure;
+    use shardvault_pg::runtime::cluster::{InstanceObserved, MemberObserved, Role};
+
+    fn instance(
+        name: &str,
+        role: Role,
+        state: InstanceState,
+        reason: Option<&str>,
+    ) -> InstanceObserved {
+        InstanceObserved {
+            name: name.into(),
+            role,
+            port: 5432,
+            state,
+            reason: reason.map(str::to_string),
+            pgdata: format!("/nowhere/{name}/data").into(),
+        }
+    }
+
+    fn observed(primary_state: InstanceState, reason: Option<&str>) -> ClusterObserved {
+        ClusterObserved {
+            name: "c".into(),
+            pg_bin: "/usr/lib/postgresql/15/bin".into(),
+            socket_dir: "/nowhere/sock".into(),
+            database: "db".into(),
+            members: ["c-coord", "c-shard0"]
+                .into_iter()
+                .map(|m| MemberObserved {
+                    name: m.into(),
+                    node_config: "/nowhere/node.json".into(),
+                    instances: vec![
+                        instance(&format!("{m}-0"), Role::Primary, primary_state, reason),
+                        instance(
+                            &format!("{m}-1"),
+                            Role::Replica,
+                            InstanceState::Running,
+                            None,
+                        ),
+                    ],
+                    archive_failure: None,
+                })
+                .collect(),
+            wiring_error: None,
+            actions: Vec::new(),
+        }
+    }
+
+    fn restoring(attempts: u32, phase: RestorePhase) -> RestoreStatus {
+        RestoreStatus {
+            from_backup: "b1".into(),
+            target: Some("restore point b1".into()),
+            members: ["c-coord", "c-shard0"]
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| MemberRestoreStatus {
+                    name: m.into(),
+                    sg_backup: format!("b1-{}", if i == 0 { "coord" } else { "shard0" }),
+                    phase,
+                    failure: (phase == RestorePhase::Failed).then(|| "bad WAL".into()),
+                    failed_attempts: attempts,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_running_cluster_is_ready_with_every_instance_in_status() {
+        let status = observed_status(&observed(InstanceState::Running, None), None);
+        let ready = &status.conditions[0];
+        assert_eq!(
+            (ready.type_.as_str(), ready.status.as_str()),
+            ("Ready", "True")
+        );
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("2 members, 4 servers running")
+        );
+        assert_eq!(status.conditions[1].type_, ARCHIVING);
+        assert_eq!(status.conditions[1].status, "True");
+        let first = &status.members[0].instances[0];
+        assert_eq!(
+            (first.role.as_str(), first.state.as_str()),
+            ("primary", "running")
+        );
+        assert_eq!(status.members[1].instances[1].role, "replica");
+    }
+
+    #[test]
+    fn a_failed_server_makes_the_cluster_not_ready_with_its_reason() {
+        let status = observed_status(
+            &observed(InstanceState::Failed, Some("could not start")),
+            None,
+        );
+        let ready = &status.conditions[0];
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_deref()),
+            ("False", Some("NotReady"))
+        );
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("c-coord-0: could not start; c-shard0-0: could not start")
+        );
+    }
+
+    #[test]
+    fn archive_failures_are_a_false_condition_said_once() {
+        let mut o = observed(InstanceState::Running, None);
+        o.members[1].archive_failure = Some(ArchiveFailure {
+            last_failed_wal: "000000010000000000000002".into(),
+            last_failed_time: "2026-12-01 10:00:00 UTC".into(),
+            failed_count: 3,
+            pg_wal_bytes: 1 << 24,
+        });
+        let failing = observed_status(&o, None);
+        let c = archiving_newly_failing(&ShardedClusterStatus::default(), &failing)
+            .expect("newly failing");
+        assert!(
+            c.message.as_deref().unwrap().starts_with("c-shard0: "),
+            "{c:?}"
+        );
+        assert!(archiving_newly_failing(&failing, &failing).is_none());
+    }
+
+    #[test]
+    fn a_restored_member_completes_only_when_its_primary_runs() {
+        let mut r = restoring(0, RestorePhase::Restoring);
+        assert!(record_restore_outcome(&mut r, &observed(InstanceState::Running, None)).is_empty());
+        assert!(r.members.iter().all(|m| m.phase == RestorePhase::Completed));
+        let mut r = restoring(0, RestorePhase::Restoring);
+        let failures =
+            record_restore_outcome(&mut r, &observed(InstanceState::Failed, Some("bad WAL")));
+        assert_eq!(failures.len(), 2);
+        assert!(
+            failures[0].contains("attempt 1 of 3): bad WAL"),
+            "{failures:?}"
+        );
+        assert!(
+            r.members
+                .iter()
+                .all(|m| m.phase == RestorePhase::Failed && m.failed_attempts == 1)
+        );
+    }
+
+    #[test]
+    fn a_restore_is_given_up_after_three_failed_attempts_never_before() {
+        assert_eq!(given_up(&restoring(2, RestorePhase::Failed)), None);
+        assert_eq!(given_up(&restoring(3, RestorePhase::Completed)), None);
+        let message = given_up(&restoring(3, RestorePhase::Failed)).expect("given up");
+        assert!(
+            message.contains("member c-coord from SGBackup b1-coord failed 3 times"),
+            "{message}"
+        );
+        assert!(message.contains("the member was not created"), "{message}");
+        assert!(message.contains("Last error: bad WAL"), "{message}");
+    }
+
+    #[test]
+    fn a_new_plan_keeps_the_progress_of_the_same_restore_only() {
+        let mut plan = RestorePlan {
+            bootstraps: Vec::new(),
+            status: restoring(0, RestorePhase::Restoring),
+            seal_sources: None,
+        };
+        plan.keep_progress(Some(&restoring(2, RestorePhase::Failed)));
+        assert!(
+            plan.status
+                .members
+                .iter()
+                .all(|m| m.failed_attempts == 2 && m.phase == RestorePhase::Failed)
+        );
+        let mut other = restoring(1, RestorePhase::Failed);
+        other.from_backup = "b2".into();
+        let mut plan = RestorePlan {
+            bootstraps: Vec::new(),
+            status: restoring(0, RestorePhase::Restoring),
+            seal_sources: None,
+        };
+        plan.keep_progress(Some(&other));
+        assert!(plan.status.members.iter().all(|m| m.failed_attempts == 0));
+    }
+
+    #[test]
+    fn the_desired_cluster_has_the_coordinator_first_and_restores_every_member() {
+        let spec: ShardedClusterSpec = serde_json::from_value(serde_json::json!({
+            "type": "ddp", "database": "db", "postgres": {"version": "15"},
+            "coordinator": {"instances": 2}, "shards": {"clusters": 2, "instancesPerCluster": 1},
+        }))
+        .unwrap_or_else(|e| panic!("spec fixture: {e}"));
+        let d = desired_cluster(
+            ClusterId::new("ns", "c"),
+            &spec,
+            "15".into(),
+            vec![Vec::new(); 3],
+            |_| Bootstrap::Existing {
+                origin: "restored from backup b1".into(),
+            },
+        );
+        let names: Vec<_> = d
+            .members
+            .iter()
+            .map(|m| (m.name.as_str(), m.instances))
+            .collect();
+        assert_eq!(names, [("c-coord", 2), ("c-shard0", 1), ("c-shard1", 1)]);
+        assert!(
+            d.members
+                .iter()
+                .all(|m| matches!(m.bootstrap, Bootstrap::Existing { .. }))
+        );
+        assert_eq!((d.database.as_str(), d.sharding), ("db", Sharding::Ddp));
+    }
 }

@@ -2,15 +2,12 @@
 //! (same object, type, reason and message) counts up on one Event instead of adding one.
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 
 pub use kube::runtime::events::EventType;
-
-/// The component named as the source of our Events.
-pub const COMPONENT: &str = "shardvault";
 
 /// Records an Event about `obj`; a failure to record is logged, not returned.
 pub async fn record<K>(client: &Client, obj: &K, kind: EventType, reason: &str, message: &str)
@@ -34,7 +31,7 @@ fn type_name(kind: EventType) -> &'static str {
 }
 
 /// The name of the Event for one (object, type, reason, message): the object's name and a
-/// hash, so a repeat finds the Event it counts up.
+/// hash (a DNS label, at most 62 characters), so a repeat finds the Event it counts up.
 fn event_name(obj_name: &str, uid: &str, kind: &str, reason: &str, message: &str) -> String {
     // FNV-1a: stable across builds, unlike std's hasher.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -45,7 +42,7 @@ fn event_name(obj_name: &str, uid: &str, kind: &str, reason: &str, message: &str
         }
     }
     let base: String = obj_name.chars().take(45).collect();
-    format!("{}.{hash:016x}", base.trim_end_matches('-'))
+    format!("{}-{hash:016x}", base.trim_end_matches('-'))
 }
 
 async fn try_record<K>(
@@ -83,11 +80,6 @@ where
         count: Some(1),
         first_timestamp: Some(now.clone()),
         last_timestamp: Some(now.clone()),
-        source: Some(EventSource {
-            component: Some(COMPONENT.into()),
-            ..EventSource::default()
-        }),
-        reporting_component: Some(COMPONENT.into()),
         ..Event::default()
     };
     match api.create(&PostParams::default(), &event).await {
@@ -116,7 +108,7 @@ mod tests {
         assert_eq!(a, event_name("c1", "u1", "Warning", "RestoreFailed", "m"));
         assert_ne!(a, event_name("c1", "u1", "Warning", "RestoreFailed", "m2"));
         assert_ne!(a, event_name("c1", "u2", "Warning", "RestoreFailed", "m"));
-        assert!(a.starts_with("c1."), "{a}");
+        assert!(a.starts_with("c1-"), "{a}");
         let long = event_name(&"x".repeat(80), "u", "Normal", "R", "m");
         assert!(long.len() <= 45 + 17, "{long}");
     }

@@ -11,6 +11,7 @@ pub mod destination;
 pub mod events;
 pub mod framework;
 pub mod import;
+pub mod lookup;
 pub mod metrics;
 pub mod records;
 pub mod registry;
@@ -21,6 +22,7 @@ pub mod retention;
 pub mod runner;
 pub mod schedule;
 pub mod sharded_backup;
+pub mod status;
 pub mod verify;
 
 pub use registry::controllers;

@@ -24,7 +24,7 @@ use crate::events::{self, EventType};
 /// A controller's error: says which Event reason it is recorded with.
 pub trait ReconcileFailure: std::error::Error + Send + Sync + 'static {
     /// A short CamelCase reason, as in Kubernetes Events (`RestoreFailed`).
-    fn reason(&self) -> &'static str;
+    fn reason(&self) -> &str;
 
     /// What went wrong and what to do about it (the Event's message).
     fn message(&self) -> String {
@@ -33,7 +33,7 @@ pub trait ReconcileFailure: std::error::Error + Send + Sync + 'static {
 }
 
 impl<E: ReconcileFailure> ReconcileFailure for finalizer::Error<E> {
-    fn reason(&self) -> &'static str {
+    fn reason(&self) -> &str {
         match self {
             finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e.reason(),
             finalizer::Error::AddFinalizer(_) | finalizer::Error::RemoveFinalizer(_) => {
@@ -78,7 +78,7 @@ where
     let key = key_of(&*obj);
     let attempt = ctx.failed(key.clone());
     let delay = ctx.settings.backoff(attempt);
-    let (reason, message) = (err.reason(), err.message());
+    let (reason, message) = (err.reason().to_string(), err.message());
     tracing::warn!(
         "{} {}/{}: reconcile failed (attempt {attempt}, next in {}s): {reason}: {message}",
         key.0,
@@ -87,7 +87,7 @@ where
         delay.as_secs_f32()
     );
     tokio::spawn(async move {
-        events::record(&ctx.client, &*obj, EventType::Warning, reason, &message).await;
+        events::record(&ctx.client, &*obj, EventType::Warning, &reason, &message).await;
     });
     Action::requeue(delay)
 }

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod describe;
 pub mod get;
 pub mod node;
+pub mod operator;
 pub mod psql;
 pub mod repeats;
 pub mod restore_points;

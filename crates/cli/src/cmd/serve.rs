@@ -11,7 +11,7 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use shardvault_apiserver::{ApiServer, ServeOptions};
-use shardvault_control::framework::{self, Ctx, Settings};
+use shardvault_control::framework::Ctx;
 use shardvault_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -64,26 +64,29 @@ pub struct Args {
 /// Runs the daemon in the foreground until SIGTERM or SIGINT.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async {
-        let shutdown = CancellationToken::new();
-        let on_signal = shutdown.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{SignalKind, signal};
-            let (Ok(mut term), Ok(mut int)) = (
-                signal(SignalKind::terminate()),
-                signal(SignalKind::interrupt()),
-            ) else {
-                return;
-            };
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = int.recv() => tracing::info!("SIGINT: shutting down"),
-            }
-            on_signal.cancel();
-        });
-        serve(args, shutdown).await
-    })?;
+    rt.block_on(async { serve(args, shutdown_on_signals()).await })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A token cancelled at the first SIGTERM or SIGINT (call it inside the runtime).
+pub fn shutdown_on_signals() -> CancellationToken {
+    let shutdown = CancellationToken::new();
+    let on_signal = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        on_signal.cancel();
+    });
+    shutdown
 }
 
 /// Serves until `shutdown` is cancelled, then stops the controllers and removes the
@@ -135,14 +138,12 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
     let pid_file = dir.join(PID_FILE);
     std::fs::write(&pid_file, std::process::id().to_string())?;
 
-    let reconcilers = match args.controllers {
-        Controllers::All => shardvault_control::controllers(
-            std::env::current_exe().context("cannot find the shardvault binary")?,
-        ),
-        Controllers::None => Vec::new(),
+    let controllers = match args.controllers {
+        Controllers::All => {
+            Some(super::operator::start_in_process(&server, &store, &dir, &shutdown).await?)
+        }
+        Controllers::None => None,
     };
-    let ctx = Ctx::new(store.clone(), dir.clone(), shutdown.clone());
-    let controllers = tokio::spawn(framework::run(ctx, reconcilers, Settings::default()));
     let metrics = match args.metrics_listen {
         Some(addr) => Some(serve_metrics(addr, &store, &dir, &shutdown).await?),
         None => None,
@@ -162,7 +163,9 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
     for listener in [metrics, console].into_iter().flatten() {
         listener.abort();
     }
-    let _ = controllers.await;
+    if let Some(c) = controllers {
+        let _ = c.await;
+    }
     for f in [&socket, &pid_file, &kubeconfig] {
         let _ = std::fs::remove_file(f);
     }

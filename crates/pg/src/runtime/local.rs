@@ -145,8 +145,8 @@ impl ClusterRuntime for LocalRuntime {
     }
 }
 
-/// Runs `bin node ARGS --config FILE` as the server user; the config file is removed
-/// whatever happens.
+/// Runs `bin node SUBCOMMAND --config FILE ARGS...` as the server user; the config file
+/// is removed whatever happens.
 async fn run_node(bin: &Path, dir: &Path, work: NodeWork) -> Result<Vec<u8>, RuntimeError> {
     let config = dir.join(format!("{}.json", work.member));
     work.config.save(&config)?;
@@ -165,11 +165,17 @@ async fn run_with_config(
 ) -> Result<Vec<u8>, RuntimeError> {
     let mut cmd = user::command(bin);
     user::die_with_parent(&mut cmd);
+    // `node SUBCOMMAND --config FILE REST...`: the config right after the subcommand.
+    let (sub, rest) = work
+        .args
+        .split_first()
+        .map_or((None, &[][..]), |(s, r)| (Some(s), r));
     let mut child = cmd
         .arg("node")
-        .args(&work.args)
+        .args(sub)
         .arg("--config")
         .arg(config)
+        .args(rest)
         .env("SHARDVAULT_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

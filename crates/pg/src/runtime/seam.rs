@@ -86,7 +86,8 @@ pub struct NodeWork {
     /// The node config the command reads (`--config`); it carries secrets and never
     /// outlives the command.
     pub config: NodeConfig,
-    /// The arguments after `shardvault node` (e.g. `backup --name b1 --json`).
+    /// The arguments after `shardvault node`, subcommand first (e.g. `backup --name b1
+    /// --json`); `--config FILE` goes right after the subcommand.
     pub args: Vec<OsString>,
 }
 

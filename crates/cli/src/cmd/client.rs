@@ -120,15 +120,8 @@ impl Client {
     /// A client of the Kubernetes API server a kubeconfig names (its current context): the
     /// daemon's HTTPS listener (`shardvault kubeconfig --path`), or any cluster.
     pub async fn from_kubeconfig(path: &Path) -> anyhow::Result<Client> {
-        let kubeconfig = kube::config::Kubeconfig::read_from(path)
-            .with_context(|| format!("cannot read the kubeconfig {}", path.display()))?;
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .with_context(|| format!("the kubeconfig {} is unusable", path.display()))?;
-        // kube's TLS needs a process-wide rustls provider; an error means one is set.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         Ok(Client {
-            kube: kube::Client::try_from(config)?,
+            kube: super::operator::client_from(path).await?,
         })
     }
 

@@ -48,7 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// A client of the API server `kubeconfig` names (its current context).
 pub async fn client_from(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
     let config = Kubeconfig::read_from(kubeconfig)
-        .with_context(|| format!("--kubeconfig {}: cannot read it", kubeconfig.display()))?;
+        .with_context(|| format!("cannot read the kubeconfig {}", kubeconfig.display()))?;
     client_of(config, &kubeconfig.display().to_string()).await
 }
 

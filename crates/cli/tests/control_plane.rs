@@ -1,6 +1,10 @@
 //! The control plane end to end: the real `shardvault` binary against a daemon in a
 //! temporary state directory (controllers off, so no PostgreSQL is started).
 
+use shardvault_testkit::guide::{
+    self, AUTOMATED as SPEC_AUTOMATED, CLUSTER, LARGE_CLUSTER, PREREQUISITES as SPEC_PREREQUISITES,
+    RESTORE as SPEC_RESTORE, STORAGE,
+};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -54,152 +58,15 @@ fn http(state: &Path, method: &str, path: &str, body: Option<&Value>) -> (u16, V
     (code, serde_json::from_str(payload).unwrap_or(Value::Null))
 }
 
-const STORAGE: &str = "
-apiVersion: stackgres.io/v1beta1
-kind: SGObjectStorage
-metadata:
-  name: my-backup-storage
-spec:
-  type: filesystem
-  filesystem:
-    path: /tmp/shardvault-test-objects
-";
+/// Manifests as one YAML stream.
+fn stream(docs: &[&str]) -> String {
+    docs.join("---\n")
+}
 
-const CLUSTER: &str = "
-apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: my-sharded-cluster
-spec:
-  type: citus
-  database: sharded
-  postgres:
-    version: '15'
-  coordinator:
-    instances: 2
-    pods:
-      persistentVolume:
-        size: 20Gi
-  shards:
-    clusters: 3
-    instancesPerCluster: 2
-    pods:
-      persistentVolume:
-        size: 50Gi
-";
-
-/// The cluster the guide's `large-cluster-backup` example backs up (it must exist: a backup
-/// of a cluster that does not exist is refused, as by StackGres's webhook).
-const LARGE_CLUSTER: &str = "
-apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: my-large-sharded-cluster
-spec:
-  type: ddp
-  postgres:
-    version: '15'
-  coordinator:
-    instances: 1
-  shards:
-    clusters: 8
-    instancesPerCluster: 1
-";
-
-/// The complete manifests of the user guide, verbatim.
-const SPEC_PREREQUISITES: &str = "
-apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: my-sharded-cluster
-spec:
-  configurations:
-    backups:
-      - sgObjectStorage: my-backup-storage
-        cronSchedule: '0 5 * * *'
-        retention: 7
-        compression: lz4
-";
-
-const SPEC_BACKUPS: &str = "
-apiVersion: stackgres.io/v1
-kind: SGShardedBackup
-metadata:
-  name: manual-backup
-spec:
-  sgShardedCluster: my-sharded-cluster
----
-apiVersion: stackgres.io/v1
-kind: SGShardedBackup
-metadata:
-  name: manual-backup-with-options
-spec:
-  sgShardedCluster: my-sharded-cluster
-  managedLifecycle: false    # Don't auto-delete with retention policy
-  timeout: PT2H              # 2 hour timeout
-  maxRetries: 3              # Retry up to 3 times on failure
----
-apiVersion: stackgres.io/v1
-kind: SGShardedBackup
-metadata:
-  name: auto-managed-backup
-spec:
-  sgShardedCluster: my-sharded-cluster
-  managedLifecycle: true  # Subject to retention policy
----
-apiVersion: stackgres.io/v1
-kind: SGShardedBackup
-metadata:
-  name: large-cluster-backup
-spec:
-  sgShardedCluster: my-large-sharded-cluster
-  timeout: PT6H  # 6 hours
-";
-
-const SPEC_AUTOMATED: &str = "
-apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: my-sharded-cluster
-spec:
-  configurations:
-    backups:
-      - sgObjectStorage: s3-backup-storage
-        cronSchedule: '0 */6 * * *'  # Every 6 hours
-        retention: 14                 # Keep 14 backups
-        compression: lz4
-        performance:
-          maxNetworkBandwidth: 100000000  # 100 MB/s
-          maxDiskBandwidth: 100000000
-          uploadDiskConcurrency: 2
-";
-
-const SPEC_RESTORE: &str = "
-apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: restored-sharded-cluster
-spec:
-  type: citus
-  database: sharded
-  postgres:
-    version: '15'
-  coordinator:
-    instances: 2
-    pods:
-      persistentVolume:
-        size: 20Gi
-  shards:
-    clusters: 3
-    instancesPerCluster: 2
-    pods:
-      persistentVolume:
-        size: 50Gi
-  initialData:
-    restore:
-      fromBackup:
-        name: manual-backup
-";
+/// The guide's SGShardedBackups as one YAML stream.
+fn spec_backups() -> String {
+    stream(&guide::BACKUPS)
+}
 
 #[test]
 fn spec_manifests_apply_and_read_back() {
@@ -241,7 +108,7 @@ fn spec_manifests_apply_and_read_back() {
 
     d.apply(LARGE_CLUSTER);
     assert_eq!(
-        d.apply(SPEC_BACKUPS),
+        d.apply(&spec_backups()),
         "sgshardedbackup.stackgres.io/manual-backup created\n\
          sgshardedbackup.stackgres.io/manual-backup-with-options created\n\
          sgshardedbackup.stackgres.io/auto-managed-backup created\n\
@@ -276,9 +143,7 @@ fn spec_manifests_apply_and_read_back() {
 #[test]
 fn get_describe_delete_in_every_form() {
     let d = daemon(&[]);
-    d.apply(&format!(
-        "{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"
-    ));
+    d.apply(&stream(&[STORAGE, CLUSTER, LARGE_CLUSTER, &spec_backups()]));
     d.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: creds, namespace: prod}\nstringData: {accessKeyId: AKIAEXAMPLE, secretAccessKey: very-secret-value}\n");
     for kind in [
         "sgsbk",
@@ -358,7 +223,7 @@ fn get_describe_delete_in_every_form() {
     );
     assert!(!d.sv(&["get", "sgsbk", "manual-backup"]).status.success());
     let file = d.state().join("b.yaml");
-    std::fs::write(&file, SPEC_BACKUPS).unwrap();
+    std::fs::write(&file, spec_backups()).unwrap();
     let out = d.sv(&["delete", "-f", file.to_str().unwrap(), "--wait"]);
     assert!(!out.status.success(), "manual-backup is already gone");
     assert_eq!(text(&out.stdout).lines().count(), 3);
@@ -463,7 +328,7 @@ fn label_selectors_filter() {
 #[test]
 fn deleting_an_owner_deletes_what_it_owns() {
     let d = daemon(&[]);
-    d.apply(&format!("{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"));
+    d.apply(&stream(&[CLUSTER, LARGE_CLUSTER, &spec_backups()]));
     let owner = d.json(&["get", "sgsbk", "manual-backup"]);
     let uid = owner["metadata"]["uid"].as_str().unwrap();
     let member = |name: &str| {
@@ -489,7 +354,7 @@ fn deleting_an_owner_deletes_what_it_owns() {
 #[test]
 fn a_concurrent_conflicting_update_is_refused() {
     let d = daemon(&[]);
-    d.apply(&format!("{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"));
+    d.apply(&stream(&[CLUSTER, LARGE_CLUSTER, &spec_backups()]));
     let read = d.json(&["get", "sgsbk", "manual-backup"]);
     let rv = read["metadata"]["resourceVersion"].as_str().unwrap();
     let edit = |retries: u32| {
@@ -537,9 +402,7 @@ fn a_concurrent_conflicting_update_is_refused() {
 #[test]
 fn a_restarted_daemon_keeps_everything() {
     let mut d = daemon(&[]);
-    d.apply(&format!(
-        "{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"
-    ));
+    d.apply(&stream(&[STORAGE, CLUSTER, LARGE_CLUSTER, &spec_backups()]));
     d.apply(SPEC_PREREQUISITES);
     let before = everything(&d);
     assert!(
@@ -878,9 +741,7 @@ const INVALID: &[(&str, &str)] = &[
 #[test]
 fn invalid_manifests_are_refused_with_their_field_path() {
     let d = daemon(&[]);
-    d.apply(&format!(
-        "{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"
-    ));
+    d.apply(&stream(&[STORAGE, CLUSTER, LARGE_CLUSTER, &spec_backups()]));
     complete_manual_backup(&d);
     d.apply(SPEC_RESTORE);
     let before = everything(&d);
@@ -958,9 +819,7 @@ fn set_status(d: &Daemon, kind_path: &str, name: &str, status: Value) {
 #[test]
 fn tables_and_yaml_snapshots() {
     let d = daemon(&[]);
-    d.apply(&format!(
-        "{STORAGE}---{CLUSTER}---{LARGE_CLUSTER}---{SPEC_BACKUPS}"
-    ));
+    d.apply(&stream(&[STORAGE, CLUSTER, LARGE_CLUSTER, &spec_backups()]));
     d.apply(SPEC_PREREQUISITES);
     d.apply("apiVersion: v1\nkind: Secret\nmetadata: {name: backup-keys}\nstringData: {accessKeyId: AKIA, secretAccessKey: s3cr3t}\n");
     let sb = "/apis/stackgres.io/v1/namespaces/default/sgshardedbackups";
@@ -1058,7 +917,7 @@ fn tcp_needs_the_bearer_token() {
     let addr = format!("127.0.0.1:{port}");
     let d = daemon(&["--listen", &addr, "--token-file", token.to_str().unwrap()]);
     d.apply(CLUSTER);
-    d.apply(SPEC_BACKUPS.split("---").next().unwrap());
+    d.apply(guide::BACKUPS[0]);
     let remote = |token: &Path| {
         Command::new(bin())
             .args([
@@ -1094,7 +953,7 @@ fn tcp_needs_the_bearer_token() {
 fn describe_shows_events() {
     let d = daemon(&[]);
     d.apply(CLUSTER);
-    d.apply(SPEC_BACKUPS.split("---").next().unwrap());
+    d.apply(guide::BACKUPS[0]);
     let obj = d.json(&["get", "sgsbk", "manual-backup"]);
     for (name, reason, message) in [
         ("e1", "Started", "taking 4 member backups"),
@@ -1131,7 +990,7 @@ fn describe_shows_events() {
 fn get_watch_prints_a_row_per_change() {
     let d = daemon(&[]);
     d.apply(CLUSTER);
-    d.apply(SPEC_BACKUPS.split("---").next().unwrap());
+    d.apply(guide::BACKUPS[0]);
     let mut watch = Command::new(bin())
         .args(["get", "sgsbk", "-w"])
         .env("SHARDVAULT_HOME", d.state())

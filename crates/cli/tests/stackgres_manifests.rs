@@ -4,6 +4,7 @@
 //! keeps them and says which with a `FieldsNotActedOn` Event; a field StackGres does not
 //! have is refused with its path.
 
+use shardvault_testkit::guide;
 use std::process::Command;
 
 use serde_json::{Value, json};
@@ -77,67 +78,10 @@ fn leaf_paths(v: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
 }
 
 const GUIDE: &[(&str, &str)] = &[
-    (
-        "SGShardedCluster",
-        "\
-apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: my-sharded-cluster
-spec:
-  configurations:
-    backups:
-      - sgObjectStorage: my-backup-storage
-        cronSchedule: '0 5 * * *'
-        retention: 7
-        compression: lz4
-",
-    ),
-    (
-        "SGShardedBackup",
-        "\
-apiVersion: stackgres.io/v1
-kind: SGShardedBackup
-metadata:
-  name: manual-backup
-spec:
-  sgShardedCluster: my-sharded-cluster
-",
-    ),
-    (
-        "SGShardedBackup",
-        "\
-apiVersion: stackgres.io/v1
-kind: SGShardedBackup
-metadata:
-  name: manual-backup-with-options
-spec:
-  sgShardedCluster: my-sharded-cluster
-  managedLifecycle: false
-  timeout: PT2H
-  maxRetries: 3
-",
-    ),
-    (
-        "SGShardedCluster",
-        "\
-apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: my-sharded-cluster
-spec:
-  configurations:
-    backups:
-      - sgObjectStorage: s3-backup-storage
-        cronSchedule: '0 */6 * * *'
-        retention: 14
-        compression: lz4
-        performance:
-          maxNetworkBandwidth: 100000000
-          maxDiskBandwidth: 100000000
-          uploadDiskConcurrency: 2
-",
-    ),
+    ("SGShardedCluster", guide::PREREQUISITES),
+    ("SGShardedBackup", guide::BACKUPS[0]),
+    ("SGShardedBackup", guide::BACKUPS[1]),
+    ("SGShardedCluster", guide::AUTOMATED),
     (
         "SGShardedBackup",
         "\
@@ -159,35 +103,7 @@ status:
       uncompressed: 5368709120
 ",
     ),
-    (
-        "SGShardedCluster",
-        "\
-apiVersion: stackgres.io/v1alpha1
-kind: SGShardedCluster
-metadata:
-  name: restored-sharded-cluster
-spec:
-  type: citus
-  database: sharded
-  postgres:
-    version: '15'
-  coordinator:
-    instances: 2
-    pods:
-      persistentVolume:
-        size: 20Gi
-  shards:
-    clusters: 3
-    instancesPerCluster: 2
-    pods:
-      persistentVolume:
-        size: 50Gi
-  initialData:
-    restore:
-      fromBackup:
-        name: manual-backup
-",
-    ),
+    ("SGShardedCluster", guide::RESTORE),
     (
         "SGShardedCluster",
         "\
@@ -211,18 +127,7 @@ spec:
       downloadDiskConcurrency: 2
 ",
     ),
-    (
-        "SGShardedBackup",
-        "\
-apiVersion: stackgres.io/v1
-kind: SGShardedBackup
-metadata:
-  name: auto-managed-backup
-spec:
-  sgShardedCluster: my-sharded-cluster
-  managedLifecycle: true
-",
-    ),
+    ("SGShardedBackup", guide::BACKUPS[2]),
     (
         "SGShardedCluster",
         "\
@@ -263,18 +168,7 @@ spec:
           uploadDiskConcurrency: 4
 ",
     ),
-    (
-        "SGShardedBackup",
-        "\
-apiVersion: stackgres.io/v1
-kind: SGShardedBackup
-metadata:
-  name: large-cluster-backup
-spec:
-  sgShardedCluster: my-large-sharded-cluster
-  timeout: PT6H
-",
-    ),
+    ("SGShardedBackup", guide::BACKUPS[3]),
     (
         "SGShardedCluster",
         "\

@@ -723,6 +723,8 @@ async fn restore(
     );
     let status = child.wait().await.map_err(spawn_err)?;
     if !status.success() {
+        // What a failed restore wrote is no member: nothing may take it for one.
+        primary.prepare_dirs()?;
         return Err(RuntimeError::Command {
             what: format!(
                 "shardvault node restore of {} from backup {backup}",

@@ -27,7 +27,9 @@ pub mod wal;
 pub fn init_logging() {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("SHARDVAULT_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,tokio_postgres=warn,opendal=error")
+            tracing_subscriber::EnvFilter::new(
+                "info,tokio_postgres=warn,opendal=error,kube_runtime=warn,kube_client=warn",
+            )
         });
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;

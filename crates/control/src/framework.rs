@@ -213,42 +213,8 @@ pub fn is_deleting(obj: &Value) -> bool {
         .is_some_and(|t| !t.is_null())
 }
 
-/// Timing of the controller loop.
-#[derive(Debug, Clone, Copy)]
-pub struct Settings {
-    /// Every object is reconciled at least this often.
-    pub resync: Duration,
-    /// Delay after the first failure; doubled for each further one.
-    pub backoff_base: Duration,
-    /// Longest delay between retries.
-    pub backoff_max: Duration,
-    /// Reconciles running at once (over all keys).
-    pub concurrency: usize,
-    /// How long shutdown waits for running reconciles before cancelling them.
-    pub shutdown_grace: Duration,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            resync: Duration::from_secs(30),
-            backoff_base: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(300),
-            concurrency: 8,
-            shutdown_grace: Duration::from_secs(5),
-        }
-    }
-}
-
-impl Settings {
-    /// The delay before retry number `failures` (1 for the first).
-    pub fn backoff(&self, failures: u32) -> Duration {
-        let factor = 2u32.saturating_pow(failures.saturating_sub(1).min(30));
-        self.backoff_base
-            .saturating_mul(factor)
-            .min(self.backoff_max)
-    }
-}
+/// The loop's timing: the same settings as the kube-runtime controllers.
+pub use crate::context::Settings;
 
 /// A queued unit of work: which reconciler, which object.
 type Key = (usize, ObjectRef);
@@ -302,7 +268,7 @@ pub async fn run(ctx: Ctx, reconcilers: Vec<Arc<dyn Reconciler>>, settings: Sett
             .iter()
             .filter(|(k, t)| **t <= now && !queue.running.contains(*k))
             .map(|(k, _)| k.clone())
-            .take(settings.concurrency.saturating_sub(queue.running.len()))
+            .take(usize::from(settings.concurrency).saturating_sub(queue.running.len()))
             .collect();
         for key in ready {
             queue.due.remove(&key);
@@ -314,7 +280,7 @@ pub async fn run(ctx: Ctx, reconcilers: Vec<Arc<dyn Reconciler>>, settings: Sett
             });
         }
         // With every slot busy, only a finished reconcile (or a change) can start more work.
-        let saturated = queue.running.len() >= settings.concurrency;
+        let saturated = queue.running.len() >= usize::from(settings.concurrency);
         let next = queue
             .due
             .iter()

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use shardvault_api::Kind;
-use shardvault_api::backup::{BackupPhase, BackupSize, BackupStatus};
+use shardvault_api::backup::{BackupPhase, BackupStatus};
 use shardvault_api::shardedbackup::{
     DEFAULT_MAX_RETRIES, RestorePoint, SHARDED_BACKUP_LABEL, ShardedBackupInformation,
     ShardedBackupSpec, ShardedBackupStatus,
@@ -29,6 +29,7 @@ use crate::cut::CutMode;
 use crate::destination::{cluster_destination, member_destinations};
 use crate::framework::{Action, Ctx, ReconcileError, Reconciler, has_finalizer, is_deleting};
 use crate::import::{self, IMPORTED_ANNOTATION, IMPORTED_PATH_ANNOTATION};
+use crate::incremental;
 use crate::records::{MemberRecord, Records, SHARDED_FORMAT, ShardedRecord};
 use crate::resources::{
     Secrets, backup_config, backup_destination, cluster_storages, name_of, namespace_of,
@@ -593,10 +594,7 @@ fn member_status(summary: &BackupSummary, config: &Value) -> BackupStatus {
             system_identifier: summary.system_identifier.clone(),
             postgres_version: plain_version(&summary.postgres_version),
             pg_data: summary.pgdata.display().to_string(),
-            size: BackupSize {
-                compressed: summary.size.compressed,
-                uncompressed: summary.size.uncompressed,
-            },
+            size: incremental::member_size(summary),
             lsn: LsnRange {
                 start: summary.start_lsn.to_string(),
                 end: summary.end_lsn.to_string(),
@@ -605,6 +603,8 @@ fn member_status(summary: &BackupSummary, config: &Value) -> BackupStatus {
             timeline: summary.timeline,
             control_data: None,
             manifest_sha256: Some(summary.manifest_sha256.clone()),
+            backup_type: Some(incremental::member_type(summary)),
+            parent: summary.parent.clone(),
         }),
         sg_backup_config: Some(config.clone()),
     }
@@ -749,13 +749,8 @@ async fn complete(
     plan: &BackupPlan,
     outcome: &sharded_backup::ShardedBackupOutcome,
 ) -> Result<(), String> {
-    let size = outcome
-        .manifests
-        .iter()
-        .fold(BackupSize::default(), |acc, m| BackupSize {
-            compressed: acc.compressed + m.size.compressed,
-            uncompressed: acc.uncompressed + m.size.uncompressed,
-        });
+    let suffixes: Vec<String> = (0..outcome.manifests.len()).map(member_suffix).collect();
+    let (size, backup_type, parent) = incremental::sharded(&outcome.manifests, &suffixes);
     let restore_point = RestorePoint::from(&outcome.cut);
     let postgres_version = outcome
         .manifests
@@ -789,15 +784,16 @@ async fn complete(
                 start_lsn: s.start_lsn.to_string(),
                 end_lsn: s.end_lsn.to_string(),
                 timeline: s.timeline,
-                size: BackupSize {
-                    compressed: s.size.compressed,
-                    uncompressed: s.size.uncompressed,
-                },
+                size: incremental::member_size(s),
                 manifest_sha256: Some(s.manifest_sha256.clone()),
+                backup_type: Some(incremental::member_type(s)),
+                parent: s.parent.clone(),
             })
             .collect(),
         restore_point: restore_point.clone(),
         size,
+        backup_type: Some(backup_type),
+        parent: parent.clone(),
         start: start.clone(),
         end: end.clone(),
     };
@@ -813,6 +809,8 @@ async fn complete(
     status.backup_information = Some(ShardedBackupInformation {
         postgres_version,
         size,
+        backup_type: Some(backup_type),
+        parent,
     });
     status.restore_point = Some(restore_point);
     status.sharded_record_config = Some(plan.catalog_config.clone());

@@ -11,6 +11,7 @@ pub mod destination;
 pub mod events;
 pub mod framework;
 pub mod import;
+pub mod incremental;
 pub mod lookup;
 pub mod metrics;
 pub mod records;

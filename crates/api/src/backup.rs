@@ -48,19 +48,6 @@ use crate::quantity::Timeout;
         json_path = ".metadata.creationTimestamp"
     ),
     printcolumn(
-        name = "PARENT",
-        type_ = "string",
-        json_path = ".status.backupInformation.parent",
-        priority = 1
-    ),
-    printcolumn(
-        name = "RESTORE READS",
-        type_ = "integer",
-        format = "int64",
-        json_path = ".status.backupInformation.size.restore",
-        priority = 1
-    ),
-    printcolumn(
         name = "UNCOMPRESSED",
         type_ = "integer",
         format = "int64",
@@ -83,6 +70,19 @@ use crate::quantity::Timeout;
         name = "TIMELINE",
         type_ = "integer",
         json_path = ".status.backupInformation.timeline",
+        priority = 1
+    ),
+    printcolumn(
+        name = "PARENT",
+        type_ = "string",
+        json_path = ".status.backupInformation.parent",
+        priority = 1
+    ),
+    printcolumn(
+        name = "RESTORE READS",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.backupInformation.size.restore",
         priority = 1
     )
 )]

@@ -488,7 +488,12 @@ fn check_backup_entry(path: &str, b: &BackupConfiguration, members: usize, errs:
         );
     }
     if let Some(i) = &b.incremental {
-        check_min(&format!("{path}.incremental.fullEvery"), i.full_every, 1, errs);
+        check_min(
+            &format!("{path}.incremental.fullEvery"),
+            i.full_every,
+            1,
+            errs,
+        );
         if let Some(p) = i.max_chain_size_percent {
             check_range(
                 &format!("{path}.incremental.maxChainSizePercent"),
@@ -611,7 +616,9 @@ mod tests {
         let unknown = json!({"sgObjectStorage": "s", "incremental": {"every": 3}});
         assert_eq!(
             paths(&cluster_with_entry(unknown)),
-            ["spec.configurations.backups[0].incremental.every: unknown field `every`, expected `fullEvery` or `maxChainSizePercent`"]
+            [
+                "spec.configurations.backups[0].incremental.every: unknown field `every`, expected `fullEvery` or `maxChainSizePercent`"
+            ]
         );
     }
 
@@ -628,7 +635,9 @@ mod tests {
         assert!(paths(&backup("incremental")).is_empty());
         assert_eq!(
             paths(&backup("delta")),
-            [r#"metadata.annotations["shardvault.io/backup-type"]: "delta": must be full or incremental"#]
+            [
+                r#"metadata.annotations["shardvault.io/backup-type"]: "delta": must be full or incremental"#
+            ]
         );
     }
 }

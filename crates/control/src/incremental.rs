@@ -113,11 +113,11 @@ pub fn sharded(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A member backup summary: its name, its chain (full first) and what it stored.
-    fn summary(name: &str, chain: &[&str], stored: u64) -> BackupSummary {
+    pub(crate) fn summary(name: &str, chain: &[&str], stored: u64) -> BackupSummary {
         let mut s: BackupSummary = serde_json::from_value(serde_json::json!({
             "name": name, "startLsn": "0/2000028", "endLsn": "0/2000100", "timeline": 1,
             "startWalFile": "000000010000000000000002", "endWalFile": "000000010000000000000002",
@@ -152,7 +152,10 @@ mod tests {
         ];
         let members = [chain.clone(), chain];
         let none = entry(None);
-        assert!(!decide(None, &none, &members).incremental, "StackGres's way");
+        assert!(
+            !decide(None, &none, &members).incremental,
+            "StackGres's way"
+        );
         assert!(decide(Some(BackupType::Incremental), &none, &members).incremental);
         let every3 = entry(Some(IncrementalPolicy {
             full_every: Some(3),
@@ -194,9 +197,19 @@ mod tests {
         ];
         let (size, ty, parent) = sharded(&incremental, &suffixes);
         assert_eq!((size.compressed, size.uncompressed), (150, 1500));
-        assert_eq!(size.restore, Some(150), "older manifests count what they stored");
-        assert_eq!((ty, parent.as_deref()), (BackupType::Incremental, Some("b1")));
-        let full = [summary("b1-coord", &[], 1000), summary("b1-shard0", &[], 900)];
+        assert_eq!(
+            size.restore,
+            Some(150),
+            "older manifests count what they stored"
+        );
+        assert_eq!(
+            (ty, parent.as_deref()),
+            (BackupType::Incremental, Some("b1"))
+        );
+        let full = [
+            summary("b1-coord", &[], 1000),
+            summary("b1-shard0", &[], 900),
+        ];
         assert_eq!(sharded(&full, &suffixes).1, BackupType::Full);
         assert_eq!(sharded(&full, &suffixes).2, None);
         let mixed = [

@@ -197,21 +197,25 @@ pub async fn ls(client: &Client, args: &StorageArgs, json: bool) -> anyhow::Resu
         return Ok(());
     }
     outln!(
-        "{:<32} {:<24} {:>7} {:<32} {:>10} {:>12}  PATH",
+        "{:<32} {:<24} {:>7} {:<32} {:<12} {:<32} {:>10} {:>12}  PATH",
         "NAME",
         "CLUSTER",
         "MEMBERS",
         "RESTORE POINT TIME",
+        "TYPE",
+        "PARENT",
         "COMPRESSED",
         "UNCOMPRESSED"
     );
     for (path, r) in &found {
         outln!(
-            "{:<32} {:<24} {:>7} {:<32} {:>10} {:>12}  {}",
+            "{:<32} {:<24} {:>7} {:<32} {:<12} {:<32} {:>10} {:>12}  {}",
             r.name,
             r.cluster,
             r.members.len(),
             r.restore_point.time,
+            r.backup_type.unwrap_or_default(),
+            r.parent.as_deref().unwrap_or("-"),
             human_bytes(r.size.compressed),
             human_bytes(r.size.uncompressed),
             path

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use shardvault_api::Kind;
 use shardvault_api::backup::{BackupPhase, BackupStatus};
 use shardvault_api::shardedbackup::{
-    DEFAULT_MAX_RETRIES, RestorePoint, SHARDED_BACKUP_LABEL, ShardedBackupInformation,
-    ShardedBackupSpec, ShardedBackupStatus,
+    BACKUP_TYPE_ANNOTATION, DEFAULT_MAX_RETRIES, RestorePoint, SHARDED_BACKUP_LABEL,
+    ShardedBackupInformation, ShardedBackupSpec, ShardedBackupStatus,
 };
 use shardvault_api::shardedcluster::{ShardedClusterSpec, ShardingType};
 use shardvault_pg::config::NodeConfig;
@@ -74,6 +74,9 @@ pub enum BackupError {
     /// The backups[] entry annotation is not a valid index.
     #[error("metadata.annotations[{ENTRY_ANNOTATION:?}]: {0}")]
     InvalidAnnotation(String),
+    /// The backup-type annotation is neither full nor incremental.
+    #[error("metadata.annotations[{BACKUP_TYPE_ANNOTATION:?}]: {0}")]
+    InvalidBackupType(String),
     /// The work directory of the backup's node configs cannot be made.
     #[error("{}: {source}", path.display())]
     StateDir {
@@ -96,7 +99,9 @@ impl BackupError {
         match self {
             BackupError::ClusterNotRunning { .. } => "ClusterNotRunning",
             BackupError::NoBackupConfiguration(_) => "NoBackupConfiguration",
-            BackupError::InvalidAnnotation(_) => "InvalidAnnotation",
+            BackupError::InvalidAnnotation(_) | BackupError::InvalidBackupType(_) => {
+                "InvalidAnnotation"
+            }
             BackupError::StateDir { .. } => "StateDir",
             BackupError::Storage(_) => "StorageError",
             BackupError::Resources(e) => &e.reason,
@@ -471,6 +476,23 @@ async fn plan_backup(
             config_path: work.join(format!("{}.json", m.name)),
         });
     }
+    let asked = annotation(obj, BACKUP_TYPE_ANNOTATION)
+        .map(str::parse)
+        .transpose()
+        .map_err(BackupError::InvalidBackupType)?;
+    let member_dests: Vec<_> = dests.iter().map(|d| d[entry_index].clone()).collect();
+    let decision = incremental::decide_for(asked, entry, &member_dests)
+        .await
+        .map_err(BackupError::storage)?;
+    tracing::info!(
+        "sharded backup {name}: {} ({})",
+        if decision.incremental {
+            "members back up incremental where they have a parent"
+        } else {
+            "full backups"
+        },
+        decision.reason
+    );
     let performance = crate::destination::entry_codec(entry).1;
     let sharding = cspec.sharding_type();
     let catalog_dest = cluster_destination(entry, &storages[entry_index].1, ns, cluster_name);
@@ -484,6 +506,7 @@ async fn plan_backup(
                 ShardingType::Ddp => CutMode::default(),
             },
             parallelism: performance.upload_concurrency.max(2),
+            incremental: decision.incremental,
             shardvault_bin: bin.to_path_buf(),
             archive_wait: Duration::from_secs(120),
         },
@@ -822,8 +845,16 @@ async fn complete(
         EventType::Normal,
         "BackupCompleted",
         &format!(
-            "{} members, restore point {} (write pause {:.1} ms)",
+            "{} members, {}, restore point {} (write pause {:.1} ms)",
             outcome.manifests.len(),
+            match &status
+                .backup_information
+                .as_ref()
+                .and_then(|i| i.parent.clone())
+            {
+                Some(p) => format!("incremental over {p}"),
+                None => backup_type.to_string(),
+            },
             outcome.cut.name,
             outcome.cut.write_pause_ms
         ),

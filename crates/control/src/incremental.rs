@@ -6,7 +6,9 @@
 use shardvault_api::backup::{BackupSize, BackupType};
 use shardvault_api::shardedcluster::{BackupConfiguration, IncrementalPolicy};
 use shardvault_pg::engine::chain::{ChainPolicy, needs_full};
-use shardvault_pg::engine::manifest::{BackupSummary, BackupType as EngineType};
+use shardvault_pg::engine::manifest::{BackupSummary, BackupType as EngineType, list_backups};
+use shardvault_pg::engine::{EngineError, Repo};
+use shardvault_storage::Destination;
 
 /// What a sharded backup asks of its members, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +58,24 @@ pub fn decide(
             }
         }
     }
+}
+
+/// [`decide`] for a sharded backup whose members back up to `dests` (coordinator first):
+/// their backups are read from storage only when the entry's policy needs them.
+pub async fn decide_for(
+    asked: Option<BackupType>,
+    entry: &BackupConfiguration,
+    dests: &[Destination],
+) -> Result<Decision, EngineError> {
+    let mut members = Vec::new();
+    if asked.is_none() && entry.incremental.is_some() {
+        for dest in dests {
+            let repo = Repo::open(dest)?;
+            let backups = list_backups(&repo).await?;
+            members.push(backups.iter().map(|m| m.summary()).collect());
+        }
+    }
+    Ok(decide(asked, entry, &members))
 }
 
 /// A member backup's sizes as status shows them: stored, written by a restore, and read by

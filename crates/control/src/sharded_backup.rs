@@ -44,6 +44,9 @@ pub struct ShardedBackupJob {
     pub cut_mode: CutMode,
     /// Member backups running at once.
     pub parallelism: usize,
+    /// Whether members back up incremental, each over its newest backup in its destination
+    /// (full when it has none that fits).
+    pub incremental: bool,
     /// The shardvault binary the engine runs from.
     pub shardvault_bin: PathBuf,
     /// Longest wait for the restore point's WAL to reach the archive.
@@ -99,7 +102,7 @@ pub async fn run(
                 let bin = job.shardvault_bin.clone();
                 async move {
                     progress.member_started(i);
-                    let r = member_backup(&bin, &m).await;
+                    let r = member_backup(&bin, &m, job.incremental).await;
                     if let Ok(summary) = &r {
                         progress.member_done(i, summary);
                     }
@@ -150,7 +153,11 @@ pub async fn run(
 }
 
 /// Runs `shardvault node backup` for one member as the server user.
-async fn member_backup(bin: &PathBuf, m: &MemberJob) -> Result<BackupSummary, ShardedBackupError> {
+async fn member_backup(
+    bin: &PathBuf,
+    m: &MemberJob,
+    incremental: bool,
+) -> Result<BackupSummary, ShardedBackupError> {
     let fail = |message: String| ShardedBackupError::Member {
         member: m.name.clone(),
         message,
@@ -168,6 +175,7 @@ async fn member_backup(bin: &PathBuf, m: &MemberJob) -> Result<BackupSummary, Sh
         .arg("--name")
         .arg(&m.backup)
         .arg("--json")
+        .args(incremental.then_some("--incremental"))
         .env("SHARDVAULT_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())

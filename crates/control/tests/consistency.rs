@@ -144,6 +144,7 @@ impl Bank {
             database: DATABASE.to_string(),
             cut_mode: mode,
             parallelism: 3,
+            incremental: false,
             shardvault_bin: shardvault_bin(),
             archive_wait: ARCHIVE_WAIT,
         }

@@ -239,6 +239,7 @@ pub async fn restore_never_touches_its_source(sharding: Sharding) {
             Sharding::Citus => CutMode::Citus,
         },
         parallelism: 3,
+        incremental: false,
         shardvault_bin: shardvault_bin(),
         archive_wait: Duration::from_secs(60),
     };

@@ -2,7 +2,7 @@
 //! an incremental policy takes a full backup first and then incrementals over it, status says
 //! the type, the parent and both sizes, retention keeps the parent a kept incremental needs
 //! (and the plan says so), an incremental restores into a new cluster with the same content,
-//! and the `shardvault.io/backup-type: full` annotation starts a new chain, after which
+//! the storage catalog lists it with its parent for a new installation to import, and the `shardvault.io/backup-type: full` annotation starts a new chain, after which
 //! retention lets the old chain go.
 
 use serde_json::Value;
@@ -118,6 +118,27 @@ async fn incrementals_follow_the_entry_policy_restore_and_hold_their_parent() {
         exists(&d, "b1"),
         "retention must not delete the parent of b2"
     );
+
+    // The storage catalog lists the chain, and an import says what it is.
+    let dr = Daemon::start();
+    dr.apply(&filesystem_storage("store", &d.state().join("objects")));
+    let listed = dr.ok(&["backups", "ls", "--storage", "store"]);
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with("b2 "))
+        .unwrap_or_default();
+    assert!(
+        row.contains("incremental") && row.contains(" b1 "),
+        "{listed}"
+    );
+    dr.ok(&["backups", "import", "--storage", "store", "b2"]);
+    let imported = dr.wait_until("sgshardedbackup", "b2", 30, |o| phase(o) == "Completed");
+    assert_eq!(
+        (&info(&imported)["backupType"], &info(&imported)["parent"]),
+        (&Value::from("incremental"), &Value::from("b1")),
+        "{imported:#}"
+    );
+    drop(dr);
 
     // Asked for full, the backup starts a new chain; then nothing needs b1 or b2.
     let b3 = backup(&d, "b3", Some("full"));

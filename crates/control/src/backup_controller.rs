@@ -992,6 +992,11 @@ mod tests {
         );
         assert_eq!((info.size.compressed, info.size.uncompressed), (1000, 4000));
         assert_eq!(
+            (info.size.restore, info.backup_type, info.parent),
+            (Some(1000), Some(shardvault_api::backup::BackupType::Full), None),
+            "a full backup: a restore reads what it stored"
+        );
+        assert_eq!(
             (info.lsn.start.as_str(), info.lsn.end.as_str()),
             ("0/2000028", "0/3000100")
         );

@@ -225,8 +225,7 @@ async fn apply(
         return Ok(Action::await_change());
     }
     let ns = namespace_of(&obj);
-    let old = obj.status.clone().unwrap_or_default();
-    let mut status = old.clone();
+    let mut status = obj.status.clone().unwrap_or_default();
     match status.process.status {
         BackupPhase::Completed | BackupPhase::Failed => return Ok(Action::await_change()),
         BackupPhase::Running => {
@@ -250,7 +249,7 @@ async fn apply(
         status.process.failure = Some(format!(
             "spec.sgShardedCluster: SGShardedCluster {cluster_name:?} not found in namespace {ns}"
         ));
-        status::replace(api, &obj, &old, &status).await?;
+        set_status(api, &obj, &status).await?;
         return Ok(Action::await_change());
     };
     let ready = cluster.status.as_ref().is_some_and(|s| {
@@ -275,7 +274,7 @@ async fn apply(
             "the cluster is not Ready yet"
         };
         status.process.failure = Some(format!("waiting: {why}"));
-        status::replace(api, &obj, &old, &status).await?;
+        set_status(api, &obj, &status).await?;
         return Ok(Action::requeue(WAITING_RETRY));
     }
     let plan = match plan_backup(ctx, &obj, &cluster).await {
@@ -285,15 +284,21 @@ async fn apply(
             if status.process.status == BackupPhase::Pending =>
         {
             status.process.failure = Some(format!("waiting: {e}"));
-            status::replace(api, &obj, &old, &status).await?;
+            set_status(api, &obj, &status).await?;
             return Ok(Action::requeue(WAITING_RETRY));
         }
         Err(e) => {
             status.process.status = BackupPhase::Failed;
             status.process.failure = Some(e.to_string());
-            status::replace(api, &obj, &old, &status).await?;
-            events::record(&ctx.client, &obj, EventType::Warning, e.reason(), &e.message())
-                .await;
+            set_status(api, &obj, &status).await?;
+            events::record(
+                &ctx.client,
+                &obj,
+                EventType::Warning,
+                e.reason(),
+                &e.message(),
+            )
+            .await;
             return Ok(Action::await_change());
         }
     };
@@ -303,7 +308,7 @@ async fn apply(
     status.process.timing.start.get_or_insert_with(now);
     status.attempts = Some(attempt);
     status.sg_backups = plan.job.members.iter().map(|m| m.backup.clone()).collect();
-    status::replace(api, &obj, &old, &status).await?;
+    set_status(api, &obj, &status).await?;
     drop(start_guard);
     ensure_children(ctx, &obj, &plan).await?;
     let max_retries = obj.spec.max_retries.unwrap_or(DEFAULT_MAX_RETRIES).max(0);
@@ -351,7 +356,6 @@ async fn fill_imported(
     storage: &str,
 ) -> Result<Action, BackupError> {
     let (ns, name) = (namespace_of(obj), obj.name_any());
-    let old = obj.status.clone().unwrap_or_default();
     let field = format!("metadata.annotations[{IMPORTED_ANNOTATION:?}]");
     let secrets = lookup::secrets(&ctx.client, &ns).await?;
     let (spec, resolved) = lookup::storage(&ctx.client, &secrets, &ns, storage, &field).await?;
@@ -376,7 +380,7 @@ async fn fill_imported(
             status.process.failure = Some(format!(
                 "the record of this imported backup cannot be read from SGObjectStorage {storage}: {e}"
             ));
-            status::replace(api, obj, &old, &status).await?;
+            set_status(api, obj, &status).await?;
             return Ok(Action::await_change());
         }
     };
@@ -391,10 +395,9 @@ async fn fill_imported(
         }
     }
     for (child, status) in children {
-        let current = child.status.clone().unwrap_or_default();
-        status::replace(&members, &child, &current, status).await?;
+        status::replace(&members, &child, &child.status, &Some(status.clone())).await?;
     }
-    status::replace(api, obj, &old, &imported.backup).await?;
+    set_status(api, obj, &imported.backup).await?;
     Ok(Action::await_change())
 }
 
@@ -442,13 +445,13 @@ async fn plan_backup(
     let resolved: Vec<_> = storages.iter().map(|(_, r)| r.clone()).collect();
     let dests = member_destinations(&cluster_name, &ns, cspec, &resolved);
     let id = ClusterId::new(&ns, &cluster_name);
-    let endpoints =
-        ctx.runtime
-            .endpoints(&id)
-            .map_err(|e| BackupError::ClusterNotRunning {
-                cluster: cluster_name.clone(),
-                message: e.to_string(),
-            })?;
+    let endpoints = ctx
+        .runtime
+        .endpoints(&id)
+        .map_err(|e| BackupError::ClusterNotRunning {
+            cluster: cluster_name.clone(),
+            message: e.to_string(),
+        })?;
     let mut members = Vec::new();
     let mut configs = Vec::new();
     for (i, m) in endpoints.members.iter().enumerate() {
@@ -509,7 +512,12 @@ async fn ensure_children(
     let api: Api<SGBackup> = ctx.api(&namespace_of(obj));
     for (m, config) in plan.job.members.iter().zip(&plan.configs) {
         if let Some(child) = api.get_opt(&m.backup).await? {
-            if child.status.as_ref().and_then(|s| s.sg_backup_config.as_ref()).is_none() {
+            if child
+                .status
+                .as_ref()
+                .and_then(|s| s.sg_backup_config.as_ref())
+                .is_none()
+            {
                 set_child(&api, &m.backup, &pending_child(config)).await;
             }
             continue;
@@ -619,8 +627,7 @@ async fn set_child(api: &Api<SGBackup>, name: &str, status: &BackupStatus) {
         let Some(child) = api.get_opt(name).await? else {
             return Ok(());
         };
-        let current = child.status.clone().unwrap_or_default();
-        status::replace(api, &child, &current, status).await
+        status::replace(api, &child, &child.status, &Some(status.clone())).await
     };
     if let Err(e) = written.await {
         tracing::warn!("SGBackup {name}: cannot write its status: {e}");
@@ -687,15 +694,13 @@ async fn run_worker(ctx: Arc<Context>, obj: SGShardedBackup, plan: BackupPlan, r
             Ok(Some(o)) if o.uid() == obj.uid() => o,
             _ => return, // deleted meanwhile
         };
-        let old = current.status.clone().unwrap_or_default();
-        let mut status = old.clone();
+        let mut status = current.status.clone().unwrap_or_default();
         let message = match result {
             Ok(outcome) => {
-                if let Err(e) = complete(&ctx, &api, &current, &mut status, &plan, &outcome).await
-                {
+                if let Err(e) = complete(&ctx, &api, &current, &mut status, &plan, &outcome).await {
                     status.process.status = BackupPhase::Failed;
                     status.process.failure = Some(e);
-                    write_status(&api, &current, &old, &status).await;
+                    write_status(&api, &current, &status).await;
                 }
                 return;
             }
@@ -721,15 +726,24 @@ async fn run_worker(ctx: Arc<Context>, obj: SGShardedBackup, plan: BackupPlan, r
             status.process.status = BackupPhase::Failed;
             status.process.failure = Some(message);
             status.process.timing.end = Some(now());
-            write_status(&api, &current, &old, &status).await;
+            write_status(&api, &current, &status).await;
             return;
         }
         attempt += 1;
         status.attempts = Some(attempt);
         status.process.failure = Some(format!("retrying after: {message}"));
-        write_status(&api, &current, &old, &status).await;
+        write_status(&api, &current, &status).await;
         tokio::time::sleep(Duration::from_secs(2u64.pow(attempt.min(6) as u32))).await;
     }
+}
+
+/// Replaces the status of `obj` (as it was read) with `new`, unless they are equal.
+async fn set_status(
+    api: &Api<SGShardedBackup>,
+    obj: &SGShardedBackup,
+    new: &ShardedBackupStatus,
+) -> Result<(), kube::Error> {
+    status::replace(api, obj, &obj.status, &Some(new.clone())).await
 }
 
 /// Writes a worker's status; a failure is logged (the next reconcile sees the backup as
@@ -737,10 +751,9 @@ async fn run_worker(ctx: Arc<Context>, obj: SGShardedBackup, plan: BackupPlan, r
 async fn write_status(
     api: &Api<SGShardedBackup>,
     obj: &SGShardedBackup,
-    old: &ShardedBackupStatus,
     new: &ShardedBackupStatus,
 ) {
-    if let Err(e) = status::replace(api, obj, old, new).await {
+    if let Err(e) = set_status(api, obj, new).await {
         tracing::warn!(
             "SGShardedBackup {}: cannot write its status: {e}",
             obj.name_any()
@@ -771,7 +784,6 @@ async fn complete(
     plan: &BackupPlan,
     outcome: &sharded_backup::ShardedBackupOutcome,
 ) -> Result<(), String> {
-    let old = status.clone();
     let size = outcome
         .manifests
         .iter()
@@ -839,7 +851,7 @@ async fn complete(
     });
     status.restore_point = Some(restore_point);
     status.sharded_record_config = Some(plan.catalog_config.clone());
-    status::replace(api, obj, &old, status)
+    set_status(api, obj, status)
         .await
         .map_err(|e| format!("cannot write the status: {e}"))?;
     events::record(
@@ -869,7 +881,11 @@ async fn delete_objects(ctx: &Context, obj: &SGShardedBackup) -> Result<(), Back
         .list(&ListParams::default().labels(&selector))
         .await?
     {
-        let Some(config) = child.status.as_ref().and_then(|s| s.sg_backup_config.as_ref()) else {
+        let Some(config) = child
+            .status
+            .as_ref()
+            .and_then(|s| s.sg_backup_config.as_ref())
+        else {
             continue;
         };
         let dest = backup_destination(config, &secrets, &child.name_any())?;
@@ -897,11 +913,16 @@ async fn delete_objects(ctx: &Context, obj: &SGShardedBackup) -> Result<(), Back
         let cspec = &cluster.spec;
         let storages = lookup::cluster_storages(&ctx.client, &ns, cspec).await?;
         for (entry, (_, storage)) in cspec.backups().iter().zip(storages) {
-            Records::open(&cluster_destination(entry, &storage, &ns, &cluster.name_any()))
-                .map_err(BackupError::storage)?
-                .delete_backup(&name)
-                .await
-                .map_err(BackupError::storage)?;
+            Records::open(&cluster_destination(
+                entry,
+                &storage,
+                &ns,
+                &cluster.name_any(),
+            ))
+            .map_err(BackupError::storage)?
+            .delete_backup(&name)
+            .await
+            .map_err(BackupError::storage)?;
         }
     }
     Ok(())
@@ -984,8 +1005,14 @@ mod tests {
         let e = BackupError::NoBackupConfiguration("c".into());
         assert_eq!(e.reason(), "NoBackupConfiguration");
         assert!(e.message().contains("spec.configurations.backups"), "{e}");
-        let inner = ReconcileError::new("InvalidBackup", "SGBackup b: status.sgBackupConfig has no prefix");
+        let inner = ReconcileError::new(
+            "InvalidBackup",
+            "SGBackup b: status.sgBackupConfig has no prefix",
+        );
         let e = BackupError::from(inner.clone());
-        assert_eq!((e.reason(), e.message()), (inner.reason.as_str(), inner.message));
+        assert_eq!(
+            (e.reason(), e.message()),
+            (inner.reason.as_str(), inner.message)
+        );
     }
 }

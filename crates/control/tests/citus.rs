@@ -264,8 +264,8 @@ async fn restores_of_a_citus_bank_under_cross_shard_load_are_exact() {
             &runtime,
             Arc::new(Quiet),
         )
-            .await
-            .unwrap_or_else(|e| panic!("sharded backup {name}: {e}"));
+        .await
+        .unwrap_or_else(|e| panic!("sharded backup {name}: {e}"));
         assert!(
             workload.committed() > before,
             "no transfer committed during backup {name}"

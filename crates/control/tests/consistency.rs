@@ -24,8 +24,8 @@ use shardvault_control::records::{Records, RestorePointRecord, newest_at_or_befo
 use shardvault_control::sharded_backup::{self, MemberJob, Progress, ShardedBackupJob};
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::engine::manifest::BackupSummary;
-use shardvault_pg::runtime::cluster::{ClusterObserved, ClusterPlan, RecoveryTarget};
 use shardvault_pg::runtime::LocalRuntime;
+use shardvault_pg::runtime::cluster::{ClusterObserved, ClusterPlan, RecoveryTarget};
 use shardvault_testkit::cluster::{
     client, cluster_id, connect, ddp_plan, destroy_cluster, node_runtime, restored_plan, start,
 };
@@ -465,9 +465,8 @@ async fn barrier_cut_is_consistent_under_cross_shard_load() {
             None
         };
         let runtime = bank.runtime.clone();
-        let mut backup = tokio::spawn(async move {
-            sharded_backup::run(&job, &runtime, Arc::new(Quiet)).await
-        });
+        let mut backup =
+            tokio::spawn(async move { sharded_backup::run(&job, &runtime, Arc::new(Quiet)).await });
         if let Some(straddle) = straddle {
             barrier_waits_on_b(&bank, &mut backup).await;
             straddle.finish().await;

@@ -29,7 +29,7 @@ use shardvault_pg::runtime::cluster::{ClusterObserved, ClusterPlan, RecoveryTarg
 use shardvault_testkit::cluster::{
     client, cluster_id, connect, ddp_plan, destroy_cluster, node_runtime, restored_plan, start,
 };
-use shardvault_testkit::{TempStateDir, shardvault_bin};
+use shardvault_testkit::TempStateDir;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;

@@ -25,7 +25,7 @@ use shardvault_testkit::cluster::{
     citus_plan, client, cluster_id, connect, ddp_plan, destroy_cluster, node_runtime,
     restored_plan, start,
 };
-use shardvault_testkit::{TempStateDir, shardvault_bin};
+use shardvault_testkit::TempStateDir;
 
 const DATABASE: &str = "iso";
 const PLANTED: &str = "citus_0_424242_7_9";

@@ -91,7 +91,8 @@ pub fn check(
         match history {
             Some(text) => {
                 let path = switches(text, wal_segment_size);
-                for (tli, _) in path.iter().filter(|(t, _)| *t > first_tli) {
+                let later = path.iter().map(|(t, _)| *t).filter(|t| *t > first_tli);
+                for tli in later.chain([newest]) {
                     let name = format!("{tli:08X}.history");
                     if !present.contains(name.as_str()) {
                         missing_history.push(name);

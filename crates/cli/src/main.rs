@@ -154,7 +154,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", cmd::error_chain::sentence(&err));
             std::process::ExitCode::FAILURE
         }
     }

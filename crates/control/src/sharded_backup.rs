@@ -160,6 +160,7 @@ async fn member_backup(bin: &PathBuf, m: &MemberJob) -> Result<BackupSummary, Sh
         .map_err(|e| fail(e.to_string()))?;
     let mut cmd = shardvault_pg::user::command(bin);
     shardvault_pg::user::die_with_parent(&mut cmd);
+    shardvault_pg::child_log::mark(&mut cmd);
     let mut child = cmd
         .arg("node")
         .arg("backup")
@@ -193,12 +194,7 @@ async fn member_backup(bin: &PathBuf, m: &MemberJob) -> Result<BackupSummary, Sh
     r1.and(r2).map_err(|e| fail(e.to_string()))?;
     let status = status.map_err(|e| fail(e.to_string()))?;
     if !status.success() {
-        let text = String::from_utf8_lossy(&err);
-        let last = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no message");
+        let last = shardvault_pg::child_log::failure(&String::from_utf8_lossy(&err));
         return Err(fail(format!("{status}: {last}")));
     }
     serde_json::from_slice(&out).map_err(|e| fail(format!("unreadable engine output: {e}")))

@@ -65,11 +65,11 @@ pub fn run_fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     Ok(match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if matches!(e.downcast_ref(), Some(EngineError::WalNotFound { .. })) => {
-            tracing::info!("{e:#}");
+            tracing::info!("{}", super::error_chain::sentence(&e));
             ExitCode::from(1)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", super::error_chain::sentence(&e));
             ExitCode::from(128)
         }
     })

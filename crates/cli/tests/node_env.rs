@@ -269,7 +269,7 @@ async fn a_plain_server_is_archived_backed_up_restored_and_pruned_with_environme
     );
     let out = node.ok(&["wal-verify"]).await;
     assert!(
-        out.starts_with(&"the WAL archive is complete: ")
+        out.starts_with("the WAL archive is complete: ")
             && out.contains(&format!("from {second_start}")),
         "{out}"
     );

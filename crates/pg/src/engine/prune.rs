@@ -174,7 +174,7 @@ mod tests {
                 "hostname": "h", "pgdata": "/d", "files": 0, "parts": 0
             }))
             .unwrap();
-            s.start_time = s.start_time + jiff::SignedDuration::from_mins(minute);
+            s.start_time += jiff::SignedDuration::from_mins(minute);
             s.chain = names(chain);
             s.parent = s.chain.last().cloned();
             if s.parent.is_some() {

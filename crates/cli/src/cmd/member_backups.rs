@@ -52,6 +52,9 @@ async fn summaries(repo: &Repo) -> anyhow::Result<Vec<BackupSummary>> {
 pub async fn list(settings: &SettingsArgs, json: bool) -> anyhow::Result<()> {
     let repo = Repo::open(&settings.load()?.source()?)?;
     let summaries = summaries(&repo).await?;
+    if summaries.is_empty() {
+        eprintln!("no backups in {}", repo.store.describe());
+    }
     if json {
         outln!("{}", serde_json::to_string_pretty(&summaries)?);
     } else {

@@ -12,93 +12,33 @@ use shardvault_storage::{
     Compression, Destination, Encryption, GcsCredentials, KeyTransform, Performance, StorageConfig,
 };
 
-/// Every setting, with what it maps to (the README's table lists the same).
-pub const SETTINGS: &[(&str, &str)] = &[
-    (
-        "SHARDVAULT_STORAGE_PREFIX",
-        "where backups and WAL go: /dir or file:///dir, s3://bucket/path, gs://bucket/path, azure://container/path",
-    ),
-    ("SHARDVAULT_S3_REGION", "s3.region"),
-    (
-        "SHARDVAULT_S3_ENDPOINT",
-        "s3Compatible.endpoint (an S3-compatible server)",
-    ),
-    (
-        "SHARDVAULT_S3_PATH_STYLE",
-        "s3Compatible.enablePathStyleAddressing (true/false)",
-    ),
-    ("SHARDVAULT_S3_STORAGE_CLASS", "s3.storageClass"),
-    (
-        "SHARDVAULT_S3_ACCESS_KEY_ID",
-        "awsCredentials accessKeyId (none: IAM role or AWS_* variables)",
-    ),
-    (
-        "SHARDVAULT_S3_SECRET_ACCESS_KEY",
-        "awsCredentials secretAccessKey",
-    ),
-    (
-        "SHARDVAULT_S3_CA_CERTIFICATE_FILE",
-        "s3Compatible caCertificate, as a PEM file",
-    ),
-    (
-        "SHARDVAULT_GCS_SERVICE_ACCOUNT_FILE",
-        "gcpCredentials serviceAccountJSON, as a file (none: the metadata service)",
-    ),
-    (
-        "SHARDVAULT_AZURE_STORAGE_ACCOUNT",
-        "azureCredentials storageAccount",
-    ),
-    ("SHARDVAULT_AZURE_ACCESS_KEY", "azureCredentials accessKey"),
-    (
-        "SHARDVAULT_COMPRESSION",
-        "backups[].compression: lz4 (default), zstd, lzma, brotli, none",
-    ),
-    ("SHARDVAULT_SODIUM_KEY", "encryption.sodium.key (32 bytes)"),
-    (
-        "SHARDVAULT_SODIUM_KEY_TRANSFORM",
-        "encryption.sodium.keyTransform: base64, hex, none (default)",
-    ),
-    (
-        "SHARDVAULT_OPENPGP_KEY_FILE",
-        "encryption.openpgp.key, as an armored key file",
-    ),
-    (
-        "SHARDVAULT_OPENPGP_KEY_PASSPHRASE",
-        "encryption.openpgp.keyPassphrase",
-    ),
-    (
-        "SHARDVAULT_UPLOAD_CONCURRENCY",
-        "performance.uploadConcurrency (default 2)",
-    ),
-    (
-        "SHARDVAULT_UPLOAD_DISK_CONCURRENCY",
-        "performance.uploadDiskConcurrency (default 2)",
-    ),
-    (
-        "SHARDVAULT_DOWNLOAD_CONCURRENCY",
-        "performance.downloadConcurrency (default 2)",
-    ),
-    (
-        "SHARDVAULT_MAX_NETWORK_BANDWIDTH",
-        "performance.maxNetworkBandwidth, bytes per second",
-    ),
-    (
-        "SHARDVAULT_MAX_DISK_BANDWIDTH",
-        "performance.maxDiskBandwidth, bytes per second",
-    ),
-    (
-        "PGHOST",
-        "the server's socket directory or host (default /var/run/postgresql)",
-    ),
-    ("PGPORT", "the server's port (default 5432)"),
-    (
-        "PGUSER",
-        "the role node work connects as (default: the OS user)",
-    ),
-    (
-        "PGDATA",
-        "the server's data directory (needed by node backup)",
-    ),
+/// Every setting's name (the README's table says what each maps to).
+pub const SETTINGS: &[&str] = &[
+    "SHARDVAULT_STORAGE_PREFIX",
+    "SHARDVAULT_S3_REGION",
+    "SHARDVAULT_S3_ENDPOINT",
+    "SHARDVAULT_S3_PATH_STYLE",
+    "SHARDVAULT_S3_STORAGE_CLASS",
+    "SHARDVAULT_S3_ACCESS_KEY_ID",
+    "SHARDVAULT_S3_SECRET_ACCESS_KEY",
+    "SHARDVAULT_S3_CA_CERTIFICATE_FILE",
+    "SHARDVAULT_GCS_SERVICE_ACCOUNT_FILE",
+    "SHARDVAULT_AZURE_STORAGE_ACCOUNT",
+    "SHARDVAULT_AZURE_ACCESS_KEY",
+    "SHARDVAULT_COMPRESSION",
+    "SHARDVAULT_SODIUM_KEY",
+    "SHARDVAULT_SODIUM_KEY_TRANSFORM",
+    "SHARDVAULT_OPENPGP_KEY_FILE",
+    "SHARDVAULT_OPENPGP_KEY_PASSPHRASE",
+    "SHARDVAULT_UPLOAD_CONCURRENCY",
+    "SHARDVAULT_UPLOAD_DISK_CONCURRENCY",
+    "SHARDVAULT_DOWNLOAD_CONCURRENCY",
+    "SHARDVAULT_MAX_NETWORK_BANDWIDTH",
+    "SHARDVAULT_MAX_DISK_BANDWIDTH",
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGDATA",
 ];
 
 /// Where a command's settings come from.
@@ -128,7 +68,7 @@ impl SettingsArgs {
         let Some(path) = &self.config else {
             let values = SETTINGS
                 .iter()
-                .filter_map(|(name, _)| Some((name.to_string(), env(name)?)))
+                .filter_map(|name| Some((name.to_string(), env(name)?)))
                 .collect();
             return Ok(Settings {
                 node: node_config(&values, "the environment")?,
@@ -143,7 +83,7 @@ impl SettingsArgs {
         let node = match settings_file(&text, path)? {
             None => NodeConfig::load(path)?,
             Some(mut values) => {
-                for (name, _) in SETTINGS {
+                for name in SETTINGS {
                     if let Some(v) = env(name) {
                         values.insert(name.to_string(), v);
                     }
@@ -197,11 +137,11 @@ fn settings_file(text: &str, path: &Path) -> anyhow::Result<Option<BTreeMap<Stri
     }
     let mut out = BTreeMap::new();
     for (key, value) in map {
-        if !SETTINGS.iter().any(|(name, _)| *name == key) {
+        if !SETTINGS.contains(&key.as_str()) {
             bail!(
                 "{}: {key} is not a setting: the settings are {}",
                 path.display(),
-                SETTINGS.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
+                SETTINGS.join(", ")
             );
         }
         let text = match value {

@@ -162,13 +162,13 @@ impl Records {
             return Ok(());
         };
         let path = top.join(dir);
-        create_dir_all_for_server(&path).map_err(|source| StorageError::Filesystem {
+        create_dir_all_for_server(&path).map_err(|cause| StorageError::Filesystem {
             op: "put",
             key: format!(
                 "{}: create it, writable by the postgres user",
                 path.display()
             ),
-            source,
+            cause,
         })
     }
 

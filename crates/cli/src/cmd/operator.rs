@@ -90,7 +90,10 @@ pub async fn start_in_process(
         let kube = run_controllers(client, runtime, shutdown);
         let (_, kube) = tokio::join!(framework, kube);
         if let Err(e) = kube {
-            tracing::warn!("the controllers stopped: {e:#}");
+            tracing::warn!(
+                "the controllers stopped: {}",
+                super::error_chain::sentence(&e)
+            );
         }
     }))
 }

@@ -505,7 +505,10 @@ mod tests {
     #[test]
     fn a_backup_starts_only_on_a_ready_cluster_with_no_other_backup_running() {
         let me = backup("b", "c", None);
-        assert_eq!(waiting_for(&me, &cluster("True"), &[me.clone()]), None);
+        assert_eq!(
+            waiting_for(&me, &cluster("True"), std::slice::from_ref(&me)),
+            None
+        );
         assert_eq!(
             waiting_for(&me, &cluster("False"), &[]),
             Some("the cluster is not Ready yet")

@@ -29,6 +29,7 @@ use crate::framework::ReconcileError;
 use crate::lookup::{self, LookupError};
 use crate::resources::backup_destination;
 use crate::restore_check::{ClusterTarget, StoredMember, check_restore, check_stored};
+use crate::restore_points::{ConsistentPointError, consistent_point};
 use crate::runner::{self, ReconcileFailure, Running};
 use crate::status;
 
@@ -71,6 +72,9 @@ pub enum ClusterError {
     /// A shared lookup of the backup side failed (its reason kept).
     #[error(transparent)]
     Backup(#[from] ReconcileError),
+    /// The restore point of a consistent timestamp restore cannot be chosen.
+    #[error(transparent)]
+    ConsistentPoint(#[from] ConsistentPointError),
     /// A source member could not be sealed before a timestamp restore.
     #[error("source member {member}: {source}")]
     Seal {
@@ -99,6 +103,7 @@ impl ReconcileFailure for ClusterError {
             ClusterError::Lookup(e) => e.reason(),
             ClusterError::RestoreRefused(_) => "RestoreRefused",
             ClusterError::Backup(e) => &e.reason,
+            ClusterError::ConsistentPoint(e) => e.reason(),
             ClusterError::Seal { .. } | ClusterError::RestoreGivenUp(_) => "RestoreFailed",
             ClusterError::Runtime(_) => "ReconcileFailed",
             ClusterError::Delete(_) => "DeleteFailed",
@@ -573,7 +578,7 @@ async fn plan_restore(
             .and_then(|p| p.consistent)
             == Some(true)
     {
-        let point = crate::restore_points::consistent_point(source, time, rp).await?;
+        let point = consistent_point(source, time, rp).await?;
         for b in &mut bootstraps {
             if let Bootstrap::Restore { target, .. } = b {
                 *target = RecoveryTarget::Name(point.clone());

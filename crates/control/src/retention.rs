@@ -188,13 +188,13 @@ fn entry_index(annotation: Option<&str>) -> usize {
     annotation.and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// The backups[] entry a sharded backup object belongs to (annotation, default 0).
-pub fn entry_of(backup: &Value) -> usize {
+/// The backups[] entry a sharded backup belongs to (annotation, default 0).
+pub fn entry_of(backup: &SGShardedBackup) -> usize {
     entry_index(
         backup
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(ENTRY_ANNOTATION))
-            .and_then(Value::as_str),
+            .annotations()
+            .get(ENTRY_ANNOTATION)
+            .map(String::as_str),
     )
 }
 
@@ -216,7 +216,7 @@ trait Retained {
 
 impl Retained for SGShardedBackup {
     fn entry(&self) -> usize {
-        entry_index(self.annotations().get(ENTRY_ANNOTATION).map(String::as_str))
+        entry_of(self)
     }
 
     fn managed(&self) -> bool {

@@ -12,7 +12,7 @@ use shardvault_apiserver::ApiServer;
 use shardvault_control::context::{Context, Settings};
 use shardvault_control::framework::{self, Ctx};
 use shardvault_control::{registry, runner};
-use shardvault_pg::runtime::LocalRuntime;
+use shardvault_pg::runtime::{ClusterRuntime, LocalRuntime};
 use shardvault_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let dir = state_dir::resolve(args.state_dir);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
-        run_controllers(client, local_runtime(&dir)?, shutdown).await
+        run_controllers(client, Arc::new(local_runtime(&dir)?), shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -62,23 +62,27 @@ pub async fn client_of(config: Kubeconfig, what: &str) -> anyhow::Result<kube::C
     kube::Client::try_from(config).with_context(|| format!("kubeconfig {what}: no client"))
 }
 
-/// Starts every controller in the daemon's process: those on kube-runtime as kube::Client
-/// of `server`, those still on the store-backed framework runner beside them.
-pub async fn start_in_process(
-    server: &ApiServer,
+/// A client of the daemon's own API server (its HTTPS listener).
+pub async fn own_client(server: &ApiServer) -> anyhow::Result<kube::Client> {
+    let kubeconfig = server
+        .kubeconfig()
+        .context("the API server has no HTTPS listener for the controllers")?;
+    client_of(
+        Kubeconfig::from_yaml(&kubeconfig).context("the daemon's own kubeconfig")?,
+        "of the daemon",
+    )
+    .await
+}
+
+/// Starts every controller in the daemon's process: those on kube-runtime as `client`,
+/// those still on the store-backed framework runner beside them.
+pub fn start_in_process(
+    client: kube::Client,
+    runtime: Arc<dyn ClusterRuntime>,
     store: &Arc<Store>,
     state_dir: &Path,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let runtime = local_runtime(state_dir)?;
-    let kubeconfig = server
-        .kubeconfig()
-        .context("the API server has no HTTPS listener for the controllers")?;
-    let client = client_of(
-        Kubeconfig::from_yaml(&kubeconfig).context("the daemon's own kubeconfig")?,
-        "of the daemon",
-    )
-    .await?;
     let bin = std::env::current_exe().context("cannot find the shardvault binary")?;
     let ctx = Ctx::new(store.clone(), state_dir.to_path_buf(), shutdown.clone());
     let framework = framework::run(
@@ -112,12 +116,12 @@ pub fn local_runtime(state_dir: &Path) -> anyhow::Result<LocalRuntime> {
 /// reconciles get a grace period, then are cancelled).
 pub async fn run_controllers(
     client: kube::Client,
-    runtime: LocalRuntime,
+    runtime: Arc<dyn ClusterRuntime>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(
         client,
-        Arc::new(runtime),
+        runtime,
         shardvault_control::clock::from_env(),
         shutdown,
         Settings::default(),

@@ -849,7 +849,8 @@ async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), BackupError> {
         let Some(config) = child.pointer("/status/sgBackupConfig") else {
             continue;
         };
-        let dest = backup_destination(config, &secrets, name_of(&child))?;
+        let dest =
+            backup_destination(config, &secrets, name_of(&child)).map_err(ReconcileError::from)?;
         let repo = Repo::open(&dest).map_err(BackupError::storage)?;
         delete_backup(&repo, name_of(&child))
             .await
@@ -859,7 +860,8 @@ async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), BackupError> {
     // backups[] entry is gone; backups of older versions fall back to the cluster's entries.
     let status: ShardedBackupStatus = status_of(obj);
     if let Some(config) = &status.sharded_record_config {
-        let dest = backup_destination(config, &secrets, name_of(obj))?;
+        let dest =
+            backup_destination(config, &secrets, name_of(obj)).map_err(ReconcileError::from)?;
         return Records::open(&dest)
             .map_err(BackupError::storage)?
             .delete_backup(name_of(obj))

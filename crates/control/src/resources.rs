@@ -11,7 +11,9 @@ use shardvault_api::secret::base64_decode;
 use shardvault_api::shardedcluster::{BackupConfiguration, ShardedClusterSpec};
 use shardvault_storage::{Destination, StorageConfig};
 
-use crate::destination::{ResolvedStorage, SecretLookup, entry_codec, resolve_storage};
+use crate::destination::{
+    ResolveError, ResolvedStorage, SecretLookup, entry_codec, resolve_storage,
+};
 use crate::framework::{Ctx, ReconcileError};
 
 /// `metadata.name` of a document.
@@ -185,24 +187,61 @@ pub fn backup_config(
     })
 }
 
+/// Why the storage an SGBackup was stored at cannot be located.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupLocationError {
+    /// `status.sgBackupConfig` lacks what locates the backup.
+    #[error("SGBackup {backup}: status.sgBackupConfig {what}; the backup cannot be located")]
+    Invalid {
+        /// The SGBackup.
+        backup: String,
+        /// What is missing or wrong.
+        what: String,
+    },
+    /// The storage's Secrets cannot be resolved today.
+    #[error("SGBackup {backup}: {source}")]
+    Reference {
+        /// The SGBackup.
+        backup: String,
+        /// What is missing.
+        #[source]
+        source: ResolveError,
+    },
+}
+
+impl BackupLocationError {
+    /// The Event reason of this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            BackupLocationError::Invalid { .. } => "InvalidBackup",
+            BackupLocationError::Reference { .. } => "InvalidReference",
+        }
+    }
+}
+
+impl From<BackupLocationError> for ReconcileError {
+    fn from(e: BackupLocationError) -> ReconcileError {
+        ReconcileError::new(e.reason(), e)
+    }
+}
+
 /// The destination an SGBackup was stored at, with credentials resolved from today's Secrets.
 pub fn backup_destination(
     config: &Value,
     secrets: &Secrets,
     backup: &str,
-) -> Result<Destination, ReconcileError> {
-    let bad = |what: String| {
-        ReconcileError::new(
-            "InvalidBackup",
-            format!(
-                "SGBackup {backup}: status.sgBackupConfig {what}; the backup cannot be located"
-            ),
-        )
+) -> Result<Destination, BackupLocationError> {
+    let bad = |what: String| BackupLocationError::Invalid {
+        backup: backup.to_string(),
+        what,
     };
     let spec: ObjectStorageSpec = serde_json::from_value(config["storage"].clone())
         .map_err(|e| bad(format!("storage: {e}")))?;
-    let resolved = resolve_storage(&spec, secrets)
-        .map_err(|e| ReconcileError::new("InvalidReference", format!("SGBackup {backup}: {e}")))?;
+    let resolved =
+        resolve_storage(&spec, secrets).map_err(|source| BackupLocationError::Reference {
+            backup: backup.to_string(),
+            source,
+        })?;
     Ok(Destination {
         storage: resolved.config,
         prefix: config["prefix"]

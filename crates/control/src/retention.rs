@@ -44,14 +44,6 @@ use crate::runner::{self, ReconcileFailure, Running};
 /// Why a retention plan could not be made or carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum RetentionError {
-    /// The cluster's spec is unreadable.
-    #[error("SGShardedCluster {cluster}: spec: {message}")]
-    Spec {
-        /// Cluster name.
-        cluster: String,
-        /// What is wrong.
-        message: String,
-    },
     /// A storage of a backups[] entry cannot be resolved.
     #[error("spec.configurations.backups[{entry}].sgObjectStorage: {message}")]
     Storage {

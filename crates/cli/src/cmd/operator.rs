@@ -10,10 +10,8 @@ use anyhow::Context as _;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use shardvault_apiserver::ApiServer;
 use shardvault_control::context::{Context, Settings};
-use shardvault_control::framework::{self, Ctx};
 use shardvault_control::{registry, runner};
 use shardvault_pg::runtime::{ClusterRuntime, LocalRuntime};
-use shardvault_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use super::{serve, state_dir};
@@ -74,30 +72,18 @@ pub async fn own_client(server: &ApiServer) -> anyhow::Result<kube::Client> {
     .await
 }
 
-/// Starts every controller in the daemon's process: those on kube-runtime as `client`,
-/// those still on the store-backed framework runner beside them.
+/// Starts every controller in the daemon's process, as `client` of its own API server.
 pub fn start_in_process(
     client: kube::Client,
     runtime: Arc<dyn ClusterRuntime>,
-    store: &Arc<Store>,
-    state_dir: &Path,
     shutdown: &CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let bin = std::env::current_exe().context("cannot find the shardvault binary")?;
-    let ctx = Ctx::new(store.clone(), state_dir.to_path_buf(), shutdown.clone());
-    let framework = framework::run(
-        ctx,
-        shardvault_control::controllers(bin),
-        framework::Settings::default(),
-    );
+) -> tokio::task::JoinHandle<()> {
     let shutdown = shutdown.clone();
-    Ok(tokio::spawn(async move {
-        let kube = run_controllers(client, runtime, shutdown);
-        let (_, kube) = tokio::join!(framework, kube);
-        if let Err(e) = kube {
+    tokio::spawn(async move {
+        if let Err(e) = run_controllers(client, runtime, shutdown).await {
             tracing::warn!("the controllers stopped: {e:#}");
         }
-    }))
+    })
 }
 
 /// The runtime running clusters on this host under `state_dir`; call it before any node

@@ -10,7 +10,8 @@
 # 10% of the table's pages changed, in the same run,
 #   shardvault node backup --incremental            (over the newest backup)
 #   pgBackRest backup --type=incr and --type=diff
-# and a restore of shardvault's newest incremental (a chain of three). Prints Markdown tables
+# a restore of shardvault's newest incremental (a chain of three), five more 1% incrementals
+# and a restore of the chain of eight. Prints Markdown tables
 # (throughput over the data directory's size, CPU seconds, peak RSS, bytes stored, ratios).
 # Settings: SIZE_MB (data set, default 2048), WORKERS (default 2), ROOT (work dir, wiped),
 # PORT, BIN (shardvault binary, default target/release/shardvault).
@@ -68,6 +69,8 @@ EOF
 chown postgres: "$ROOT/node.json" "$ROOT/pgbackrest.conf"
 chmod 600 "$ROOT/node.json"
 PGBR=(pgbackrest "--config=$ROOT/pgbackrest.conf" --stanza=bench)
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- server and data -----------------------------------------------------------------------
 log "initdb and start (port $PORT)"
@@ -183,6 +186,16 @@ for pct in 1 10; do
 done
 timed sv_restore_chain "${AS_PG[@]}" "$BIN" node restore --config "$ROOT/node.json" \
   --backup bench-incr-10 --pgdata "$ROOT/r-sv-chain" --target-immediate --concurrency "$WORKERS"
+# Five more incrementals of 1% each make a chain of eight (the full one and seven).
+for n in 3 4 5 6 7; do
+  as_pg "${PSQL[@]}" -c "UPDATE facts SET ratio = ratio + 1
+    WHERE (ctid::text::point)[0]::bigint % 100 = $n AND (ctid::text::point)[1] = 1" \
+    -c "CHECKPOINT"
+  timed "sv_incr_chain_$n" "${AS_PG[@]}" "$BIN" node backup --config "$ROOT/node.json" \
+    --name "bench-chain-$n" --incremental
+done
+timed sv_restore_chain8 "${AS_PG[@]}" "$BIN" node restore --config "$ROOT/node.json" \
+  --backup bench-chain-7 --pgdata "$ROOT/r-sv-chain8" --target-immediate --concurrency "$WORKERS"
 
 # --- report --------------------------------------------------------------------------------
 mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
@@ -226,4 +239,10 @@ EOF
   echo "Restore of shardvault's chain of three (full, 1%, 10%): ${SECS[sv_restore_chain]} s," \
     "$(awk -v a="${SECS[sv_restore_chain]}" -v b="${SECS[sv_restore]}" 'BEGIN { printf "%.2f", a / b }')x the full restore," \
     "CPU ${CPU[sv_restore_chain]} s, peak RSS $((RSS[sv_restore_chain] / 1024)) MiB."
+  echo "Restore of the chain of eight (five more 1% incrementals, ${SECS[sv_incr_chain_3]}," \
+    "${SECS[sv_incr_chain_4]}, ${SECS[sv_incr_chain_5]}, ${SECS[sv_incr_chain_6]}, ${SECS[sv_incr_chain_7]} s):" \
+    "${SECS[sv_restore_chain8]} s," \
+    "$(awk -v a="${SECS[sv_restore_chain8]}" -v b="${SECS[sv_restore]}" 'BEGIN { printf "%.2f", a / b }')x the full restore," \
+    "CPU ${CPU[sv_restore_chain8]} s, peak RSS $((RSS[sv_restore_chain8] / 1024)) MiB."
+  echo "Load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
 }

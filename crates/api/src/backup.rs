@@ -32,6 +32,11 @@ use crate::quantity::Timeout;
         json_path = ".status.process.timing.start"
     ),
     printcolumn(
+        name = "TYPE",
+        type_ = "string",
+        json_path = ".status.backupInformation.backupType"
+    ),
+    printcolumn(
         name = "COMPRESSED",
         type_ = "integer",
         format = "int64",
@@ -65,6 +70,19 @@ use crate::quantity::Timeout;
         name = "TIMELINE",
         type_ = "integer",
         json_path = ".status.backupInformation.timeline",
+        priority = 1
+    ),
+    printcolumn(
+        name = "PARENT",
+        type_ = "string",
+        json_path = ".status.backupInformation.parent",
+        priority = 1
+    ),
+    printcolumn(
+        name = "RESTORE READS",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.backupInformation.size.restore",
         priority = 1
     )
 )]
@@ -124,8 +142,70 @@ pub struct Timing {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupSize {
+    /// Bytes the backup stored (an incremental: only what it added, its chain not counted).
     pub compressed: u64,
+    /// Bytes of file data a restore writes.
     pub uncompressed: u64,
+    /// Our extension: bytes of stored objects a restore reads, the chain's included (absent
+    /// for backups from before incrementals: then `compressed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<u64>,
+}
+
+impl BackupSize {
+    /// Bytes a restore reads (`restore`, else `compressed`).
+    pub fn restore_bytes(&self) -> u64 {
+        self.restore.unwrap_or(self.compressed)
+    }
+
+    /// The sum of `self` and `other`, as a sharded backup sums its members.
+    pub fn plus(self, other: BackupSize) -> BackupSize {
+        BackupSize {
+            compressed: self.compressed + other.compressed,
+            uncompressed: self.uncompressed + other.uncompressed,
+            restore: Some(self.restore_bytes() + other.restore_bytes()),
+        }
+    }
+}
+
+/// Whether a backup holds every block or only those changed since its parent (our
+/// extension: StackGres takes only full backups).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupType {
+    /// Every file whole.
+    #[default]
+    Full,
+    /// Only the blocks changed since its parent; a restore also reads its chain.
+    Incremental,
+}
+
+impl BackupType {
+    /// The annotation or status spelling: `full` or `incremental`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupType::Full => "full",
+            BackupType::Incremental => "incremental",
+        }
+    }
+}
+
+impl std::fmt::Display for BackupType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackupType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<BackupType, String> {
+        match s {
+            "full" => Ok(BackupType::Full),
+            "incremental" => Ok(BackupType::Incremental),
+            other => Err(format!("{other:?}: must be full or incremental")),
+        }
+    }
 }
 
 /// `status` of an SGBackup.
@@ -165,6 +245,12 @@ pub struct BackupInformation {
     /// verify and restore so that a changed, well-formed manifest is still refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_sha256: Option<String>,
+    /// Our extension: full or incremental (absent: full, taken before incrementals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_type: Option<BackupType>,
+    /// Our extension: the member backup an incremental stores the changes since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// Start and end LSN of a backup.

@@ -4,11 +4,16 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::backup::{BackupSize, Process};
+use crate::backup::{BackupSize, BackupType, Process};
 use crate::quantity::Timeout;
 
 /// Label on every SGBackup of a sharded backup.
 pub const SHARDED_BACKUP_LABEL: &str = "stackgres.io/shardedbackup-name";
+
+/// Our annotation asking a sharded backup to be `full` or `incremental` (incremental when
+/// its members have a parent in the entry's storage, else full); without it the backup
+/// follows its backups[] entry's `incremental` policy, and is full when the entry has none.
+pub const BACKUP_TYPE_ANNOTATION: &str = "shardvault.io/backup-type";
 
 /// `spec` of an SGShardedBackup.
 // Clippy reads the repeated `printcolumn(name, type_, priority)` keys as duplicates.
@@ -43,6 +48,11 @@ pub const SHARDED_BACKUP_LABEL: &str = "stackgres.io/shardedbackup-name";
         name = "END",
         type_ = "string",
         json_path = ".status.process.timing.end"
+    ),
+    printcolumn(
+        name = "TYPE",
+        type_ = "string",
+        json_path = ".status.backupInformation.backupType"
     ),
     printcolumn(
         name = "COMPRESSED",
@@ -83,6 +93,19 @@ pub const SHARDED_BACKUP_LABEL: &str = "stackgres.io/shardedbackup-name";
         name = "RESTORE POINT",
         type_ = "string",
         json_path = ".status.restorePoint.name",
+        priority = 1
+    ),
+    printcolumn(
+        name = "PARENT",
+        type_ = "string",
+        json_path = ".status.backupInformation.parent",
+        priority = 1
+    ),
+    printcolumn(
+        name = "RESTORE READS",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.backupInformation.size.restore",
         priority = 1
     )
 )]
@@ -130,6 +153,12 @@ pub struct ShardedBackupStatus {
 pub struct ShardedBackupInformation {
     pub postgres_version: String,
     pub size: BackupSize,
+    /// Our extension: incremental when any member backup is, else full (absent: full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_type: Option<BackupType>,
+    /// Our extension: the sharded backup whose member backups the incremental ones are over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// The cluster-wide restore point of a sharded backup.

@@ -224,6 +224,24 @@ pub struct BackupConfiguration {
     pub max_retries: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain_wals_for_unmanaged_lifecycle: Option<bool>,
+    /// Our extension: the entry's backups are incremental over the newest one, with a full
+    /// backup again when the policy says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<IncrementalPolicy>,
+}
+
+/// `backups[].incremental` (our extension): when a backup of the entry starts a new chain
+/// with a full backup instead of storing only the blocks changed since the newest one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IncrementalPolicy {
+    /// A full backup after this many backups in a chain, the full one included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_every: Option<i64>,
+    /// A full backup once the chain's incrementals together stored more than this
+    /// percentage of its full backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_chain_size_percent: Option<i64>,
 }
 
 /// `backups[].performance`.

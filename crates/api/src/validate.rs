@@ -7,11 +7,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::Kind;
-use crate::backup::BackupSpec;
+use crate::backup::{BackupSpec, BackupType};
 use crate::meta::ObjectMeta;
 use crate::objectstorage::ObjectStorageSpec;
 use crate::quantity::{Timeout, parse_quantity};
-use crate::shardedbackup::ShardedBackupSpec;
+use crate::shardedbackup::{BACKUP_TYPE_ANNOTATION, ShardedBackupSpec};
 use crate::shardedcluster::{BackupConfiguration, ShardedClusterSpec};
 use crate::storage_path::check_key_prefix;
 
@@ -255,6 +255,15 @@ pub fn validate(doc: &Value) -> Result<Kind, ValidationError> {
                 );
                 check_min("spec.maxRetries", s.max_retries, 0, &mut errs);
             }
+            let annotations = doc.pointer("/metadata/annotations");
+            if let Some(v) = annotations.and_then(|a| a.get(BACKUP_TYPE_ANNOTATION))
+                && let Err(e) = v.as_str().unwrap_or_default().parse::<BackupType>()
+            {
+                errs.push(
+                    format!("metadata.annotations[{BACKUP_TYPE_ANNOTATION:?}]"),
+                    e,
+                );
+            }
         }
         Kind::SGBackup => {
             need_spec(&mut errs);
@@ -310,6 +319,8 @@ const MAX_SHARDS: i64 = 64;
 const MAX_INSTANCES: i64 = 16;
 /// Most parallel transfers a backup or restore may ask for.
 const MAX_CONCURRENCY: i64 = 256;
+/// Largest `incremental.maxChainSizePercent`: a chain ten times its full backup.
+const MAX_CHAIN_PERCENT: i64 = 1000;
 
 fn check_range(path: &str, v: i64, min: i64, max: i64, errs: &mut Errors) {
     if v < min || v > max {
@@ -476,6 +487,23 @@ fn check_backup_entry(path: &str, b: &BackupConfiguration, members: usize, errs:
             ),
         );
     }
+    if let Some(i) = &b.incremental {
+        check_min(
+            &format!("{path}.incremental.fullEvery"),
+            i.full_every,
+            1,
+            errs,
+        );
+        if let Some(p) = i.max_chain_size_percent {
+            check_range(
+                &format!("{path}.incremental.maxChainSizePercent"),
+                p,
+                1,
+                MAX_CHAIN_PERCENT,
+                errs,
+            );
+        }
+    }
     check_timeout(&format!("{path}.timeout"), b.timeout.as_ref(), errs);
     check_timeout(
         &format!("{path}.reconciliationTimeout"),
@@ -542,5 +570,74 @@ pub fn validate_update(old: &Value, new: &Value) -> Result<(), ValidationError> 
                 .to_string(),
             errors: errs.0,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn paths(doc: &Value) -> Vec<String> {
+        validate(doc)
+            .err()
+            .map(|e| e.errors.iter().map(ToString::to_string).collect())
+            .unwrap_or_default()
+    }
+
+    fn cluster_with_entry(entry: Value) -> Value {
+        json!({
+            "apiVersion": "stackgres.io/v1alpha1", "kind": "SGShardedCluster",
+            "metadata": {"name": "c"},
+            "spec": {
+                "type": "ddp", "postgres": {"version": "15"},
+                "coordinator": {"instances": 1},
+                "shards": {"clusters": 1, "instancesPerCluster": 1},
+                "configurations": {"backups": [entry]}
+            }
+        })
+    }
+
+    #[test]
+    fn an_incremental_policy_is_checked_field_by_field() {
+        let good = json!({"sgObjectStorage": "s",
+            "incremental": {"fullEvery": 7, "maxChainSizePercent": 50}});
+        assert_eq!(paths(&cluster_with_entry(good)), Vec::<String>::new());
+        let bad = json!({"sgObjectStorage": "s",
+            "incremental": {"fullEvery": 0, "maxChainSizePercent": 5000}});
+        assert_eq!(
+            paths(&cluster_with_entry(bad)),
+            [
+                "spec.configurations.backups[0].incremental.fullEvery: 0: must be at least 1",
+                "spec.configurations.backups[0].incremental.maxChainSizePercent: 5000: must be between 1 and 1000",
+            ]
+        );
+        let unknown = json!({"sgObjectStorage": "s", "incremental": {"every": 3}});
+        assert_eq!(
+            paths(&cluster_with_entry(unknown)),
+            [
+                "spec.configurations.backups[0].incremental.every: unknown field `every`, expected `fullEvery` or `maxChainSizePercent`"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_backup_type_annotation_is_full_or_incremental() {
+        let backup = |value: &str| {
+            json!({
+                "apiVersion": "stackgres.io/v1", "kind": "SGShardedBackup",
+                "metadata": {"name": "b", "annotations": {BACKUP_TYPE_ANNOTATION: value}},
+                "spec": {"sgShardedCluster": "c"}
+            })
+        };
+        assert!(paths(&backup("full")).is_empty());
+        assert!(paths(&backup("incremental")).is_empty());
+        assert_eq!(
+            paths(&backup("delta")),
+            [
+                r#"metadata.annotations["shardvault.io/backup-type"]: "delta": must be full or incremental"#
+            ]
+        );
     }
 }

@@ -75,27 +75,35 @@ enum Command {
         after_help = "Example:\n  shardvault psql my-cluster\n  shardvault psql my-cluster --shard 1 -- -c 'SELECT count(*) FROM accounts'"
     )]
     Psql(cmd::psql::Args),
-    /// Node work on one PostgreSQL cluster without the daemon: backup, restore, verify.
+    /// Node work on one PostgreSQL server without the daemon: backup, restore, verify
+    /// (settings from SHARDVAULT_* and PG* variables or --config FILE).
     #[command(
-        after_help = "Example:\n  shardvault node backup --config shard0.json\n  shardvault node restore --config shard0.json --backup backup-20261124T010000Z --pgdata /srv/restored --target-immediate"
+        after_help = "Example:\n  export SHARDVAULT_STORAGE_PREFIX=/var/backups/pg PGDATA=/var/lib/postgresql/15/main\n  shardvault node backup\n  shardvault node restore --backup LATEST --pgdata /srv/restored --target-immediate"
     )]
     Node(cmd::node::Args),
     /// Archives one WAL file to every destination (PostgreSQL's archive_command).
     #[command(
-        after_help = "Example:\n  archive_command = 'shardvault wal-push %p --config /etc/shardvault/shard0.json'"
+        after_help = "Example:\n  archive_command = 'shardvault wal-push %p'     # SHARDVAULT_* in the server's environment\n  archive_command = 'shardvault wal-push %p --config /etc/shardvault.yaml'"
     )]
     WalPush(cmd::wal::PushArgs),
     /// Fetches one WAL file from the archive (PostgreSQL's restore_command); exit 1 if absent.
     #[command(
-        after_help = "Example:\n  restore_command = 'shardvault wal-fetch %f %p --config /etc/shardvault/shard0.json'"
+        after_help = "Example:\n  restore_command = 'shardvault wal-fetch %f %p'\n  restore_command = 'shardvault wal-fetch %f %p --config /etc/shardvault.yaml'"
     )]
     WalFetch(cmd::wal::FetchArgs),
+    /// Reports WAL segments and timeline histories missing from the archive, from the oldest
+    /// backup's start to the newest segment; exit 1 if any is missing.
+    #[command(
+        after_help = "Example:\n  SHARDVAULT_STORAGE_PREFIX=/var/backups/pg shardvault wal-verify\n  shardvault wal-verify --config /etc/shardvault.yaml"
+    )]
+    WalVerify(cmd::wal::VerifyArgs),
     /// Reads a sharded backup back from storage and checks every checksum and WAL segment.
     #[command(after_help = "Example:\n  shardvault verify sgshardedbackup manual-backup")]
     Verify(cmd::verify::Args),
-    /// Stored backups: lists them, or imports one found in storage as resources.
+    /// Stored backups: lists, deletes and retains one server's, lists sharded ones in an
+    /// SGObjectStorage or imports one as resources.
     #[command(
-        after_help = "Example:\n  shardvault backups ls --storage my-backup-storage\n  shardvault backups ls --config shard0.json\n  shardvault backups import --storage my-backup-storage manual-backup"
+        after_help = "Example:\n  shardvault backups ls\n  shardvault backups retain 2 --confirm\n  shardvault backups ls --storage my-backup-storage\n  shardvault backups import --storage my-backup-storage manual-backup"
     )]
     Backups(cmd::catalog::BackupsArgs),
     /// Prints the CustomResourceDefinitions of the StackGres kinds as a YAML stream.
@@ -132,6 +140,7 @@ fn main() -> std::process::ExitCode {
         Command::Node(args) => cmd::node::run(args),
         Command::WalPush(args) => cmd::wal::run_push(args),
         Command::WalFetch(args) => cmd::wal::run_fetch(args),
+        Command::WalVerify(args) => cmd::wal::run_verify(args),
         Command::Backups(args) => cmd::catalog::run(args),
         Command::Verify(args) => cmd::verify::run(args),
         Command::Retention(args) => cmd::retention::run(args),
@@ -145,7 +154,7 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", cmd::error_chain::sentence(&err));
             std::process::ExitCode::FAILURE
         }
     }

@@ -830,7 +830,8 @@ fn tables_and_yaml_snapshots() {
         json!({
             "process": {"status": "Completed", "timing": {"start": "2024-01-15T05:00:00Z", "end": "2024-01-15T05:45:00Z", "stored": "2024-01-15T05:46:00Z"}},
             "sgBackups": ["manual-backup-coord", "manual-backup-shard0", "manual-backup-shard1", "manual-backup-shard2"],
-            "backupInformation": {"postgresVersion": "15.3", "size": {"compressed": 1073741824u64, "uncompressed": 5368709120u64}},
+            "backupInformation": {"postgresVersion": "15.3", "backupType": "incremental", "parent": "nightly",
+                "size": {"compressed": 1073741824u64, "uncompressed": 5368709120u64, "restore": 4294967296u64}},
         }),
     );
     set_status(
@@ -851,8 +852,8 @@ fn tables_and_yaml_snapshots() {
         json!({
             "process": {"status": "Completed", "timing": {"start": "2024-01-15T05:00:01Z", "end": "2024-01-15T05:20:00Z"}},
             "backupInformation": {"hostname": "h", "systemIdentifier": "1", "postgresVersion": "15.3", "pgData": "/d",
-                "size": {"compressed": 268435456u64, "uncompressed": 1342177280u64}, "lsn": {"start": "0/2000028", "end": "0/2000100"},
-                "startWalFile": "000000010000000000000002", "timeline": 1},
+                "size": {"compressed": 268435456u64, "uncompressed": 1342177280u64, "restore": 1073741824u64}, "lsn": {"start": "0/2000028", "end": "0/2000100"},
+                "startWalFile": "000000010000000000000002", "timeline": 1, "backupType": "incremental", "parent": "nightly-coord"},
         }),
     );
     set_status(

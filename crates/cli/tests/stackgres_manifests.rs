@@ -245,6 +245,7 @@ fn crds_name_every_kind_with_its_columns_and_the_guides_fields() {
                 ("STATUS", ".status.process.status", 0),
                 ("START", ".status.process.timing.start", 0),
                 ("END", ".status.process.timing.end", 0),
+                ("TYPE", ".status.backupInformation.backupType", 0),
                 ("COMPRESSED", ".status.backupInformation.size.compressed", 0),
                 (
                     "UNCOMPRESSED",
@@ -256,6 +257,8 @@ fn crds_name_every_kind_with_its_columns_and_the_guides_fields() {
                 ("MEMBERS", ".status.sgBackups", 1),
                 ("POSTGRES", ".status.backupInformation.postgresVersion", 1),
                 ("RESTORE POINT", ".status.restorePoint.name", 1),
+                ("PARENT", ".status.backupInformation.parent", 1),
+                ("RESTORE READS", ".status.backupInformation.size.restore", 1),
             ],
         ),
         (
@@ -264,6 +267,7 @@ fn crds_name_every_kind_with_its_columns_and_the_guides_fields() {
                 ("CLUSTER", ".spec.sgCluster", 0),
                 ("STATUS", ".status.process.status", 0),
                 ("START", ".status.process.timing.start", 0),
+                ("TYPE", ".status.backupInformation.backupType", 0),
                 ("COMPRESSED", ".status.backupInformation.size.compressed", 0),
                 ("AGE", ".metadata.creationTimestamp", 0),
                 (
@@ -274,6 +278,8 @@ fn crds_name_every_kind_with_its_columns_and_the_guides_fields() {
                 ("LSN START", ".status.backupInformation.lsn.start", 1),
                 ("LSN END", ".status.backupInformation.lsn.end", 1),
                 ("TIMELINE", ".status.backupInformation.timeline", 1),
+                ("PARENT", ".status.backupInformation.parent", 1),
+                ("RESTORE READS", ".status.backupInformation.size.restore", 1),
             ],
         ),
         (

@@ -101,6 +101,8 @@ pub fn statuses(
         backup_information: Some(ShardedBackupInformation {
             postgres_version: record.postgres_version.clone(),
             size: record.size,
+            backup_type: record.backup_type,
+            parent: record.parent.clone(),
         }),
         restore_point: Some(record.restore_point.clone()),
         attempts: None,
@@ -125,6 +127,8 @@ pub fn statuses(
                     },
                     timeline: m.timeline,
                     manifest_sha256: m.manifest_sha256.clone(),
+                    backup_type: m.backup_type,
+                    parent: m.parent.clone(),
                     ..Default::default()
                 }),
                 sg_backup_config: Some(config),

@@ -10,6 +10,7 @@ pub mod cut;
 pub mod destination;
 pub mod events;
 pub mod import;
+pub mod incremental;
 pub mod lookup;
 pub mod metrics;
 pub mod records;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use shardvault_api::backup::BackupSize;
+use shardvault_api::backup::{BackupSize, BackupType};
 use shardvault_api::shardedbackup::RestorePoint;
 use shardvault_pg::engine::layout;
 use shardvault_pg::user::create_dir_all_for_server;
@@ -45,6 +45,12 @@ pub struct ShardedRecord {
     pub restore_point: RestorePoint,
     /// Sums over members.
     pub size: BackupSize,
+    /// Full or incremental (absent in records of older versions: full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_type: Option<BackupType>,
+    /// The sharded backup the members' incrementals are over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     /// When the backup started (RFC 3339).
     pub start: String,
     /// When the backup ended (RFC 3339).
@@ -72,6 +78,12 @@ pub struct MemberRecord {
     /// SHA-256 of the member's stored manifest (absent in records of older versions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_sha256: Option<String>,
+    /// Full or incremental (absent in records of older versions: full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_type: Option<BackupType>,
+    /// The member backup an incremental is over (a restore reads its chain too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// A scheduled cluster-wide restore point, as stored beside the sharded backup records.
@@ -150,13 +162,13 @@ impl Records {
             return Ok(());
         };
         let path = top.join(dir);
-        create_dir_all_for_server(&path).map_err(|source| StorageError::Filesystem {
+        create_dir_all_for_server(&path).map_err(|cause| StorageError::Filesystem {
             op: "put",
             key: format!(
                 "{}: create it, writable by the postgres user",
                 path.display()
             ),
-            source,
+            cause,
         })
     }
 

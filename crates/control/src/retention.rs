@@ -3,7 +3,9 @@
 //! through the backup controller's finalizer), then delete, per member, the WAL that no
 //! remaining backup in the entry's storage needs.
 //!
-//! A backup in progress, an unmanaged or imported backup is never deleted; the WAL an
+//! A backup in progress, an unmanaged or imported backup is never deleted, nor one whose
+//! member backups a remaining incremental reads (its parent or further up its chain, as the
+//! manifests in storage say): the plan keeps it and says for which. The WAL an
 //! unmanaged backup needs is kept unless the entry says `retainWalsForUnmanagedLifecycle:
 //! false`. WAL is compared by timeline and segment position: a file is deleted only when it
 //! lies before the start segment of every backup still counted, on the same or an older
@@ -24,7 +26,8 @@ use shardvault_api::objectstorage::ObjectStorageSpec;
 use shardvault_api::secret::base64_decode;
 use shardvault_api::shardedbackup::SGShardedBackup;
 use shardvault_api::shardedcluster::{DEFAULT_RETENTION, SGShardedCluster, ShardedClusterSpec};
-use shardvault_pg::engine::manifest::list_backups;
+use shardvault_pg::engine::chain::needed_by_kept;
+use shardvault_pg::engine::manifest::{BackupSummary, list_backups};
 use shardvault_pg::engine::prune::{self, WalPrune};
 use shardvault_pg::engine::{EngineError, Repo};
 use shardvault_storage::{Destination, StorageError};
@@ -100,6 +103,8 @@ pub struct EntryPlan {
     pub retention: usize,
     /// Completed managed backups kept, newest first.
     pub keep: Vec<String>,
+    /// Managed backups beyond the retention kept for the incrementals that need them.
+    pub held: Vec<Held>,
     /// Managed backups to delete, newest first.
     pub delete: Vec<String>,
     /// Whether unmanaged backups keep their WAL.
@@ -250,6 +255,9 @@ impl Retained for SGShardedBackup {
 pub struct Selection {
     /// Completed managed backups kept, newest first.
     pub keep: Vec<String>,
+    /// Completed managed backups beyond the retention that a remaining incremental needs,
+    /// newest first: kept too.
+    pub held: Vec<Held>,
     /// Completed managed backups beyond the retention, newest first.
     pub delete: Vec<String>,
     /// The oldest restore point a remaining backup restores to: restore point records
@@ -257,14 +265,42 @@ pub struct Selection {
     pub floor: Option<Timestamp>,
 }
 
+/// A sharded backup beyond the retention kept because remaining incrementals need it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Held {
+    /// The sharded backup kept.
+    pub backup: String,
+    /// Sharded backups whose members' parents are its members.
+    pub parent_of: Vec<String>,
+    /// Sharded backups further down the chain that also read it.
+    pub chain_of: Vec<String>,
+}
+
+impl Held {
+    /// Why it is kept, e.g. `parent of b5; in the chain of b6, b7`.
+    pub fn reason(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.parent_of.is_empty() {
+            parts.push(format!("parent of {}", self.parent_of.join(", ")));
+        }
+        if !self.chain_of.is_empty() {
+            parts.push(format!("in the chain of {}", self.chain_of.join(", ")));
+        }
+        parts.join("; ")
+    }
+}
+
 /// Selects, among a cluster's sharded backups `ours`, the `retention` newest Completed
 /// managed backups of entry `entry` to keep and the older ones to delete; a backup in
-/// progress, unmanaged or imported is never deleted.
+/// progress, unmanaged or imported is never deleted, nor one whose member backups a
+/// remaining incremental needs (`members`: each member's backups in the entry's storage).
 pub fn select(
     ours: &[&SGShardedBackup],
     entry: usize,
     retention: usize,
     retain_unmanaged_wal: bool,
+    members: &[Vec<BackupSummary>],
 ) -> Selection {
     let mut candidates: Vec<&SGShardedBackup> = ours
         .iter()
@@ -274,7 +310,9 @@ pub fn select(
     candidates.sort_by_key(|b| std::cmp::Reverse(b.started()));
     let names = |bs: &[&SGShardedBackup]| bs.iter().map(|b| b.name_any()).collect::<Vec<_>>();
     let (kept, deleted) = candidates.split_at(retention.min(candidates.len()));
-    let (keep, delete) = (names(kept), names(deleted));
+    let (keep, mut delete) = (names(kept), names(deleted));
+    let held = held_by_chains(ours, &delete, members);
+    delete.retain(|d| !held.iter().any(|h| &h.backup == d));
     let floor = ours
         .iter()
         .filter(|b| {
@@ -288,9 +326,88 @@ pub fn select(
         .min();
     Selection {
         keep,
+        held,
         delete,
         floor,
     }
+}
+
+/// Which of the sharded backups in `delete` a remaining incremental needs: per member, the
+/// member backups that the kept ones' chains name (`chain::needed_by_kept`), mapped to the
+/// sharded backups they belong to.
+fn held_by_chains(
+    ours: &[&SGShardedBackup],
+    delete: &[String],
+    members: &[Vec<BackupSummary>],
+) -> Vec<Held> {
+    let owner_of: HashMap<&str, &SGShardedBackup> = ours
+        .iter()
+        .flat_map(|b| {
+            b.status
+                .iter()
+                .flat_map(|s| &s.sg_backups)
+                .map(move |m| (m.as_str(), *b))
+        })
+        .collect();
+    let leaving = |member_backup: &str| {
+        owner_of
+            .get(member_backup)
+            .is_some_and(|b| b.deleting() || delete.contains(&b.name_any()))
+    };
+    let owner = |member_backup: &str| {
+        owner_of
+            .get(member_backup)
+            .map_or(member_backup.to_string(), |b| b.name_any())
+    };
+    let mut held: Vec<Held> = Vec::new();
+    for backups in members {
+        let kept: BTreeSet<String> = backups
+            .iter()
+            .filter(|b| !leaving(&b.name))
+            .map(|b| b.name.clone())
+            .collect();
+        for (needed, by) in needed_by_kept(backups, &kept) {
+            let Some(doomed) = owner_of.get(needed.as_str()).map(|b| b.name_any()) else {
+                continue;
+            };
+            if !delete.contains(&doomed) {
+                continue;
+            }
+            let i = match held.iter().position(|h| h.backup == doomed) {
+                Some(i) => i,
+                None => {
+                    held.push(Held {
+                        backup: doomed.clone(),
+                        parent_of: Vec::new(),
+                        chain_of: Vec::new(),
+                    });
+                    held.len() - 1
+                }
+            };
+            for kept_member in by {
+                let direct = backups
+                    .iter()
+                    .any(|b| b.name == kept_member && b.parent.as_deref() == Some(needed.as_str()));
+                let list = if direct {
+                    &mut held[i].parent_of
+                } else {
+                    &mut held[i].chain_of
+                };
+                let name = owner(&kept_member);
+                if !list.contains(&name) {
+                    list.push(name);
+                }
+            }
+        }
+    }
+    for h in &mut held {
+        let parent_of = h.parent_of.clone();
+        h.chain_of.retain(|c| !parent_of.contains(c));
+        h.parent_of.sort();
+        h.chain_of.sort();
+    }
+    held.sort_by_key(|h| delete.iter().position(|d| *d == h.backup));
+    held
 }
 
 fn records_err(entry: usize, err: StorageError) -> RetentionError {
@@ -347,11 +464,30 @@ pub async fn plan(
     for (e, entry) in spec.backups().iter().enumerate() {
         let retention = entry.retention.unwrap_or(DEFAULT_RETENTION).max(1) as usize;
         let retain_unmanaged_wal = entry.retain_wals_for_unmanaged_lifecycle != Some(false);
+        let mut repos = Vec::new();
+        let mut stored = Vec::new();
+        for (i, member) in members.iter().enumerate() {
+            let fail = |source: EngineError| RetentionError::Objects {
+                member: member.clone(),
+                location: format!("backups[{e}]"),
+                source,
+            };
+            let repo = Repo::open(&dests[i][e]).map_err(fail)?;
+            let summaries: Vec<BackupSummary> = list_backups(&repo)
+                .await
+                .map_err(fail)?
+                .iter()
+                .map(|m| m.summary())
+                .collect();
+            repos.push(repo);
+            stored.push(summaries);
+        }
         let Selection {
             keep,
+            held,
             delete,
             floor,
-        } = select(&ours, e, retention, retain_unmanaged_wal);
+        } = select(&ours, e, retention, retain_unmanaged_wal, &stored);
         let mut wal = Vec::new();
         for (i, member) in members.iter().enumerate() {
             let dest = dests[i][e].clone();
@@ -360,19 +496,17 @@ pub async fn plan(
                 location: format!("backups[{e}]"),
                 source,
             };
-            let repo = Repo::open(&dest).map_err(fail)?;
+            let repo = &repos[i];
             let location = repo.store.describe();
-            let starts: Vec<String> = list_backups(&repo)
-                .await
-                .map_err(fail)?
-                .into_iter()
+            let starts: Vec<String> = stored[i]
+                .iter()
                 .filter(|m| counts(&owner_of, &delete, retain_unmanaged_wal, &m.name))
-                .map(|m| m.start_wal_file)
+                .map(|m| m.start_wal_file.clone())
                 .collect();
             let files = if starts.is_empty() {
                 Vec::new()
             } else {
-                prune::list_wal(&repo).await.map_err(fail)?
+                prune::list_wal(repo).await.map_err(fail)?
             };
             let WalPrune {
                 keep_from,
@@ -409,6 +543,7 @@ pub async fn plan(
             entry: e,
             retention,
             keep,
+            held,
             delete,
             retain_unmanaged_wal,
             wal,
@@ -447,6 +582,13 @@ impl RetentionPlan {
                     ", unmanaged backups' WAL not retained"
                 }
             );
+            for h in &e.held {
+                out += &format!(
+                    "  keep SGShardedBackup {} (kept: {})\n",
+                    h.backup,
+                    h.reason()
+                );
+            }
             for b in &e.delete {
                 out += &format!("  delete SGShardedBackup {b}\n");
             }
@@ -647,6 +789,7 @@ mod tests {
     use shardvault_api::shardedbackup::{RestorePoint, ShardedBackupSpec, ShardedBackupStatus};
 
     use super::*;
+    use crate::incremental::tests::summary;
 
     /// A managed sharded backup of cluster `c` in entry 0, Completed, started (and its
     /// restore point taken) at minute `minute` of 2030-01-01.
@@ -692,11 +835,11 @@ mod tests {
             backup("b4", 4),
         ];
         let ours: Vec<&SGShardedBackup> = all.iter().collect();
-        let s = select(&ours, 0, 2, true);
+        let s = select(&ours, 0, 2, true, &[]);
         assert_eq!(s.keep, ["b4", "b3"]);
         assert_eq!(s.delete, ["b2", "b1"]);
         assert_eq!(s.floor, at(3), "no remaining backup reaches before b3");
-        let all_kept = select(&ours, 0, 9, true);
+        let all_kept = select(&ours, 0, 9, true, &[]);
         assert!(all_kept.delete.is_empty());
         assert_eq!(all_kept.floor, at(1));
     }
@@ -721,7 +864,7 @@ mod tests {
             backup("new", 6),
         ];
         let ours: Vec<&SGShardedBackup> = all.iter().collect();
-        let s = select(&ours, 0, 1, true);
+        let s = select(&ours, 0, 1, true, &[]);
         assert_eq!(
             (s.keep, s.delete),
             (vec!["new".to_string()], vec!["old".to_string()])
@@ -731,12 +874,132 @@ mod tests {
             at(1),
             "the unmanaged backup keeps its restore points reachable"
         );
-        let s = select(&ours, 0, 1, false);
+        let s = select(&ours, 0, 1, false, &[]);
         assert_eq!(s.floor, at(6), "retainWalsForUnmanagedLifecycle: false");
-        let second = select(&ours, 1, 1, true);
+        let second = select(&ours, 1, 1, true, &[]);
         assert_eq!(
             (second.keep, second.floor),
             (vec!["second-entry".to_string()], at(4))
+        );
+    }
+
+    /// `b` with member backups `<name>-coord` and `<name>-shard0`.
+    fn with_members(mut b: SGShardedBackup) -> SGShardedBackup {
+        let name = b.name_any();
+        b.status.as_mut().unwrap().sg_backups =
+            vec![format!("{name}-coord"), format!("{name}-shard0")];
+        b
+    }
+
+    /// Both members' backups in storage: `(sharded name, its chain of sharded names)`.
+    fn stored(chains: &[(&str, &[&str])]) -> Vec<Vec<BackupSummary>> {
+        ["coord", "shard0"]
+            .iter()
+            .map(|m| {
+                chains
+                    .iter()
+                    .map(|(b, chain)| {
+                        let chain: Vec<String> = chain.iter().map(|c| format!("{c}-{m}")).collect();
+                        let chain: Vec<&str> = chain.iter().map(String::as_str).collect();
+                        summary(&format!("{b}-{m}"), &chain, 100)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_backup_a_kept_incremental_needs_is_kept_and_says_why() {
+        let all: Vec<SGShardedBackup> = [("f1", 1), ("i1", 2), ("i2", 3), ("f2", 4), ("i3", 5)]
+            .into_iter()
+            .map(|(n, m)| with_members(backup(n, m)))
+            .collect();
+        let ours: Vec<&SGShardedBackup> = all.iter().collect();
+        let storage = stored(&[
+            ("f1", &[]),
+            ("i1", &["f1"]),
+            ("i2", &["f1", "i1"]),
+            ("f2", &[]),
+            ("i3", &["f2"]),
+        ]);
+        // Keeping two (i3, f2): the older chain goes whole.
+        let s = select(&ours, 0, 2, true, &storage);
+        assert_eq!(s.keep, ["i3", "f2"]);
+        assert!(s.held.is_empty(), "{:?}", s.held);
+        assert_eq!(s.delete, ["i2", "i1", "f1"]);
+        // Keeping three (i3, f2, i2): i2's chain stays, and says why.
+        let s = select(&ours, 0, 3, true, &storage);
+        assert_eq!(s.keep, ["i3", "f2", "i2"]);
+        assert!(s.delete.is_empty(), "{:?}", s.delete);
+        let reasons: Vec<(String, String)> = s
+            .held
+            .iter()
+            .map(|h| (h.backup.clone(), h.reason()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("i1".to_string(), "parent of i2".to_string()),
+                ("f1".to_string(), "in the chain of i2".to_string()),
+            ]
+        );
+        assert_eq!(s.floor, at(1), "the held backups keep their WAL too");
+    }
+
+    #[test]
+    fn an_unmanaged_incremental_holds_its_managed_chain_and_a_deleted_one_does_not() {
+        let mut manual = with_members(backup("manual", 3));
+        manual.spec.managed_lifecycle = Some(false);
+        let all = [
+            with_members(backup("f1", 1)),
+            with_members(backup("f2", 2)),
+            manual,
+            with_members(backup("f3", 4)),
+        ];
+        let ours: Vec<&SGShardedBackup> = all.iter().collect();
+        let storage = stored(&[("f1", &[]), ("f2", &[]), ("manual", &["f2"]), ("f3", &[])]);
+        let s = select(&ours, 0, 1, true, &storage);
+        assert_eq!(s.keep, ["f3"]);
+        assert_eq!(s.held.len(), 1);
+        assert_eq!(
+            (s.held[0].backup.as_str(), s.held[0].reason()),
+            ("f2", "parent of manual".to_string())
+        );
+        assert_eq!(s.delete, ["f1"]);
+        // An incremental being deleted needs nothing.
+        let mut all = all;
+        all[2].metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(9).unwrap()),
+        );
+        let ours: Vec<&SGShardedBackup> = all.iter().collect();
+        let s = select(&ours, 0, 1, true, &storage);
+        assert!(s.held.is_empty());
+        assert_eq!(s.delete, ["f2", "f1"]);
+    }
+
+    #[test]
+    fn the_plan_says_which_incremental_keeps_a_backup() {
+        let plan = RetentionPlan {
+            cluster: "c".into(),
+            entries: vec![EntryPlan {
+                entry: 0,
+                retention: 1,
+                keep: vec!["b6".into()],
+                held: vec![Held {
+                    backup: "b5".into(),
+                    parent_of: vec!["b6".into()],
+                    chain_of: Vec::new(),
+                }],
+                delete: vec!["b1".into()],
+                retain_unmanaged_wal: true,
+                wal: Vec::new(),
+                restore_points: Vec::new(),
+                record_dests: Vec::new(),
+            }],
+        };
+        assert_eq!(
+            plan.render(),
+            "SGShardedCluster c\nbackups[0] (retention 1): keep 1 managed backup(s)\n  keep SGShardedBackup b5 (kept: parent of b6)\n  delete SGShardedBackup b1\n"
         );
     }
 

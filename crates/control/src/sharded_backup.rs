@@ -44,6 +44,9 @@ pub struct ShardedBackupJob {
     pub cut_mode: CutMode,
     /// Member backups running at once.
     pub parallelism: usize,
+    /// Whether members back up incremental, each over its newest backup in its destination
+    /// (full when it has none that fits).
+    pub incremental: bool,
     /// Longest wait for the restore point's WAL to reach the archive.
     pub archive_wait: Duration,
 }
@@ -165,6 +168,7 @@ async fn member_backup(
         config: m.backup_from.clone(),
         args: ["backup", "--name", m.backup.as_str(), "--json"]
             .into_iter()
+            .chain(job.incremental.then_some("--incremental"))
             .map(OsString::from)
             .collect(),
     };

@@ -198,6 +198,7 @@ fn backup_job(plan: &ClusterPlan, observed: &ClusterObserved, name: &str) -> Sha
         database: DATABASE.to_string(),
         cut_mode: CutMode::Citus,
         parallelism: 3,
+        incremental: false,
         archive_wait: Duration::from_secs(60),
     }
 }

@@ -8,7 +8,7 @@
 //! still prepared on B, must fail it (proof that the check can fail). A participant that
 //! prepared read-only must not be left prepared by a barrier cut either. A timestamp restore
 //! with `consistent: true` goes to the newest cluster-wide restore point at or before the
-//! time, so it keeps the invariant too.
+//! time, so it keeps the invariant too, and so does an incremental sharded backup.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,6 +147,7 @@ impl Bank {
             database: DATABASE.to_string(),
             cut_mode: mode,
             parallelism: 3,
+            incremental: false,
             archive_wait: ARCHIVE_WAIT,
         }
     }
@@ -532,6 +533,66 @@ async fn barrier_cut_is_consistent_under_cross_shard_load() {
         inconsistent.is_empty(),
         "restores to barrier cuts are inconsistent:\n{}",
         inconsistent.join("\n")
+    );
+}
+
+/// An incremental sharded backup taken under the same load (over a full one taken under
+/// load too, while a transfer straddles the barrier) restores to a consistent cluster: the
+/// members' incrementals read what they did not store from the full backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incremental_sharded_backup_under_load_restores_consistently() {
+    let bank = Bank::open("incr").await;
+    let workload = Workload::start(&bank);
+    let full = bank.backup_job("full", CutMode::default());
+    let full = sharded_backup::run(&full, &bank.runtime, Arc::new(Quiet))
+        .await
+        .unwrap_or_else(|e| panic!("sharded backup full: {e}"));
+
+    let mut job = bank.backup_job("inc", CutMode::default());
+    job.incremental = true;
+    let before = workload.committed();
+    let straddle = Straddle::hold(&bank, "straddle").await;
+    let runtime = bank.runtime.clone();
+    let mut backup =
+        tokio::spawn(async move { sharded_backup::run(&job, &runtime, Arc::new(Quiet)).await });
+    barrier_waits_on_b(&bank, &mut backup).await;
+    straddle.finish().await;
+    let inc = backup
+        .await
+        .expect("the backup task")
+        .unwrap_or_else(|e| panic!("sharded backup inc: {e}"));
+    assert!(
+        workload.committed() > before,
+        "no transfer committed during the incremental: it was not taken under load"
+    );
+    let stats = workload.stop().await;
+    for (m, parent) in inc.manifests.iter().zip(&full.manifests) {
+        assert_eq!(
+            m.parent.as_deref(),
+            Some(parent.name.as_str()),
+            "{} is incremental over the full backup",
+            m.name
+        );
+        assert!(
+            m.size.compressed < parent.size.compressed,
+            "{} stored {} bytes, its full backup {}",
+            m.name,
+            m.size.compressed,
+            parent.size.compressed
+        );
+    }
+    let source = problems(&bank.observed).await;
+    assert!(source.is_empty(), "the source cluster itself: {source:?}");
+    bank.seal_all(&inc.cut).await;
+
+    let found = bank.restore_and_check("r-inc", "inc", &inc.cut.name).await;
+    println!(
+        "incremental under load ({} transfers committed, {} rolled back; write pause {:.1} ms): {found:?}",
+        stats.committed, stats.rolled_back, inc.cut.write_pause_ms
+    );
+    assert!(
+        found.is_empty(),
+        "a restore of the incremental is inconsistent: {found:?}"
     );
 }
 

@@ -1,5 +1,6 @@
 //! Node engine (backup, WAL, restore, verify) and local PostgreSQL runtime for shardvault.
 
+pub mod child_log;
 pub mod config;
 pub mod engine;
 pub mod fingerprint;

@@ -61,26 +61,43 @@ pub enum StorageError {
         /// Why, and what to do.
         reason: String,
     },
-    /// A filesystem storage failed.
-    #[error("storage {op} {key} failed: {source}")]
+    /// A filesystem storage failed (the cause is part of the message, not a source, so that
+    /// a printed chain says it once).
+    #[error("storage {op} {key} failed: {cause}")]
     Filesystem {
         /// The operation: put, get, stat, list, delete or check.
         op: &'static str,
         /// Full key (or directory) it was applied to.
         key: String,
         /// The filesystem's error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Any other failure of the backend (after retries, for transient ones).
-    #[error("storage {op} {key} failed: {source}")]
+    #[error("storage {op} {key} failed: {}", backend_cause(.cause))]
     Backend {
         /// The operation: put, get, stat, list, delete or check.
         op: &'static str,
         /// Full key (or directory) it was applied to.
         key: String,
         /// The backend's error.
-        #[source]
-        source: Box<opendal::Error>,
+        cause: Box<opendal::Error>,
     },
+}
+
+/// A backend error in one sentence: its kind, message and causes, each said once (opendal's
+/// own Display dumps its context in braces and repeats its source).
+pub(crate) fn backend_cause(err: &opendal::Error) -> String {
+    let mut text = err.kind().to_string();
+    if !err.message().is_empty() {
+        text = format!("{text}: {}", err.message());
+    }
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        cause = c.source();
+    }
+    text
 }

@@ -8,6 +8,7 @@ pub mod encryption;
 pub mod error;
 mod fs;
 pub mod openpgp;
+mod retry;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::layers::TimeoutLayer;
 use opendal::{ErrorKind, Operator};
 use tokio::sync::Semaphore;
 
 use crate::fs::{FsError, FsRoot, STAGING_DIR};
+use crate::retry::with_retries;
 use crate::{Performance, StorageConfig, StorageError, Throttle, cloud};
 
 /// Uploads, downloads and other requests in flight at once when no [`Performance`] is given.
@@ -283,7 +284,7 @@ impl Store {
             _ => StorageError::Backend {
                 op,
                 key,
-                source: Box::new(source),
+                cause: Box::new(source),
             },
         }
     }
@@ -315,7 +316,7 @@ impl Store {
                     hint: "the owner and mode of filesystem.path",
                 }
             }
-            FsError::Io(source) => StorageError::Filesystem { op, key, source },
+            FsError::Io(cause) => StorageError::Filesystem { op, key, cause },
         }
     }
 
@@ -626,17 +627,6 @@ fn with_timeouts(op: Operator) -> Operator {
         TimeoutLayer::new()
             .with_timeout(Duration::from_secs(60))
             .with_io_timeout(Duration::from_secs(120)),
-    )
-}
-
-/// `op` retrying transient failures with jittered backoff.
-fn with_retries(op: Operator) -> Operator {
-    op.layer(
-        RetryLayer::new()
-            .with_jitter()
-            .with_max_times(4)
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5)),
     )
 }
 

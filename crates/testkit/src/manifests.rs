@@ -36,6 +36,15 @@ spec:
     doc
 }
 
+/// `doc` (one manifest whose `metadata:` has no annotations yet) with annotation `key: value`.
+pub fn with_annotation(doc: &str, key: &str, value: &str) -> String {
+    doc.replacen(
+        "metadata:\n",
+        &format!("metadata:\n  annotations:\n    {key}: '{value}'\n"),
+        1,
+    )
+}
+
 /// An SGShardedCluster of type ddp: PostgreSQL 15, database `app`, one coordinator and shards
 /// of one server each.
 #[derive(Debug, Clone)]
@@ -44,6 +53,7 @@ pub struct DdpCluster {
     shards: u32,
     backups_to: Option<String>,
     compression: Option<String>,
+    entry_lines: Vec<String>,
     annotations: Vec<(String, String)>,
     restored_from: Option<String>,
 }
@@ -56,6 +66,7 @@ impl DdpCluster {
             shards: 2,
             backups_to: None,
             compression: None,
+            entry_lines: Vec::new(),
             annotations: Vec::new(),
             restored_from: None,
         }
@@ -76,6 +87,12 @@ impl DdpCluster {
     /// With `compression` in its `backups[]` entry.
     pub fn compression(mut self, compression: &str) -> DdpCluster {
         self.compression = Some(compression.to_string());
+        self
+    }
+
+    /// With `line` (YAML, such as `retention: 1`) in its `backups[]` entry.
+    pub fn entry_line(mut self, line: &str) -> DdpCluster {
+        self.entry_lines.push(line.to_string());
         self
     }
 
@@ -124,6 +141,9 @@ impl DdpCluster {
             if let Some(c) = &self.compression {
                 doc.push_str(&format!("        compression: {c}\n"));
             }
+            for line in &self.entry_lines {
+                doc.push_str(&format!("        {line}\n"));
+            }
         }
         if let Some(backup) = &self.restored_from {
             doc.push_str(&format!(
@@ -143,10 +163,17 @@ mod tests {
         let docs = [
             filesystem_storage("store", Path::new("/var/backups/x")),
             sharded_backup("b", "c", &["maxRetries: 3", "timeout: 8"]),
+            with_annotation(
+                &sharded_backup("i", "c", &[]),
+                "shardvault.io/backup-type",
+                "incremental",
+            ),
             DdpCluster::new("c")
                 .shards(1)
                 .backups_to("store")
                 .compression("zstd")
+                .entry_line("retention: 2")
+                .entry_line("incremental: {fullEvery: 3, maxChainSizePercent: 50}")
                 .annotation("shardvault.io/restore-point-schedule", "0 * * * *")
                 .yaml(),
             DdpCluster::new("r").restored_from("b").yaml(),

@@ -132,7 +132,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok((obj, outcome)) => outln!("{} {outcome}", display_name(&obj)),
                 Err(e) => {
                     failed = true;
-                    eprintln!("error: {}: {e:#}", m.source);
+                    eprintln!("error: {}: {}", m.source, super::error_chain::sentence(&e));
                 }
             }
         }

@@ -19,6 +19,7 @@ use shardvault_pg::engine::layout;
 use shardvault_storage::Destination;
 
 use super::client::{Client, ConnArgs};
+use super::settings::SettingsArgs;
 use super::stdout::outln;
 
 /// Options of `shardvault backups`.
@@ -30,12 +31,24 @@ pub struct BackupsArgs {
 
 #[derive(clap::Subcommand)]
 enum BackupsCommand {
-    /// Lists backups: one member's (`--config`), or the sharded backups an SGObjectStorage
-    /// holds, read from storage alone (`--storage`).
+    /// Lists backups: one server's (settings from the environment or `--config`), or the
+    /// sharded backups an SGObjectStorage holds, read from storage alone (`--storage`).
     #[command(
-        after_help = "Example:\n  shardvault backups ls --storage my-backup-storage\n  shardvault backups ls --config shard0.json --json"
+        after_help = "Example:\n  SHARDVAULT_STORAGE_PREFIX=/var/backups/pg shardvault backups ls\n  shardvault backups ls --config /etc/shardvault.yaml --json\n  shardvault backups ls --storage my-backup-storage"
     )]
     Ls(LsArgs),
+    /// Deletes one server's backup (or LATEST), refusing one a kept incremental needs; a dry
+    /// run without --confirm.
+    #[command(
+        after_help = "Example:\n  shardvault backups delete backup-20261124T010000Z            # says what it would delete\n  shardvault backups delete backup-20261124T010000Z --confirm"
+    )]
+    Delete(super::member_backups::DeleteArgs),
+    /// Keeps one server's N newest full backups (and what they need), deletes older backups
+    /// and the WAL before the oldest one kept; a dry run without --confirm.
+    #[command(
+        after_help = "Example:\n  shardvault backups retain 2              # says what it would delete\n  shardvault backups retain 2 --confirm"
+    )]
+    Retain(super::member_backups::RetainArgs),
     /// Brings a sharded backup found in storage back as SGShardedBackup and SGBackups, so a
     /// new installation can restore from it.
     #[command(
@@ -47,11 +60,10 @@ enum BackupsCommand {
 /// Options of `shardvault backups ls`.
 #[derive(clap::Args)]
 struct LsArgs {
-    /// One member's node config file (no daemon needed).
-    #[arg(long, conflicts_with = "storage", required_unless_present = "storage")]
-    config: Option<std::path::PathBuf>,
-    /// SGObjectStorage whose sharded backups to list.
-    #[arg(long)]
+    #[command(flatten)]
+    settings: SettingsArgs,
+    /// SGObjectStorage whose sharded backups to list (through the daemon).
+    #[arg(long, conflicts_with = "config")]
     storage: Option<String>,
     /// Cluster prefix inside the storage (default: search the whole storage).
     #[arg(long, requires = "storage")]
@@ -81,9 +93,9 @@ struct ImportArgs {
 pub fn run(args: BackupsArgs) -> anyhow::Result<std::process::ExitCode> {
     super::client::runtime()?.block_on(async {
         match args.command {
-            BackupsCommand::Ls(a) => match (&a.config, a.storage) {
-                (Some(config), _) => super::node::list_member_backups(config, a.json).await?,
-                (None, Some(storage)) => {
+            BackupsCommand::Ls(a) => match a.storage {
+                None => super::member_backups::list(&a.settings, a.json).await?,
+                Some(storage) => {
                     let client = a.conn.connect().await?;
                     let sa = StorageArgs {
                         storage,
@@ -92,8 +104,9 @@ pub fn run(args: BackupsArgs) -> anyhow::Result<std::process::ExitCode> {
                     };
                     ls(&client, &sa, a.json).await?;
                 }
-                (None, None) => bail!("give --config FILE or --storage NAME"),
             },
+            BackupsCommand::Delete(a) => super::member_backups::delete(a).await?,
+            BackupsCommand::Retain(a) => super::member_backups::retain(a).await?,
             BackupsCommand::Import(a) => {
                 let client = a.conn.connect().await?;
                 import(&client, &a.storage, &a.name).await?;
@@ -197,21 +210,25 @@ pub async fn ls(client: &Client, args: &StorageArgs, json: bool) -> anyhow::Resu
         return Ok(());
     }
     outln!(
-        "{:<32} {:<24} {:>7} {:<32} {:>10} {:>12}  PATH",
+        "{:<32} {:<24} {:>7} {:<32} {:<12} {:<32} {:>10} {:>12}  PATH",
         "NAME",
         "CLUSTER",
         "MEMBERS",
         "RESTORE POINT TIME",
+        "TYPE",
+        "PARENT",
         "COMPRESSED",
         "UNCOMPRESSED"
     );
     for (path, r) in &found {
         outln!(
-            "{:<32} {:<24} {:>7} {:<32} {:>10} {:>12}  {}",
+            "{:<32} {:<24} {:>7} {:<32} {:<12} {:<32} {:>10} {:>12}  {}",
             r.name,
             r.cluster,
             r.members.len(),
             r.restore_point.time,
+            r.backup_type.unwrap_or_default(),
+            r.parent.as_deref().unwrap_or("-"),
             human_bytes(r.size.compressed),
             human_bytes(r.size.uncompressed),
             path

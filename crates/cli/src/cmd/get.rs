@@ -178,13 +178,22 @@ fn headers(kind: Kind, wide: bool) -> Vec<&'static str> {
             "NAME",
             "CLUSTER",
             "STATUS",
+            "TYPE",
             "START",
             "DURATION",
             "COMPRESSED",
             "UNCOMPRESSED",
             "AGE",
         ],
-        Kind::SGBackup => vec!["NAME", "CLUSTER", "STATUS", "START", "COMPRESSED", "AGE"],
+        Kind::SGBackup => vec![
+            "NAME",
+            "CLUSTER",
+            "STATUS",
+            "TYPE",
+            "START",
+            "COMPRESSED",
+            "AGE",
+        ],
         Kind::SGShardedCluster => vec!["NAME", "TYPE", "MEMBERS", "READY", "AGE"],
         Kind::SGObjectStorage => vec!["NAME", "TYPE", "BUCKET/PATH", "AGE"],
         Kind::Secret => vec!["NAME", "KEYS", "AGE"],
@@ -192,8 +201,22 @@ fn headers(kind: Kind, wide: bool) -> Vec<&'static str> {
     };
     if wide {
         h.extend(match kind {
-            Kind::SGShardedBackup => vec!["MANAGED", "MEMBERS", "POSTGRES", "RESTORE POINT"],
-            Kind::SGBackup => vec!["UNCOMPRESSED", "LSN START", "LSN END", "TIMELINE"],
+            Kind::SGShardedBackup => vec![
+                "MANAGED",
+                "MEMBERS",
+                "POSTGRES",
+                "RESTORE POINT",
+                "PARENT",
+                "RESTORE READS",
+            ],
+            Kind::SGBackup => vec![
+                "UNCOMPRESSED",
+                "LSN START",
+                "LSN END",
+                "TIMELINE",
+                "PARENT",
+                "RESTORE READS",
+            ],
             Kind::SGShardedCluster => vec![
                 "VERSION",
                 "DATABASE",
@@ -256,11 +279,15 @@ fn row(kind: Kind, v: &Value, wide: bool) -> Vec<String> {
         .and_then(Value::as_str));
     let status = || or_dash(s(v, "/status/process/status"));
     let start = || or_dash(s(v, "/status/process/timing/start"));
+    let backup_type = || or_dash(s(v, "/status/backupInformation/backupType"));
+    let parent = || or_dash(s(v, "/status/backupInformation/parent"));
+    let restore_reads = || size_at(v, "/status/backupInformation/size/restore");
     let mut r = match kind {
         Kind::SGShardedBackup => vec![
             name,
             s(v, "/spec/sgShardedCluster").into(),
             status(),
+            backup_type(),
             start(),
             timing_duration(v),
             size_at(v, "/status/backupInformation/size/compressed"),
@@ -271,6 +298,7 @@ fn row(kind: Kind, v: &Value, wide: bool) -> Vec<String> {
             name,
             s(v, "/spec/sgCluster").into(),
             status(),
+            backup_type(),
             start(),
             size_at(v, "/status/backupInformation/size/compressed"),
             created,
@@ -326,6 +354,8 @@ fn row(kind: Kind, v: &Value, wide: bool) -> Vec<String> {
                     .to_string(),
                 or_dash(s(v, "/status/backupInformation/postgresVersion")),
                 or_dash(s(v, "/status/restorePoint/name")),
+                parent(),
+                restore_reads(),
             ],
             Kind::SGBackup => vec![
                 size_at(v, "/status/backupInformation/size/uncompressed"),
@@ -333,6 +363,8 @@ fn row(kind: Kind, v: &Value, wide: bool) -> Vec<String> {
                 or_dash(s(v, "/status/backupInformation/lsn/end")),
                 v.pointer("/status/backupInformation/timeline")
                     .map_or("-".into(), Value::to_string),
+                parent(),
+                restore_reads(),
             ],
             Kind::SGShardedCluster => vec![
                 or_dash(s(v, "/spec/postgres/version")),

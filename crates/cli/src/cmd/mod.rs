@@ -9,7 +9,9 @@ pub mod daemon;
 pub mod delete;
 pub mod demo;
 pub mod describe;
+pub mod error_chain;
 pub mod get;
+pub mod member_backups;
 pub mod node;
 pub mod operator;
 pub mod psql;
@@ -17,6 +19,7 @@ pub mod repeats;
 pub mod restore_points;
 pub mod retention;
 pub mod serve;
+pub mod settings;
 pub mod state_dir;
 pub mod stdout;
 pub mod verify;
@@ -34,12 +37,17 @@ pub fn init_logging() {
     use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    let lines = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(repeats::Repeats::default());
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(lines)
-        .try_init();
+    let registry = tracing_subscriber::registry().with(filter);
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let _ = if shardvault_pg::child_log::is_child() {
+        // `LEVEL message` for the parent to log once, under its own timestamp.
+        let lines = lines.without_time().with_target(false).with_ansi(false);
+        registry.with(lines).try_init()
+    } else {
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let lines = lines
+            .with_ansi(ansi)
+            .with_filter(repeats::Repeats::default());
+        registry.with(lines).try_init()
+    };
 }

@@ -1,21 +1,20 @@
-//! `shardvault node ...` and `shardvault backups ls`: node work on one PostgreSQL cluster
-//! without the daemon, reading the per-member node config file.
+//! `shardvault node ...`: node work on one PostgreSQL cluster without the daemon, with the
+//! settings of [`super::settings`].
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use shardvault_api::quantity::human_bytes;
-use shardvault_pg::config::NodeConfig;
 use shardvault_pg::engine::{
     self, BackupOptions, ParentChoice, Progress, RecoveryTarget, Repo, RestoreOptions,
 };
-use shardvault_storage::Destination;
 
-use super::stdout::{out, outln};
+use super::settings::SettingsArgs;
+use super::stdout::outln;
 
 /// Options of `shardvault node`.
 #[derive(clap::Args)]
@@ -26,19 +25,21 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum NodeCommand {
-    /// Takes a base backup of the running server into the config's first destination.
+    /// Takes a base backup of the running server (PGHOST, PGPORT, PGUSER, PGDATA) into the
+    /// storage.
     #[command(
-        after_help = "Example:\n  shardvault node backup --config /var/lib/shardvault/shard0.json --name nightly-1 --json\n  shardvault node backup --config shard0.json --name nightly-2 --incremental --json"
+        after_help = "Example:\n  SHARDVAULT_STORAGE_PREFIX=/var/backups/pg PGDATA=/var/lib/postgresql/15/main \\\n      shardvault node backup --name nightly-1\n  shardvault node backup --config /etc/shardvault.yaml --incremental --json"
     )]
     Backup(BackupArgs),
-    /// Restores a backup into an empty directory, set up to recover to a target and promote.
+    /// Restores a backup (or LATEST) into an empty directory, set up to recover to a target
+    /// and promote.
     #[command(
-        after_help = "Example:\n  shardvault node restore --config shard0.json --backup nightly-1 --pgdata /srv/pg/restored \\\n      --target-time 2026-11-24T01:30:00Z"
+        after_help = "Example:\n  shardvault node restore --backup LATEST --pgdata /srv/pg/restored\n  shardvault node restore --config /etc/shardvault.yaml --backup nightly-1 \\\n      --pgdata /srv/pg/restored --target-time 2026-11-24T01:30:00Z"
     )]
     Restore(RestoreArgs),
-    /// Checks every object of a backup and the WAL it needs.
+    /// Checks every object of a backup (or LATEST) and the WAL it needs.
     #[command(
-        after_help = "Example:\n  shardvault node verify --config shard0.json --backup nightly-1"
+        after_help = "Example:\n  shardvault node verify --backup LATEST\n  shardvault node verify --config /etc/shardvault.yaml --backup nightly-1"
     )]
     Verify(VerifyArgs),
 }
@@ -46,9 +47,8 @@ enum NodeCommand {
 /// Options of `shardvault node backup`.
 #[derive(clap::Args)]
 struct BackupArgs {
-    /// Node config file (JSON, written by the runtime).
-    #[arg(long)]
-    config: PathBuf,
+    #[command(flatten)]
+    settings: SettingsArgs,
     /// Backup name (default `backup-YYYYMMDDTHHMMSSZ`, UTC).
     #[arg(long)]
     name: Option<String>,
@@ -71,10 +71,9 @@ struct BackupArgs {
 #[derive(clap::Args)]
 #[command(group = clap::ArgGroup::new("target").multiple(false))]
 struct RestoreArgs {
-    /// Node config file; WAL and the backup come from its restoreSource, else its first destination.
-    #[arg(long)]
-    config: PathBuf,
-    /// Name of the backup to restore.
+    #[command(flatten)]
+    settings: SettingsArgs,
+    /// Name of the backup to restore, or LATEST for the newest.
     #[arg(long)]
     backup: String,
     /// Data directory to create (missing or empty).
@@ -101,15 +100,19 @@ struct RestoreArgs {
     /// Recreate tablespaces under DIR/<oid> instead of their original locations.
     #[arg(long, value_name = "DIR")]
     tablespace_dir: Option<PathBuf>,
+    /// The restore_command the restored server runs (default: `shardvault wal-fetch %f %p`,
+    /// with `--config FILE` when one was given; the server then needs the same settings in
+    /// its environment).
+    #[arg(long, value_name = "COMMAND")]
+    restore_command: Option<String>,
 }
 
 /// Options of `shardvault node verify`.
 #[derive(clap::Args)]
 struct VerifyArgs {
-    /// Node config file.
-    #[arg(long)]
-    config: PathBuf,
-    /// Name of the backup to check.
+    #[command(flatten)]
+    settings: SettingsArgs,
+    /// Name of the backup to check, or LATEST for the newest.
     #[arg(long)]
     backup: String,
 }
@@ -129,22 +132,19 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Loads a node config.
-pub(crate) fn load(config: &Path) -> anyhow::Result<NodeConfig> {
-    Ok(NodeConfig::load(config)?)
-}
-
-/// Where backups are read from: restoreSource, else the first destination.
-pub(crate) fn source(cfg: &NodeConfig, config: &Path) -> anyhow::Result<Destination> {
-    cfg.restore_source
-        .clone()
-        .or_else(|| cfg.destinations.first().cloned())
-        .with_context(|| {
-            format!(
-                "{}: neither restoreSource nor destinations is set: add a destination",
-                config.display()
-            )
-        })
+/// The name of backup `name` of `repo`: `LATEST` is the newest complete one.
+pub(crate) async fn backup_name(repo: &Repo, name: &str) -> anyhow::Result<String> {
+    if name != "LATEST" {
+        return Ok(name.to_string());
+    }
+    let backups = engine::list_backups(repo).await?;
+    let newest = backups.last().with_context(|| {
+        format!(
+            "LATEST: there is no backup in {}: take one with `shardvault node backup`",
+            repo.store.describe()
+        )
+    })?;
+    Ok(newest.name.clone())
 }
 
 /// A progress reporter: a bar on a terminal, else a log line every tenth of the way.
@@ -188,13 +188,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
-    let cfg = load(&a.config)?;
-    let dest = cfg.destinations.first().cloned().with_context(|| {
-        format!(
-            "{}: no destinations: add one to back up",
-            a.config.display()
-        )
-    })?;
+    let settings = a.settings.load()?;
+    let cfg = &settings.node;
+    let dest = cfg
+        .destinations
+        .first()
+        .cloned()
+        .with_context(|| format!("{}: no destinations: add one to back up", settings.origin))?;
+    if cfg.pgdata.as_os_str().is_empty() {
+        anyhow::bail!(
+            "PGDATA is not set in {}: set it to the data directory of the server to back up",
+            settings.origin
+        );
+    }
     let opts = BackupOptions {
         archive_timeout: Duration::from_secs(a.wal_timeout),
         progress: Some(progress("backup")),
@@ -205,7 +211,7 @@ async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
         },
         ..BackupOptions::named(a.name.unwrap_or_else(engine::backup::default_name))
     };
-    let manifest = engine::backup(&cfg, &dest, &opts).await?;
+    let manifest = engine::backup(cfg, &dest, &opts).await?;
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&manifest.summary())?);
     } else {
@@ -226,11 +232,20 @@ async fn backup(a: BackupArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
-    let cfg = load(&a.config)?;
-    let source = source(&cfg, &a.config)?;
-    let config = std::path::absolute(&a.config)
-        .with_context(|| format!("{}: cannot make the path absolute", a.config.display()))?;
-    let exe = std::env::current_exe().context("cannot find the shardvault binary's path")?;
+    let settings = a.settings.load()?;
+    let source = settings.source()?;
+    let backup = backup_name(&Repo::open(&source)?, &a.backup).await?;
+    let restore_command = match (a.restore_command, &settings.file) {
+        (Some(command), _) => command,
+        (None, file) => {
+            let exe =
+                std::env::current_exe().context("cannot find the shardvault binary's path")?;
+            match file {
+                Some(config) => engine::wal::restore_command(&exe, config),
+                None => engine::wal::restore_command_from_environment(&exe),
+            }
+        }
+    };
     let target = match (a.target_immediate, a.target_name, a.target_time) {
         (true, _, _) => RecoveryTarget::Immediate,
         (_, Some(n), _) => RecoveryTarget::Name(n),
@@ -241,13 +256,13 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         _ => RecoveryTarget::Latest,
     };
     let opts = RestoreOptions {
-        backup: a.backup,
+        backup,
         pgdata: a.pgdata,
         target,
         concurrency: a
             .concurrency
             .unwrap_or(source.performance.download_concurrency),
-        restore_command: engine::wal::restore_command(&exe, &config),
+        restore_command,
         tablespace_dir: a.tablespace_dir,
         progress: Some(progress("restore")),
     };
@@ -262,76 +277,19 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let cfg = load(&a.config)?;
-    let source = source(&cfg, &a.config)?;
-    let report = engine::verify(&source, &a.backup).await?;
+    let source = a.settings.load()?.source()?;
+    let backup = backup_name(&Repo::open(&source)?, &a.backup).await?;
+    let report = engine::verify(&source, &backup).await?;
     let chain = match report.chain {
         0 => String::new(),
         n => format!(" (incremental: the {n} older backups of its chain checked too)"),
     };
     outln!(
-        "backup {} is intact: {} parts, {} files, {}, {} WAL segments{chain}",
-        a.backup,
+        "backup {backup} is intact: {} parts, {} files, {}, {} WAL segments{chain}",
         report.parts,
         report.files,
         human_bytes(report.bytes),
         report.wal_segments
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Prints the complete backups of one member (`backups ls --config`).
-pub async fn list_member_backups(config: &Path, json: bool) -> anyhow::Result<()> {
-    let cfg = load(config)?;
-    let source = source(&cfg, config)?;
-    let backups = engine::list_backups(&Repo::open(&source)?).await?;
-    let summaries: Vec<_> = backups.iter().map(|m| m.summary()).collect();
-    if json {
-        outln!("{}", serde_json::to_string_pretty(&summaries)?);
-    } else {
-        out!("{}", table(&summaries));
-    }
-    Ok(())
-}
-
-/// The `backups ls` table.
-fn table(rows: &[engine::BackupSummary]) -> String {
-    let mut out = vec![[
-        "NAME".to_string(),
-        "START".to_string(),
-        "END LSN".to_string(),
-        "TIMELINE".to_string(),
-        "SIZE".to_string(),
-        "STORED".to_string(),
-        "FROM".to_string(),
-        "TYPE".to_string(),
-    ]];
-    for r in rows {
-        out.push([
-            r.name.clone(),
-            r.start_time.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-            r.end_lsn.to_string(),
-            r.timeline.to_string(),
-            human_bytes(r.size.uncompressed),
-            human_bytes(r.size.compressed),
-            if r.from_replica { "replica" } else { "primary" }.to_string(),
-            match &r.parent {
-                Some(p) => format!("incremental over {p}"),
-                None => "full".to_string(),
-            },
-        ]);
-    }
-    let widths: Vec<usize> = (0..8)
-        .map(|i| out.iter().map(|r| r[i].len()).max().unwrap_or(0))
-        .collect();
-    out.iter()
-        .map(|r| {
-            let line: Vec<String> = r
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            format!("{}\n", line.join("  ").trim_end())
-        })
-        .collect()
 }

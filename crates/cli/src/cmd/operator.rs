@@ -81,7 +81,10 @@ pub fn start_in_process(
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         if let Err(e) = run_controllers(client, runtime, shutdown).await {
-            tracing::warn!("the controllers stopped: {e:#}");
+            tracing::warn!(
+                "the controllers stopped: {}",
+                super::error_chain::sentence(&e)
+            );
         }
     })
 }

@@ -1,21 +1,31 @@
-//! `shardvault wal-push` and `shardvault wal-fetch`: PostgreSQL's archive_command and
-//! restore_command, reading the per-member node config file.
+//! `shardvault wal-push`, `wal-fetch` and `wal-verify`: PostgreSQL's archive_command and
+//! restore_command, and a check of the archive for gaps, with the settings of
+//! [`super::settings`].
 
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
 
-use shardvault_pg::engine::{EngineError, layout, wal};
+use anyhow::bail;
+use shardvault_pg::engine::{EngineError, Repo, archive_check, layout, wal};
 
-use super::node::{load, runtime, source};
+use super::node::runtime;
+use super::settings::SettingsArgs;
+use super::stdout::outln;
 
 /// Options of `shardvault wal-push`.
 #[derive(clap::Args)]
 pub struct PushArgs {
     /// The WAL file to archive (`%p`: relative to the data directory PostgreSQL runs in).
     path: PathBuf,
-    /// Node config file.
-    #[arg(long)]
-    config: PathBuf,
+    #[command(flatten)]
+    settings: SettingsArgs,
+}
+
+/// Options of `shardvault wal-verify`.
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    settings: SettingsArgs,
 }
 
 /// Options of `shardvault wal-fetch`.
@@ -25,9 +35,8 @@ pub struct FetchArgs {
     name: String,
     /// Where to put it (`%p`).
     dest: PathBuf,
-    /// Node config file; WAL comes from its restoreSource, else its first destination.
-    #[arg(long)]
-    config: PathBuf,
+    #[command(flatten)]
+    settings: SettingsArgs,
     /// Segments to download ahead in the background (0: none).
     #[arg(long, default_value_t = 8)]
     prefetch: usize,
@@ -40,7 +49,7 @@ pub struct FetchArgs {
 /// Runs `shardvault wal-push`: exit status 0 only when every destination has the file.
 pub fn run_push(args: PushArgs) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async {
-        let cfg = load(&args.config)?;
+        let cfg = args.settings.load()?.node;
         let pushed = wal::push(&cfg, &args.path).await?;
         tracing::debug!(path = %args.path.display(), ?pushed, "archived");
         Ok(ExitCode::SUCCESS)
@@ -56,19 +65,18 @@ pub fn run_fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     Ok(match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if matches!(e.downcast_ref(), Some(EngineError::WalNotFound { .. })) => {
-            tracing::info!("{e:#}");
+            tracing::info!("{}", super::error_chain::sentence(&e));
             ExitCode::from(1)
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", super::error_chain::sentence(&e));
             ExitCode::from(128)
         }
     })
 }
 
 async fn fetch(args: &FetchArgs) -> anyhow::Result<()> {
-    let cfg = load(&args.config)?;
-    let source = source(&cfg, &args.config)?;
+    let source = args.settings.load()?.source()?;
     let dir = wal::prefetch_dir(&args.dest);
     if let Some(segment_size) = args.prefetch_only {
         let got = wal::prefetch(&source, &args.name, args.prefetch, segment_size, &dir).await?;
@@ -94,12 +102,12 @@ fn spawn_prefetcher(args: &FetchArgs, segment_size: u64) {
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
-    let spawned = std::process::Command::new(exe)
-        .arg("wal-fetch")
-        .arg(&args.name)
-        .arg(&args.dest)
-        .arg("--config")
-        .arg(&args.config)
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("wal-fetch").arg(&args.name).arg(&args.dest);
+    if let Some(config) = &args.settings.config {
+        cmd.arg("--config").arg(config);
+    }
+    let spawned = cmd
         .arg("--prefetch")
         .arg(args.prefetch.to_string())
         .arg("--prefetch-only")
@@ -111,4 +119,39 @@ fn spawn_prefetcher(args: &FetchArgs, segment_size: u64) {
     if let Err(e) = spawned {
         tracing::debug!("no prefetch: {e}");
     }
+}
+
+/// Runs `shardvault wal-verify`: exit status 0 only when no segment between the oldest
+/// backup's start and the newest archived segment is missing.
+pub fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async {
+        let repo = Repo::open(&args.settings.load()?.source()?)?;
+        let Some(report) = archive_check::check_archive(&repo).await? else {
+            outln!(
+                "no backup in {}: nothing to check (the check starts at the oldest backup)",
+                repo.store.describe()
+            );
+            return Ok(ExitCode::SUCCESS);
+        };
+        for name in &report.missing_history {
+            outln!("missing timeline history {name}");
+        }
+        for name in &report.missing {
+            outln!("missing WAL segment {name}");
+        }
+        let range = format!(
+            "from {} (the start of the oldest backup, {}) to {}, the newest archived",
+            report.first, report.backup, report.last
+        );
+        if !report.complete() {
+            bail!(
+                "the WAL archive misses {} of {} segments and {} timeline history files {range}: recovery stops at the first gap; take a new backup to recover past it",
+                report.missing.len(),
+                report.checked,
+                report.missing_history.len()
+            );
+        }
+        outln!("the WAL archive is complete: {} segments {range}", report.checked);
+        Ok(ExitCode::SUCCESS)
+    })
 }

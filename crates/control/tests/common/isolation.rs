@@ -240,6 +240,7 @@ pub async fn restore_never_touches_its_source(sharding: Sharding) {
             Sharding::Citus => CutMode::Citus,
         },
         parallelism: 3,
+        incremental: false,
         archive_wait: Duration::from_secs(60),
     };
     let outcome = sharded_backup::run(&job, &node_runtime(state.path()), Arc::new(Quiet))

@@ -155,7 +155,8 @@ pub fn walfile_name_before(timeline: u32, lsn: Lsn, wal_segment_size: u64) -> St
     )
 }
 
-fn segment_name(timeline: u32, segno: u64, wal_segment_size: u64) -> String {
+/// The name of segment number `segno` of `timeline`.
+pub(crate) fn segment_name(timeline: u32, segno: u64, wal_segment_size: u64) -> String {
     let per = segments_per_id(wal_segment_size);
     format!("{timeline:08X}{:08X}{:08X}", segno / per, segno % per)
 }
@@ -173,7 +174,7 @@ pub fn wal_position(file: &str) -> Option<(&str, &str)> {
 }
 
 /// Timeline and segment number of a plain WAL segment name.
-fn parse_segment(name: &str, wal_segment_size: u64) -> Option<(u32, u64)> {
+pub(crate) fn parse_segment(name: &str, wal_segment_size: u64) -> Option<(u32, u64)> {
     if !is_segment_name(name) {
         return None;
     }

@@ -3,6 +3,7 @@
 //!
 //! The storage layout is described in `README.md` beside this file.
 
+pub mod archive_check;
 pub mod backup;
 pub mod chain;
 mod datadir;

@@ -1,17 +1,26 @@
 //! Removing what a destination stores: a base backup, and the WAL no backup needs any more.
 
+use std::collections::BTreeSet;
+
 use futures::StreamExt;
 use shardvault_storage::StorageError;
 
+use super::chain::needed_by_kept;
 use super::layout::{self, wal_position};
+use super::manifest::{BackupSummary, BackupType};
 use super::{EngineError, Repo};
 
 /// Deletes in flight while pruning WAL.
 const DELETE_CONCURRENCY: usize = 8;
 
-/// Deletes every object of backup `name` (its manifest, parts and files); a missing backup
-/// is no error.
+/// Deletes every object of backup `name` (its manifest, parts and files), the manifest
+/// first so that an interrupted delete leaves no backup that claims to be complete; a
+/// missing backup is no error.
 pub async fn delete_backup(repo: &Repo, name: &str) -> Result<(), EngineError> {
+    match repo.store.delete(&layout::manifest_key(name)).await {
+        Ok(()) | Err(StorageError::NotFound { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
     Ok(repo.store.delete_all(&layout::backup_dir(name)).await?)
 }
 
@@ -65,6 +74,42 @@ pub fn plan_wal_prune(files: &[String], starts: &[String]) -> WalPrune {
     WalPrune { keep_from, delete }
 }
 
+/// Which backups keeping a number of full backups keeps and deletes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetainPlan {
+    /// Kept, oldest first.
+    pub keep: Vec<String>,
+    /// Deleted, oldest first.
+    pub delete: Vec<String>,
+}
+
+/// Plans keeping the `full` newest full backups of `backups` (oldest first): they, every
+/// backup taken after the oldest of them, and the backups those need for their chains stay;
+/// the rest go. Fewer full backups than `full` keeps everything.
+pub fn plan_retain(backups: &[BackupSummary], full: usize) -> RetainPlan {
+    let fulls: Vec<&BackupSummary> = backups
+        .iter()
+        .filter(|b| b.backup_type == BackupType::Full)
+        .collect();
+    let Some(oldest) = fulls.len().checked_sub(full.max(1)).map(|i| fulls[i]) else {
+        return RetainPlan {
+            keep: backups.iter().map(|b| b.name.clone()).collect(),
+            delete: Vec::new(),
+        };
+    };
+    let mut kept: BTreeSet<String> = backups
+        .iter()
+        .filter(|b| b.start_time >= oldest.start_time)
+        .map(|b| b.name.clone())
+        .collect();
+    kept.extend(needed_by_kept(backups, &kept).into_keys());
+    let (keep, delete): (Vec<_>, Vec<_>) = backups
+        .iter()
+        .map(|b| b.name.clone())
+        .partition(|n| kept.contains(n));
+    RetainPlan { keep, delete }
+}
+
 /// Deletes archived WAL `files` (names as [`list_wal`] gives them); the first failure is
 /// returned after every other delete was tried.
 pub async fn delete_wal(repo: &Repo, files: &[String]) -> Result<(), EngineError> {
@@ -115,5 +160,45 @@ mod tests {
             "a newer timeline and history files stay"
         );
         assert_eq!(plan_wal_prune(&files, &[]), WalPrune::default());
+    }
+
+    #[test]
+    fn retain_keeps_the_newest_fulls_and_what_their_chains_need() {
+        let at = |name: &str, minute: i64, chain: &[&str]| {
+            let mut s: BackupSummary = serde_json::from_value(serde_json::json!({
+                "name": name, "startLsn": "0/1", "endLsn": "0/2", "timeline": 1,
+                "startWalFile": "", "endWalFile": "", "systemIdentifier": "7",
+                "postgresVersion": "15", "fromReplica": false, "compression": "lz4",
+                "size": {"compressed": 0, "uncompressed": 0},
+                "startTime": "2026-01-01T00:00:00Z", "endTime": "2026-01-01T00:00:00Z",
+                "hostname": "h", "pgdata": "/d", "files": 0, "parts": 0
+            }))
+            .unwrap();
+            s.start_time += jiff::SignedDuration::from_mins(minute);
+            s.chain = names(chain);
+            s.parent = s.chain.last().cloned();
+            if s.parent.is_some() {
+                s.backup_type = BackupType::Incremental;
+            }
+            s
+        };
+        let backups = [
+            at("f1", 0, &[]),
+            at("i1", 1, &["f1"]),
+            at("f2", 2, &[]),
+            at("i2", 3, &["f1", "i1"]),
+            at("f3", 4, &[]),
+        ];
+        let plan = plan_retain(&backups, 2);
+        assert_eq!(
+            plan.keep,
+            names(&["f1", "i1", "f2", "i2", "f3"]),
+            "i2 needs f1 and i1"
+        );
+        let plan = plan_retain(&backups, 1);
+        assert_eq!(plan.keep, names(&["f3"]));
+        assert_eq!(plan.delete, names(&["f1", "i1", "f2", "i2"]));
+        assert!(plan_retain(&backups, 3).delete.is_empty());
+        assert!(plan_retain(&backups, 9).delete.is_empty());
     }
 }

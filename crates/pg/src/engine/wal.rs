@@ -36,6 +36,12 @@ pub fn restore_command(shardvault_bin: &Path, config: &Path) -> String {
     )
 }
 
+/// The `restore_command` that fetches through `shardvault wal-fetch` with the settings of the
+/// server's environment (`SHARDVAULT_*` variables).
+pub fn restore_command_from_environment(shardvault_bin: &Path) -> String {
+    format!("{} wal-fetch %f %p", shell_quote(shardvault_bin))
+}
+
 /// What pushing a WAL file to one destination did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {

@@ -700,6 +700,7 @@ async fn restore(
     let node_config = plan.dir.join(&member.name).join("node.json");
     let mut cmd = user::command(&plan.shardvault_bin);
     user::die_with_parent(&mut cmd);
+    crate::child_log::mark(&mut cmd);
     cmd.args(["node", "restore", "--config"])
         .arg(&node_config)
         .args(["--backup", backup, "--pgdata"])
@@ -717,7 +718,7 @@ async fn restore(
         source,
     };
     let mut child = cmd.spawn().map_err(spawn_err)?;
-    let (out, err) = tokio::join!(
+    let (_, err) = tokio::join!(
         log_lines(&primary.name, child.stdout.take()),
         log_lines(&primary.name, child.stderr.take()),
     );
@@ -731,7 +732,7 @@ async fn restore(
                 primary.name
             ),
             status,
-            output: [out, err].concat().join("\n"),
+            output: crate::child_log::failure(&err.join("\n")),
         });
     }
     isolation::mark(&primary.dir)?;
@@ -878,7 +879,8 @@ async fn forget_recovery_settings(primary: &Instance) -> Result<(), RuntimeError
     Ok(())
 }
 
-/// Logs every line of a restore's output stream; returns the last 20.
+/// Logs every line of a restore's output stream once (see [`crate::child_log`]); returns
+/// the last 20.
 async fn log_lines<R: tokio::io::AsyncRead + Unpin>(
     instance: &str,
     stream: Option<R>,
@@ -887,7 +889,7 @@ async fn log_lines<R: tokio::io::AsyncRead + Unpin>(
     if let Some(stream) = stream {
         let mut lines = tokio::io::BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            tracing::info!(instance, "restore: {line}");
+            crate::child_log::relay(instance, &line);
             tail.push(line);
             if tail.len() > 20 {
                 tail.remove(0);

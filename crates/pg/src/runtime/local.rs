@@ -182,6 +182,7 @@ async fn run_with_config(
 ) -> Result<Vec<u8>, RuntimeError> {
     let mut cmd = user::command(bin);
     user::die_with_parent(&mut cmd);
+    crate::child_log::mark(&mut cmd);
     // `node SUBCOMMAND --config FILE REST...`: the config right after the subcommand.
     let (sub, rest) = work
         .args
@@ -214,19 +215,13 @@ async fn run_with_config(
     r1.and(r2).map_err(RuntimeError::io(bin))?;
     let status = status.map_err(RuntimeError::io(bin))?;
     if !status.success() {
-        let text = String::from_utf8_lossy(&err);
-        let last = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no message");
         return Err(RuntimeError::Command {
             what: format!(
                 "shardvault node {}",
                 work.args.first().and_then(|a| a.to_str()).unwrap_or("")
             ),
             status,
-            output: last.to_string(),
+            output: crate::child_log::failure(&String::from_utf8_lossy(&err)),
         });
     }
     Ok(out)

@@ -1,12 +1,15 @@
 //! The controllers in their own process: `shardvault operator --kubeconfig FILE` against
 //! `shardvault serve --controllers none` runs a sharded cluster the API server only
-//! stores, removes it when it is deleted, and stops promptly on SIGTERM.
+//! stores, removes it when it is deleted, and stops promptly on SIGTERM; and the whole
+//! sharded backup and restore journey driven only by the real kubectl.
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use shardvault_pg::fingerprint;
+use shardvault_testkit::cluster::{assert_same_content, sql};
 use shardvault_testkit::daemon::{Daemon, ready};
-use shardvault_testkit::manifests::DdpCluster;
+use shardvault_testkit::manifests::{DdpCluster, filesystem_storage, sharded_backup};
 use shardvault_testkit::shardvault_bin;
 
 /// A `shardvault operator` process; killed on drop.
@@ -83,4 +86,113 @@ fn an_operator_process_runs_the_clusters_of_an_api_server_without_controllers() 
     );
     let took = op.stop();
     assert!(took < Duration::from_secs(8), "SIGTERM took {took:?}");
+}
+
+/// Runs the real kubectl against the daemon's kubeconfig (its caches in the test's
+/// directory), `input` on its stdin; asserts it succeeded and returns stdout.
+fn kubectl(d: &Daemon, args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("/usr/bin/kubectl")
+        .arg("--kubeconfig")
+        .arg(d.state().join("kubeconfig"))
+        .env("HOME", d.state())
+        .env_remove("KUBECONFIG")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs (bash scripts/setup.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {stdout}{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    stdout
+}
+
+/// Waits with `kubectl wait` until `jsonpath` of `what` (kind/name) is `value`.
+fn kubectl_wait(d: &Daemon, what: &str, jsonpath: &str, value: &str) {
+    kubectl(
+        d,
+        &[
+            "wait",
+            what,
+            &format!("--for=jsonpath={jsonpath}={value}"),
+            "--timeout=180s",
+        ],
+        "",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drives_a_sharded_backup_and_restore_run_by_a_separate_operator() {
+    let d = Daemon::start_with(&["--controllers", "none"]);
+    let _op = Operator::start(&d);
+    let objects = d.state().join("objects");
+    let manifests = format!(
+        "{}---\n{}",
+        filesystem_storage("store", &objects),
+        DdpCluster::new("src").shards(1).backups_to("store").yaml()
+    );
+    let applied = kubectl(&d, &["apply", "-f", "-"], &manifests);
+    assert!(
+        applied.contains("sgobjectstorage.stackgres.io/store created")
+            && applied.contains("sgshardedcluster.stackgres.io/src created"),
+        "{applied}"
+    );
+    kubectl_wait(
+        &d,
+        "sgshardedcluster/src",
+        "{.status.conditions[0].status}",
+        "True",
+    );
+    let source = d.observed("src");
+    let coord = source.primary_conninfo(0).expect("a coordinator primary");
+    sql(
+        &coord,
+        "SELECT ddp_create_distributed_table('t', 'id bigint primary key, v text', 'id');
+         INSERT INTO t SELECT i, md5(i::text) FROM generate_series(1, 500) i;",
+    )
+    .await;
+    let want = fingerprint::members(&source).await.expect("fingerprint");
+
+    kubectl(&d, &["apply", "-f", "-"], &sharded_backup("b1", "src", &[]));
+    kubectl_wait(
+        &d,
+        "sgshardedbackup/b1",
+        "{.status.process.status}",
+        "Completed",
+    );
+    // Written after the backup's restore point: not in the restore.
+    sql(&coord, "INSERT INTO t VALUES (9999, 'after');").await;
+    let listed = kubectl(&d, &["get", "sgbackup", "-o", "name"], "");
+    assert_eq!(
+        listed.lines().count(),
+        2,
+        "one SGBackup per member: {listed}"
+    );
+
+    let restored = DdpCluster::new("dst").shards(1).restored_from("b1").yaml();
+    kubectl(&d, &["apply", "-f", "-"], &restored);
+    kubectl_wait(
+        &d,
+        "sgshardedcluster/dst",
+        "{.status.conditions[0].status}",
+        "True",
+    );
+    let got = fingerprint::members(&d.observed("dst"))
+        .await
+        .expect("fingerprint");
+    assert_same_content(&want, &got, "the cluster restored by the operator");
 }

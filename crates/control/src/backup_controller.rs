@@ -24,11 +24,10 @@ use shardvault_pg::engine::prune::delete_backup;
 use crate::context::Context;
 use crate::destination::cluster_destination;
 use crate::events::{self, EventType};
-use crate::framework::ReconcileError;
 use crate::import::{self, IMPORTED_ANNOTATION, IMPORTED_PATH_ANNOTATION};
 use crate::lookup::{self, LookupError};
 use crate::records::Records;
-use crate::resources::backup_destination;
+use crate::resources::{BackupLocationError, backup_destination};
 use crate::runner::{self, ReconcileFailure, Running};
 use crate::status;
 
@@ -61,9 +60,9 @@ pub enum BackupError {
     /// A referenced storage or Secret is missing or unusable.
     #[error(transparent)]
     Lookup(#[from] LookupError),
-    /// A member backup's recorded location cannot be used (its reason kept).
+    /// A member backup's recorded location cannot be used.
     #[error(transparent)]
-    Located(#[from] ReconcileError),
+    Located(#[from] BackupLocationError),
     /// The cluster's members cannot be observed (not started yet, or stopped).
     #[error("SGShardedCluster {cluster}: {message}")]
     ClusterNotRunning {
@@ -93,20 +92,13 @@ impl ReconcileFailure for BackupError {
         match self {
             BackupError::Api(_) => "ApiError",
             BackupError::Lookup(e) => e.reason(),
-            BackupError::Located(e) => &e.reason,
+            BackupError::Located(e) => e.reason(),
             BackupError::ClusterNotRunning { .. } => "ClusterNotRunning",
             BackupError::NoBackupConfiguration(_) => "NoBackupConfiguration",
             BackupError::InvalidAnnotation(_) | BackupError::InvalidBackupType(_) => {
                 "InvalidAnnotation"
             }
             BackupError::Storage(_) => "StorageError",
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            BackupError::Located(e) => e.message.clone(),
-            other => other.to_string(),
         }
     }
 }
@@ -548,14 +540,12 @@ mod tests {
         let e = BackupError::NoBackupConfiguration("c".into());
         assert_eq!(e.reason(), "NoBackupConfiguration");
         assert!(e.message().contains("spec.configurations.backups"), "{e}");
-        let inner = ReconcileError::new(
-            "InvalidBackup",
-            "SGBackup b: status.sgBackupConfig has no prefix",
-        );
-        let e = BackupError::from(inner.clone());
-        assert_eq!(
-            (e.reason(), e.message()),
-            (inner.reason.as_str(), inner.message)
-        );
+        let inner = BackupLocationError::Invalid {
+            backup: "b".into(),
+            what: "has no prefix".into(),
+        };
+        let message = inner.to_string();
+        let e = BackupError::from(inner);
+        assert_eq!((e.reason(), e.message()), ("InvalidBackup", message));
     }
 }

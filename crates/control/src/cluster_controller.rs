@@ -26,10 +26,10 @@ use crate::archive::{ArchiveError, seal};
 use crate::context::Context;
 use crate::destination::member_destinations;
 use crate::events::{self, EventType};
-use crate::framework::ReconcileError;
 use crate::lookup::{self, LookupError};
-use crate::resources::backup_destination;
+use crate::resources::{BackupLocationError, backup_destination};
 use crate::restore_check::{ClusterTarget, StoredMember, check_restore, check_stored};
+use crate::restore_points::{ConsistentPointError, consistent_point};
 use crate::runner::{self, ReconcileFailure, Running};
 use crate::status;
 
@@ -69,9 +69,12 @@ pub enum ClusterError {
     /// The restore cannot be done as asked; nothing was changed.
     #[error("{0}")]
     RestoreRefused(String),
-    /// A shared lookup of the backup side failed (its reason kept).
+    /// The storage of a member's SGBackup cannot be located.
     #[error(transparent)]
-    Backup(#[from] ReconcileError),
+    BackupLocation(#[from] BackupLocationError),
+    /// The restore point of a consistent timestamp restore cannot be chosen.
+    #[error(transparent)]
+    ConsistentPoint(#[from] ConsistentPointError),
     /// A source member could not be sealed before a timestamp restore.
     #[error("source member {member}: {source}")]
     Seal {
@@ -99,17 +102,11 @@ impl ReconcileFailure for ClusterError {
             ClusterError::UnsupportedVersion { .. } => "UnsupportedVersion",
             ClusterError::Lookup(e) => e.reason(),
             ClusterError::RestoreRefused(_) => "RestoreRefused",
-            ClusterError::Backup(e) => &e.reason,
+            ClusterError::BackupLocation(e) => e.reason(),
+            ClusterError::ConsistentPoint(e) => e.reason(),
             ClusterError::Seal { .. } | ClusterError::RestoreGivenUp(_) => "RestoreFailed",
             ClusterError::Runtime(_) => "ReconcileFailed",
             ClusterError::Delete(_) => "DeleteFailed",
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            ClusterError::Backup(e) => e.message.clone(),
-            other => other.to_string(),
         }
     }
 }
@@ -590,7 +587,7 @@ async fn plan_restore(
             .and_then(|p| p.consistent)
             == Some(true)
     {
-        let point = crate::restore_points::consistent_point(source, time, rp).await?;
+        let point = consistent_point(source, time, rp).await?;
         for b in &mut bootstraps {
             if let Bootstrap::Restore { target, .. } = b {
                 *target = RecoveryTarget::Name(point.clone());

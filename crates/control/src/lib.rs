@@ -9,7 +9,6 @@ pub mod context;
 pub mod cut;
 pub mod destination;
 pub mod events;
-pub mod framework;
 pub mod import;
 pub mod incremental;
 pub mod lookup;
@@ -25,5 +24,3 @@ pub mod schedule;
 pub mod sharded_backup;
 pub mod status;
 pub mod verify;
-
-pub use registry::controllers;

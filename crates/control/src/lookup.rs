@@ -99,7 +99,7 @@ pub async fn storage(
             name: name.into(),
             message: e.to_string(),
         })?;
-    prepare_for_server(&resolved.config, "").map_err(|e| LookupError::Storage(e.message))?;
+    prepare_for_server(&resolved.config, "").map_err(|e| LookupError::Storage(e.to_string()))?;
     Ok((obj.spec, resolved))
 }
 

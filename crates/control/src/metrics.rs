@@ -2,19 +2,18 @@
 //! successful sharded backup (time, duration, sizes) and the failed ones; per member the WAL
 //! archiver's counters and lag, read from `pg_stat_archiver` on the member's primary.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use serde_json::Value;
-use shardvault_api::Kind;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use shardvault_api::backup::BackupPhase;
+use shardvault_api::shardedbackup::SGShardedBackup;
+use shardvault_api::shardedcluster::SGShardedCluster;
 use shardvault_pg::engine::layout::{self, Lsn};
-use shardvault_pg::runtime::cluster::ClusterObserved;
-use shardvault_store::StoreError;
+use shardvault_pg::runtime::{ClusterId, ClusterRuntime};
 use tokio_postgres::NoTls;
 
-use crate::framework::Ctx;
-use crate::resources::{name_of, namespace_of};
 use crate::retention::entry_of;
 
 /// How long one member may take to answer a scrape before it is reported down.
@@ -90,10 +89,21 @@ async fn archiver(conninfo: &str) -> Result<Archiver, tokio_postgres::Error> {
     })
 }
 
-/// The metrics of every SGShardedCluster in the store, in the Prometheus text format.
-pub async fn render(ctx: &Ctx) -> Result<String, StoreError> {
-    let clusters = ctx.list(Kind::SGShardedCluster, None, "").await?;
-    let backups = ctx.list(Kind::SGShardedBackup, None, "").await?;
+/// The metrics of every SGShardedCluster the API holds, its members as `runtime` runs them,
+/// in the Prometheus text format.
+pub async fn render(
+    client: &kube::Client,
+    runtime: &dyn ClusterRuntime,
+) -> Result<String, kube::Error> {
+    let all = ListParams::default();
+    let clusters = Api::<SGShardedCluster>::all(client.clone())
+        .list(&all)
+        .await?
+        .items;
+    let backups = Api::<SGShardedBackup>::all(client.clone())
+        .list(&all)
+        .await?
+        .items;
     let mut last_time = fam(
         "shardvault_backup_last_success_timestamp_seconds",
         "End of the newest Completed sharded backup of a backups[] entry (Unix time).",
@@ -145,66 +155,59 @@ pub async fn render(ctx: &Ctx) -> Result<String, StoreError> {
         "gauge",
     );
     for cluster in &clusters {
-        let (ns, name) = (namespace_of(cluster), name_of(cluster));
-        let entries = cluster
-            .pointer("/spec/configurations/backups")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
-        let ours: Vec<&Value> = backups
+        let (ns, name) = (cluster.namespace().unwrap_or_default(), cluster.name_any());
+        let (ns, name) = (ns.as_str(), name.as_str());
+        let ours: Vec<&SGShardedBackup> = backups
             .iter()
-            .filter(|b| {
-                namespace_of(b) == ns
-                    && b.pointer("/spec/sgShardedCluster").and_then(Value::as_str) == Some(name)
-            })
+            .filter(|b| b.namespace().as_deref() == Some(ns) && b.spec.sg_sharded_cluster == name)
             .collect();
-        for entry in 0..entries {
+        for entry in 0..cluster.spec.backups().len() {
             let e = entry.to_string();
             let l = [("namespace", ns), ("cluster", name), ("entry", e.as_str())];
-            let mine: Vec<&Value> = ours
+            let mine: Vec<&SGShardedBackup> = ours
                 .iter()
                 .copied()
                 .filter(|b| entry_of(b) == entry)
                 .collect();
-            let mut phases: BTreeMap<&str, usize> = ["Pending", "Running", "Completed", "Failed"]
-                .into_iter()
-                .map(|p| (p, 0))
-                .collect();
-            for b in &mine {
-                let p = b
-                    .pointer("/status/process/status")
-                    .and_then(Value::as_str)
-                    .unwrap_or("Pending");
-                if let Some(n) = phases.get_mut(p) {
-                    *n += 1;
+            let phase_of = |b: &SGShardedBackup| b.status.as_ref().map(|s| s.process.status);
+            for p in [
+                BackupPhase::Completed,
+                BackupPhase::Failed,
+                BackupPhase::Pending,
+                BackupPhase::Running,
+            ] {
+                // No status yet is Pending.
+                let n = mine
+                    .iter()
+                    .filter(|b| phase_of(b).unwrap_or_default() == p)
+                    .count();
+                let phase = p.to_string();
+                let mut lp = l.to_vec();
+                lp.push(("phase", &phase));
+                count.samples.push((labels(&lp), n as f64));
+                if p == BackupPhase::Failed {
+                    failures.samples.push((labels(&l), n as f64));
                 }
             }
-            for (p, n) in &phases {
-                let mut lp = l.to_vec();
-                lp.push(("phase", p));
-                count.samples.push((labels(&lp), *n as f64));
-            }
-            failures.samples.push((labels(&l), phases["Failed"] as f64));
             let newest = mine
                 .iter()
-                .filter(|b| b.pointer("/status/process/status") == Some(&Value::from("Completed")))
                 .filter_map(|b| {
-                    let end = seconds(b.pointer("/status/process/timing/end")?.as_str())?;
-                    Some((end, *b))
+                    let status = b.status.as_ref()?;
+                    let timing = &status.process.timing;
+                    let end = seconds(timing.end.as_deref())?;
+                    (status.process.status == BackupPhase::Completed).then_some((end, status))
                 })
                 .max_by(|a, b| a.0.total_cmp(&b.0));
-            if let Some((end, b)) = newest {
+            if let Some((end, status)) = newest {
                 last_time.samples.push((labels(&l), end));
-                if let Some(start) = seconds(
-                    b.pointer("/status/process/timing/start")
-                        .and_then(Value::as_str),
-                ) {
+                if let Some(start) = seconds(status.process.timing.start.as_deref()) {
                     last_duration.samples.push((labels(&l), end - start));
                 }
-                for kind in ["compressed", "uncompressed"] {
-                    if let Some(n) = b
-                        .pointer(&format!("/status/backupInformation/size/{kind}"))
-                        .and_then(Value::as_u64)
-                    {
+                if let Some(info) = &status.backup_information {
+                    for (kind, n) in [
+                        ("compressed", info.size.compressed),
+                        ("uncompressed", info.size.uncompressed),
+                    ] {
                         let mut lp = l.to_vec();
                         lp.push(("size", kind));
                         last_size.samples.push((labels(&lp), n as f64));
@@ -212,8 +215,7 @@ pub async fn render(ctx: &Ctx) -> Result<String, StoreError> {
                 }
             }
         }
-        let dir = ctx.state_dir.join("clusters").join(ns).join(name);
-        let Ok(observed) = ClusterObserved::load(&dir) else {
+        let Ok(observed) = runtime.observed(&ClusterId::new(ns, name)) else {
             continue;
         };
         for (i, m) in observed.members.iter().enumerate() {

@@ -13,27 +13,25 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use jiff::Timestamp;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use shardvault_api::Kind;
 use shardvault_api::shardedbackup::RestorePoint;
-use shardvault_api::shardedcluster::{ShardedClusterSpec, ShardingType};
-use shardvault_pg::config::NodeConfig;
-use shardvault_pg::runtime::cluster::ClusterObserved;
-use shardvault_storage::Destination;
-use shardvault_store::EventType;
+use shardvault_api::shardedcluster::{SGShardedCluster, ShardingType};
+use shardvault_pg::runtime::{ClusterId, RuntimeError};
+use shardvault_storage::{Destination, StorageError};
 
-use crate::archive::seal;
-use crate::clock::Clock;
-use crate::cut::{CutMember, CutMode, take_cut};
+use crate::archive::{ArchiveError, seal};
+use crate::context::Context;
+use crate::cut::{CutError, CutMember, CutMode, take_cut};
 use crate::destination::{cluster_destination, member_destinations};
-use crate::framework::{Action, Ctx, ReconcileError, Reconciler, is_deleting};
+use crate::events::{self, EventType};
+use crate::lookup::{self, LookupError};
 use crate::records::{RESTORE_POINT_FORMAT, Records, RestorePointRecord, newest_at_or_before};
-use crate::resources::{cluster_storages, name_of, namespace_of, spec_of};
+use crate::runner::{self, ReconcileFailure, Running};
 use crate::schedule::{
-    Decision, EntrySchedule, STARTING_DEADLINE, annotation, decide, parse_cron, set_annotation,
+    Decision, EntrySchedule, STARTING_DEADLINE, decide, parse_cron, set_annotation, until,
 };
 
 /// Annotation holding the cron schedule of a cluster's restore points.
@@ -62,6 +60,33 @@ pub fn restore_point_name(cluster: &str, at: Timestamp) -> String {
     format!("{cluster}-rp-{}", at.strftime("%Y-%m-%d-%H-%M-%S"))
 }
 
+/// Why the restore point of a consistent timestamp restore cannot be chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsistentPointError {
+    /// The time asked for is not an RFC 3339 time.
+    #[error(
+        "spec.initialData.restore.fromBackup.pointInTimeRecovery.restoreToTimestamp: {time:?}: {message}"
+    )]
+    Time {
+        /// The time as written.
+        time: String,
+        /// Why it does not parse.
+        message: String,
+    },
+    /// The restore point records cannot be read.
+    #[error("reading restore point records: {0}")]
+    Records(#[from] StorageError),
+}
+
+impl ReconcileFailure for ConsistentPointError {
+    fn reason(&self) -> &str {
+        match self {
+            ConsistentPointError::Time { .. } => "RestoreRefused",
+            ConsistentPointError::Records(_) => "StorageError",
+        }
+    }
+}
+
 /// The restore point a consistent timestamp restore stops at: the newest scheduled one at or
 /// before `time` recorded beside the coordinator's backup (`coordinator`), if it is not older
 /// than the backup's own restore point; otherwise the backup's restore point.
@@ -69,19 +94,14 @@ pub async fn consistent_point(
     coordinator: &Destination,
     time: &str,
     backup_point: &RestorePoint,
-) -> Result<String, ReconcileError> {
-    let t: Timestamp = time.parse().map_err(|e| {
-        ReconcileError::new(
-            "RestoreRefused",
-            format!("spec.initialData.restore.fromBackup.pointInTimeRecovery.restoreToTimestamp: {time:?}: {e}"),
-        )
-    })?;
-    let storage_err = |e: String| ReconcileError::new("StorageError", e);
-    let records = Records::open(coordinator)
-        .map_err(|e| storage_err(e.to_string()))?
-        .restore_points()
-        .await
-        .map_err(|e| storage_err(format!("reading restore point records: {e}")))?;
+) -> Result<String, ConsistentPointError> {
+    let t: Timestamp = time
+        .parse()
+        .map_err(|e: jiff::Error| ConsistentPointError::Time {
+            time: time.to_string(),
+            message: e.to_string(),
+        })?;
+    let records = Records::open(coordinator)?.restore_points().await?;
     let floor = backup_point.time.parse::<Timestamp>().ok();
     Ok(newest_at_or_before(&records, t)
         .filter(|r| r.time() >= floor)
@@ -91,91 +111,126 @@ pub async fn consistent_point(
         ))
 }
 
-/// Takes scheduled cluster-wide restore points.
-#[derive(Debug)]
-pub struct RestorePointScheduler {
-    clock: Arc<dyn Clock>,
+/// Why a scheduled restore point was not taken or its schedule not kept.
+#[derive(Debug, thiserror::Error)]
+pub enum RestorePointError {
+    /// The API could not be read or written.
+    #[error("the API: {0}")]
+    Api(#[from] kube::Error),
+    /// The schedule annotation is not a 5-field cron expression.
+    #[error("metadata.annotations[{SCHEDULE_ANNOTATION:?}]: {0}")]
+    InvalidSchedule(String),
+    /// The cluster does not run (yet), so it has no members to cut.
+    #[error("SGShardedCluster {cluster}: {source}")]
+    NotRunning {
+        /// The cluster.
+        cluster: String,
+        /// What the runtime says.
+        #[source]
+        source: RuntimeError,
+    },
+    /// The cut could not be taken.
+    #[error(transparent)]
+    Cut(#[from] CutError),
+    /// A member's restore point WAL did not reach the archive.
+    #[error("{member}: {source}")]
+    Seal {
+        /// The member.
+        member: String,
+        /// What failed.
+        #[source]
+        source: ArchiveError,
+    },
+    /// The storage of a backups[] entry cannot be looked up.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// The restore point record could not be written.
+    #[error("cannot write the restore point record: {0}")]
+    Record(#[from] StorageError),
 }
 
-impl RestorePointScheduler {
-    /// A scheduler on `clock`.
-    pub fn new(clock: Arc<dyn Clock>) -> RestorePointScheduler {
-        RestorePointScheduler { clock }
+impl ReconcileFailure for RestorePointError {
+    fn reason(&self) -> &str {
+        match self {
+            RestorePointError::Api(_) => "ApiError",
+            RestorePointError::InvalidSchedule(_) => "InvalidSchedule",
+            RestorePointError::NotRunning { .. } => "ClusterNotRunning",
+            RestorePointError::Cut(_) | RestorePointError::Seal { .. } => "RestorePointFailed",
+            RestorePointError::Lookup(e) => e.reason(),
+            RestorePointError::Record(_) => "StorageError",
+        }
     }
 }
 
-impl Reconciler for RestorePointScheduler {
-    fn kind(&self) -> Kind {
-        Kind::SGShardedCluster
-    }
-
-    fn reconcile(
-        &self,
-        obj: Value,
-        ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Action, ReconcileError>> {
-        let clock = self.clock.clone();
-        Box::pin(async move { reconcile(obj, ctx, clock).await })
-    }
+/// The restore point scheduler, ready to run: takes the scheduled cluster-wide restore
+/// points of every SGShardedCluster with a [`SCHEDULE_ANNOTATION`].
+pub fn controller(ctx: Arc<Context>) -> Running {
+    runner::running(runner::controller::<SGShardedCluster>(&ctx), reconcile, ctx)
 }
 
-fn is_ready(cluster: &Value) -> bool {
-    cluster
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|c| {
-            c.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
+fn is_ready(cluster: &SGShardedCluster) -> bool {
+    cluster.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
 }
 
 /// Takes restore point `name` on every member, proves its WAL archived, and records it.
-async fn take(ctx: &Ctx, cluster: &Value, name: &str) -> Result<RestorePoint, ReconcileError> {
-    let (ns, cname) = (namespace_of(cluster), name_of(cluster));
-    let spec: ShardedClusterSpec = spec_of(cluster)?;
-    let dir = ctx.state_dir.join("clusters").join(ns).join(cname);
-    let not_running = |e: String| {
-        ReconcileError::new(
-            "ClusterNotRunning",
-            format!("SGShardedCluster {cname}: {e}"),
-        )
-    };
-    let observed = ClusterObserved::load(&dir).map_err(|e| not_running(e.to_string()))?;
-    let mut configs = Vec::new();
-    for m in &observed.members {
-        configs.push(NodeConfig::load(&m.node_config).map_err(|e| not_running(e.to_string()))?);
-    }
-    let members: Vec<CutMember> = observed
+async fn take(
+    ctx: &Context,
+    cluster: &SGShardedCluster,
+    name: &str,
+) -> Result<RestorePoint, RestorePointError> {
+    let (ns, cname) = (
+        cluster.namespace().unwrap_or_else(|| "default".into()),
+        cluster.name_any(),
+    );
+    let spec = &cluster.spec;
+    let endpoints = ctx
+        .runtime
+        .endpoints(&ClusterId::new(&ns, &cname))
+        .map_err(|source| RestorePointError::NotRunning {
+            cluster: cname.clone(),
+            source,
+        })?;
+    let members: Vec<CutMember> = endpoints
         .members
         .iter()
-        .zip(&configs)
-        .map(|(m, cfg)| CutMember {
+        .map(|m| CutMember {
             name: m.name.clone(),
-            conninfo: cfg.conninfo(&observed.database),
+            conninfo: m.node_config.conninfo(&endpoints.database),
         })
         .collect();
     let mode = match spec.sharding_type() {
         ShardingType::Citus => CutMode::Citus,
         ShardingType::Ddp => CutMode::default(),
     };
-    let cut = take_cut(&members, name, &mode)
-        .await
-        .map_err(|e| ReconcileError::new("RestorePointFailed", e))?;
-    futures::future::try_join_all(configs.iter().zip(&cut.members).map(|(cfg, p)| async {
-        seal(cfg, false, Some(&p.wal_file), ARCHIVE_WAIT)
-            .await
-            .map_err(|e| ReconcileError::new("RestorePointFailed", format!("{}: {e}", p.name)))
-    }))
+    let cut = take_cut(&members, name, &mode).await?;
+    futures::future::try_join_all(
+        endpoints
+            .members
+            .iter()
+            .zip(&cut.members)
+            .map(|(m, p)| async {
+                seal(&m.node_config, false, Some(&p.wal_file), ARCHIVE_WAIT)
+                    .await
+                    .map_err(|source| RestorePointError::Seal {
+                        member: p.name.clone(),
+                        source,
+                    })
+            }),
+    )
     .await?;
     let record = RestorePointRecord {
         format: RESTORE_POINT_FORMAT,
-        namespace: ns.to_string(),
-        cluster: cname.to_string(),
+        namespace: ns.clone(),
+        cluster: cname.clone(),
         restore_point: RestorePoint::from(&cut),
     };
-    let storages = cluster_storages(ctx, ns, &spec).await?;
+    let storages = lookup::cluster_storages(&ctx.client, &ns, spec).await?;
     let resolved: Vec<_> = storages.iter().map(|(_, r)| r.clone()).collect();
-    let coordinator = member_destinations(cname, ns, &spec, &resolved)
+    let coordinator = member_destinations(&cname, &ns, spec, &resolved)
         .into_iter()
         .next()
         .unwrap_or_default();
@@ -183,41 +238,38 @@ async fn take(ctx: &Ctx, cluster: &Value, name: &str) -> Result<RestorePoint, Re
     // coordinator's backups (where a restore, which knows only the SGBackups, looks).
     let mut dests = Vec::new();
     for ((entry, (_, storage)), coord) in spec.backups().iter().zip(&storages).zip(coordinator) {
-        dests.push(cluster_destination(entry, storage, ns, cname));
+        dests.push(cluster_destination(entry, storage, &ns, &cname));
         dests.push(coord);
     }
     for dest in dests {
-        let storage_err = |e: String| ReconcileError::new("StorageError", e);
-        Records::open(&dest)
-            .map_err(|e| storage_err(e.to_string()))?
-            .write_restore_point(&record)
-            .await
-            .map_err(|e| storage_err(format!("cannot write the restore point record: {e}")))?;
+        Records::open(&dest)?.write_restore_point(&record).await?;
     }
     Ok(record.restore_point)
 }
 
-async fn reconcile(obj: Value, ctx: Ctx, clock: Arc<dyn Clock>) -> Result<Action, ReconcileError> {
-    if is_deleting(&obj) {
-        return Ok(Action::AwaitChange);
+/// Takes a cluster's restore point when one is due, and looks again when the next one is
+/// due (or at the clock's poll, whichever comes first).
+async fn reconcile(
+    obj: Arc<SGShardedCluster>,
+    ctx: Arc<Context>,
+) -> Result<Action, RestorePointError> {
+    if obj.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
     }
-    let Some(expr) = annotation(&obj, SCHEDULE_ANNOTATION).map(str::to_string) else {
-        return Ok(Action::AwaitChange);
+    let annotations = obj.annotations();
+    let Some(expr) = annotations.get(SCHEDULE_ANNOTATION) else {
+        return Ok(Action::await_change());
     };
-    let cron = parse_cron(&expr).map_err(|e| {
-        ReconcileError::new(
-            "InvalidSchedule",
-            format!("metadata.annotations[{SCHEDULE_ANNOTATION:?}]: {e}"),
-        )
-    })?;
-    let old: RestorePointState = annotation(&obj, STATE_ANNOTATION)
+    let cron = parse_cron(expr).map_err(RestorePointError::InvalidSchedule)?;
+    let old: RestorePointState = annotations
+        .get(STATE_ANNOTATION)
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default();
-    let now = clock.now();
+    let now = ctx.clock.now();
     let busy = !is_ready(&obj);
     let (next, decision) = decide(
         &cron,
-        &expr,
+        expr,
         0,
         old.schedule.as_ref(),
         now,
@@ -228,65 +280,51 @@ async fn reconcile(obj: Value, ctx: Ctx, clock: Arc<dyn Clock>) -> Result<Action
         schedule: Some(next.clone()),
         last_restore_point: old.last_restore_point.clone(),
     };
-    match decision {
-        Decision::Wait => {}
+    let said = match decision {
+        Decision::Wait => None,
         Decision::Run(at) => {
-            let name = restore_point_name(name_of(&obj), at);
+            let name = restore_point_name(&obj.name_any(), at);
             match take(&ctx, &obj, &name).await {
                 Ok(rp) => {
-                    ctx.event(
-                        &obj,
-                        EventType::Normal,
-                        "RestorePointCreated",
-                        &format!(
-                            "{name}: cluster-wide restore point on {} members (write pause {:.1} ms)",
-                            rp.members.len(),
-                            rp.write_pause_ms
-                        ),
-                    )
-                    .await;
+                    let message = format!(
+                        "{name}: cluster-wide restore point on {} members (write pause {:.1} ms)",
+                        rp.members.len(),
+                        rp.write_pause_ms
+                    );
                     state.last_restore_point = Some(rp);
+                    Some((EventType::Normal, "RestorePointCreated".into(), message))
                 }
-                Err(e) => {
-                    ctx.event(
-                        &obj,
-                        EventType::Warning,
-                        &e.reason,
-                        &format!("{name}: {}", e.message),
-                    )
-                    .await;
-                }
+                Err(e) => Some((
+                    EventType::Warning,
+                    e.reason().to_string(),
+                    format!("{name}: {}", e.message()),
+                )),
             }
         }
-        Decision::Skip(at) => {
-            ctx.event(
-                &obj,
-                EventType::Warning,
-                "RestorePointSkipped",
-                &format!("restore point of {at} skipped: the cluster is not Ready"),
-            )
-            .await;
-        }
-        Decision::Missed { at, missed } => {
-            ctx.event(
-                &obj,
-                EventType::Warning,
-                "ScheduleMissed",
-                &format!(
-                    "restore points ({expr}): {missed} run(s) missed, the latest at {at} is more than {} s late (starting deadline)",
-                    STARTING_DEADLINE.as_secs()
-                ),
-            )
-            .await;
-        }
+        Decision::Skip(at) => Some((
+            EventType::Warning,
+            "RestorePointSkipped".into(),
+            format!("restore point of {at} skipped: the cluster is not Ready"),
+        )),
+        Decision::Missed { at, missed } => Some((
+            EventType::Warning,
+            "ScheduleMissed".into(),
+            format!(
+                "restore points ({expr}): {missed} run(s) missed, the latest at {at} is more than {} s late (starting deadline)",
+                STARTING_DEADLINE.as_secs()
+            ),
+        )),
+    };
+    if let Some((kind, reason, message)) = said {
+        events::record(&ctx.client, &*obj, kind, &reason, &message).await;
     }
     if state != old {
         let text = serde_json::to_string(&state).expect("state serializes");
-        set_annotation(&ctx, &obj, STATE_ANNOTATION, &text).await?;
+        let ns = obj.namespace().unwrap_or_else(|| "default".into());
+        set_annotation(&ctx.api(&ns), &obj.name_any(), STATE_ANNOTATION, &text).await?;
     }
-    let until = Duration::try_from(next.next_schedule_time.duration_since(now)).unwrap_or_default();
-    Ok(Action::Requeue(
-        until.max(Duration::from_millis(100)).min(clock.poll()),
+    Ok(Action::requeue(
+        until(next.next_schedule_time, now).min(ctx.clock.poll()),
     ))
 }
 

@@ -15,12 +15,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use jiff::Timestamp;
-use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
 use serde::Serialize;
 use serde_json::Value;
-use shardvault_api::Kind;
 use shardvault_api::backup::BackupPhase;
 use shardvault_api::objectstorage::ObjectStorageSpec;
 use shardvault_api::secret::base64_decode;
@@ -31,28 +31,22 @@ use shardvault_pg::engine::manifest::{BackupSummary, list_backups};
 use shardvault_pg::engine::prune::{self, WalPrune};
 use shardvault_pg::engine::{EngineError, Repo};
 use shardvault_storage::{Destination, StorageError};
-use shardvault_store::EventType;
 
 use crate::backup_controller::ENTRY_ANNOTATION;
+use crate::context::Context;
 use crate::destination::{
     ResolvedStorage, SecretLookup, cluster_destination, member_destinations, resolve_storage,
 };
-use crate::framework::{Action, Ctx, ReconcileError, Reconciler, is_deleting};
+use crate::events::{self, EventType};
 use crate::import::IMPORTED_ANNOTATION;
+use crate::lookup::{self, LookupError};
 use crate::records::Records;
-use crate::resources::{cluster_storages, name_of, namespace_of, spec_of, uid_of};
+use crate::resources::name_of;
+use crate::runner::{self, ReconcileFailure, Running};
 
 /// Why a retention plan could not be made or carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum RetentionError {
-    /// The cluster's spec is unreadable.
-    #[error("SGShardedCluster {cluster}: spec: {message}")]
-    Spec {
-        /// Cluster name.
-        cluster: String,
-        /// What is wrong.
-        message: String,
-    },
     /// A storage of a backups[] entry cannot be resolved.
     #[error("spec.configurations.backups[{entry}].sgObjectStorage: {message}")]
     Storage {
@@ -61,6 +55,12 @@ pub enum RetentionError {
         /// What is wrong and what to do.
         message: String,
     },
+    /// The API could not be read or written.
+    #[error("reading or writing the API: {0}")]
+    Api(#[from] kube::Error),
+    /// The storages of the cluster's backups[] entries cannot be looked up.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
     /// Reading or deleting in a member's storage failed.
     #[error("{member} ({location}): {source}")]
     Objects {
@@ -71,6 +71,16 @@ pub enum RetentionError {
         /// The failure.
         source: EngineError,
     },
+}
+
+impl ReconcileFailure for RetentionError {
+    fn reason(&self) -> &str {
+        match self {
+            RetentionError::Lookup(e) => e.reason(),
+            RetentionError::Api(_) => "ApiError",
+            _ => "RetentionFailed",
+        }
+    }
 }
 
 /// What one retention pass over a cluster deletes.
@@ -175,13 +185,13 @@ fn entry_index(annotation: Option<&str>) -> usize {
     annotation.and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-/// The backups[] entry a sharded backup object belongs to (annotation, default 0).
-pub fn entry_of(backup: &Value) -> usize {
+/// The backups[] entry a sharded backup belongs to (annotation, default 0).
+pub fn entry_of(backup: &SGShardedBackup) -> usize {
     entry_index(
         backup
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(ENTRY_ANNOTATION))
-            .and_then(Value::as_str),
+            .annotations()
+            .get(ENTRY_ANNOTATION)
+            .map(String::as_str),
     )
 }
 
@@ -203,7 +213,7 @@ trait Retained {
 
 impl Retained for SGShardedBackup {
     fn entry(&self) -> usize {
-        entry_index(self.annotations().get(ENTRY_ANNOTATION).map(String::as_str))
+        entry_of(self)
     }
 
     fn managed(&self) -> bool {
@@ -620,100 +630,84 @@ impl RetentionPlan {
 }
 
 /// Carries out a plan: deletes the backups (their objects follow through the backup
-/// controller's finalizer), then the WAL; every deletion is an Event on the cluster.
+/// controller's finalizer), then the restore point records and the WAL no remaining backup
+/// needs; every deletion is an Event on the cluster.
 pub async fn execute(
-    ctx: &Ctx,
-    cluster: &Value,
+    client: &Client,
+    cluster: &SGShardedCluster,
     plan: &RetentionPlan,
-) -> Result<(), ReconcileError> {
-    let ns = namespace_of(cluster);
+) -> Result<(), RetentionError> {
+    let ns = cluster.namespace().unwrap_or_default();
+    let backups: Api<SGShardedBackup> = Api::namespaced(client.clone(), &ns);
+    let event = |reason: &'static str, message: String| async move {
+        events::record(client, cluster, EventType::Normal, reason, &message).await;
+    };
     for e in &plan.entries {
         for b in &e.delete {
-            ctx.delete(Kind::SGShardedBackup, ns, b).await?;
-            ctx.event(
-                cluster,
-                EventType::Normal,
+            if backups.get_opt(b).await?.is_some() {
+                backups.delete(b, &DeleteParams::default()).await?;
+            }
+            event(
                 "RetentionDeleted",
-                &format!(
+                format!(
                     "backups[{}]: deleted SGShardedBackup {b} (retention {} managed backups)",
                     e.entry, e.retention
                 ),
             )
             .await;
         }
-        if !e.restore_points.is_empty() {
+        if let (Some(first), Some(last)) = (e.restore_points.first(), e.restore_points.last()) {
             for dest in &e.record_dests {
+                let failed = |location: String, err: StorageError| RetentionError::Objects {
+                    member: "restore point records".into(),
+                    location,
+                    source: err.into(),
+                };
                 let records =
-                    Records::open(dest).map_err(|err| ReconcileError::new("StorageError", err))?;
+                    Records::open(dest).map_err(|err| failed(dest.prefix.clone(), err))?;
                 for rp in &e.restore_points {
-                    records.delete_restore_point(rp).await.map_err(|err| {
-                        ReconcileError::new(
-                            "RetentionFailed",
-                            format!(
-                                "{}: deleting restore point record {rp}: {err}",
-                                records.describe()
-                            ),
-                        )
-                    })?;
+                    records
+                        .delete_restore_point(rp)
+                        .await
+                        .map_err(|err| failed(records.describe(), err))?;
                 }
             }
-            ctx.event(
-                cluster,
-                EventType::Normal,
+            event(
                 "RestorePointsDeleted",
-                &format!(
-                    "backups[{}]: deleted {} restore point record(s) no remaining backup reaches, {} .. {}",
+                format!(
+                    "backups[{}]: deleted {} restore point record(s) no remaining backup reaches, {first} .. {last}",
                     e.entry,
                     e.restore_points.len(),
-                    e.restore_points[0],
-                    e.restore_points[e.restore_points.len() - 1]
                 ),
             )
             .await;
         }
-        for w in e.wal.iter().filter(|w| !w.delete.is_empty()) {
-            let Some(dest) = &w.dest else { continue };
-            let repo = Repo::open(dest).map_err(|err| ReconcileError::new("StorageError", err))?;
-            prune::delete_wal(&repo, &w.delete).await.map_err(|err| {
-                ReconcileError::new(
-                    "RetentionFailed",
-                    format!("{} ({}): deleting WAL: {err}", w.member, w.location),
-                )
-            })?;
-            ctx.event(
-                cluster,
-                EventType::Normal,
+        for w in &e.wal {
+            let (Some(dest), Some(first), Some(last)) =
+                (&w.dest, w.delete.first(), w.delete.last())
+            else {
+                continue;
+            };
+            let failed = |source: EngineError| RetentionError::Objects {
+                member: w.member.clone(),
+                location: w.location.clone(),
+                source,
+            };
+            let repo = Repo::open(dest).map_err(failed)?;
+            prune::delete_wal(&repo, &w.delete).await.map_err(failed)?;
+            event(
                 "WalDeleted",
-                &format!(
-                    "backups[{}] {}: deleted {} WAL file(s) {} .. {}, none needed by a remaining backup",
+                format!(
+                    "backups[{}] {}: deleted {} WAL file(s) {first} .. {last}, none needed by a remaining backup",
                     e.entry,
                     w.member,
                     w.delete.len(),
-                    w.delete[0],
-                    w.delete[w.delete.len() - 1]
                 ),
             )
             .await;
         }
     }
     Ok(())
-}
-
-/// Runs retention on every SGShardedCluster.
-pub struct RetentionController {
-    poll: Duration,
-    /// Per cluster uid, what the last complete pass saw; an unchanged view is not rescanned.
-    seen: Arc<Mutex<HashMap<String, String>>>,
-}
-
-impl RetentionController {
-    /// A controller that looks at each cluster again after `poll`.
-    pub fn new(poll: Duration) -> RetentionController {
-        RetentionController {
-            poll,
-            seen: Arc::default(),
-        }
-    }
 }
 
 /// What a pass depends on among the resources: entries and the backups' states.
@@ -734,73 +728,60 @@ fn view(cluster: &SGShardedCluster, backups: &[SGShardedBackup]) -> String {
     format!("{entries}|{states:?}")
 }
 
-/// A stored object as its typed resource.
-fn typed<K: serde::de::DeserializeOwned>(obj: &Value) -> Result<K, ReconcileError> {
-    serde_json::from_value(obj.clone()).map_err(|e| {
-        ReconcileError::new(
-            "InvalidObject",
-            format!(
-                "{} {}: {e}",
-                obj["kind"].as_str().unwrap_or("object"),
-                name_of(obj)
-            ),
-        )
-    })
+/// Per cluster uid, what the last complete pass saw; an unchanged view is not rescanned.
+type Seen = Arc<Mutex<HashMap<String, String>>>;
+
+/// One retention pass over `cluster`, again after `poll`.
+async fn reconcile(
+    cluster: Arc<SGShardedCluster>,
+    ctx: Arc<Context>,
+    poll: Duration,
+    seen: Seen,
+) -> Result<Action, RetentionError> {
+    let uid = cluster.uid().unwrap_or_default();
+    if cluster.metadata.deletion_timestamp.is_some() {
+        seen.lock().expect("not poisoned").remove(&uid);
+        return Ok(Action::await_change());
+    }
+    if cluster.spec.backups().is_empty() {
+        return Ok(Action::await_change());
+    }
+    let (ns, name) = (cluster.namespace().unwrap_or_default(), cluster.name_any());
+    let backups: Vec<SGShardedBackup> = ctx
+        .api::<SGShardedBackup>(&ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|b| b.spec.sg_sharded_cluster == name)
+        .collect();
+    let v = view(&cluster, &backups);
+    if seen.lock().expect("not poisoned").get(&uid) == Some(&v) {
+        return Ok(Action::requeue(poll));
+    }
+    let storages: Vec<ResolvedStorage> = lookup::cluster_storages(&ctx.client, &ns, &cluster.spec)
+        .await?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    let plan = plan(&cluster, &backups, &storages).await?;
+    execute(&ctx.client, &cluster, &plan).await?;
+    if plan.entries.iter().all(|e| e.delete.is_empty()) {
+        seen.lock().expect("not poisoned").insert(uid, v);
+    }
+    Ok(Action::requeue(poll))
 }
 
-impl Reconciler for RetentionController {
-    fn kind(&self) -> Kind {
-        Kind::SGShardedCluster
-    }
-
-    fn reconcile(
-        &self,
-        obj: Value,
-        ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Action, ReconcileError>> {
-        let (poll, seen) = (self.poll, self.seen.clone());
-        Box::pin(async move {
-            if is_deleting(&obj) {
-                seen.lock().expect("not poisoned").remove(uid_of(&obj));
-                return Ok(Action::AwaitChange);
-            }
-            let spec: ShardedClusterSpec = spec_of(&obj)?;
-            if spec.backups().is_empty() {
-                return Ok(Action::AwaitChange);
-            }
-            let ns = namespace_of(&obj);
-            let cluster: SGShardedCluster = typed(&obj)?;
-            let backups = ctx
-                .list(Kind::SGShardedBackup, Some(ns), "")
-                .await?
-                .iter()
-                .map(typed::<SGShardedBackup>)
-                .filter(|b| {
-                    b.as_ref()
-                        .map_or(true, |b| b.spec.sg_sharded_cluster == name_of(&obj))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let v = view(&cluster, &backups);
-            if seen.lock().expect("not poisoned").get(uid_of(&obj)) == Some(&v) {
-                return Ok(Action::Requeue(poll));
-            }
-            let storages: Vec<ResolvedStorage> = cluster_storages(&ctx, ns, &spec)
-                .await?
-                .into_iter()
-                .map(|(_, r)| r)
-                .collect();
-            let plan = plan(&cluster, &backups, &storages)
-                .await
-                .map_err(|e| ReconcileError::new("RetentionFailed", e))?;
-            execute(&ctx, &obj, &plan).await?;
-            if plan.entries.iter().all(|e| e.delete.is_empty()) {
-                seen.lock()
-                    .expect("not poisoned")
-                    .insert(uid_of(&obj).to_string(), v);
-            }
-            Ok(Action::Requeue(poll))
-        })
-    }
+/// The retention controller: a pass over every SGShardedCluster at least every poll of the
+/// clock (at most 30 s).
+pub fn controller(ctx: Arc<Context>) -> Running {
+    let poll = ctx.clock.poll().min(Duration::from_secs(30));
+    let seen = Seen::default();
+    runner::running(
+        runner::controller::<SGShardedCluster>(&ctx),
+        move |cluster, ctx| reconcile(cluster, ctx, poll, seen.clone()),
+        ctx,
+    )
 }
 
 #[cfg(test)]

@@ -6,26 +6,28 @@
 //! down collapse into at most one catch-up run, made only within the starting deadline.
 //!
 //! The schedule state lives in the cluster's annotation `shardvault.io/backup-schedule` (a
-//! JSON list, one item per entry). An annotation is written with the object's
-//! resourceVersion, so it never overwrites a concurrent change, survives daemon restarts, and
-//! leaves `status` to the cluster controller, which rewrites it from its own fields.
+//! JSON list, one item per entry), written as a merge patch of that one annotation through
+//! the API: it overwrites no other writer's change, survives daemon restarts, and leaves
+//! `status` to the cluster controller, which rewrites it from its own fields.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use croner::Cron;
-use futures::future::BoxFuture;
 use jiff::{SignedDuration, Timestamp, tz::TimeZone};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
-use shardvault_api::Kind;
-use shardvault_api::shardedcluster::ShardedClusterSpec;
-use shardvault_store::{EventType, StoreError};
+use shardvault_api::backup::BackupPhase;
+use shardvault_api::shardedbackup::{SGShardedBackup, ShardedBackupSpec};
+use shardvault_api::shardedcluster::SGShardedCluster;
 
 use crate::backup_controller::ENTRY_ANNOTATION;
-use crate::clock::Clock;
-use crate::framework::{Action, Ctx, ReconcileError, Reconciler, is_deleting};
-use crate::resources::{name_of, namespace_of, spec_of};
+use crate::context::Context;
+use crate::events::{self, EventType};
+use crate::runner::{self, ReconcileFailure, Running};
 
 /// Annotation holding the schedule state of every entry of a cluster.
 pub const SCHEDULE_ANNOTATION: &str = "shardvault.io/backup-schedule";
@@ -142,238 +144,228 @@ pub fn backup_name(cluster: &str, at: Timestamp) -> String {
     format!("{cluster}-{}", at.strftime("%Y-%m-%d-%H-%M-%S"))
 }
 
-/// The schedule state recorded on a cluster (empty when none or unreadable).
-pub fn recorded(cluster: &Value) -> Vec<EntrySchedule> {
-    annotation(cluster, SCHEDULE_ANNOTATION)
+/// The schedule state recorded in a cluster's [`SCHEDULE_ANNOTATION`] (empty when none or
+/// unreadable).
+pub fn recorded(annotation: Option<&str>) -> Vec<EntrySchedule> {
+    annotation
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or_default()
 }
 
-/// Creates scheduled SGShardedBackups for every backups[] entry with a `cronSchedule`.
-#[derive(Debug)]
-pub struct Scheduler {
-    clock: Arc<dyn Clock>,
-    deadline: SignedDuration,
+/// Why the scheduler could not look after a cluster's schedules.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// The API could not be read or written.
+    #[error("the API: {0}")]
+    Api(#[from] kube::Error),
+    /// A `cronSchedule` is not a 5-field cron expression.
+    #[error("spec.configurations.backups[{entry}].cronSchedule: {message}")]
+    InvalidSchedule {
+        /// Index of the entry.
+        entry: usize,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Both names a scheduled run may take belong to other backups.
+    #[error(
+        "backups[{entry}]: SGShardedBackups {name} and {name}-{entry} exist and are not this entry's: rename or delete them"
+    )]
+    NameTaken {
+        /// Index of the entry.
+        entry: usize,
+        /// The scheduled name.
+        name: String,
+    },
 }
 
-impl Scheduler {
-    /// A scheduler on `clock` with the default starting deadline (300 s).
-    pub fn new(clock: Arc<dyn Clock>) -> Scheduler {
-        Scheduler {
-            clock,
-            deadline: STARTING_DEADLINE,
+impl ReconcileFailure for ScheduleError {
+    fn reason(&self) -> &str {
+        match self {
+            ScheduleError::Api(_) => "ApiError",
+            ScheduleError::InvalidSchedule { .. } => "InvalidSchedule",
+            ScheduleError::NameTaken { .. } => "ScheduleFailed",
         }
     }
 }
 
-impl Reconciler for Scheduler {
-    fn kind(&self) -> Kind {
-        Kind::SGShardedCluster
-    }
-
-    fn reconcile(
-        &self,
-        obj: Value,
-        ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Action, ReconcileError>> {
-        let (clock, deadline) = (self.clock.clone(), self.deadline);
-        Box::pin(async move { reconcile(obj, ctx, clock, deadline).await })
-    }
+/// The scheduler, ready to run: creates scheduled SGShardedBackups for every backups[] entry
+/// with a `cronSchedule`.
+pub fn controller(ctx: Arc<Context>) -> Running {
+    runner::running(runner::controller::<SGShardedCluster>(&ctx), reconcile, ctx)
 }
 
 /// True when a scheduled backup of `entry` of `cluster` is Pending or Running.
-async fn entry_busy(ctx: &Ctx, ns: &str, cluster: &str, entry: usize) -> Result<bool, StoreError> {
+async fn entry_busy(
+    api: &Api<SGShardedBackup>,
+    cluster: &str,
+    entry: usize,
+) -> Result<bool, kube::Error> {
     let selector = format!("{CLUSTER_LABEL}={cluster},{ENTRY_LABEL}={entry}");
-    Ok(ctx
-        .list(Kind::SGShardedBackup, Some(ns), &selector)
+    Ok(api
+        .list(&ListParams::default().labels(&selector))
         .await?
+        .items
         .iter()
         .any(|b| {
-            !is_deleting(b)
+            b.meta().deletion_timestamp.is_none()
                 && !matches!(
-                    b.pointer("/status/process/status").and_then(Value::as_str),
-                    Some("Completed" | "Failed")
+                    b.status.as_ref().map(|s| s.process.status),
+                    Some(BackupPhase::Completed | BackupPhase::Failed)
                 )
         }))
+}
+
+/// The SGShardedBackup of run `name` of `entry` of `cluster`.
+fn scheduled_backup(cluster: &SGShardedCluster, entry: usize, name: &str) -> SGShardedBackup {
+    let e = &cluster.spec.backups()[entry];
+    let mut backup = SGShardedBackup::new(
+        name,
+        ShardedBackupSpec {
+            sg_sharded_cluster: cluster.name_any(),
+            managed_lifecycle: Some(true),
+            timeout: e.timeout.clone(),
+            max_retries: e.max_retries,
+            reconciliation_timeout: None,
+        },
+    );
+    backup.metadata.namespace = cluster.namespace();
+    backup.metadata.labels = Some(BTreeMap::from([
+        (CLUSTER_LABEL.to_string(), cluster.name_any()),
+        (ENTRY_LABEL.to_string(), entry.to_string()),
+    ]));
+    backup.metadata.annotations = Some(BTreeMap::from([(
+        ENTRY_ANNOTATION.to_string(),
+        entry.to_string(),
+    )]));
+    backup
 }
 
 /// Creates the backup of `entry` scheduled as `name` and returns its name: `name` itself,
 /// or `name-<entry>` when another entry's run of the same time already took `name`.
 async fn create_backup(
-    ctx: &Ctx,
-    cluster: &Value,
-    spec: &ShardedClusterSpec,
+    api: &Api<SGShardedBackup>,
+    cluster: &SGShardedCluster,
     entry: usize,
     name: &str,
-) -> Result<String, StoreError> {
-    let e = &spec.backups()[entry];
-    let ns = namespace_of(cluster);
-    let mut bspec = json!({"sgShardedCluster": name_of(cluster), "managedLifecycle": true});
-    if let Some(t) = &e.timeout {
-        bspec["timeout"] = json!(t);
-    }
-    if let Some(r) = e.max_retries {
-        bspec["maxRetries"] = json!(r);
-    }
-    let mut doc = json!({
-        "apiVersion": Kind::SGShardedBackup.api_version(),
-        "kind": "SGShardedBackup",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "labels": {CLUSTER_LABEL: name_of(cluster), ENTRY_LABEL: entry.to_string()},
-            "annotations": {ENTRY_ANNOTATION: entry.to_string()},
-        },
-        "spec": bspec,
-    });
+) -> Result<String, ScheduleError> {
     for candidate in [name.to_string(), format!("{name}-{entry}")] {
-        doc["metadata"]["name"] = json!(candidate);
-        match ctx.create(doc.clone()).await {
+        let backup = scheduled_backup(cluster, entry, &candidate);
+        match api.create(&PostParams::default(), &backup).await {
             Ok(_) => return Ok(candidate),
-            Err(StoreError::AlreadyExists { .. }) => {
-                let existing = ctx.get(Kind::SGShardedBackup, ns, &candidate).await?;
-                let same_entry = existing.as_ref().is_some_and(|b| {
-                    b.pointer(&format!(
-                        "/metadata/labels/{}",
-                        ENTRY_LABEL.replace('/', "~1")
-                    )) == Some(&json!(entry.to_string()))
-                });
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let same_entry = api
+                    .get_opt(&candidate)
+                    .await?
+                    .is_some_and(|b| b.labels().get(ENTRY_LABEL) == Some(&entry.to_string()));
                 if same_entry {
                     // Created before a crash that lost the state write: the run is made.
                     return Ok(candidate);
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     }
-    Err(StoreError::BadRequest(format!(
-        "backups[{entry}]: SGShardedBackups {name} and {name}-{entry} exist and are not this entry's: rename or delete them"
-    )))
+    Err(ScheduleError::NameTaken {
+        entry,
+        name: name.to_string(),
+    })
 }
 
-/// Sets annotation `key` to `text` on the newest version of `cluster` (retried on conflict).
+/// Sets annotation `key` of SGShardedCluster `name` to `text` (a merge patch of that one
+/// annotation, so it overwrites no other writer's change); nothing when the cluster is gone.
 pub(crate) async fn set_annotation(
-    ctx: &Ctx,
-    cluster: &Value,
+    api: &Api<SGShardedCluster>,
+    name: &str,
     key: &str,
     text: &str,
-) -> Result<(), StoreError> {
-    for _ in 0..3 {
-        let Some(mut fresh) = ctx
-            .get(
-                Kind::SGShardedCluster,
-                namespace_of(cluster),
-                name_of(cluster),
-            )
-            .await?
-        else {
-            return Ok(());
-        };
-        if fresh
-            .pointer("/metadata/annotations")
-            .is_none_or(Value::is_null)
-        {
-            fresh["metadata"]["annotations"] = json!({});
-        }
-        fresh["metadata"]["annotations"][key] = json!(text);
-        match ctx.update(fresh).await {
-            Err(StoreError::Conflict { .. }) => continue,
-            other => return other.map(drop),
-        }
+) -> Result<(), kube::Error> {
+    let patch = serde_json::json!({"metadata": {"annotations": {key: text}}});
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => other.map(drop),
     }
-    Err(StoreError::BadRequest(format!(
-        "SGShardedCluster {}: annotation {key} kept conflicting with other writers",
-        name_of(cluster)
-    )))
 }
 
-/// The value of annotation `key` of `obj`.
-pub(crate) fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
-    obj.pointer(&format!("/metadata/annotations/{}", key.replace('/', "~1")))
-        .and_then(Value::as_str)
+/// The time until `at`, at least 100 ms.
+pub(crate) fn until(at: Timestamp, now: Timestamp) -> Duration {
+    Duration::try_from(at.duration_since(now))
+        .unwrap_or_default()
+        .max(Duration::from_millis(100))
 }
 
-async fn reconcile(
-    obj: Value,
-    ctx: Ctx,
-    clock: Arc<dyn Clock>,
-    deadline: SignedDuration,
-) -> Result<Action, ReconcileError> {
-    if is_deleting(&obj) {
-        return Ok(Action::AwaitChange);
+/// Makes the scheduled runs of a cluster's backups[] entries that are due, and looks again
+/// when the next one is due (or at the clock's poll, whichever comes first).
+async fn reconcile(obj: Arc<SGShardedCluster>, ctx: Arc<Context>) -> Result<Action, ScheduleError> {
+    if obj.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
     }
-    let spec: ShardedClusterSpec = spec_of(&obj)?;
-    let (ns, cluster) = (namespace_of(&obj).to_string(), name_of(&obj).to_string());
-    let old = recorded(&obj);
+    let (ns, cluster) = (
+        obj.namespace().unwrap_or_else(|| "default".into()),
+        obj.name_any(),
+    );
+    let backups: Api<SGShardedBackup> = ctx.api(&ns);
+    let old = recorded(
+        obj.annotations()
+            .get(SCHEDULE_ANNOTATION)
+            .map(String::as_str),
+    );
+    let (clock, deadline) = (&ctx.clock, STARTING_DEADLINE);
     let now = clock.now();
     let mut states = Vec::new();
     let mut wake = clock.poll();
-    for (i, entry) in spec.backups().iter().enumerate() {
+    for (i, entry) in obj.spec.backups().iter().enumerate() {
         let Some(expr) = entry.cron_schedule.as_deref() else {
             continue;
         };
-        let cron = parse_cron(expr).map_err(|e| {
-            ReconcileError::new(
-                "InvalidSchedule",
-                format!("spec.configurations.backups[{i}].cronSchedule: {e}"),
-            )
-        })?;
+        let cron = parse_cron(expr)
+            .map_err(|message| ScheduleError::InvalidSchedule { entry: i, message })?;
         let state = old.iter().find(|s| s.entry == i);
         let due = state.is_some_and(|s| s.cron_schedule == expr && now >= s.next_schedule_time);
-        let busy = due && entry_busy(&ctx, &ns, &cluster, i).await?;
+        let busy = due && entry_busy(&backups, &cluster, i).await?;
         let (next, decision) = decide(&cron, expr, i, state, now, busy, deadline);
-        match decision {
-            Decision::Wait => {}
+        let said = match decision {
+            Decision::Wait => None,
             Decision::Run(at) => {
-                let name = create_backup(&ctx, &obj, &spec, i, &backup_name(&cluster, at)).await?;
-                ctx.event(
-                    &obj,
+                let name = create_backup(&backups, &obj, i, &backup_name(&cluster, at)).await?;
+                Some((
                     EventType::Normal,
                     "BackupScheduled",
-                    &format!("backups[{i}] ({expr}): created SGShardedBackup {name}"),
-                )
-                .await;
+                    format!("backups[{i}] ({expr}): created SGShardedBackup {name}"),
+                ))
             }
-            Decision::Skip(at) => {
-                ctx.event(
-                    &obj,
-                    EventType::Warning,
-                    "ScheduleSkipped",
-                    &format!(
-                        "backups[{i}] ({expr}): run of {at} skipped: the previous scheduled backup is still Pending or Running (concurrency Forbid)"
-                    ),
-                )
-                .await;
-            }
-            Decision::Missed { at, missed } => {
-                ctx.event(
-                    &obj,
-                    EventType::Warning,
-                    "ScheduleMissed",
-                    &format!(
-                        "backups[{i}] ({expr}): {missed} run(s) missed, the latest at {at} is more than {} s late (starting deadline)",
-                        deadline.as_secs()
-                    ),
-                )
-                .await;
-            }
+            Decision::Skip(at) => Some((
+                EventType::Warning,
+                "ScheduleSkipped",
+                format!(
+                    "backups[{i}] ({expr}): run of {at} skipped: the previous scheduled backup is still Pending or Running (concurrency Forbid)"
+                ),
+            )),
+            Decision::Missed { at, missed } => Some((
+                EventType::Warning,
+                "ScheduleMissed",
+                format!(
+                    "backups[{i}] ({expr}): {missed} run(s) missed, the latest at {at} is more than {} s late (starting deadline)",
+                    deadline.as_secs()
+                ),
+            )),
+        };
+        if let Some((kind, reason, message)) = said {
+            events::record(&ctx.client, &*obj, kind, reason, &message).await;
         }
-        let until = next.next_schedule_time.duration_since(now);
-        wake = wake.min(
-            Duration::try_from(until)
-                .unwrap_or_default()
-                .max(Duration::from_millis(100)),
-        );
+        wake = wake.min(until(next.next_schedule_time, now));
         states.push(next);
     }
     if states != old {
         let text = serde_json::to_string(&states).expect("schedule serializes");
-        set_annotation(&ctx, &obj, SCHEDULE_ANNOTATION, &text).await?;
+        set_annotation(&ctx.api(&ns), &cluster, SCHEDULE_ANNOTATION, &text).await?;
     }
     if states.is_empty() {
-        return Ok(Action::AwaitChange);
+        return Ok(Action::await_change());
     }
-    Ok(Action::Requeue(wake))
+    Ok(Action::requeue(wake))
 }
 
 #[cfg(test)]

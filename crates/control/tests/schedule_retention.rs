@@ -1,18 +1,24 @@
-//! The scheduler as a library, on an in-process store with a manual clock and no backup
-//! controller (so scheduled backups stay Pending): two entries with the same schedule each
-//! get their own backup, and the next run of each is skipped while its previous one waits.
+//! The scheduler on kube-runtime against the in-process API server, with a manual clock and
+//! no backup controller (so scheduled backups stay Pending): two entries with the same
+//! schedule each get their own backup, and the next run of each is skipped while its
+//! previous one waits.
+
+#[path = "common/api.rs"]
+mod api;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use shardvault_api::Kind;
+use shardvault_api::shardedcluster::SGShardedCluster;
 use shardvault_control::clock::ManualClock;
-use shardvault_control::framework::{self, Ctx, Reconciler, Settings};
-use shardvault_control::schedule::Scheduler;
-use shardvault_store::{Selector, Store};
-use tokio_util::sync::CancellationToken;
+use shardvault_control::context::{Context, Settings};
+use shardvault_control::{runner, schedule};
+use shardvault_pg::runtime::LocalRuntime;
+use shardvault_store::Selector;
 
 fn cluster() -> Value {
     json!({
@@ -44,15 +50,27 @@ async fn until(what: &str, f: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn entries_with_one_schedule_get_a_backup_each_and_skip_while_pending() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("store.db")).unwrap());
+    let api = api::start().await;
+    let store = api.store.clone();
     let t0: Timestamp = "2030-01-01T00:00:10Z".parse().unwrap();
     let clock = ManualClock::new(t0);
-    let shutdown = CancellationToken::new();
-    let ctx = Ctx::new(store.clone(), dir.path().to_path_buf(), shutdown.clone());
-    let scheduler: Arc<dyn Reconciler> = Arc::new(Scheduler::new(Arc::new(clock.clone())));
-    let run = tokio::spawn(framework::run(ctx, vec![scheduler], Settings::default()));
-    store.create(&cluster()).unwrap();
+    let runtime = LocalRuntime::open(api.dir.path(), "/nonexistent/shardvault".into()).unwrap();
+    let ctx = Arc::new(Context::new(
+        api.client.clone(),
+        Arc::new(runtime),
+        Arc::new(clock.clone()),
+        api.shutdown.child_token(),
+        Settings::default(),
+    ));
+    let run = tokio::spawn(runner::run(
+        vec![schedule::controller(ctx.clone())],
+        ctx.clone(),
+    ));
+    let cluster: SGShardedCluster = serde_json::from_value(cluster()).unwrap();
+    Api::<SGShardedCluster>::namespaced(api.client.clone(), "default")
+        .create(&PostParams::default(), &cluster)
+        .await
+        .unwrap();
     let annotation = || {
         store
             .get(Kind::SGShardedCluster, "default", "twin")
@@ -123,6 +141,9 @@ async fn entries_with_one_schedule_get_a_backup_each_and_skip_while_pending() {
         annotation().matches("2030-01-01T03:00:00Z").count() == 2
     })
     .await;
-    shutdown.cancel();
-    run.await.unwrap();
+    ctx.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the scheduler stops within its grace")
+        .unwrap();
 }

@@ -68,12 +68,12 @@ impl Daemon {
         }
     }
 
-    /// What the runtime last observed of cluster `name` in namespace `default`.
+    /// What the daemon's runtime last observed of cluster `name` in namespace `default`.
     pub fn observed(&self, name: &str) -> shardvault_pg::runtime::cluster::ClusterObserved {
-        shardvault_pg::runtime::cluster::ClusterObserved::load(
-            &self.state().join("clusters/default").join(name),
-        )
-        .unwrap_or_else(|e| panic!("cluster {name} does not run: {e}"))
+        use shardvault_pg::runtime::{ClusterId, ClusterRuntime, LocalRuntime};
+        LocalRuntime::observing(self.state(), crate::shardvault_bin())
+            .observed(&ClusterId::new("default", name))
+            .unwrap_or_else(|e| panic!("cluster {name} does not run: {e}"))
     }
 
     /// Process ids of the processes whose command line holds `words` and this daemon's state

@@ -18,6 +18,7 @@ use shardvault_api::Kind;
 use shardvault_api::quantity::human_bytes;
 use shardvault_pg::fingerprint::{self, Fingerprint, differences};
 use shardvault_pg::runtime::cluster::ClusterObserved;
+use shardvault_pg::runtime::{ClusterId, ClusterRuntime, LocalRuntime};
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
@@ -181,10 +182,10 @@ async fn sql(conninfo: &str, statements: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the daemon's runtime (under `state`) last observed of cluster `name`.
 fn observed(state: &Path, name: &str) -> anyhow::Result<ClusterObserved> {
-    Ok(ClusterObserved::load(
-        &state.join("clusters").join(NS).join(name),
-    )?)
+    let bin = std::env::current_exe().context("cannot find the shardvault binary")?;
+    Ok(LocalRuntime::observing(state, bin).observed(&ClusterId::new(NS, name))?)
 }
 
 fn primary(o: &ClusterObserved, i: usize) -> String {

@@ -262,7 +262,8 @@ fn ready_servers(v: &Value) -> String {
 
 /// The next scheduled backup of a cluster over all its entries (`backups[i]` and UTC time).
 fn next_backup(v: &Value) -> String {
-    shardvault_control::schedule::recorded(v)
+    use shardvault_control::schedule::{SCHEDULE_ANNOTATION, recorded};
+    recorded(v["metadata"]["annotations"][SCHEDULE_ANNOTATION].as_str())
         .iter()
         .min_by_key(|e| e.next_schedule_time)
         .map_or("-".into(), |e| {

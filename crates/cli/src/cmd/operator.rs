@@ -10,10 +10,8 @@ use anyhow::Context as _;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use shardvault_apiserver::ApiServer;
 use shardvault_control::context::{Context, Settings};
-use shardvault_control::framework::{self, Ctx};
 use shardvault_control::{registry, runner};
-use shardvault_pg::runtime::LocalRuntime;
-use shardvault_store::Store;
+use shardvault_pg::runtime::{ClusterRuntime, LocalRuntime};
 use tokio_util::sync::CancellationToken;
 
 use super::{serve, state_dir};
@@ -40,7 +38,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let dir = state_dir::resolve(args.state_dir);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
-        run_controllers(client, local_runtime(&dir)?, shutdown).await
+        run_controllers(client, Arc::new(local_runtime(&dir)?), shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -62,40 +60,33 @@ pub async fn client_of(config: Kubeconfig, what: &str) -> anyhow::Result<kube::C
     kube::Client::try_from(config).with_context(|| format!("kubeconfig {what}: no client"))
 }
 
-/// Starts every controller in the daemon's process: those on kube-runtime as kube::Client
-/// of `server`, those still on the store-backed framework runner beside them.
-pub async fn start_in_process(
-    server: &ApiServer,
-    store: &Arc<Store>,
-    state_dir: &Path,
-    shutdown: &CancellationToken,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let runtime = local_runtime(state_dir)?;
+/// A client of the daemon's own API server (its HTTPS listener).
+pub async fn own_client(server: &ApiServer) -> anyhow::Result<kube::Client> {
     let kubeconfig = server
         .kubeconfig()
         .context("the API server has no HTTPS listener for the controllers")?;
-    let client = client_of(
+    client_of(
         Kubeconfig::from_yaml(&kubeconfig).context("the daemon's own kubeconfig")?,
         "of the daemon",
     )
-    .await?;
-    let ctx = Ctx::new(store.clone(), state_dir.to_path_buf(), shutdown.clone());
-    let framework = framework::run(
-        ctx,
-        shardvault_control::controllers(),
-        framework::Settings::default(),
-    );
+    .await
+}
+
+/// Starts every controller in the daemon's process, as `client` of its own API server.
+pub fn start_in_process(
+    client: kube::Client,
+    runtime: Arc<dyn ClusterRuntime>,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     let shutdown = shutdown.clone();
-    Ok(tokio::spawn(async move {
-        let kube = run_controllers(client, runtime, shutdown);
-        let (_, kube) = tokio::join!(framework, kube);
-        if let Err(e) = kube {
+    tokio::spawn(async move {
+        if let Err(e) = run_controllers(client, runtime, shutdown).await {
             tracing::warn!(
                 "the controllers stopped: {}",
                 super::error_chain::sentence(&e)
             );
         }
-    }))
+    })
 }
 
 /// The runtime running clusters on this host under `state_dir`; call it before any node
@@ -114,12 +105,12 @@ pub fn local_runtime(state_dir: &Path) -> anyhow::Result<LocalRuntime> {
 /// reconciles get a grace period, then are cancelled).
 pub async fn run_controllers(
     client: kube::Client,
-    runtime: LocalRuntime,
+    runtime: Arc<dyn ClusterRuntime>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(
         client,
-        Arc::new(runtime),
+        runtime,
         shardvault_control::clock::from_env(),
         shutdown,
         Settings::default(),

@@ -11,12 +11,12 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use shardvault_apiserver::{ApiServer, ServeOptions};
-use shardvault_control::framework::Ctx;
+use shardvault_pg::runtime::{ClusterRuntime, LocalRuntime};
 use shardvault_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, SOCKET};
-use super::state_dir;
+use super::{operator, state_dir};
 
 /// File holding the daemon's process id.
 pub const PID_FILE: &str = "shardvault.pid";
@@ -138,14 +138,25 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
     let pid_file = dir.join(PID_FILE);
     std::fs::write(&pid_file, std::process::id().to_string())?;
 
+    // The controllers run the clusters here; without them, metrics only observe them.
+    let runtime: Arc<dyn ClusterRuntime> = match args.controllers {
+        Controllers::All => Arc::new(operator::local_runtime(&dir)?),
+        Controllers::None => Arc::new(LocalRuntime::observing(
+            &dir,
+            std::env::current_exe().context("cannot find the shardvault binary")?,
+        )),
+    };
+    let client = operator::own_client(&server).await?;
     let controllers = match args.controllers {
-        Controllers::All => {
-            Some(super::operator::start_in_process(&server, &store, &dir, &shutdown).await?)
-        }
+        Controllers::All => Some(operator::start_in_process(
+            client.clone(),
+            runtime.clone(),
+            &shutdown,
+        )),
         Controllers::None => None,
     };
     let metrics = match args.metrics_listen {
-        Some(addr) => Some(serve_metrics(addr, &store, &dir, &shutdown).await?),
+        Some(addr) => Some(serve_metrics(addr, client, runtime, &shutdown).await?),
         None => None,
     };
     let console = match args.console_listen {
@@ -187,23 +198,23 @@ fn read_token(f: &Path) -> anyhow::Result<String> {
     Ok(t)
 }
 
-/// Serves Prometheus metrics at `http://addr/metrics` until shutdown.
+/// Serves Prometheus metrics at `http://addr/metrics` until shutdown: the resources as
+/// `client` reads them, the members as `runtime` observes them.
 async fn serve_metrics(
     addr: SocketAddr,
-    store: &Arc<Store>,
-    dir: &Path,
+    client: kube::Client,
+    runtime: Arc<dyn ClusterRuntime>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("--metrics-listen: cannot listen on {addr}"))?;
-    let metrics_ctx = Ctx::new(store.clone(), dir.to_path_buf(), shutdown.clone());
     let app = Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let ctx = metrics_ctx.clone();
+            let (client, runtime) = (client.clone(), runtime.clone());
             async move {
-                match shardvault_control::metrics::render(&ctx).await {
+                match shardvault_control::metrics::render(&client, &*runtime).await {
                     Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
                         .into_response(),
                     Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),

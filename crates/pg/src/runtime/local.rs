@@ -35,6 +35,7 @@ impl LocalRuntime {
     /// runs) with `shardvault_bin`. Removes what an earlier run left of node work (configs
     /// with secrets of commands that were cut short): call it before any node work runs.
     pub fn open(state_dir: &Path, shardvault_bin: PathBuf) -> Result<LocalRuntime, RuntimeError> {
+        let runtime = LocalRuntime::observing(state_dir, shardvault_bin);
         let work = state_dir.join(WORK_DIR);
         match std::fs::remove_dir_all(&work) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -45,11 +46,17 @@ impl LocalRuntime {
             }
             _ => {}
         }
-        Ok(LocalRuntime {
+        Ok(runtime)
+    }
+
+    /// The runtime whose clusters another process runs in `state_dir`, to observe them: it
+    /// leaves the node work of that process alone (unlike [`LocalRuntime::open`]).
+    pub fn observing(state_dir: &Path, shardvault_bin: PathBuf) -> LocalRuntime {
+        LocalRuntime {
             state_dir: state_dir.to_path_buf(),
             shardvault_bin,
             extra_settings: Vec::new(),
-        })
+        }
     }
 
     /// Adds server settings to every instance (tests make servers lighter with them).

@@ -101,6 +101,10 @@ struct RestoreArgs {
     /// Recreate tablespaces under DIR/<oid> instead of their original locations.
     #[arg(long, value_name = "DIR")]
     tablespace_dir: Option<PathBuf>,
+    /// The backup is a volume snapshot and --pgdata already holds its clone (made by the
+    /// runtime): only set it up to recover.
+    #[arg(long, conflicts_with_all = ["concurrency", "tablespace_dir"])]
+    snapshot_clone: bool,
 }
 
 /// Options of `shardvault node verify`.
@@ -251,7 +255,11 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         tablespace_dir: a.tablespace_dir,
         progress: Some(progress("restore")),
     };
-    let manifest = engine::restore(&source, &opts).await?;
+    let manifest = if a.snapshot_clone {
+        engine::restore_snapshot_clone(&source, &opts).await?
+    } else {
+        engine::restore(&source, &opts).await?
+    };
     eprintln!(
         "restored backup {} into {}: start the server to recover {}",
         manifest.name,

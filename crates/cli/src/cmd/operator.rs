@@ -40,7 +40,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let dir = state_dir::resolve(args.state_dir);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
-        run_controllers(client, local_runtime(&dir)?, shutdown).await
+        run_controllers(client, Arc::new(local_runtime(&dir)?), shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -68,9 +68,9 @@ pub async fn start_in_process(
     server: &ApiServer,
     store: &Arc<Store>,
     state_dir: &Path,
+    runtime: Arc<LocalRuntime>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let runtime = local_runtime(state_dir)?;
     let kubeconfig = server
         .kubeconfig()
         .context("the API server has no HTTPS listener for the controllers")?;
@@ -112,12 +112,12 @@ pub fn local_runtime(state_dir: &Path) -> anyhow::Result<LocalRuntime> {
 /// reconciles get a grace period, then are cancelled).
 pub async fn run_controllers(
     client: kube::Client,
-    runtime: LocalRuntime,
+    runtime: Arc<LocalRuntime>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(
         client,
-        Arc::new(runtime),
+        runtime,
         shardvault_control::clock::from_env(),
         shutdown,
         Settings::default(),

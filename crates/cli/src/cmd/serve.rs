@@ -120,11 +120,20 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
         (Some(addr), Some(f)) => Some((addr, read_token(f)?)),
         _ => None,
     };
+    // With the controllers here, admission also asks their runtime (volume snapshots).
+    let runtime = match args.controllers {
+        Controllers::All => Some(Arc::new(super::operator::local_runtime(&dir)?)),
+        Controllers::None => None,
+    };
+    let admission: Arc<dyn shardvault_apiserver::Admission> = match &runtime {
+        Some(rt) => Arc::new(shardvault_control::admission::with_runtime(rt.clone())),
+        None => Arc::new(shardvault_control::admission::admit),
+    };
     let options = ServeOptions {
         https: Some(args.https_listen),
         unix_socket: Some(socket.clone()),
         http,
-        admission: Some(Arc::new(shardvault_control::admission::admit)),
+        admission: Some(admission),
         ..ServeOptions::default()
     };
     // A kubeconfig left by a daemon that was killed names an old address: `up` waits for
@@ -138,11 +147,11 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
     let pid_file = dir.join(PID_FILE);
     std::fs::write(&pid_file, std::process::id().to_string())?;
 
-    let controllers = match args.controllers {
-        Controllers::All => {
-            Some(super::operator::start_in_process(&server, &store, &dir, &shutdown).await?)
+    let controllers = match runtime {
+        Some(rt) => {
+            Some(super::operator::start_in_process(&server, &store, &dir, rt, &shutdown).await?)
         }
-        Controllers::None => None,
+        None => None,
     };
     let metrics = match args.metrics_listen {
         Some(addr) => Some(serve_metrics(addr, &store, &dir, &shutdown).await?),

@@ -607,6 +607,7 @@ fn member_status(summary: &BackupSummary, config: &Value) -> BackupStatus {
             manifest_sha256: Some(summary.manifest_sha256.clone()),
         }),
         sg_backup_config: Some(config.clone()),
+        volume_snapshot: None,
     }
 }
 

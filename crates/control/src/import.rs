@@ -128,6 +128,7 @@ pub fn statuses(
                     ..Default::default()
                 }),
                 sg_backup_config: Some(config),
+                volume_snapshot: None,
             };
             (m.sg_backup.clone(), status)
         })

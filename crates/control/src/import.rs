@@ -105,6 +105,7 @@ pub fn statuses(
         restore_point: Some(record.restore_point.clone()),
         attempts: None,
         sharded_record_config: Some(backup_config(&entry, storage_spec, record_prefix)),
+        volume_snapshots: Vec::new(),
     };
     let members = record
         .members

@@ -733,7 +733,14 @@ async fn restore<'a>(
             target,
             ..
         } => {
-            snapshot::clone_writable(&plan.snapshots_dir.join(snapshot), &primary.dir, "data")?;
+            let from = plan.snapshots_dir.join(snapshot);
+            if !from.exists() {
+                return Err(RuntimeError::Plan(format!(
+                    "the volume snapshot {snapshot} of backup {backup} is not on this host \
+                     (deleted, or taken elsewhere): restore from another backup"
+                )));
+            }
+            snapshot::clone_writable(&from, &primary.dir, "data")?;
             cmd.args(["--backup", backup, "--snapshot-clone", "--pgdata"])
                 .arg(primary.pgdata());
             (backup, target)

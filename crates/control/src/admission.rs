@@ -103,7 +103,10 @@ pub fn with_runtime(
 
 /// Every backups[] entry that asks for volume snapshots (or names a class) must name a class
 /// the runtime has, on a filesystem it can snapshot.
-fn check_snapshots(runtime: &dyn ClusterRuntime, spec: &ShardedClusterSpec) -> Result<(), FieldError> {
+fn check_snapshots(
+    runtime: &dyn ClusterRuntime,
+    spec: &ShardedClusterSpec,
+) -> Result<(), FieldError> {
     for (i, entry) in spec.backups().iter().enumerate() {
         let class = entry.volume_snapshot_class.as_deref();
         if entry.use_volume_snapshot != Some(true) && class.is_none() {

@@ -587,8 +587,7 @@ async fn plan_restore(
     {
         let point = crate::restore_points::consistent_point(source, time, rp).await?;
         for b in &mut bootstraps {
-            if let Bootstrap::Restore { target, .. } | Bootstrap::CloneSnapshot { target, .. } = b
-            {
+            if let Bootstrap::Restore { target, .. } | Bootstrap::CloneSnapshot { target, .. } = b {
                 *target = RecoveryTarget::Name(point.clone());
             }
         }

@@ -15,9 +15,7 @@ use shardvault_pg::runtime::{ClusterId, ClusterRuntime, VolumeSnapshot};
 
 use crate::archive::seal;
 use crate::cut::{CutMember, take_cut_holding};
-use crate::sharded_backup::{
-    Progress, ShardedBackupError, ShardedBackupJob, ShardedBackupOutcome,
-};
+use crate::sharded_backup::{Progress, ShardedBackupError, ShardedBackupJob, ShardedBackupOutcome};
 
 /// How the snapshots are taken.
 #[derive(Debug, Clone)]
@@ -128,16 +126,11 @@ async fn take(
                     .map_err(|e| format!("member {}: snapshot: {e}", m.name))?;
                 taken.lock().expect("not poisoned").push(s);
             }
-            let ends = try_join_all(
-                job.members
-                    .iter()
-                    .zip(begun)
-                    .map(|(m, b)| async move {
-                        b.stop()
-                            .await
-                            .map_err(|e| format!("member {}: {e}", m.name))
-                    }),
-            )
+            let ends = try_join_all(job.members.iter().zip(begun).map(|(m, b)| async move {
+                b.stop()
+                    .await
+                    .map_err(|e| format!("member {}: {e}", m.name))
+            }))
             .await?;
             *stopped.lock().expect("not poisoned") = ends;
             Ok(())
@@ -165,19 +158,24 @@ async fn take(
     for (i, summary) in manifests.iter().enumerate() {
         progress.member_done(i, summary);
     }
-    try_join_all(job.members.iter().zip(&cut.members).map(|(m, point)| async {
-        seal(
-            &m.node_config,
-            false,
-            Some(&point.wal_file),
-            job.archive_wait,
-        )
-        .await
-        .map_err(|e| ShardedBackupError::Archive {
-            member: m.name.clone(),
-            source: e,
-        })
-    }))
+    try_join_all(
+        job.members
+            .iter()
+            .zip(&cut.members)
+            .map(|(m, point)| async {
+                seal(
+                    &m.node_config,
+                    false,
+                    Some(&point.wal_file),
+                    job.archive_wait,
+                )
+                .await
+                .map_err(|e| ShardedBackupError::Archive {
+                    member: m.name.clone(),
+                    source: e,
+                })
+            }),
+    )
     .await?;
     Ok(SnapshotOutcome {
         outcome: ShardedBackupOutcome { manifests, cut },

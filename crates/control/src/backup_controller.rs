@@ -3,38 +3,40 @@
 //! proof) in a worker with `timeout` and `maxRetries`, and writes status and the storage
 //! catalog record. Deleting a sharded backup removes its objects from storage.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::future::BoxFuture;
-use serde_json::{Value, json};
-use shardvault_api::Kind;
-use shardvault_api::backup::{BackupPhase, BackupSize, BackupStatus};
+use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{self, Event};
+use kube::{Resource, ResourceExt};
+use serde_json::Value;
+use shardvault_api::backup::{BackupPhase, BackupSize, BackupSpec, BackupStatus, SGBackup};
 use shardvault_api::shardedbackup::{
-    DEFAULT_MAX_RETRIES, RestorePoint, SHARDED_BACKUP_LABEL, ShardedBackupInformation,
-    ShardedBackupSpec, ShardedBackupStatus,
+    DEFAULT_MAX_RETRIES, RestorePoint, SGShardedBackup, SHARDED_BACKUP_LABEL,
+    ShardedBackupInformation, ShardedBackupStatus,
 };
-use shardvault_api::shardedcluster::{ShardedClusterSpec, ShardingType};
-use shardvault_pg::config::NodeConfig;
+use shardvault_api::shardedcluster::{SGShardedCluster, ShardingType};
 use shardvault_pg::engine::Repo;
 use shardvault_pg::engine::manifest::BackupSummary;
 use shardvault_pg::engine::prune::delete_backup;
-use shardvault_pg::runtime::cluster::ClusterObserved;
-use shardvault_store::EventType;
+use shardvault_pg::runtime::ClusterId;
+use shardvault_pg::runtime::cluster::InstanceState;
 use tokio::sync::mpsc;
 
+use crate::context::Context;
 use crate::cut::CutMode;
 use crate::destination::{cluster_destination, member_destinations};
-use crate::framework::{Action, Ctx, ReconcileError, Reconciler, has_finalizer, is_deleting};
+use crate::events::{self, EventType};
+use crate::framework::ReconcileError;
 use crate::import::{self, IMPORTED_ANNOTATION, IMPORTED_PATH_ANNOTATION};
+use crate::lookup::{self, LookupError};
 use crate::records::{MemberRecord, Records, SHARDED_FORMAT, ShardedRecord};
-use crate::resources::{
-    Secrets, backup_config, backup_destination, cluster_storages, name_of, namespace_of,
-    owner_reference, spec_of, status_of, uid_of,
-};
+use crate::resources::{backup_config, backup_destination};
+use crate::runner::{self, ReconcileFailure, Running};
 use crate::sharded_backup::{self, MemberJob, Progress, ShardedBackupJob};
+use crate::status;
 
 /// Finalizer that removes a sharded backup's objects from storage.
 pub const FINALIZER: &str = "shardvault.io/backup-objects";
@@ -42,21 +44,24 @@ pub const FINALIZER: &str = "shardvault.io/backup-objects";
 /// Annotation choosing the backups[] entry (index) a manual backup goes to (default 0).
 pub const ENTRY_ANNOTATION: &str = "shardvault.io/backup-entry";
 
-/// Directory under the state directory holding the node configs of running backup jobs.
-const WORK_DIR: &str = "work";
+/// How often a running backup, or one waiting for its cluster, is looked at again.
+const RUNNING_EVERY: Duration = Duration::from_secs(5);
 
-/// Removes what an earlier run left in the work directory (node configs with secrets of
-/// jobs that were cut short); called at start, before any job runs.
-pub fn sweep_work(state: &std::path::Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(state.join(WORK_DIR)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
+/// How long a backup waiting for its cluster (not Ready, or another backup running) waits.
+const WAITING_RETRY: Duration = Duration::from_secs(3);
 
 /// Why a sharded backup cannot be planned, or its objects not deleted.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    /// The API could not be read or written.
+    #[error("the API: {0}")]
+    Api(#[from] kube::Error),
+    /// A referenced storage or Secret is missing or unusable.
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    /// A member backup's recorded location cannot be used (its reason kept).
+    #[error(transparent)]
+    Located(#[from] ReconcileError),
     /// The cluster's members cannot be observed (not started yet, or stopped).
     #[error("SGShardedCluster {cluster}: {message}")]
     ClusterNotRunning {
@@ -73,59 +78,36 @@ pub enum BackupError {
     /// The backups[] entry annotation is not a valid index.
     #[error("metadata.annotations[{ENTRY_ANNOTATION:?}]: {0}")]
     InvalidAnnotation(String),
-    /// The work directory of the backup's node configs cannot be made.
-    #[error("{}: {source}", path.display())]
-    StateDir {
-        /// The directory.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
     /// Storage failed while deleting the backup's objects.
     #[error("{0}")]
     Storage(String),
-    /// The resources could not be read or written.
-    #[error(transparent)]
-    Resources(#[from] ReconcileError),
 }
 
-impl BackupError {
-    /// The reason of the Event a failure is recorded as.
-    pub fn reason(&self) -> &str {
+impl ReconcileFailure for BackupError {
+    fn reason(&self) -> &str {
         match self {
+            BackupError::Api(_) => "ApiError",
+            BackupError::Lookup(e) => e.reason(),
+            BackupError::Located(e) => &e.reason,
             BackupError::ClusterNotRunning { .. } => "ClusterNotRunning",
             BackupError::NoBackupConfiguration(_) => "NoBackupConfiguration",
             BackupError::InvalidAnnotation(_) => "InvalidAnnotation",
-            BackupError::StateDir { .. } => "StateDir",
             BackupError::Storage(_) => "StorageError",
-            BackupError::Resources(e) => &e.reason,
         }
     }
 
+    fn message(&self) -> String {
+        match self {
+            BackupError::Located(e) => e.message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl BackupError {
     fn storage(e: impl std::fmt::Display) -> BackupError {
         BackupError::Storage(e.to_string())
     }
-}
-
-impl From<shardvault_store::StoreError> for BackupError {
-    fn from(e: shardvault_store::StoreError) -> BackupError {
-        BackupError::Resources(e.into())
-    }
-}
-
-impl From<BackupError> for ReconcileError {
-    fn from(e: BackupError) -> ReconcileError {
-        match e {
-            BackupError::Resources(e) => e,
-            e => ReconcileError::new(e.reason().to_string(), e),
-        }
-    }
-}
-
-/// Runs sharded backups.
-pub struct ShardedBackupController {
-    bin: PathBuf,
-    workers: Workers,
 }
 
 /// Running backup workers by uid, and the lock under which a backup decides to start (so
@@ -136,34 +118,43 @@ struct Workers {
     starting: Arc<tokio::sync::Mutex<()>>,
 }
 
-impl ShardedBackupController {
-    /// A controller whose engine runs from `shardvault_bin`.
-    pub fn new(shardvault_bin: PathBuf) -> ShardedBackupController {
-        ShardedBackupController {
-            bin: shardvault_bin,
-            workers: Workers::default(),
+impl Workers {
+    /// True when the worker of `uid` is still at work.
+    fn alive(&self, uid: &str) -> bool {
+        self.running
+            .lock()
+            .expect("not poisoned")
+            .get(uid)
+            .is_some_and(|w| !w.is_finished())
+    }
+
+    /// Stops the worker of `uid` and waits until it is gone (its node work is killed with
+    /// it), so nothing is written after this returns.
+    async fn stop(&self, uid: &str) {
+        let worker = self.running.lock().expect("not poisoned").remove(uid);
+        if let Some(w) = worker {
+            w.abort();
+            let _ = w.await;
         }
     }
 }
 
-impl Reconciler for ShardedBackupController {
-    fn kind(&self) -> Kind {
-        Kind::SGShardedBackup
-    }
-
-    fn reconcile(
-        &self,
-        obj: Value,
-        ctx: Ctx,
-    ) -> BoxFuture<'static, Result<Action, ReconcileError>> {
-        let bin = self.bin.clone();
-        let workers = self.workers.clone();
-        Box::pin(async move { reconcile(obj, ctx, bin, workers).await })
-    }
+/// The sharded backup controller, ready to run.
+pub fn controller(ctx: Arc<Context>) -> Running {
+    let workers = Workers::default();
+    runner::running(
+        runner::controller::<SGShardedBackup>(&ctx),
+        move |obj, ctx| reconcile(obj, ctx, workers.clone()),
+        ctx,
+    )
 }
 
 fn now() -> String {
     jiff::Timestamp::now().to_string()
+}
+
+fn namespace_of<K: Resource>(obj: &K) -> String {
+    obj.namespace().unwrap_or_else(|| "default".into())
 }
 
 fn member_suffix(i: usize) -> String {
@@ -174,70 +165,74 @@ fn member_suffix(i: usize) -> String {
     }
 }
 
-async fn set_status(
-    ctx: &Ctx,
-    obj: &Value,
-    status: &ShardedBackupStatus,
-) -> Result<Value, ReconcileError> {
-    let status = serde_json::to_value(status).expect("status serializes");
-    if obj.get("status") == Some(&status) {
-        return Ok(obj.clone());
-    }
-    Ok(ctx.update_status(obj, status).await?)
+fn phase(obj: &SGShardedBackup) -> BackupPhase {
+    obj.status
+        .as_ref()
+        .map_or(BackupPhase::Pending, |s| s.process.status)
 }
 
+/// Reconciles one SGShardedBackup: fills an imported one from its record, starts (or
+/// restarts) the worker of one of ours, removes the objects of one being deleted.
 async fn reconcile(
-    obj: Value,
-    ctx: Ctx,
-    bin: PathBuf,
+    obj: Arc<SGShardedBackup>,
+    ctx: Arc<Context>,
     workers: Workers,
-) -> Result<Action, ReconcileError> {
-    let Workers {
-        running: workers,
-        starting,
-    } = workers;
-    let uid = uid_of(&obj).to_string();
-    if let Some(storage) = annotation(&obj, IMPORTED_ANNOTATION) {
+) -> Result<Action, finalizer::Error<BackupError>> {
+    let api: Api<SGShardedBackup> = ctx.api(&namespace_of(&*obj));
+    if let Some(storage) = obj.annotations().get(IMPORTED_ANNOTATION).cloned() {
         // Found in storage, not taken here: nothing to run, and its objects are not ours
         // to delete; its status comes from its record.
-        let pending = status_of::<ShardedBackupStatus>(&obj).process.status == BackupPhase::Pending;
-        if is_deleting(&obj) || !pending {
-            return Ok(Action::AwaitChange);
+        if obj.meta().deletion_timestamp.is_some() || phase(&obj) != BackupPhase::Pending {
+            return Ok(Action::await_change());
         }
-        return fill_imported(&ctx, &obj, storage).await;
+        return fill_imported(&ctx, &api, &obj, &storage)
+            .await
+            .map_err(finalizer::Error::ApplyFailed);
     }
-    if is_deleting(&obj) {
-        let worker = workers.lock().expect("not poisoned").remove(&uid);
-        if let Some(w) = worker {
-            // Wait until it is gone (its node work is killed with it), so nothing is
-            // written after the objects are deleted.
-            w.abort();
-            let _ = w.await;
-        }
-        if has_finalizer(&obj, FINALIZER) {
-            delete_objects(&ctx, &obj).await?;
-            ctx.remove_finalizer(&obj, FINALIZER).await?;
-        }
-        return Ok(Action::AwaitChange);
-    }
-    let obj = ctx.add_finalizer(&obj, FINALIZER).await?;
-    let spec: ShardedBackupSpec = spec_of(&obj)?;
-    let mut status: ShardedBackupStatus = status_of(&obj);
-    let ns = namespace_of(&obj).to_string();
-    match status.process.status {
-        BackupPhase::Completed | BackupPhase::Failed => return Ok(Action::AwaitChange),
-        BackupPhase::Running => {
-            let alive = workers
-                .lock()
-                .expect("not poisoned")
-                .get(&uid)
-                .is_some_and(|w| !w.is_finished());
-            if alive {
-                return Ok(Action::Requeue(Duration::from_secs(5)));
+    finalizer::finalizer(&api, FINALIZER, obj, |event| async {
+        match event {
+            Event::Apply(obj) => apply(&obj, &ctx, &api, &workers).await,
+            Event::Cleanup(obj) => {
+                workers.stop(&obj.uid().unwrap_or_default()).await;
+                delete_objects(&ctx, &obj).await?;
+                Ok(Action::await_change())
             }
+        }
+    })
+    .await
+}
+
+/// Starts the backup's worker once its cluster is Ready and no other backup of it runs.
+async fn apply(
+    cached: &SGShardedBackup,
+    ctx: &Arc<Context>,
+    api: &Api<SGShardedBackup>,
+    workers: &Workers,
+) -> Result<Action, BackupError> {
+    let uid = cached.uid().unwrap_or_default();
+    if matches!(phase(cached), BackupPhase::Completed | BackupPhase::Failed) {
+        return Ok(Action::await_change());
+    }
+    if workers.alive(&uid) {
+        return Ok(Action::requeue(RUNNING_EVERY));
+    }
+    let start_guard = workers.starting.lock().await;
+    // The cache may lag behind what a worker just wrote: decide on the stored object.
+    let Some(obj) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    if obj.uid() != cached.uid() {
+        return Ok(Action::await_change());
+    }
+    let ns = namespace_of(&obj);
+    let mut status = obj.status.clone().unwrap_or_default();
+    match status.process.status {
+        BackupPhase::Completed | BackupPhase::Failed => return Ok(Action::await_change()),
+        BackupPhase::Running => {
             // Running with no worker here: the daemon restarted mid-backup. That attempt is
             // lost; its objects are removed and the backup starts again as a new attempt.
-            ctx.event(
+            events::record(
+                &ctx.client,
                 &obj,
                 EventType::Warning,
                 "Interrupted",
@@ -247,32 +242,30 @@ async fn reconcile(
         }
         BackupPhase::Pending => {}
     }
-    let cluster_name = spec.sg_sharded_cluster.clone();
-    let start_guard = starting.lock().await;
-    let Some(cluster) = ctx.get(Kind::SGShardedCluster, &ns, &cluster_name).await? else {
+    let cluster_name = obj.spec.sg_sharded_cluster.clone();
+    let clusters: Api<SGShardedCluster> = ctx.api(&ns);
+    let Some(cluster) = clusters.get_opt(&cluster_name).await? else {
         status.process.status = BackupPhase::Failed;
         status.process.failure = Some(format!(
             "spec.sgShardedCluster: SGShardedCluster {cluster_name:?} not found in namespace {ns}"
         ));
-        set_status(&ctx, &obj, &status).await?;
-        return Ok(Action::AwaitChange);
+        set_status(api, &obj, &status).await?;
+        return Ok(Action::await_change());
     };
-    let ready = cluster
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|c| {
-            c.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        });
-    let others_running = ctx
-        .list(Kind::SGShardedBackup, Some(&ns), "")
+    let ready = cluster.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    });
+    let others_running = api
+        .list(&ListParams::default())
         .await?
-        .into_iter()
+        .items
+        .iter()
         .any(|b| {
-            uid_of(&b) != uid
-                && b.pointer("/spec/sgShardedCluster").and_then(Value::as_str)
-                    == Some(&cluster_name)
-                && b.pointer("/status/process/status").and_then(Value::as_str) == Some("Running")
+            b.uid() != obj.uid()
+                && b.spec.sg_sharded_cluster == cluster_name
+                && phase(b) == BackupPhase::Running
         });
     if status.process.status == BackupPhase::Pending && (!ready || others_running) {
         let why = if others_running {
@@ -281,26 +274,32 @@ async fn reconcile(
             "the cluster is not Ready yet"
         };
         status.process.failure = Some(format!("waiting: {why}"));
-        set_status(&ctx, &obj, &status).await?;
-        return Ok(Action::Requeue(Duration::from_secs(3)));
+        set_status(api, &obj, &status).await?;
+        return Ok(Action::requeue(WAITING_RETRY));
     }
-    let plan = match plan_backup(&ctx, &obj, &cluster, &bin).await {
+    let plan = match plan_backup(ctx, &obj, &cluster).await {
         Ok(p) => p,
         // The cluster was Ready a moment ago: its state being unreadable now passes.
         Err(e @ BackupError::ClusterNotRunning { .. })
             if status.process.status == BackupPhase::Pending =>
         {
             status.process.failure = Some(format!("waiting: {e}"));
-            set_status(&ctx, &obj, &status).await?;
-            return Ok(Action::Requeue(Duration::from_secs(3)));
+            set_status(api, &obj, &status).await?;
+            return Ok(Action::requeue(WAITING_RETRY));
         }
         Err(e) => {
             status.process.status = BackupPhase::Failed;
             status.process.failure = Some(e.to_string());
-            set_status(&ctx, &obj, &status).await?;
-            ctx.event(&obj, EventType::Warning, e.reason(), &e.to_string())
-                .await;
-            return Ok(Action::AwaitChange);
+            set_status(api, &obj, &status).await?;
+            events::record(
+                &ctx.client,
+                &obj,
+                EventType::Warning,
+                e.reason(),
+                &e.message(),
+            )
+            .await;
+            return Ok(Action::await_change());
         }
     };
     let attempt = status.attempts.unwrap_or(0) + 1;
@@ -309,17 +308,19 @@ async fn reconcile(
     status.process.timing.start.get_or_insert_with(now);
     status.attempts = Some(attempt);
     status.sg_backups = plan.job.members.iter().map(|m| m.backup.clone()).collect();
-    let obj = set_status(&ctx, &obj, &status).await?;
+    set_status(api, &obj, &status).await?;
     drop(start_guard);
-    ensure_children(&ctx, &obj, &spec, &plan).await?;
-    let max_retries = spec.max_retries.unwrap_or(DEFAULT_MAX_RETRIES).max(0);
-    let timeout = spec
+    ensure_children(ctx, &obj, &plan).await?;
+    let max_retries = obj.spec.max_retries.unwrap_or(DEFAULT_MAX_RETRIES).max(0);
+    let timeout = obj
+        .spec
         .timeout
         .as_ref()
         .and_then(|t| t.seconds().ok())
         .map(Duration::from_secs);
     if plan.volume_snapshot && attempt == 1 {
-        ctx.event(
+        events::record(
+            &ctx.client,
             &obj,
             EventType::Normal,
             "VolumeSnapshotUnavailable",
@@ -331,36 +332,46 @@ async fn reconcile(
         ctx.clone(),
         obj,
         plan,
-        attempt,
-        max_retries,
-        timeout,
+        Retries {
+            first_attempt: attempt,
+            max_retries,
+            timeout,
+        },
     ));
-    workers.lock().expect("not poisoned").insert(uid, worker);
-    Ok(Action::Requeue(Duration::from_secs(5)))
-}
-
-/// The value of annotation `key` of `obj`.
-fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
-    obj.pointer("/metadata/annotations")?.get(key)?.as_str()
+    workers
+        .running
+        .lock()
+        .expect("not poisoned")
+        .insert(uid, worker);
+    Ok(Action::requeue(RUNNING_EVERY))
 }
 
 /// Writes the status of an imported sharded backup and of its SGBackups from its record in
 /// SGObjectStorage `storage` (at the prefix its annotation names), once the importer has
 /// created every SGBackup.
-async fn fill_imported(ctx: &Ctx, obj: &Value, storage: &str) -> Result<Action, ReconcileError> {
-    let (ns, name) = (namespace_of(obj), name_of(obj));
+async fn fill_imported(
+    ctx: &Context,
+    api: &Api<SGShardedBackup>,
+    obj: &SGShardedBackup,
+    storage: &str,
+) -> Result<Action, BackupError> {
+    let (ns, name) = (namespace_of(obj), obj.name_any());
     let field = format!("metadata.annotations[{IMPORTED_ANNOTATION:?}]");
-    let secrets = Secrets::load(ctx, ns).await?;
-    let (spec, resolved) = crate::resources::storage(ctx, &secrets, ns, storage, &field).await?;
-    let prefix = annotation(obj, IMPORTED_PATH_ANNOTATION).unwrap_or_default();
+    let secrets = lookup::secrets(&ctx.client, &ns).await?;
+    let (spec, resolved) = lookup::storage(&ctx.client, &secrets, &ns, storage, &field).await?;
+    let prefix = obj
+        .annotations()
+        .get(IMPORTED_PATH_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
     let dest = shardvault_storage::Destination {
         storage: resolved.config,
-        prefix: prefix.to_string(),
+        prefix: prefix.clone(),
         compression: Default::default(),
         performance: Default::default(),
         encryption: resolved.encryption,
     };
-    let read = async { Records::open(&dest)?.backup(name).await };
+    let read = async { Records::open(&dest)?.backup(&name).await };
     let record = match read.await {
         Ok(r) => r,
         Err(e) => {
@@ -369,34 +380,30 @@ async fn fill_imported(ctx: &Ctx, obj: &Value, storage: &str) -> Result<Action, 
             status.process.failure = Some(format!(
                 "the record of this imported backup cannot be read from SGObjectStorage {storage}: {e}"
             ));
-            set_status(ctx, obj, &status).await?;
-            return Ok(Action::AwaitChange);
+            set_status(api, obj, &status).await?;
+            return Ok(Action::await_change());
         }
     };
-    let imported = import::statuses(&record, prefix, storage, &spec);
+    let imported = import::statuses(&record, &prefix, storage, &spec);
+    let members: Api<SGBackup> = ctx.api(&ns);
     let mut children = Vec::new();
     for (member, status) in &imported.members {
-        match ctx.get(Kind::SGBackup, ns, member).await? {
+        match members.get_opt(member).await? {
             Some(child) => children.push((child, status)),
             // The importer creates the SGBackups right after this object.
-            None => return Ok(Action::Requeue(Duration::from_millis(300))),
+            None => return Ok(Action::requeue(Duration::from_millis(300))),
         }
     }
     for (child, status) in children {
-        ctx.update_status(
-            &child,
-            serde_json::to_value(status).expect("status serializes"),
-        )
-        .await?;
+        status::replace(&members, &child, &child.status, &Some(status.clone())).await?;
     }
-    set_status(ctx, obj, &imported.backup).await?;
-    Ok(Action::AwaitChange)
+    set_status(api, obj, &imported.backup).await?;
+    Ok(Action::await_change())
 }
 
 /// Everything a worker needs about one sharded backup.
 struct BackupPlan {
     job: ShardedBackupJob,
-    cluster: String,
     sharding: ShardingType,
     managed: bool,
     configs: Vec<Value>,
@@ -408,19 +415,20 @@ struct BackupPlan {
 }
 
 async fn plan_backup(
-    ctx: &Ctx,
-    obj: &Value,
-    cluster: &Value,
-    bin: &std::path::Path,
+    ctx: &Context,
+    obj: &SGShardedBackup,
+    cluster: &SGShardedCluster,
 ) -> Result<BackupPlan, BackupError> {
     let ns = namespace_of(obj);
-    let name = name_of(obj);
-    let cluster_name = name_of(cluster);
-    let cspec: ShardedClusterSpec = spec_of(cluster)?;
+    let name = obj.name_any();
+    let cluster_name = cluster.name_any();
+    let cspec = &cluster.spec;
     if cspec.backups().is_empty() {
-        return Err(BackupError::NoBackupConfiguration(cluster_name.to_string()));
+        return Err(BackupError::NoBackupConfiguration(cluster_name));
     }
-    let entry_index: usize = annotation(obj, ENTRY_ANNOTATION)
+    let entry_index: usize = obj
+        .annotations()
+        .get(ENTRY_ANNOTATION)
         .map(|v| {
             v.parse()
                 .map_err(|_| BackupError::InvalidAnnotation(format!("{v:?} is not an index")))
@@ -433,21 +441,21 @@ async fn plan_backup(
             cspec.backups().len()
         ))
     })?;
-    let storages = cluster_storages(ctx, ns, &cspec).await?;
+    let storages = lookup::cluster_storages(&ctx.client, &ns, cspec).await?;
     let resolved: Vec<_> = storages.iter().map(|(_, r)| r.clone()).collect();
-    let dests = member_destinations(cluster_name, ns, &cspec, &resolved);
-    let cluster_dir = ctx.state_dir.join("clusters").join(ns).join(cluster_name);
-    let not_running = |e: &dyn std::fmt::Display| BackupError::ClusterNotRunning {
-        cluster: cluster_name.to_string(),
-        message: e.to_string(),
-    };
-    let observed = ClusterObserved::load(&cluster_dir).map_err(|e| not_running(&e))?;
-    let work = work_dir(&ctx.state_dir, ns, name)
-        .map_err(|(path, source)| BackupError::StateDir { path, source })?;
+    let dests = member_destinations(&cluster_name, &ns, cspec, &resolved);
+    let id = ClusterId::new(&ns, &cluster_name);
+    let endpoints = ctx
+        .runtime
+        .endpoints(&id)
+        .map_err(|e| BackupError::ClusterNotRunning {
+            cluster: cluster_name.clone(),
+            message: e.to_string(),
+        })?;
     let mut members = Vec::new();
     let mut configs = Vec::new();
-    for (i, m) in observed.members.iter().enumerate() {
-        let mut cfg = NodeConfig::load(&m.node_config).map_err(|e| not_running(&e))?;
+    for (i, m) in endpoints.members.iter().enumerate() {
+        let mut cfg = m.node_config.clone();
         let dest = dests[i][entry_index].clone();
         configs.push(backup_config(entry, &storages[entry_index].0, &dest.prefix));
         cfg.destinations = vec![dest];
@@ -457,7 +465,7 @@ async fn plan_backup(
             .instances
             .iter()
             .skip(1)
-            .find(|r| r.state == shardvault_pg::runtime::cluster::InstanceState::Running)
+            .find(|r| r.state == InstanceState::Running)
         {
             backup_from.port = replica.port;
             backup_from.pgdata = replica.pgdata.clone();
@@ -467,72 +475,75 @@ async fn plan_backup(
             backup: format!("{name}-{}", member_suffix(i)),
             node_config: cfg,
             backup_from,
-            config_path: work.join(format!("{}.json", m.name)),
         });
     }
     let performance = crate::destination::entry_codec(entry).1;
     let sharding = cspec.sharding_type();
-    let catalog_dest = cluster_destination(entry, &storages[entry_index].1, ns, cluster_name);
+    let catalog_dest = cluster_destination(entry, &storages[entry_index].1, &ns, &cluster_name);
     Ok(BackupPlan {
         job: ShardedBackupJob {
-            name: name.to_string(),
+            name,
+            cluster: id,
             members,
-            database: observed.database.clone(),
+            database: endpoints.database.clone(),
             cut_mode: match sharding {
                 ShardingType::Citus => CutMode::Citus,
                 ShardingType::Ddp => CutMode::default(),
             },
             parallelism: performance.upload_concurrency.max(2),
-            shardvault_bin: bin.to_path_buf(),
             archive_wait: Duration::from_secs(120),
         },
-        cluster: cluster_name.to_string(),
         sharding,
         volume_snapshot: entry.use_volume_snapshot.unwrap_or(false),
-        managed: obj
-            .pointer("/spec/managedLifecycle")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
+        managed: obj.spec.managed_lifecycle.unwrap_or(false),
         configs,
         catalog_config: backup_config(entry, &storages[entry_index].0, &catalog_dest.prefix),
         catalog_dest,
     })
 }
 
+/// Creates the member SGBackups (owned by the sharded backup), each with where it will be
+/// stored in its status before any work starts, so a deletion finds every object.
 async fn ensure_children(
-    ctx: &Ctx,
-    obj: &Value,
-    spec: &ShardedBackupSpec,
+    ctx: &Context,
+    obj: &SGShardedBackup,
     plan: &BackupPlan,
-) -> Result<(), ReconcileError> {
-    let ns = namespace_of(obj);
+) -> Result<(), BackupError> {
+    let api: Api<SGBackup> = ctx.api(&namespace_of(obj));
     for (m, config) in plan.job.members.iter().zip(&plan.configs) {
-        if let Some(child) = ctx.get(Kind::SGBackup, ns, &m.backup).await? {
-            if child.pointer("/status/sgBackupConfig").is_none() {
-                set_child(ctx, ns, &m.backup, &pending_child(config)).await;
+        if let Some(child) = api.get_opt(&m.backup).await? {
+            if child
+                .status
+                .as_ref()
+                .and_then(|s| s.sg_backup_config.as_ref())
+                .is_none()
+            {
+                set_child(&api, &m.backup, &pending_child(config)).await;
             }
             continue;
         }
-        ctx.create(json!({
-            "apiVersion": Kind::SGBackup.api_version(),
-            "kind": "SGBackup",
-            "metadata": {
-                "name": m.backup,
-                "namespace": ns,
-                "labels": {
-                    SHARDED_BACKUP_LABEL: name_of(obj),
-                    "stackgres.io/cluster-name": m.name,
-                },
-                "ownerReferences": [owner_reference(obj)],
+        let child = SGBackup {
+            metadata: ObjectMeta {
+                name: Some(m.backup.clone()),
+                namespace: obj.namespace(),
+                labels: Some(BTreeMap::from([
+                    (SHARDED_BACKUP_LABEL.to_string(), obj.name_any()),
+                    ("stackgres.io/cluster-name".to_string(), m.name.clone()),
+                ])),
+                owner_references: obj.controller_owner_ref(&()).map(|r| vec![r]),
+                ..ObjectMeta::default()
             },
-            "spec": {
-                "sgCluster": m.name,
-                "managedLifecycle": spec.managed_lifecycle.unwrap_or(false),
+            spec: BackupSpec {
+                sg_cluster: m.name.clone(),
+                managed_lifecycle: Some(plan.managed),
+                timeout: None,
+                max_retries: None,
+                reconciliation_timeout: None,
             },
-        }))
-        .await?;
-        // Where it goes is known before any work starts, so a deletion finds every object.
-        set_child(ctx, ns, &m.backup, &pending_child(config)).await;
+            status: None,
+        };
+        api.create(&PostParams::default(), &child).await?;
+        set_child(&api, &m.backup, &pending_child(config)).await;
     }
     Ok(())
 }
@@ -545,7 +556,7 @@ fn pending_child(config: &Value) -> BackupStatus {
     }
 }
 
-/// Member progress as store updates, applied in order by one task.
+/// Member progress as status updates, applied in order by one task.
 enum Update {
     Started(usize),
     Done(usize, Box<BackupSummary>),
@@ -611,44 +622,42 @@ fn member_status(summary: &BackupSummary, config: &Value) -> BackupStatus {
     }
 }
 
-async fn set_child(ctx: &Ctx, ns: &str, name: &str, status: &BackupStatus) {
-    match ctx.get(Kind::SGBackup, ns, name).await {
-        Ok(Some(child)) => {
-            if let Err(e) = ctx
-                .update_status(
-                    &child,
-                    serde_json::to_value(status).expect("status serializes"),
-                )
-                .await
-            {
-                tracing::warn!("SGBackup {name}: cannot write status: {e}");
-            }
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!("SGBackup {name}: {e}"),
+/// Replaces the status of member SGBackup `name` (when it exists); a failure is logged.
+async fn set_child(api: &Api<SGBackup>, name: &str, status: &BackupStatus) {
+    let written = async {
+        let Some(child) = api.get_opt(name).await? else {
+            return Ok(());
+        };
+        status::replace(api, &child, &child.status, &Some(status.clone())).await
+    };
+    if let Err(e) = written.await {
+        tracing::warn!("SGBackup {name}: cannot write its status: {e}");
     }
 }
 
-async fn run_worker(
-    ctx: Ctx,
-    obj: Value,
-    plan: BackupPlan,
+/// How often and how long a worker tries.
+struct Retries {
     first_attempt: i64,
     max_retries: i64,
     timeout: Option<Duration>,
-) {
-    let ns = namespace_of(&obj).to_string();
-    let name = name_of(&obj).to_string();
+}
+
+/// Runs the sharded backup of `obj` until it completes, or fails more than `maxRetries`
+/// times, or runs out of `timeout`; each failed attempt's objects are removed.
+async fn run_worker(ctx: Arc<Context>, obj: SGShardedBackup, plan: BackupPlan, retries: Retries) {
+    let ns = namespace_of(&obj);
+    let name = obj.name_any();
+    let api: Api<SGShardedBackup> = ctx.api(&ns);
+    let children: Api<SGBackup> = ctx.api(&ns);
     let started = tokio::time::Instant::now();
-    let mut attempt = first_attempt;
+    let mut attempt = retries.first_attempt;
     if attempt > 1 {
         cleanup_attempt(&plan).await;
     }
     loop {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let updater = {
-            let ctx = ctx.clone();
-            let ns = ns.clone();
+            let children = children.clone();
             let members: Vec<String> = plan.job.members.iter().map(|m| m.backup.clone()).collect();
             let configs = plan.configs.clone();
             tokio::spawn(async move {
@@ -659,23 +668,22 @@ async fn run_worker(
                             s.process.status = BackupPhase::Running;
                             s.process.timing.start = Some(now());
                             s.sg_backup_config = Some(configs[i].clone());
-                            set_child(&ctx, &ns, &members[i], &s).await;
+                            set_child(&children, &members[i], &s).await;
                         }
                         Update::Done(i, summary) => {
-                            set_child(
-                                &ctx,
-                                &ns,
-                                &members[i],
-                                &member_status(&summary, &configs[i]),
-                            )
-                            .await;
+                            let s = member_status(&summary, &configs[i]);
+                            set_child(&children, &members[i], &s).await;
                         }
                     }
                 }
             })
         };
-        let run = sharded_backup::run(&plan.job, Arc::new(ChannelProgress(tx)));
-        let result = match timeout {
+        let run = sharded_backup::run(
+            &plan.job,
+            ctx.runtime.as_ref(),
+            Arc::new(ChannelProgress(tx)),
+        );
+        let result = match retries.timeout {
             Some(t) => match tokio::time::timeout(t.saturating_sub(started.elapsed()), run).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err(format!("timed out after {} s (spec.timeout)", t.as_secs())),
@@ -683,50 +691,74 @@ async fn run_worker(
             None => run.await.map_err(|e| e.to_string()),
         };
         let _ = updater.await;
-        let current = match ctx.get(Kind::SGShardedBackup, &ns, &name).await {
-            Ok(Some(o)) if uid_of(&o) == uid_of(&obj) => o,
+        let current = match api.get_opt(&name).await {
+            Ok(Some(o)) if o.uid() == obj.uid() => o,
             _ => return, // deleted meanwhile
         };
-        let mut status: ShardedBackupStatus = status_of(&current);
-        match result {
+        let mut status = current.status.clone().unwrap_or_default();
+        let message = match result {
             Ok(outcome) => {
-                if let Err(e) = complete(&ctx, &current, &mut status, &plan, &outcome).await {
+                if let Err(e) = complete(&ctx, &api, &current, &mut status, &plan, &outcome).await {
                     status.process.status = BackupPhase::Failed;
                     status.process.failure = Some(e);
-                    let _ = set_status(&ctx, &current, &status).await;
+                    write_status(&api, &current, &status).await;
                 }
                 return;
             }
-            Err(message) => {
-                ctx.event(
-                    &current,
-                    EventType::Warning,
-                    "BackupFailed",
-                    &format!("attempt {attempt}: {message}"),
-                )
-                .await;
-                for m in &plan.job.members {
-                    let mut s = BackupStatus::default();
-                    s.process.status = BackupPhase::Failed;
-                    s.process.failure = Some(message.clone());
-                    set_child(&ctx, &ns, &m.backup, &s).await;
-                }
-                cleanup_attempt(&plan).await;
-                let out_of_time = timeout.is_some_and(|t| started.elapsed() >= t);
-                if attempt > max_retries || out_of_time {
-                    status.process.status = BackupPhase::Failed;
-                    status.process.failure = Some(message);
-                    status.process.timing.end = Some(now());
-                    let _ = set_status(&ctx, &current, &status).await;
-                    return;
-                }
-                attempt += 1;
-                status.attempts = Some(attempt);
-                status.process.failure = Some(format!("retrying after: {message}"));
-                let _ = set_status(&ctx, &current, &status).await;
-                tokio::time::sleep(Duration::from_secs(2u64.pow(attempt.min(6) as u32))).await;
-            }
+            Err(message) => message,
+        };
+        events::record(
+            &ctx.client,
+            &current,
+            EventType::Warning,
+            "BackupFailed",
+            &format!("attempt {attempt}: {message}"),
+        )
+        .await;
+        for m in &plan.job.members {
+            let mut s = BackupStatus::default();
+            s.process.status = BackupPhase::Failed;
+            s.process.failure = Some(message.clone());
+            set_child(&children, &m.backup, &s).await;
         }
+        cleanup_attempt(&plan).await;
+        let out_of_time = retries.timeout.is_some_and(|t| started.elapsed() >= t);
+        if attempt > retries.max_retries || out_of_time {
+            status.process.status = BackupPhase::Failed;
+            status.process.failure = Some(message);
+            status.process.timing.end = Some(now());
+            write_status(&api, &current, &status).await;
+            return;
+        }
+        attempt += 1;
+        status.attempts = Some(attempt);
+        status.process.failure = Some(format!("retrying after: {message}"));
+        write_status(&api, &current, &status).await;
+        tokio::time::sleep(Duration::from_secs(2u64.pow(attempt.min(6) as u32))).await;
+    }
+}
+
+/// Replaces the status of `obj` (as it was read) with `new`, unless they are equal.
+async fn set_status(
+    api: &Api<SGShardedBackup>,
+    obj: &SGShardedBackup,
+    new: &ShardedBackupStatus,
+) -> Result<(), kube::Error> {
+    status::replace(api, obj, &obj.status, &Some(new.clone())).await
+}
+
+/// Writes a worker's status; a failure is logged (the next reconcile sees the backup as
+/// interrupted and starts it again).
+async fn write_status(
+    api: &Api<SGShardedBackup>,
+    obj: &SGShardedBackup,
+    new: &ShardedBackupStatus,
+) {
+    if let Err(e) = set_status(api, obj, new).await {
+        tracing::warn!(
+            "SGShardedBackup {}: cannot write its status: {e}",
+            obj.name_any()
+        );
     }
 }
 
@@ -743,9 +775,12 @@ async fn cleanup_attempt(plan: &BackupPlan) {
     }
 }
 
+/// Writes the storage record of a finished backup, then its Completed status (in that
+/// order: a backup claims completion only once its record is stored).
 async fn complete(
-    ctx: &Ctx,
-    obj: &Value,
+    ctx: &Context,
+    api: &Api<SGShardedBackup>,
+    obj: &SGShardedBackup,
     status: &mut ShardedBackupStatus,
     plan: &BackupPlan,
     outcome: &sharded_backup::ShardedBackupOutcome,
@@ -767,9 +802,9 @@ async fn complete(
     let end = now();
     let record = ShardedRecord {
         format: SHARDED_FORMAT,
-        name: name_of(obj).to_string(),
-        namespace: namespace_of(obj).to_string(),
-        cluster: plan.cluster.clone(),
+        name: obj.name_any(),
+        namespace: namespace_of(obj),
+        cluster: plan.job.cluster.name.clone(),
         sharding_type: match plan.sharding {
             ShardingType::Citus => "citus".into(),
             ShardingType::Ddp => "ddp".into(),
@@ -817,10 +852,11 @@ async fn complete(
     });
     status.restore_point = Some(restore_point);
     status.sharded_record_config = Some(plan.catalog_config.clone());
-    set_status(ctx, obj, status)
+    set_status(api, obj, status)
         .await
-        .map_err(|e| e.to_string())?;
-    ctx.event(
+        .map_err(|e| format!("cannot write the status: {e}"))?;
+    events::record(
+        &ctx.client,
         obj,
         EventType::Normal,
         "BackupCompleted",
@@ -836,80 +872,69 @@ async fn complete(
 }
 
 /// Deletes the member backups and the catalog record of a sharded backup being deleted.
-async fn delete_objects(ctx: &Ctx, obj: &Value) -> Result<(), BackupError> {
+async fn delete_objects(ctx: &Context, obj: &SGShardedBackup) -> Result<(), BackupError> {
     let ns = namespace_of(obj);
-    let secrets = Secrets::load(ctx, ns).await?;
-    let children = ctx
-        .list(
-            Kind::SGBackup,
-            Some(ns),
-            &format!("{SHARDED_BACKUP_LABEL}={}", name_of(obj)),
-        )
-        .await?;
-    for child in children {
-        let Some(config) = child.pointer("/status/sgBackupConfig") else {
+    let name = obj.name_any();
+    let secrets = lookup::secrets(&ctx.client, &ns).await?;
+    let children: Api<SGBackup> = ctx.api(&ns);
+    let selector = format!("{SHARDED_BACKUP_LABEL}={name}");
+    for child in children
+        .list(&ListParams::default().labels(&selector))
+        .await?
+    {
+        let Some(config) = child
+            .status
+            .as_ref()
+            .and_then(|s| s.sg_backup_config.as_ref())
+        else {
             continue;
         };
-        let dest = backup_destination(config, &secrets, name_of(&child))?;
+        let dest = backup_destination(config, &secrets, &child.name_any())?;
         let repo = Repo::open(&dest).map_err(BackupError::storage)?;
-        delete_backup(&repo, name_of(&child))
+        delete_backup(&repo, &child.name_any())
             .await
             .map_err(BackupError::storage)?;
     }
     // The record is found from the backup itself, so it goes even when the cluster or its
     // backups[] entry is gone; backups of older versions fall back to the cluster's entries.
-    let status: ShardedBackupStatus = status_of(obj);
-    if let Some(config) = &status.sharded_record_config {
-        let dest = backup_destination(config, &secrets, name_of(obj))?;
+    if let Some(config) = obj
+        .status
+        .as_ref()
+        .and_then(|s| s.sharded_record_config.as_ref())
+    {
+        let dest = backup_destination(config, &secrets, &name)?;
         return Records::open(&dest)
             .map_err(BackupError::storage)?
-            .delete_backup(name_of(obj))
+            .delete_backup(&name)
             .await
             .map_err(BackupError::storage);
     }
-    let spec: ShardedBackupSpec = spec_of(obj)?;
-    if let Some(cluster) = ctx
-        .get(Kind::SGShardedCluster, ns, &spec.sg_sharded_cluster)
-        .await?
-    {
-        let cspec: ShardedClusterSpec = spec_of(&cluster)?;
-        for (entry, (_, storage)) in cspec
-            .backups()
-            .iter()
-            .zip(cluster_storages(ctx, ns, &cspec).await?)
-        {
-            Records::open(&cluster_destination(entry, &storage, ns, name_of(&cluster)))
-                .map_err(BackupError::storage)?
-                .delete_backup(name_of(obj))
-                .await
-                .map_err(BackupError::storage)?;
+    let clusters: Api<SGShardedCluster> = ctx.api(&ns);
+    if let Some(cluster) = clusters.get_opt(&obj.spec.sg_sharded_cluster).await? {
+        let cspec = &cluster.spec;
+        let storages = lookup::cluster_storages(&ctx.client, &ns, cspec).await?;
+        for (entry, (_, storage)) in cspec.backups().iter().zip(storages) {
+            Records::open(&cluster_destination(
+                entry,
+                &storage,
+                &ns,
+                &cluster.name_any(),
+            ))
+            .map_err(BackupError::storage)?
+            .delete_backup(&name)
+            .await
+            .map_err(BackupError::storage)?;
         }
     }
     Ok(())
-}
-
-/// Creates `<state>/work/<ns>/<name>` for one backup's node configs: the first two ours
-/// (0711), the last private to the server user that reads them (0700).
-fn work_dir(
-    state: &std::path::Path,
-    ns: &str,
-    name: &str,
-) -> Result<std::path::PathBuf, (std::path::PathBuf, std::io::Error)> {
-    let top = state.join(WORK_DIR);
-    for dir in [top.clone(), top.join(ns)] {
-        shardvault_pg::statefile::create_own_dir(&dir, 0o711).map_err(|e| (dir.clone(), e))?;
-    }
-    let work = top.join(ns).join(name);
-    shardvault_pg::user::create_dir_all_for_server(&work)
-        .and_then(|()| shardvault_pg::user::make_private_for_server(&work))
-        .map_err(|e| (work.clone(), e))?;
-    Ok(work)
 }
 
 #[cfg(test)]
 mod tests {
     use shardvault_pg::engine::layout::Lsn;
     use shardvault_pg::engine::manifest::Sizes;
+
+    use serde_json::json;
 
     use super::*;
 
@@ -980,13 +1005,15 @@ mod tests {
     fn backup_errors_keep_their_event_reasons() {
         let e = BackupError::NoBackupConfiguration("c".into());
         assert_eq!(e.reason(), "NoBackupConfiguration");
-        let r = ReconcileError::from(e);
-        assert_eq!(r.reason, "NoBackupConfiguration");
-        assert!(r.message.contains("spec.configurations.backups"), "{r}");
-        let inner = ReconcileError::new("MissingReference", "SGObjectStorage \"s\" not found");
+        assert!(e.message().contains("spec.configurations.backups"), "{e}");
+        let inner = ReconcileError::new(
+            "InvalidBackup",
+            "SGBackup b: status.sgBackupConfig has no prefix",
+        );
+        let e = BackupError::from(inner.clone());
         assert_eq!(
-            ReconcileError::from(BackupError::from(inner.clone())),
-            inner
+            (e.reason(), e.message()),
+            (inner.reason.as_str(), inner.message)
         );
     }
 }

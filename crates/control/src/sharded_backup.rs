@@ -2,14 +2,14 @@
 //! the node engine running as the server user), then the cluster-wide cut, then proof that
 //! the WAL holding the cut is in every member's archive.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::engine::manifest::BackupSummary;
-use tokio::io::AsyncReadExt;
+use shardvault_pg::runtime::{ClusterId, ClusterRuntime, NodeWork};
 
 use crate::archive::{ArchiveError, seal};
 use crate::cut::{Cut, CutError, CutMember, CutMode, take_cut};
@@ -27,15 +27,15 @@ pub struct MemberJob {
     /// Node config the engine backs up from: a streaming replica when one is healthy,
     /// else the primary.
     pub backup_from: NodeConfig,
-    /// Where that config is written for the engine process (server user, 0600).
-    pub config_path: PathBuf,
 }
 
 /// Everything a sharded backup needs.
 #[derive(Debug, Clone)]
 pub struct ShardedBackupJob {
-    /// Sharded backup name, also the restore point name.
+    /// Sharded backup name, also the restore point name (and the node work's job).
     pub name: String,
+    /// The cluster backed up.
+    pub cluster: ClusterId,
     /// Members, coordinator first.
     pub members: Vec<MemberJob>,
     /// Database whose user tables the barrier covers.
@@ -44,8 +44,6 @@ pub struct ShardedBackupJob {
     pub cut_mode: CutMode,
     /// Member backups running at once.
     pub parallelism: usize,
-    /// The shardvault binary the engine runs from.
-    pub shardvault_bin: PathBuf,
     /// Longest wait for the restore point's WAL to reach the archive.
     pub archive_wait: Duration,
 }
@@ -63,7 +61,7 @@ pub struct ShardedBackupOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum ShardedBackupError {
     /// A member's base backup failed.
-    #[error("member {member}: backup failed: {message}")]
+    #[error("member {member}: {message}")]
     Member { member: String, message: String },
     /// The cut could not be taken.
     #[error("restore point: {0}")]
@@ -87,19 +85,20 @@ pub trait Progress: Send + Sync {
     fn phase(&self, phase: &str);
 }
 
-/// Runs the sharded backup; on any failure nothing claims completion.
+/// Runs the sharded backup, the member backups as node work of `runtime`; on any failure
+/// nothing claims completion.
 pub async fn run(
     job: &ShardedBackupJob,
+    runtime: &dyn ClusterRuntime,
     progress: Arc<dyn Progress>,
 ) -> Result<ShardedBackupOutcome, ShardedBackupError> {
     let mut results: Vec<(usize, Result<BackupSummary, ShardedBackupError>)> =
         futures::stream::iter(job.members.clone().into_iter().enumerate())
             .map(|(i, m)| {
                 let progress = progress.clone();
-                let bin = job.shardvault_bin.clone();
                 async move {
                     progress.member_started(i);
-                    let r = member_backup(&bin, &m).await;
+                    let r = member_backup(runtime, job, &m).await;
                     if let Ok(summary) = &r {
                         progress.member_done(i, summary);
                     }
@@ -149,57 +148,29 @@ pub async fn run(
     Ok(ShardedBackupOutcome { manifests, cut })
 }
 
-/// Runs `shardvault node backup` for one member as the server user.
-async fn member_backup(bin: &PathBuf, m: &MemberJob) -> Result<BackupSummary, ShardedBackupError> {
+/// Runs `shardvault node backup` for one member (as the server user, by the runtime).
+async fn member_backup(
+    runtime: &dyn ClusterRuntime,
+    job: &ShardedBackupJob,
+    m: &MemberJob,
+) -> Result<BackupSummary, ShardedBackupError> {
     let fail = |message: String| ShardedBackupError::Member {
         member: m.name.clone(),
         message,
     };
-    m.backup_from
-        .save(&m.config_path)
+    let work = NodeWork {
+        cluster: job.cluster.clone(),
+        job: job.name.clone(),
+        member: m.name.clone(),
+        config: m.backup_from.clone(),
+        args: ["backup", "--name", m.backup.as_str(), "--json"]
+            .into_iter()
+            .map(OsString::from)
+            .collect(),
+    };
+    let out = runtime
+        .run_node(work)
+        .await
         .map_err(|e| fail(e.to_string()))?;
-    let mut cmd = shardvault_pg::user::command(bin);
-    shardvault_pg::user::die_with_parent(&mut cmd);
-    let mut child = cmd
-        .arg("node")
-        .arg("backup")
-        .arg("--config")
-        .arg(&m.config_path)
-        .arg("--name")
-        .arg(&m.backup)
-        .arg("--json")
-        .env("SHARDVAULT_LOG", "warn")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&m.config_path);
-            fail(format!("cannot run {}: {e}", bin.display()))
-        })?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let (r1, r2, status) = tokio::join!(
-        stdout.read_to_end(&mut out),
-        stderr.read_to_end(&mut err),
-        child.wait()
-    );
-    // The config carries the storage's secrets: it never outlives the job.
-    if let Err(e) = std::fs::remove_file(&m.config_path) {
-        tracing::warn!(member = %m.name, "could not remove the node config {}: {e}", m.config_path.display());
-    }
-    r1.and(r2).map_err(|e| fail(e.to_string()))?;
-    let status = status.map_err(|e| fail(e.to_string()))?;
-    if !status.success() {
-        let text = String::from_utf8_lossy(&err);
-        let last = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no message");
-        return Err(fail(format!("{status}: {last}")));
-    }
     serde_json::from_slice(&out).map_err(|e| fail(format!("unreadable engine output: {e}")))
 }

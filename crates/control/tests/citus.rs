@@ -27,9 +27,9 @@ use shardvault_pg::config::NodeConfig;
 use shardvault_pg::engine::manifest::BackupSummary;
 use shardvault_pg::runtime::cluster::{ClusterObserved, ClusterPlan, RecoveryTarget, Sharding};
 use shardvault_testkit::cluster::{
-    citus_plan, client, connect, destroy_cluster, restored_plan, start,
+    citus_plan, client, cluster_id, connect, destroy_cluster, node_runtime, restored_plan, start,
 };
-use shardvault_testkit::{TempStateDir, shardvault_bin};
+use shardvault_testkit::TempStateDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -184,6 +184,7 @@ fn node_config(observed: &ClusterObserved, member: usize) -> NodeConfig {
 fn backup_job(plan: &ClusterPlan, observed: &ClusterObserved, name: &str) -> ShardedBackupJob {
     ShardedBackupJob {
         name: name.to_string(),
+        cluster: cluster_id(plan),
         members: member_backups(plan, name)
             .into_iter()
             .enumerate()
@@ -192,15 +193,11 @@ fn backup_job(plan: &ClusterPlan, observed: &ClusterObserved, name: &str) -> Sha
                 backup,
                 node_config: node_config(observed, i),
                 backup_from: node_config(observed, i),
-                config_path: plan
-                    .dir
-                    .join(format!("{}-backup.json", plan.members[i].name)),
             })
             .collect(),
         database: DATABASE.to_string(),
         cut_mode: CutMode::Citus,
         parallelism: 3,
-        shardvault_bin: shardvault_bin(),
         archive_wait: Duration::from_secs(60),
     }
 }
@@ -244,6 +241,7 @@ async fn restores_of_a_citus_bank_under_cross_shard_load_are_exact() {
     let state = TempStateDir::new();
     let plan = citus_plan(state.path(), "bank", DATABASE, 2);
     let observed = start(&plan).await;
+    let runtime = node_runtime(state.path());
     client(&observed, 0)
         .await
         .batch_execute(&format!(
@@ -261,9 +259,13 @@ async fn restores_of_a_citus_bank_under_cross_shard_load_are_exact() {
     for k in 0..BACKUPS {
         let before = workload.committed();
         let name = format!("b{k:02}");
-        let outcome = sharded_backup::run(&backup_job(&plan, &observed, &name), Arc::new(Quiet))
-            .await
-            .unwrap_or_else(|e| panic!("sharded backup {name}: {e}"));
+        let outcome = sharded_backup::run(
+            &backup_job(&plan, &observed, &name),
+            &runtime,
+            Arc::new(Quiet),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("sharded backup {name}: {e}"));
         assert!(
             workload.committed() > before,
             "no transfer committed during backup {name}"

@@ -24,11 +24,12 @@ use shardvault_control::records::{Records, RestorePointRecord, newest_at_or_befo
 use shardvault_control::sharded_backup::{self, MemberJob, Progress, ShardedBackupJob};
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::engine::manifest::BackupSummary;
+use shardvault_pg::runtime::LocalRuntime;
 use shardvault_pg::runtime::cluster::{ClusterObserved, ClusterPlan, RecoveryTarget};
 use shardvault_testkit::cluster::{
-    client, connect, ddp_plan, destroy_cluster, restored_plan, start,
+    client, cluster_id, connect, ddp_plan, destroy_cluster, node_runtime, restored_plan, start,
 };
-use shardvault_testkit::{TempStateDir, shardvault_bin};
+use shardvault_testkit::TempStateDir;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,7 @@ struct Bank {
     state: TempStateDir,
     plan: ClusterPlan,
     observed: ClusterObserved,
+    runtime: LocalRuntime,
 }
 
 impl Bank {
@@ -74,6 +76,7 @@ impl Bank {
                 .expect("accounts created on the shard");
         }
         Bank {
+            runtime: node_runtime(state.path()),
             state,
             plan,
             observed,
@@ -89,7 +92,7 @@ impl Bank {
     /// Sharded backup `base` (barrier cut), which later cuts restore from.
     async fn base_backup(&self) {
         let base = self.backup_job("base", CutMode::default());
-        sharded_backup::run(&base, Arc::new(Quiet))
+        sharded_backup::run(&base, &self.runtime, Arc::new(Quiet))
             .await
             .unwrap_or_else(|e| panic!("sharded backup base: {e}"));
     }
@@ -135,16 +138,15 @@ impl Bank {
                 backup,
                 node_config: self.node_config(i),
                 backup_from: self.node_config(i),
-                config_path: self.plan.dir.join(format!("{}-backup.json", m.name)),
             })
             .collect();
         ShardedBackupJob {
             name: name.to_string(),
+            cluster: cluster_id(&self.plan),
             members,
             database: DATABASE.to_string(),
             cut_mode: mode,
             parallelism: 3,
-            shardvault_bin: shardvault_bin(),
             archive_wait: ARCHIVE_WAIT,
         }
     }
@@ -462,8 +464,9 @@ async fn barrier_cut_is_consistent_under_cross_shard_load() {
         } else {
             None
         };
+        let runtime = bank.runtime.clone();
         let mut backup =
-            tokio::spawn(async move { sharded_backup::run(&job, Arc::new(Quiet)).await });
+            tokio::spawn(async move { sharded_backup::run(&job, &runtime, Arc::new(Quiet)).await });
         if let Some(straddle) = straddle {
             barrier_waits_on_b(&bank, &mut backup).await;
             straddle.finish().await;

@@ -12,7 +12,7 @@ use shardvault_pg::runtime::cluster::{
     Bootstrap, ClusterObserved, ClusterPlan, MemberPlan, RecoveryTarget, Sharding, destroy,
     reconcile,
 };
-use shardvault_pg::runtime::find_pg_bin;
+use shardvault_pg::runtime::{ClusterId, LocalRuntime, find_pg_bin};
 use shardvault_storage::{Destination, StorageConfig};
 
 use crate::{PG_VERSION, shardvault_bin};
@@ -41,6 +41,17 @@ pub fn ddp_plan(state: &Path, name: &str, database: &str, shards: usize) -> Clus
         extra_settings: vec![("fsync".into(), "off".into())],
         snapshots_dir: state.join("snapshots"),
     }
+}
+
+/// The runtime that runs node work (member backups) for the clusters planned under `state`;
+/// open it once per state directory, before any node work (it sweeps earlier work files).
+pub fn node_runtime(state: &Path) -> LocalRuntime {
+    LocalRuntime::open(state, shardvault_bin()).expect("the local runtime opens")
+}
+
+/// The id node work names a cluster planned by [`ddp_plan`] or [`citus_plan`] with.
+pub fn cluster_id(plan: &ClusterPlan) -> ClusterId {
+    ClusterId::new("default", &plan.name)
 }
 
 /// Plan of citus cluster `name`: [`ddp_plan`] with the citus extension instead (the host must

@@ -79,11 +79,10 @@ pub async fn start_in_process(
         "of the daemon",
     )
     .await?;
-    let bin = std::env::current_exe().context("cannot find the shardvault binary")?;
     let ctx = Ctx::new(store.clone(), state_dir.to_path_buf(), shutdown.clone());
     let framework = framework::run(
         ctx,
-        shardvault_control::controllers(bin),
+        shardvault_control::controllers(),
         framework::Settings::default(),
     );
     let shutdown = shutdown.clone();

@@ -260,16 +260,12 @@ async fn serve_console(
 }
 
 /// Creates the state directory, ours with mode 0711 (the server user passes through to its
-/// cluster data, nobody lists or changes it), and sweeps the work files of an earlier run.
+/// cluster data, nobody lists or changes it). The local runtime sweeps the work files of an
+/// earlier run when it opens.
 fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
     for dir in [dir.to_path_buf(), dir.join("clusters")] {
         shardvault_pg::statefile::create_own_dir(&dir, 0o711)
             .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
     }
-    shardvault_control::backup_controller::sweep_work(dir).with_context(|| {
-        format!(
-            "cannot remove the work files of an earlier run under {}",
-            dir.display()
-        )
-    })
+    Ok(())
 }

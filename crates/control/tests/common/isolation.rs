@@ -22,9 +22,10 @@ use shardvault_pg::runtime::cluster::{
     ClusterObserved, ClusterPlan, RecoveryTarget, Sharding, reconcile,
 };
 use shardvault_testkit::cluster::{
-    citus_plan, client, connect, ddp_plan, destroy_cluster, restored_plan, start,
+    citus_plan, client, cluster_id, connect, ddp_plan, destroy_cluster, node_runtime,
+    restored_plan, start,
 };
-use shardvault_testkit::{TempStateDir, shardvault_bin};
+use shardvault_testkit::TempStateDir;
 
 const DATABASE: &str = "iso";
 const PLANTED: &str = "citus_0_424242_7_9";
@@ -227,11 +228,11 @@ pub async fn restore_never_touches_its_source(sharding: Sharding) {
             backup: format!("iso-{i}"),
             node_config: node_config(&observed, i),
             backup_from: node_config(&observed, i),
-            config_path: plan.dir.join(format!("{}-backup.json", m.name)),
         })
         .collect();
     let job = ShardedBackupJob {
         name: "iso".into(),
+        cluster: cluster_id(&plan),
         members: members.clone(),
         database: DATABASE.into(),
         cut_mode: match sharding {
@@ -239,10 +240,9 @@ pub async fn restore_never_touches_its_source(sharding: Sharding) {
             Sharding::Citus => CutMode::Citus,
         },
         parallelism: 3,
-        shardvault_bin: shardvault_bin(),
         archive_wait: Duration::from_secs(60),
     };
-    let outcome = sharded_backup::run(&job, Arc::new(Quiet))
+    let outcome = sharded_backup::run(&job, &node_runtime(state.path()), Arc::new(Quiet))
         .await
         .unwrap_or_else(|e| panic!("sharded backup: {e}"));
 

@@ -203,16 +203,26 @@ impl ClusterRuntime for LocalRuntime {
 }
 
 /// Runs `bin node SUBCOMMAND --config FILE ARGS...` as the server user; the config file
-/// is removed whatever happens.
+/// is removed whatever happens, also when the work is cancelled (its future dropped).
 async fn run_node(bin: &Path, dir: &Path, work: NodeWork) -> Result<Vec<u8>, RuntimeError> {
-    let config = dir.join(format!("{}.json", work.member));
-    work.config.save(&config)?;
-    let result = run_with_config(bin, &config, &work).await;
-    // The config carries the storage's secrets: it never outlives the command.
-    if let Err(e) = std::fs::remove_file(&config) {
-        tracing::warn!(member = %work.member, "could not remove the node config {}: {e}", config.display());
+    let config = ConfigFile(dir.join(format!("{}.json", work.member)));
+    work.config.save(&config.0)?;
+    run_with_config(bin, &config.0, &work).await
+}
+
+/// A node config written for one command: it carries the storage's secrets, so it is
+/// removed when the command ends or is cancelled.
+struct ConfigFile(PathBuf);
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        match std::fs::remove_file(&self.0) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!("could not remove the node config {}: {e}", self.0.display());
+            }
+            _ => {}
+        }
     }
-    result
 }
 
 async fn run_with_config(

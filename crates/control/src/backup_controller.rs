@@ -36,6 +36,7 @@ use crate::records::{MemberRecord, Records, SHARDED_FORMAT, ShardedRecord};
 use crate::resources::{backup_config, backup_destination};
 use crate::runner::{self, ReconcileFailure, Running};
 use crate::sharded_backup::{self, MemberJob, Progress, ShardedBackupJob};
+use crate::snapshot_backup::{self, SnapshotSettings};
 use crate::status;
 
 /// Finalizer that removes a sharded backup's objects from storage.
@@ -318,16 +319,6 @@ async fn apply(
         .as_ref()
         .and_then(|t| t.seconds().ok())
         .map(Duration::from_secs);
-    if plan.volume_snapshot && attempt == 1 {
-        events::record(
-            &ctx.client,
-            &obj,
-            EventType::Normal,
-            "VolumeSnapshotUnavailable",
-            "useVolumeSnapshot is set, but the local runtime has no CSI volume snapshots: taking a regular backup",
-        )
-        .await;
-    }
     let worker = tokio::spawn(run_worker(
         ctx.clone(),
         obj,
@@ -410,8 +401,8 @@ struct BackupPlan {
     catalog_dest: shardvault_storage::Destination,
     /// `catalog_dest` in the shape of an `sgBackupConfig`, kept in status.
     catalog_config: Value,
-    /// The entry asks for volume snapshots, which the local runtime does not have.
-    volume_snapshot: bool,
+    /// Set when the entry asks for volume snapshots (`useVolumeSnapshot`).
+    snapshot: Option<SnapshotSettings>,
 }
 
 async fn plan_backup(
@@ -483,7 +474,7 @@ async fn plan_backup(
     Ok(BackupPlan {
         job: ShardedBackupJob {
             name,
-            cluster: id,
+            cluster: id.clone(),
             members,
             database: endpoints.database.clone(),
             cut_mode: match sharding {
@@ -494,7 +485,11 @@ async fn plan_backup(
             archive_wait: Duration::from_secs(120),
         },
         sharding,
-        volume_snapshot: entry.use_volume_snapshot.unwrap_or(false),
+        snapshot: (entry.use_volume_snapshot == Some(true)).then(|| SnapshotSettings {
+            cluster: id.clone(),
+            class: entry.volume_snapshot_class.clone(),
+            fast: entry.fast_volume_snapshot.unwrap_or(false),
+        }),
         managed: obj.spec.managed_lifecycle.unwrap_or(false),
         configs,
         catalog_config: backup_config(entry, &storages[entry_index].0, &catalog_dest.prefix),
@@ -652,7 +647,7 @@ async fn run_worker(ctx: Arc<Context>, obj: SGShardedBackup, plan: BackupPlan, r
     let started = tokio::time::Instant::now();
     let mut attempt = retries.first_attempt;
     if attempt > 1 {
-        cleanup_attempt(&plan).await;
+        cleanup_attempt(&ctx, &plan).await;
     }
     loop {
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -678,11 +673,19 @@ async fn run_worker(ctx: Arc<Context>, obj: SGShardedBackup, plan: BackupPlan, r
                 }
             })
         };
-        let run = sharded_backup::run(
-            &plan.job,
-            ctx.runtime.as_ref(),
-            Arc::new(ChannelProgress(tx)),
-        );
+        let progress = Arc::new(ChannelProgress(tx));
+        let run = async {
+            match &plan.snapshot {
+                Some(settings) => {
+                    snapshot_backup::run(&plan.job, settings, ctx.runtime.as_ref(), &*progress)
+                        .await
+                        .map(|o| (o.outcome, o.snapshots))
+                }
+                None => sharded_backup::run(&plan.job, ctx.runtime.as_ref(), progress)
+                    .await
+                    .map(|o| (o, Vec::new())),
+            }
+        };
         let result = match retries.timeout {
             Some(t) => match tokio::time::timeout(t.saturating_sub(started.elapsed()), run).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
@@ -697,8 +700,12 @@ async fn run_worker(ctx: Arc<Context>, obj: SGShardedBackup, plan: BackupPlan, r
         };
         let mut status = current.status.clone().unwrap_or_default();
         let message = match result {
-            Ok(outcome) => {
-                if let Err(e) = complete(&ctx, &api, &current, &mut status, &plan, &outcome).await {
+            Ok((outcome, snapshots)) => {
+                let done = Done {
+                    outcome: &outcome,
+                    snapshots: &snapshots,
+                };
+                if let Err(e) = complete(&ctx, &api, &current, &mut status, &plan, done).await {
                     status.process.status = BackupPhase::Failed;
                     status.process.failure = Some(e);
                     write_status(&api, &current, &status).await;
@@ -721,7 +728,7 @@ async fn run_worker(ctx: Arc<Context>, obj: SGShardedBackup, plan: BackupPlan, r
             s.process.failure = Some(message.clone());
             set_child(&children, &m.backup, &s).await;
         }
-        cleanup_attempt(&plan).await;
+        cleanup_attempt(&ctx, &plan).await;
         let out_of_time = retries.timeout.is_some_and(|t| started.elapsed() >= t);
         if attempt > retries.max_retries || out_of_time {
             status.process.status = BackupPhase::Failed;
@@ -762,9 +769,21 @@ async fn write_status(
     }
 }
 
-/// Removes what a failed attempt stored, so nothing half-written looks like a backup.
-async fn cleanup_attempt(plan: &BackupPlan) {
+/// Removes what a failed attempt stored (and the volume snapshots it took, named after the
+/// member backups), so nothing half-written looks like a backup.
+async fn cleanup_attempt(ctx: &Context, plan: &BackupPlan) {
     for m in &plan.job.members {
+        if plan.snapshot.is_some()
+            && let Err(e) = ctx
+                .runtime
+                .delete_snapshot(&plan.job.cluster.namespace, &m.backup)
+        {
+            tracing::warn!(
+                "{}: cannot remove the snapshot of failed backup {}: {e}",
+                m.name,
+                m.backup
+            );
+        }
         for dest in &m.node_config.destinations {
             if let Ok(repo) = Repo::open(dest)
                 && let Err(e) = delete_backup(&repo, &m.backup).await
@@ -775,6 +794,13 @@ async fn cleanup_attempt(plan: &BackupPlan) {
     }
 }
 
+/// What a finished attempt produced: its outcome and its volume snapshots (none for a
+/// regular backup).
+struct Done<'a> {
+    outcome: &'a sharded_backup::ShardedBackupOutcome,
+    snapshots: &'a [shardvault_pg::runtime::VolumeSnapshot],
+}
+
 /// Writes the storage record of a finished backup, then its Completed status (in that
 /// order: a backup claims completion only once its record is stored).
 async fn complete(
@@ -783,8 +809,28 @@ async fn complete(
     obj: &SGShardedBackup,
     status: &mut ShardedBackupStatus,
     plan: &BackupPlan,
-    outcome: &sharded_backup::ShardedBackupOutcome,
+    done: Done<'_>,
 ) -> Result<(), String> {
+    let outcome = done.outcome;
+    if !done.snapshots.is_empty() {
+        // Each SGBackup says it is a snapshot, names it, and that it is on the same disk.
+        let children: Api<SGBackup> = ctx.api(&namespace_of(obj));
+        for (((m, summary), config), snapshot) in plan
+            .job
+            .members
+            .iter()
+            .zip(&outcome.manifests)
+            .zip(&plan.configs)
+            .zip(done.snapshots)
+        {
+            let child = BackupStatus {
+                volume_snapshot: Some(snapshot_backup::snapshot_status(snapshot)),
+                ..member_status(summary, config)
+            };
+            set_child(&children, &m.backup, &child).await;
+        }
+        status.volume_snapshots = done.snapshots.iter().map(|s| s.name.clone()).collect();
+    }
     let size = outcome
         .manifests
         .iter()
@@ -889,6 +935,15 @@ async fn delete_objects(ctx: &Context, obj: &SGShardedBackup) -> Result<(), Back
         else {
             continue;
         };
+        if let Some(snapshot) = child
+            .status
+            .as_ref()
+            .and_then(|s| s.volume_snapshot.as_ref())
+        {
+            ctx.runtime
+                .delete_snapshot(&ns, &snapshot.name)
+                .map_err(BackupError::storage)?;
+        }
         let dest = backup_destination(config, &secrets, &child.name_any())?;
         let repo = Repo::open(&dest).map_err(BackupError::storage)?;
         delete_backup(&repo, &child.name_any())

@@ -55,32 +55,13 @@ fn member_err(member: &str) -> impl FnOnce(String) -> ShardedBackupError + '_ {
     }
 }
 
-/// Runs the snapshot backup; on failure the snapshots it took are deleted, so nothing
-/// claims completion (the caller removes what went to storage, as for any backup).
+/// Runs the snapshot backup. The snapshots are named after the member backups, so what a
+/// failed attempt left (snapshots and storage objects) is found and removed by the caller.
 pub async fn run(
     job: &ShardedBackupJob,
     settings: &SnapshotSettings,
     runtime: &dyn ClusterRuntime,
     progress: &dyn Progress,
-) -> Result<SnapshotOutcome, ShardedBackupError> {
-    let taken: Mutex<Vec<VolumeSnapshot>> = Mutex::new(Vec::new());
-    let result = take(job, settings, runtime, progress, &taken).await;
-    if result.is_err() {
-        for s in taken.lock().expect("not poisoned").iter() {
-            if let Err(e) = runtime.delete_snapshot(&settings.cluster.namespace, &s.name) {
-                tracing::warn!("cannot delete snapshot {} of a failed backup: {e}", s.name);
-            }
-        }
-    }
-    result
-}
-
-async fn take(
-    job: &ShardedBackupJob,
-    settings: &SnapshotSettings,
-    runtime: &dyn ClusterRuntime,
-    progress: &dyn Progress,
-    taken: &Mutex<Vec<VolumeSnapshot>>,
 ) -> Result<SnapshotOutcome, ShardedBackupError> {
     for i in 0..job.members.len() {
         progress.member_started(i);
@@ -106,6 +87,7 @@ async fn take(
             conninfo: m.node_config.conninfo(&job.database),
         })
         .collect();
+    let taken: Mutex<Vec<VolumeSnapshot>> = Mutex::new(Vec::new());
     let pending = Mutex::new(Some(begun));
     let stopped: Mutex<Vec<StoppedSnapshot>> = Mutex::new(Vec::new());
     let hold = || -> futures::future::BoxFuture<'_, Result<(), String>> {

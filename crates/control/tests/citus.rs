@@ -26,10 +26,10 @@ use shardvault_control::sharded_backup::{self, MemberJob, Progress, ShardedBacku
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::engine::manifest::BackupSummary;
 use shardvault_pg::runtime::cluster::{ClusterObserved, ClusterPlan, RecoveryTarget, Sharding};
+use shardvault_testkit::TempStateDir;
 use shardvault_testkit::cluster::{
     citus_plan, client, cluster_id, connect, destroy_cluster, node_runtime, restored_plan, start,
 };
-use shardvault_testkit::TempStateDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 

@@ -26,10 +26,10 @@ use shardvault_pg::config::NodeConfig;
 use shardvault_pg::engine::manifest::BackupSummary;
 use shardvault_pg::runtime::LocalRuntime;
 use shardvault_pg::runtime::cluster::{ClusterObserved, ClusterPlan, RecoveryTarget};
+use shardvault_testkit::TempStateDir;
 use shardvault_testkit::cluster::{
     client, cluster_id, connect, ddp_plan, destroy_cluster, node_runtime, restored_plan, start,
 };
-use shardvault_testkit::TempStateDir;
 use tokio::task::JoinHandle;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;

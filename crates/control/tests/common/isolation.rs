@@ -21,11 +21,11 @@ use shardvault_pg::engine::{Repo, layout};
 use shardvault_pg::runtime::cluster::{
     ClusterObserved, ClusterPlan, RecoveryTarget, Sharding, reconcile,
 };
+use shardvault_testkit::TempStateDir;
 use shardvault_testkit::cluster::{
     citus_plan, client, cluster_id, connect, ddp_plan, destroy_cluster, node_runtime,
     restored_plan, start,
 };
-use shardvault_testkit::TempStateDir;
 
 const DATABASE: &str = "iso";
 const PLANTED: &str = "citus_0_424242_7_9";

@@ -7,8 +7,9 @@ use std::process::Command;
 
 use crate::TempStateDir;
 
-/// Size of the image: room for a small sharded cluster, its WAL and a few snapshots.
-const IMAGE_SIZE: &str = "1G";
+/// Size of the image (sparse: only what is written takes room): a few small sharded
+/// clusters, their WAL archive and snapshots.
+const IMAGE_SIZE: &str = "4G";
 
 /// A btrfs filesystem mounted for one test.
 pub struct LoopBtrfs {

@@ -338,6 +338,27 @@ pub struct MemberStatus {
     pub name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceStatus>,
+    /// The primary's WAL archiving, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archiving: Option<MemberArchiving>,
+}
+
+/// How far a member's WAL archive is behind its primary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberArchiving {
+    /// The last segment (or history file) archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_wal: Option<String>,
+    /// When it was archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_time: Option<String>,
+    /// Completed segments not archived yet.
+    pub pending_segments: i64,
+    /// Their size in bytes.
+    pub pending_bytes: i64,
+    /// True when the last archive attempt failed.
+    pub failing: bool,
 }
 
 /// One PostgreSQL server of a member.

@@ -76,6 +76,12 @@ fn the_console_shows_clusters_backups_and_one_chart_point_per_backup() {
         page.contains("shop-coord") && page.contains("shop-shard0"),
         "{page}"
     );
+    // WAL archive lag per member: both members answered, archiving works.
+    assert_eq!(
+        count(&page, r#"<td class="archive-lag" data-pending=""#),
+        2,
+        "{page}"
+    );
     for name in ["shop-first", "shop-second"] {
         assert!(
             page.contains(&format!(r#"<tr class="backup" data-backup="{name}""#)),

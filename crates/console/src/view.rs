@@ -57,6 +57,20 @@ pub struct ClusterView {
 pub struct MemberView {
     pub name: String,
     pub instances: Vec<InstanceView>,
+    /// The primary's WAL archiving; None when it did not answer.
+    pub archiving: Option<ArchivingView>,
+}
+
+/// How far a member's WAL archive is behind its primary.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchivingView {
+    pub last_archived_wal: Option<String>,
+    pub last_archived_time: Option<String>,
+    /// Completed segments not archived yet, and their bytes.
+    pub pending_segments: i64,
+    pub pending_bytes: i64,
+    pub failing: bool,
 }
 
 /// One PostgreSQL server of a member.
@@ -208,6 +222,13 @@ fn cluster_view(c: &Cluster, backups: Vec<BackupView>, growth: Vec<GrowthPoint>)
                         state: i.state.clone(),
                     })
                     .collect(),
+                archiving: m.archiving.as_ref().map(|a| ArchivingView {
+                    last_archived_wal: a.last_archived_wal.clone(),
+                    last_archived_time: a.last_archived_time.clone(),
+                    pending_segments: a.pending_segments,
+                    pending_bytes: a.pending_bytes,
+                    failing: a.failing,
+                }),
             })
             .collect(),
         backups,

@@ -37,12 +37,22 @@ function badge(text, cls) {
   return el("span", { class: `badge ${cls}` }, text);
 }
 
+function archiveLag(a) {
+  if (!a) return el("td", { class: "archive-lag" }, "unknown");
+  const lag = a.pendingSegments === 0 ? "up to date"
+    : `${a.pendingSegments} segments (${bytes(a.pendingBytes)}) waiting`;
+  const last = a.lastArchivedWal ? `; last ${a.lastArchivedWal} at ${a.lastArchivedTime}` : "";
+  return el("td", { class: "archive-lag", "data-pending": String(a.pendingSegments) },
+    a.failing ? badge("failing", "bad") : null, ` ${lag}${last}`);
+}
+
 function membersTable(c) {
   return el("table", { class: "members" },
-    el("tr", {}, el("th", {}, "member"), el("th", {}, "servers")),
+    el("tr", {}, el("th", {}, "member"), el("th", {}, "servers"), el("th", {}, "WAL archive lag")),
     c.members.map(m => el("tr", {},
       el("td", {}, m.name),
-      el("td", {}, m.instances.map(i => `${i.name} (${i.role}, ${i.state})`).join(", ")))));
+      el("td", {}, m.instances.map(i => `${i.name} (${i.role}, ${i.state})`).join(", ")),
+      archiveLag(m.archiving))));
 }
 
 function timeline(c) {

@@ -12,8 +12,9 @@ use kube::{Client, Resource, ResourceExt};
 use shardvault_api::backup::SGBackup;
 use shardvault_api::shardedbackup::SGShardedBackup;
 use shardvault_api::shardedcluster::{
-    Condition, InstanceStatus, MemberRestoreStatus, MemberStatus, Restore, RestorePhase,
-    RestoreStatus, SGShardedCluster, ShardedClusterSpec, ShardedClusterStatus, ShardingType,
+    Condition, InstanceStatus, MemberArchiving, MemberRestoreStatus, MemberStatus, Restore,
+    RestorePhase, RestoreStatus, SGShardedCluster, ShardedClusterSpec, ShardedClusterStatus,
+    ShardingType,
 };
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::runtime::cluster::{
@@ -282,6 +283,20 @@ async fn apply(
         (None, None) => Bootstrap::Initdb,
     });
     if let Some(r) = &restore {
+        // Once, when the restore begins (the status below records that it did): later
+        // passes restore from the same archive, and the source may be gone by then.
+        let begun = old
+            .restore
+            .as_ref()
+            .is_some_and(|o| o.from_backup == r.status.from_backup);
+        for cfg in r.seal_sources.iter().flatten().filter(|_| !begun) {
+            seal(cfg, true, None, Duration::from_secs(120))
+                .await
+                .map_err(|source| ClusterError::Seal {
+                    member: cfg.member.clone(),
+                    source,
+                })?;
+        }
         let status = ShardedClusterStatus {
             conditions: vec![condition(
                 false,
@@ -292,14 +307,6 @@ async fn apply(
             restore: Some(r.status.clone()),
         };
         pass.write(status).await?;
-        for cfg in r.seal_sources.iter().flatten() {
-            seal(cfg, true, None, Duration::from_secs(120))
-                .await
-                .map_err(|source| ClusterError::Seal {
-                    member: cfg.member.clone(),
-                    source,
-                })?;
-        }
     }
     let observed = match ctx.runtime.reconcile(desired).await {
         Ok(o) => o,
@@ -427,7 +434,10 @@ fn observed_status(o: &ClusterObserved, restore: Option<RestoreStatus>) -> Shard
     let failing: Vec<String> = o
         .members
         .iter()
-        .filter_map(|m| Some(format!("{}: {}", m.name, m.archive_failure.as_ref()?)))
+        .filter_map(|m| {
+            let failure = m.archiving.as_ref()?.failure.as_ref()?;
+            Some(format!("{}: {failure}", m.name))
+        })
         .collect();
     let archiving = if failing.is_empty() {
         condition(
@@ -469,6 +479,13 @@ fn observed_status(o: &ClusterObserved, restore: Option<RestoreStatus>) -> Shard
                         reason: i.reason.clone(),
                     })
                     .collect(),
+                archiving: m.archiving.as_ref().map(|a| MemberArchiving {
+                    last_archived_wal: a.last_archived_wal.clone(),
+                    last_archived_time: a.last_archived_time.clone(),
+                    pending_segments: a.pending_segments,
+                    pending_bytes: a.pending_bytes,
+                    failing: a.failure.is_some(),
+                }),
             })
             .collect(),
         restore,
@@ -695,7 +712,7 @@ fn source_configs(ctx: &Context, ns: &str, backup: &SGShardedBackup) -> Option<V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shardvault_pg::runtime::archiver::ArchiveFailure;
+    use shardvault_pg::runtime::archiver::{ArchiveFailure, ArchiveState};
     use shardvault_pg::runtime::cluster::{InstanceObserved, MemberObserved, Role};
 
     fn instance(
@@ -734,7 +751,7 @@ mod tests {
                             None,
                         ),
                     ],
-                    archive_failure: None,
+                    archiving: None,
                 })
                 .collect(),
             wiring_error: None,
@@ -802,11 +819,17 @@ mod tests {
     #[test]
     fn archive_failures_are_a_false_condition_said_once() {
         let mut o = observed(InstanceState::Running, None);
-        o.members[1].archive_failure = Some(ArchiveFailure {
-            last_failed_wal: "000000010000000000000002".into(),
-            last_failed_time: "2026-12-01 10:00:00 UTC".into(),
-            failed_count: 3,
-            pg_wal_bytes: 1 << 24,
+        o.members[1].archiving = Some(ArchiveState {
+            last_archived_wal: Some("000000010000000000000001".into()),
+            last_archived_time: Some("2026-12-01 09:59:00 UTC".into()),
+            pending_segments: 1,
+            pending_bytes: 1 << 24,
+            failure: Some(ArchiveFailure {
+                last_failed_wal: "000000010000000000000002".into(),
+                last_failed_time: "2026-12-01 10:00:00 UTC".into(),
+                failed_count: 3,
+                pg_wal_bytes: 1 << 24,
+            }),
         });
         let failing = observed_status(&o, None);
         let c = archiving_newly_failing(&ShardedClusterStatus::default(), &failing)

@@ -1,5 +1,6 @@
-//! Health of a primary's WAL archiving, read from `pg_stat_archiver`: archiving that fails
-//! (storage full, unreachable, refused) is said while `pg_wal` still has room.
+//! Health of a primary's WAL archiving, read from `pg_stat_archiver` and the segments waiting
+//! in `pg_wal/archive_status`: how far the archive is behind, and archiving that fails
+//! (storage full, unreachable, refused) said while `pg_wal` still has room.
 
 use serde::{Deserialize, Serialize};
 
@@ -32,15 +33,33 @@ impl std::fmt::Display for ArchiveFailure {
     }
 }
 
-/// The primary's archive failure, or None when its last attempt succeeded (or none was made).
-pub async fn failure(primary: &Instance) -> Result<Option<ArchiveFailure>, RuntimeError> {
+/// Where a primary's WAL archiving stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveState {
+    /// The last segment (or history file) archived, when one was.
+    pub last_archived_wal: Option<String>,
+    /// When it was archived (server time, as PostgreSQL prints it).
+    pub last_archived_time: Option<String>,
+    /// Completed segments waiting to be archived (the archive's lag).
+    pub pending_segments: i64,
+    /// Their size in bytes.
+    pub pending_bytes: i64,
+    /// Set when the last attempt failed.
+    pub failure: Option<ArchiveFailure>,
+}
+
+/// The primary's archiving: last archived segment, segments still waiting, and its failure.
+pub async fn observe(primary: &Instance) -> Result<ArchiveState, RuntimeError> {
     let client = primary.connect("postgres").await?;
     let row = client
         .query_one(
             "SELECT coalesce(last_failed_wal, ''), last_failed_time::text, failed_count,
                     (SELECT coalesce(sum(size), 0)::int8 FROM pg_ls_waldir()),
                     last_failed_time IS NOT NULL
-                      AND last_failed_time > coalesce(last_archived_time, '-infinity')
+                      AND last_failed_time > coalesce(last_archived_time, '-infinity'),
+                    last_archived_wal, last_archived_time::text,
+                    (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'),
+                    (SELECT setting::int8 FROM pg_settings WHERE name = 'wal_segment_size')
              FROM pg_stat_archiver",
             &[],
         )
@@ -51,10 +70,17 @@ pub async fn failure(primary: &Instance) -> Result<Option<ArchiveFailure>, Runti
             source,
         })?;
     let failing: bool = row.get(4);
-    Ok(failing.then(|| ArchiveFailure {
-        last_failed_wal: row.get(0),
-        last_failed_time: row.get::<_, Option<String>>(1).unwrap_or_default(),
-        failed_count: row.get(2),
-        pg_wal_bytes: row.get(3),
-    }))
+    let pending_segments: i64 = row.get(7);
+    Ok(ArchiveState {
+        last_archived_wal: row.get(5),
+        last_archived_time: row.get(6),
+        pending_segments,
+        pending_bytes: pending_segments.saturating_mul(row.get(8)),
+        failure: failing.then(|| ArchiveFailure {
+            last_failed_wal: row.get(0),
+            last_failed_time: row.get::<_, Option<String>>(1).unwrap_or_default(),
+            failed_count: row.get(2),
+            pg_wal_bytes: row.get(3),
+        }),
+    })
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use shardvault_storage::Destination;
 use tokio::io::AsyncBufReadExt;
 
-use super::archiver::{self, ArchiveFailure};
+use super::archiver::{self, ArchiveState};
 use super::error::RuntimeError;
 use super::instance::{self, Instance, SUPERUSER};
 use super::{isolation, pgbin, snapshot, wiring};
@@ -194,9 +194,9 @@ pub struct MemberObserved {
     pub node_config: PathBuf,
     /// Primary first.
     pub instances: Vec<InstanceObserved>,
-    /// Set when the primary's WAL archiving fails.
+    /// The primary's WAL archiving, when it answered.
     #[serde(default)]
-    pub archive_failure: Option<ArchiveFailure>,
+    pub archiving: Option<ArchiveState>,
 }
 
 /// What reconcile found and did.
@@ -331,20 +331,20 @@ pub async fn reconcile(plan: &ClusterPlan) -> Result<ClusterObserved, RuntimeErr
             name: member.name.clone(),
             node_config: layout.node_config(&member.name),
             instances: seen,
-            archive_failure: None,
+            archiving: None,
         });
     }
-    let failures = join_all(layout.members.iter().zip(&primaries).map(
+    let archiving = join_all(layout.members.iter().zip(&primaries).map(
         |(instances, up)| async move {
             match up {
-                Ok(_) => archiver::failure(&instances[0]).await.ok().flatten(),
+                Ok(_) => archiver::observe(&instances[0]).await.ok(),
                 Err(_) => None,
             }
         },
     ))
     .await;
-    for (member, failure) in observed.members.iter_mut().zip(failures) {
-        member.archive_failure = failure;
+    for (member, state) in observed.members.iter_mut().zip(archiving) {
+        member.archiving = state;
     }
 
     if primaries.iter().all(Result::is_ok) {

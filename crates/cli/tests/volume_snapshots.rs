@@ -112,11 +112,11 @@ impl Transfers {
     }
 }
 
-/// The bank's total over both shards and the prepared transactions left on any member.
-async fn audit(d: &Daemon, cluster: &str) -> (i64, i64) {
+/// The bank's total over both shards and the prepared transactions left on each member.
+async fn audit(d: &Daemon, cluster: &str) -> (i64, Vec<Vec<String>>) {
     let observed = d.observed(cluster);
     let mut total = 0;
-    let mut prepared = 0;
+    let mut prepared = Vec::new();
     for i in 0..observed.members.len() {
         let c = connect(&observed.primary_conninfo(i).unwrap()).await;
         if i > 0 {
@@ -126,11 +126,14 @@ async fn audit(d: &Daemon, cluster: &str) -> (i64, i64) {
                 .unwrap()
                 .get::<_, i64>(0);
         }
-        prepared += c
-            .query_one("SELECT count(*) FROM pg_prepared_xacts", &[])
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
+        prepared.push(
+            c.query("SELECT gid FROM pg_prepared_xacts ORDER BY gid", &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect(),
+        );
     }
     (total, prepared)
 }
@@ -232,7 +235,22 @@ async fn snapshot_backups_restore_by_cloning_under_two_phase_transfers() {
         let c = d.wait_until("sgshardedcluster", name, 240, ready);
         let (total, prepared) = audit(&d, name).await;
         assert_eq!(total, want, "{name}: the bank's total");
-        assert_eq!(prepared, 0, "{name}: prepared transactions left");
+        if name == "at-point" {
+            assert!(
+                prepared.iter().all(Vec::is_empty),
+                "{name}: prepared left: {prepared:?}"
+            );
+        } else {
+            // Recovery to a time stops at the first commit after it: the transfer prepared
+            // on both shards just after the time stays in doubt on both, committed nowhere
+            // (ddp has no resolver for client-driven two-phase commits, see NOTES.md).
+            assert!(prepared[0].is_empty(), "{name}: {prepared:?}");
+            assert_eq!(
+                prepared[1], prepared[2],
+                "{name}: in doubt on both or neither"
+            );
+            assert!(prepared[1].len() <= 1, "{name}: {prepared:?}");
+        }
         let restored = d.observed(name);
         assert!(
             restored
@@ -247,7 +265,9 @@ async fn snapshot_backups_restore_by_cloning_under_two_phase_transfers() {
 
     // Deleting the backup deletes its snapshots; the clones stay.
     d.ok(&["delete", "sgshardedbackup", "snap1"]);
-    d.wait_until("sgshardedbackup", "snap1", 60, Value::is_null);
+    d.wait_until("sgshardedbackup", "snap1", 60, |o| {
+        o.is_null() || o["items"].as_array().is_some_and(Vec::is_empty)
+    });
     for s in &snapshots {
         let s = s.as_str().unwrap();
         assert!(!kept.join(s).exists(), "snapshot {s} is deleted");

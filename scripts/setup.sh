@@ -5,6 +5,8 @@ set -euo pipefail
 need_apt=()
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql-15 postgresql-client-15)
 [ -f /usr/share/postgresql/15/extension/postgres_fdw.control ] || need_apt+=(postgresql-contrib)
+# Volume snapshot tests make a loop-mounted btrfs image (mkfs.btrfs) as root.
+command -v mkfs.btrfs >/dev/null 2>&1 || need_apt+=(btrfs-progs)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq

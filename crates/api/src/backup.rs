@@ -224,6 +224,24 @@ pub struct BackupStatus {
     #[schemars(schema_with = "crate::schema::preserved_object")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sg_backup_config: Option<serde_json::Value>,
+    /// Our extension: set when the backup's data is a volume snapshot (`useVolumeSnapshot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_snapshot: Option<VolumeSnapshotStatus>,
+}
+
+/// `status.volumeSnapshot` of an SGBackup: the snapshot holding its data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSnapshotStatus {
+    /// The snapshot's name (deleted with the backup).
+    pub name: String,
+    /// The snapshot class (driver) that took it, e.g. `btrfs`.
+    pub snapshot_class: String,
+    /// Where it is kept.
+    pub location: String,
+    /// Always true: the snapshot is on the same disk as the cluster's data, so it does not
+    /// survive the loss of that disk; object storage holds only its label and WAL.
+    pub same_disk: bool,
 }
 
 /// `status.backupInformation` of an SGBackup.

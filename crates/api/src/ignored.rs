@@ -21,6 +21,8 @@ const ACTED_ON: &[&str] = &[
     "spec.configurations.backups[*].paths",
     "spec.configurations.backups[*].performance",
     "spec.configurations.backups[*].useVolumeSnapshot",
+    "spec.configurations.backups[*].volumeSnapshotClass",
+    "spec.configurations.backups[*].fastVolumeSnapshot",
     "spec.configurations.backups[*].timeout",
     "spec.configurations.backups[*].maxRetries",
     "spec.configurations.backups[*].retainWalsForUnmanagedLifecycle",
@@ -29,7 +31,7 @@ const ACTED_ON: &[&str] = &[
 
 /// The set fields of a sharded cluster spec the local runtime does not act on, each as the
 /// highest such path (`spec.postgresServices`, `spec.coordinator.sgInstanceProfile`,
-/// `spec.configurations.backups[0].volumeSnapshotClass`), sorted.
+/// `spec.configurations.backups[0].reconciliationTimeout`), sorted.
 pub fn ignored_fields(spec: &ShardedClusterSpec) -> Vec<String> {
     let value = serde_json::to_value(spec).expect("a spec serializes to JSON");
     let mut out = Vec::new();
@@ -130,7 +132,6 @@ mod tests {
             ignored_fields(&s),
             [
                 "spec.configurations.backups[0].reconciliationTimeout",
-                "spec.configurations.backups[0].volumeSnapshotClass",
                 "spec.configurations.observability",
                 "spec.coordinator.configurations",
                 "spec.coordinator.pods",

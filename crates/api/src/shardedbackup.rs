@@ -145,6 +145,10 @@ pub struct ShardedBackupStatus {
     #[schemars(schema_with = "crate::schema::preserved_object")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sharded_record_config: Option<serde_json::Value>,
+    /// Our extension: the volume snapshots holding the members' data (member order) when the
+    /// backup was taken with `useVolumeSnapshot`; on the same disk as the cluster's data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_snapshots: Vec<String>,
 }
 
 /// `status.backupInformation` of a sharded backup (sums over members).

@@ -2,10 +2,14 @@
 //! restore that cannot work is refused by `apply` itself and nothing is stored. (The
 //! controllers check again before they act: objects can change after admission.)
 
+use std::sync::Arc;
+
 use serde_json::Value;
 use shardvault_api::shardedbackup::ShardedBackupStatus;
 use shardvault_api::shardedcluster::ShardedClusterSpec;
 use shardvault_api::{FieldError, Kind, ValidationError};
+use shardvault_pg::runtime::snapshot::SnapshotError;
+use shardvault_pg::runtime::{ClusterRuntime, RuntimeError};
 use shardvault_store::{Store, StoreError};
 
 use crate::restore_check::check_restore;
@@ -78,6 +82,49 @@ fn admit_backup(store: &Store, doc: &Value, ns: &str, name: &str) -> Result<(), 
         )),
         Err(e) => Err(e),
     }
+}
+
+/// [`admit`], plus the checks only the runtime that will run the clusters can make (volume
+/// snapshots: the class, and a filesystem that can take them).
+pub fn with_runtime(
+    runtime: Arc<dyn ClusterRuntime>,
+) -> impl Fn(&Store, &Value) -> Result<(), StoreError> + Send + Sync {
+    move |store, doc| {
+        admit(store, doc)?;
+        if doc["kind"].as_str() != Some(Kind::SGShardedCluster.name()) {
+            return Ok(());
+        }
+        match serde_json::from_value::<ShardedClusterSpec>(doc["spec"].clone()) {
+            Ok(spec) => check_snapshots(runtime.as_ref(), &spec).map_err(|e| refuse(doc, e)),
+            Err(_) => Ok(()), // reported by validation
+        }
+    }
+}
+
+/// Every backups[] entry that asks for volume snapshots (or names a class) must name a class
+/// the runtime has, on a filesystem it can snapshot.
+fn check_snapshots(
+    runtime: &dyn ClusterRuntime,
+    spec: &ShardedClusterSpec,
+) -> Result<(), FieldError> {
+    for (i, entry) in spec.backups().iter().enumerate() {
+        let class = entry.volume_snapshot_class.as_deref();
+        if entry.use_volume_snapshot != Some(true) && class.is_none() {
+            continue;
+        }
+        if let Err(e) = runtime.check_volume_snapshots(class) {
+            let field = match &e {
+                RuntimeError::Snapshot(SnapshotError::UnknownClass(_)) => "volumeSnapshotClass",
+                _ if entry.use_volume_snapshot == Some(true) => "useVolumeSnapshot",
+                _ => "volumeSnapshotClass",
+            };
+            return Err(FieldError {
+                path: format!("spec.configurations.backups[{i}].{field}"),
+                message: e.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn admit_cluster(store: &Store, doc: &Value, ns: &str, name: &str) -> Result<(), StoreError> {

@@ -292,16 +292,6 @@ async fn apply(
         .as_ref()
         .and_then(|t| t.seconds().ok())
         .map(Duration::from_secs);
-    if plan.volume_snapshot && attempt == 1 {
-        events::record(
-            &ctx.client,
-            &obj,
-            EventType::Normal,
-            "VolumeSnapshotUnavailable",
-            "useVolumeSnapshot is set, but the local runtime has no CSI volume snapshots: taking a regular backup",
-        )
-        .await;
-    }
     let worker = tokio::spawn(run_worker(
         ctx.clone(),
         obj,
@@ -428,6 +418,15 @@ async fn delete_objects(ctx: &Context, obj: &SGShardedBackup) -> Result<(), Back
         else {
             continue;
         };
+        if let Some(snapshot) = child
+            .status
+            .as_ref()
+            .and_then(|s| s.volume_snapshot.as_ref())
+        {
+            ctx.runtime
+                .delete_snapshot(&ns, &snapshot.name)
+                .map_err(BackupError::storage)?;
+        }
         let dest = backup_destination(config, &secrets, &child.name_any())?;
         let repo = Repo::open(&dest).map_err(BackupError::storage)?;
         delete_backup(&repo, &child.name_any())

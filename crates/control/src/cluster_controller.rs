@@ -546,11 +546,20 @@ async fn plan_restore(
             .backup_information
             .and_then(|b| b.manifest_sha256);
         stored.push((source.clone(), manifest_sha256));
-        bootstraps.push(Bootstrap::Restore {
-            source,
-            backup: sg_backup.clone(),
-            target: recovery.clone(),
-            concurrency,
+        // A volume snapshot backup is cloned (its data is not in storage).
+        bootstraps.push(match child_status.volume_snapshot {
+            Some(snapshot) => Bootstrap::CloneSnapshot {
+                source,
+                backup: sg_backup.clone(),
+                snapshot: snapshot.name,
+                target: recovery.clone(),
+            },
+            None => Bootstrap::Restore {
+                source,
+                backup: sg_backup.clone(),
+                target: recovery.clone(),
+                concurrency,
+            },
         });
         members.push(MemberRestoreStatus {
             name: spec.member_names(name)[i].clone(),
@@ -579,8 +588,11 @@ async fn plan_restore(
         .map_err(ClusterError::RestoreRefused)?;
     // Extension `pointInTimeRecovery.consistent`: every member stops at the newest
     // cluster-wide restore point at or before the time (see restore_points).
-    if let (ClusterTarget::Time { time, .. }, Some(Bootstrap::Restore { source, .. }), Some(rp)) =
-        (&target, bootstraps.first(), status.restore_point.as_ref())
+    if let (
+        ClusterTarget::Time { time, .. },
+        Some(Bootstrap::Restore { source, .. } | Bootstrap::CloneSnapshot { source, .. }),
+        Some(rp),
+    ) = (&target, bootstraps.first(), status.restore_point.as_ref())
         && from
             .point_in_time_recovery
             .as_ref()
@@ -589,7 +601,7 @@ async fn plan_restore(
     {
         let point = consistent_point(source, time, rp).await?;
         for b in &mut bootstraps {
-            if let Bootstrap::Restore { target, .. } = b {
+            if let Bootstrap::Restore { target, .. } | Bootstrap::CloneSnapshot { target, .. } = b {
                 *target = RecoveryTarget::Name(point.clone());
             }
         }

@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use futures::future::try_join_all;
+use futures::future::{BoxFuture, try_join_all};
 use rand::Rng;
 use shardvault_api::shardedbackup::{MemberRestorePoint, RestorePoint};
 use tokio_postgres::{Client, NoTls};
@@ -102,6 +102,9 @@ pub enum CutError {
         to: String,
         found: usize,
     },
+    /// The work done while writes were held failed (nothing was created).
+    #[error("while writes were held: {0}")]
+    WhileHeld(String),
     /// The barrier never held.
     #[error(
         "the write barrier could not be taken in {attempts} attempts (lock_timeout {timeout_ms} ms): long-running writes hold table locks; retry when the write load is lighter"
@@ -126,16 +129,38 @@ async fn connect(m: &CutMember) -> Result<Client, CutError> {
     Ok(client)
 }
 
+/// Work run once while the cut holds, right before the restore points are created (volume
+/// snapshots, and the end of their backups): every member's writes wait while it runs.
+pub type WhileHeld<'a> = &'a (dyn Fn() -> BoxFuture<'a, Result<(), String>> + Sync);
+
 /// Creates restore point `name` on every member as one consistent cut.
 pub async fn take_cut(members: &[CutMember], name: &str, mode: &CutMode) -> Result<Cut, CutError> {
+    take_cut_holding(members, name, mode, None).await
+}
+
+/// [`take_cut`], running `held` while writes are held (for `citus`, before its restore
+/// point, which blocks commit decisions itself).
+pub async fn take_cut_holding(
+    members: &[CutMember],
+    name: &str,
+    mode: &CutMode,
+    held: Option<WhileHeld<'_>>,
+) -> Result<Cut, CutError> {
     let clients = try_join_all(members.iter().map(connect)).await?;
     let started = Instant::now();
+    let run_held = || async {
+        match held {
+            Some(work) => work().await.map_err(CutError::WhileHeld),
+            None => Ok(()),
+        }
+    };
     let (points, attempts, pause) = match mode {
         CutMode::Barrier {
             lock_timeout,
             max_attempts,
-        } => barrier_cut(members, &clients, name, *lock_timeout, *max_attempts).await?,
+        } => barrier_cut(members, &clients, name, *lock_timeout, *max_attempts, held).await?,
         CutMode::Citus => {
+            run_held().await?;
             let before =
                 try_join_all(members.iter().zip(&clients).map(|(m, c)| insert_lsn(m, c))).await?;
             clients[0]
@@ -153,6 +178,7 @@ pub async fn take_cut(members: &[CutMember], name: &str, mode: &CutMode) -> Resu
             (points, 1, pause)
         }
         CutMode::UnsafeSequential { delay } => {
+            run_held().await?;
             let mut points = Vec::new();
             for (i, (m, c)) in members.iter().zip(&clients).enumerate() {
                 if i > 0 {
@@ -184,6 +210,7 @@ async fn barrier_cut(
     name: &str,
     lock_timeout: Duration,
     max_attempts: u32,
+    held: Option<WhileHeld<'_>>,
 ) -> Result<(Vec<MemberPoint>, u32, Duration), CutError> {
     // Writers can be held back by every attempt (granted locks, and the queued lock
     // requests they wait behind), so the pause is the sum of all attempts, not the last.
@@ -213,6 +240,12 @@ async fn barrier_cut(
                 .await;
                 match prepared {
                     Ok(counts) if counts.iter().all(|n| *n == 0) => {
+                        if let Some(work) = held
+                            && let Err(e) = work().await
+                        {
+                            let _ = release_all(members, clients, "ROLLBACK").await;
+                            return Err(CutError::WhileHeld(e));
+                        }
                         let points = try_join_all(
                             members
                                 .iter()
@@ -294,7 +327,9 @@ fn is_retryable(e: &CutError) -> bool {
             source.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
                 || source.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
         }
-        CutError::BarrierNotTaken { .. } | CutError::RestorePointNotFound { .. } => false,
+        CutError::BarrierNotTaken { .. }
+        | CutError::RestorePointNotFound { .. }
+        | CutError::WhileHeld(_) => false,
     }
 }
 

@@ -107,6 +107,7 @@ pub fn statuses(
         restore_point: Some(record.restore_point.clone()),
         attempts: None,
         sharded_record_config: Some(backup_config(&entry, storage_spec, record_prefix)),
+        volume_snapshots: Vec::new(),
     };
     let members = record
         .members
@@ -132,6 +133,7 @@ pub fn statuses(
                     ..Default::default()
                 }),
                 sg_backup_config: Some(config),
+                volume_snapshot: None,
             };
             (m.sg_backup.clone(), status)
         })

@@ -97,6 +97,8 @@ pub fn member_type(summary: &BackupSummary) -> BackupType {
     match summary.backup_type {
         EngineType::Full => BackupType::Full,
         EngineType::Incremental => BackupType::Incremental,
+        // A snapshot holds the whole data directory (status.volumeSnapshot says it is one).
+        EngineType::Snapshot => BackupType::Full,
     }
 }
 

@@ -22,5 +22,6 @@ pub mod retention;
 pub mod runner;
 pub mod schedule;
 pub mod sharded_backup;
+pub mod snapshot_backup;
 pub mod status;
 pub mod verify;

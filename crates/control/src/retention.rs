@@ -107,6 +107,8 @@ pub struct EntryPlan {
     pub held: Vec<Held>,
     /// Managed backups to delete, newest first.
     pub delete: Vec<String>,
+    /// The volume snapshots deleted with them (their subvolumes go with the backups).
+    pub snapshots: Vec<String>,
     /// Whether unmanaged backups keep their WAL.
     pub retain_unmanaged_wal: bool,
     /// WAL to delete, per member.
@@ -539,11 +541,17 @@ pub async fn plan(
                 .map(|r| r.restore_point.name)
                 .collect();
         }
+        let snapshots = ours
+            .iter()
+            .filter(|b| delete.contains(&b.name_any()))
+            .flat_map(|b| b.status.iter().flat_map(|s| s.volume_snapshots.clone()))
+            .collect();
         entries.push(EntryPlan {
             entry: e,
             retention,
             keep,
             held,
+            snapshots,
             delete,
             retain_unmanaged_wal,
             wal,
@@ -591,6 +599,13 @@ impl RetentionPlan {
             }
             for b in &e.delete {
                 out += &format!("  delete SGShardedBackup {b}\n");
+            }
+            if !e.snapshots.is_empty() {
+                out += &format!(
+                    "  delete {} volume snapshot(s) with them: {}\n",
+                    e.snapshots.len(),
+                    e.snapshots.join(", ")
+                );
             }
             if let (Some(first), Some(last)) = (e.restore_points.first(), e.restore_points.last()) {
                 out += &format!(
@@ -991,6 +1006,7 @@ mod tests {
                     chain_of: Vec::new(),
                 }],
                 delete: vec!["b1".into()],
+                snapshots: Vec::new(),
                 retain_unmanaged_wal: true,
                 wal: Vec::new(),
                 restore_points: Vec::new(),

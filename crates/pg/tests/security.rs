@@ -42,6 +42,7 @@ fn plan(state: &Path, name: &str, per_shard: u32) -> ClusterPlan {
             member(format!("{name}-shard0"), per_shard),
         ],
         extra_settings: vec![("fsync".into(), "off".into())],
+        snapshots_dir: state.join("snapshots"),
     }
 }
 

@@ -24,8 +24,14 @@ impl Daemon {
 
     /// Starts a daemon with extra `serve` arguments (e.g. `--controllers none`).
     pub fn start_with(args: &[&str]) -> Daemon {
+        Daemon::start_in(TempStateDir::new(), args)
+    }
+
+    /// Starts a daemon with extra `serve` arguments in the given state directory (e.g. one
+    /// on a loop-mounted btrfs image).
+    pub fn start_in(state: TempStateDir, args: &[&str]) -> Daemon {
         let mut d = Daemon {
-            state: TempStateDir::new(),
+            state,
             child: None,
             args: args.iter().map(|a| a.to_string()).collect(),
         };

@@ -1,6 +1,7 @@
 //! Test helpers for shardvault: temporary PostgreSQL servers built on the runtime's
 //! [`Instance`], and the path of the built `shardvault` binary.
 
+pub mod btrfs;
 pub mod cluster;
 pub mod daemon;
 pub mod guide;
@@ -49,9 +50,14 @@ pub struct TempStateDir {
 impl TempStateDir {
     /// Creates the directory, owned by the server user.
     pub fn new() -> TempStateDir {
+        TempStateDir::new_in(&std::env::temp_dir())
+    }
+
+    /// Creates the directory below `parent`, owned by the server user.
+    pub fn new_in(parent: &Path) -> TempStateDir {
         let dir = tempfile::Builder::new()
             .prefix("sv-state-")
-            .tempdir()
+            .tempdir_in(parent)
             .expect("a temporary directory");
         user::chown_to_server_user(dir.path()).expect("chown of the temporary directory");
         TempStateDir { dir }
@@ -76,7 +82,7 @@ impl Drop for TempStateDir {
 }
 
 /// Stops at once every running server with a `postmaster.pid` up to `depth` levels below `dir`.
-fn stop_servers_under(dir: &Path, depth: usize) {
+pub(crate) fn stop_servers_under(dir: &Path, depth: usize) {
     let pidfile = dir.join("postmaster.pid");
     let pid = std::fs::read_to_string(&pidfile)
         .ok()

@@ -105,6 +105,10 @@ struct RestoreArgs {
     /// its environment).
     #[arg(long, value_name = "COMMAND")]
     restore_command: Option<String>,
+    /// The backup is a volume snapshot and --pgdata already holds its clone (made by the
+    /// runtime): only set it up to recover.
+    #[arg(long, conflicts_with_all = ["concurrency", "tablespace_dir"])]
+    snapshot_clone: bool,
 }
 
 /// Options of `shardvault node verify`.
@@ -266,7 +270,11 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
         tablespace_dir: a.tablespace_dir,
         progress: Some(progress("restore")),
     };
-    let manifest = engine::restore(&source, &opts).await?;
+    let manifest = if a.snapshot_clone {
+        engine::restore_snapshot_clone(&source, &opts).await?
+    } else {
+        engine::restore(&source, &opts).await?
+    };
     eprintln!(
         "restored backup {} into {}: start the server to recover {}",
         manifest.name,

@@ -134,6 +134,7 @@ mod tests {
             sharding: Sharding::Ddp,
             members: vec![member("pq-coord"), member("pq-shard0"), member("pq-shard1")],
             extra_settings: vec![("fsync".into(), "off".into())],
+            snapshots_dir: state.path().join("snapshots"),
         };
         let observed = reconcile(&plan).await.unwrap();
         assert!(observed.ready(), "{observed:#?}");

@@ -120,11 +120,20 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
         (Some(addr), Some(f)) => Some((addr, read_token(f)?)),
         _ => None,
     };
+    // With the controllers here, admission also asks their runtime (volume snapshots).
+    let local = match args.controllers {
+        Controllers::All => Some(Arc::new(operator::local_runtime(&dir)?)),
+        Controllers::None => None,
+    };
+    let admission: Arc<dyn shardvault_apiserver::Admission> = match &local {
+        Some(rt) => Arc::new(shardvault_control::admission::with_runtime(rt.clone())),
+        None => Arc::new(shardvault_control::admission::admit),
+    };
     let options = ServeOptions {
         https: Some(args.https_listen),
         unix_socket: Some(socket.clone()),
         http,
-        admission: Some(Arc::new(shardvault_control::admission::admit)),
+        admission: Some(admission),
         ..ServeOptions::default()
     };
     // A kubeconfig left by a daemon that was killed names an old address: `up` waits for
@@ -139,22 +148,17 @@ pub async fn serve(args: Args, shutdown: CancellationToken) -> anyhow::Result<()
     std::fs::write(&pid_file, std::process::id().to_string())?;
 
     // The controllers run the clusters here; without them, metrics only observe them.
-    let runtime: Arc<dyn ClusterRuntime> = match args.controllers {
-        Controllers::All => Arc::new(operator::local_runtime(&dir)?),
-        Controllers::None => Arc::new(LocalRuntime::observing(
+    let runtime: Arc<dyn ClusterRuntime> = match &local {
+        Some(rt) => rt.clone(),
+        None => Arc::new(LocalRuntime::observing(
             &dir,
             std::env::current_exe().context("cannot find the shardvault binary")?,
         )),
     };
     let client = operator::own_client(&server).await?;
-    let controllers = match args.controllers {
-        Controllers::All => Some(operator::start_in_process(
-            client.clone(),
-            runtime.clone(),
-            &shutdown,
-        )),
-        Controllers::None => None,
-    };
+    let controllers = local
+        .is_some()
+        .then(|| operator::start_in_process(client.clone(), runtime.clone(), &shutdown));
     let metrics = match args.metrics_listen {
         Some(addr) => Some(serve_metrics(addr, client, runtime, &shutdown).await?),
         None => None,

@@ -113,6 +113,7 @@ pub(super) fn member_status(summary: &BackupSummary, config: &Value) -> BackupSt
             parent: summary.parent.clone(),
         }),
         sg_backup_config: Some(config.clone()),
+        volume_snapshot: None,
     }
 }
 

@@ -19,6 +19,7 @@ use crate::incremental;
 use crate::lookup;
 use crate::resources::backup_config;
 use crate::sharded_backup::{MemberJob, ShardedBackupJob};
+use crate::snapshot_backup::SnapshotSettings;
 
 /// Everything a worker needs about one sharded backup.
 pub(super) struct BackupPlan {
@@ -34,8 +35,8 @@ pub(super) struct BackupPlan {
     pub catalog_dest: shardvault_storage::Destination,
     /// `catalog_dest` in the shape of an `sgBackupConfig`, kept in status.
     pub catalog_config: Value,
-    /// The entry asks for volume snapshots, which the local runtime does not have.
-    pub volume_snapshot: bool,
+    /// Set when the entry asks for volume snapshots (`useVolumeSnapshot`).
+    pub snapshot: Option<SnapshotSettings>,
 }
 
 /// The member backup names' suffix of member `i` (coordinator first).
@@ -137,7 +138,7 @@ pub(super) async fn plan_backup(
     Ok(BackupPlan {
         job: ShardedBackupJob {
             name,
-            cluster: id,
+            cluster: id.clone(),
             members,
             database: endpoints.database.clone(),
             cut_mode: match sharding {
@@ -149,7 +150,11 @@ pub(super) async fn plan_backup(
             archive_wait: Duration::from_secs(120),
         },
         sharding,
-        volume_snapshot: entry.use_volume_snapshot.unwrap_or(false),
+        snapshot: (entry.use_volume_snapshot == Some(true)).then(|| SnapshotSettings {
+            cluster: id.clone(),
+            class: entry.volume_snapshot_class.clone(),
+            fast: entry.fast_volume_snapshot.unwrap_or(false),
+        }),
         managed: obj.spec.managed_lifecycle.unwrap_or(false),
         configs,
         catalog_config: backup_config(entry, &storages[entry_index].0, &catalog_dest.prefix),

@@ -24,6 +24,7 @@ use crate::events::{self, EventType};
 use crate::incremental;
 use crate::records::{MemberRecord, Records, SHARDED_FORMAT, ShardedRecord};
 use crate::sharded_backup::{self, Progress};
+use crate::snapshot_backup;
 
 /// Member progress as status updates, applied in order by one task.
 enum Update {
@@ -71,7 +72,7 @@ pub(super) async fn run_worker(
     let started = tokio::time::Instant::now();
     let mut attempt = retries.first_attempt;
     if attempt > 1 {
-        cleanup_attempt(&plan).await;
+        cleanup_attempt(&ctx, &plan).await;
     }
     loop {
         let (tx, mut rx) = mpsc::unbounded_channel();
@@ -97,11 +98,19 @@ pub(super) async fn run_worker(
                 }
             })
         };
-        let run = sharded_backup::run(
-            &plan.job,
-            ctx.runtime.as_ref(),
-            Arc::new(ChannelProgress(tx)),
-        );
+        let progress = Arc::new(ChannelProgress(tx));
+        let run = async {
+            match &plan.snapshot {
+                Some(settings) => {
+                    snapshot_backup::run(&plan.job, settings, ctx.runtime.as_ref(), &*progress)
+                        .await
+                        .map(|o| (o.outcome, o.snapshots))
+                }
+                None => sharded_backup::run(&plan.job, ctx.runtime.as_ref(), progress)
+                    .await
+                    .map(|o| (o, Vec::new())),
+            }
+        };
         let result = match retries.timeout {
             Some(t) => match tokio::time::timeout(t.saturating_sub(started.elapsed()), run).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
@@ -116,8 +125,12 @@ pub(super) async fn run_worker(
         };
         let mut status = current.status.clone().unwrap_or_default();
         let message = match result {
-            Ok(outcome) => {
-                if let Err(e) = complete(&ctx, &api, &current, &mut status, &plan, &outcome).await {
+            Ok((outcome, snapshots)) => {
+                let done = Done {
+                    outcome: &outcome,
+                    snapshots: &snapshots,
+                };
+                if let Err(e) = complete(&ctx, &api, &current, &mut status, &plan, done).await {
                     status.process.status = BackupPhase::Failed;
                     status.process.failure = Some(e);
                     write_status(&api, &current, &status).await;
@@ -140,7 +153,7 @@ pub(super) async fn run_worker(
             s.process.failure = Some(message.clone());
             set_child(&children, &m.backup, &s).await;
         }
-        cleanup_attempt(&plan).await;
+        cleanup_attempt(&ctx, &plan).await;
         let out_of_time = retries.timeout.is_some_and(|t| started.elapsed() >= t);
         if attempt > retries.max_retries || out_of_time {
             status.process.status = BackupPhase::Failed;
@@ -172,9 +185,21 @@ async fn write_status(
     }
 }
 
-/// Removes what a failed attempt stored, so nothing half-written looks like a backup.
-async fn cleanup_attempt(plan: &BackupPlan) {
+/// Removes what a failed attempt stored (and the volume snapshots it took, named after the
+/// member backups), so nothing half-written looks like a backup.
+async fn cleanup_attempt(ctx: &Context, plan: &BackupPlan) {
     for m in &plan.job.members {
+        if plan.snapshot.is_some()
+            && let Err(e) = ctx
+                .runtime
+                .delete_snapshot(&plan.job.cluster.namespace, &m.backup)
+        {
+            tracing::warn!(
+                "{}: cannot remove the snapshot of failed backup {}: {e}",
+                m.name,
+                m.backup
+            );
+        }
         for dest in &m.node_config.destinations {
             if let Ok(repo) = Repo::open(dest)
                 && let Err(e) = delete_backup(&repo, &m.backup).await
@@ -185,6 +210,13 @@ async fn cleanup_attempt(plan: &BackupPlan) {
     }
 }
 
+/// What a finished attempt produced: its outcome and its volume snapshots (none for a
+/// regular backup).
+struct Done<'a> {
+    outcome: &'a sharded_backup::ShardedBackupOutcome,
+    snapshots: &'a [shardvault_pg::runtime::VolumeSnapshot],
+}
+
 /// Writes the storage record of a finished backup, then its Completed status (in that
 /// order: a backup claims completion only once its record is stored).
 async fn complete(
@@ -193,8 +225,28 @@ async fn complete(
     obj: &SGShardedBackup,
     status: &mut ShardedBackupStatus,
     plan: &BackupPlan,
-    outcome: &sharded_backup::ShardedBackupOutcome,
+    done: Done<'_>,
 ) -> Result<(), String> {
+    let outcome = done.outcome;
+    if !done.snapshots.is_empty() {
+        // Each SGBackup says it is a snapshot, names it, and that it is on the same disk.
+        let children: Api<SGBackup> = ctx.api(&namespace_of(obj));
+        for (((m, summary), config), snapshot) in plan
+            .job
+            .members
+            .iter()
+            .zip(&outcome.manifests)
+            .zip(&plan.configs)
+            .zip(done.snapshots)
+        {
+            let child = BackupStatus {
+                volume_snapshot: Some(snapshot_backup::snapshot_status(snapshot)),
+                ..member_status(summary, config)
+            };
+            set_child(&children, &m.backup, &child).await;
+        }
+        status.volume_snapshots = done.snapshots.iter().map(|s| s.name.clone()).collect();
+    }
     let suffixes: Vec<String> = (0..outcome.manifests.len()).map(member_suffix).collect();
     let (size, backup_type, parent) = incremental::sharded(&outcome.manifests, &suffixes);
     let restore_point = RestorePoint::from(&outcome.cut);

@@ -358,19 +358,23 @@ async fn store_part(
 }
 
 /// What the server said at backup start.
-struct Started {
-    start_lsn: Lsn,
-    timeline: u32,
+pub(super) struct Started {
+    pub(super) start_lsn: Lsn,
+    pub(super) timeline: u32,
     block_size: u64,
-    from_replica: bool,
-    version: String,
-    version_num: u32,
-    wal_segment_size: u64,
-    system_identifier: String,
-    control_data: serde_json::Map<String, serde_json::Value>,
+    pub(super) from_replica: bool,
+    pub(super) version: String,
+    pub(super) version_num: u32,
+    pub(super) wal_segment_size: u64,
+    pub(super) system_identifier: String,
+    pub(super) control_data: serde_json::Map<String, serde_json::Value>,
 }
 
-async fn start(client: &Client, label: &str) -> Result<Started, EngineError> {
+pub(super) async fn start(
+    client: &Client,
+    label: &str,
+    fast: bool,
+) -> Result<Started, EngineError> {
     let row = client
         .query_one(
             "SELECT pg_is_in_recovery(), current_setting('server_version'), \
@@ -387,7 +391,10 @@ async fn start(client: &Client, label: &str) -> Result<Started, EngineError> {
     let wal_segment_size: i64 = row.get(3);
     let block_size: i32 = row.get(4);
     let lsn: String = client
-        .query_one("SELECT pg_backup_start($1, fast => true)::text", &[&label])
+        .query_one(
+            "SELECT pg_backup_start($1, fast => $2)::text",
+            &[&label, &fast],
+        )
         .await
         .map_err(EngineError::pg("pg_backup_start"))?
         .get(0);
@@ -482,7 +489,7 @@ pub(super) fn parse_label(label: &str) -> Result<(u32, String), EngineError> {
     Ok((timeline, file.to_string()))
 }
 
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default()
@@ -513,7 +520,7 @@ pub async fn backup(
 
     let start_time = jiff::Timestamp::now();
     let client = connect(cfg).await?;
-    let started = start(&client, name).await?;
+    let started = start(&client, name, true).await?;
     tracing::info!(
         backup = name,
         start_lsn = %started.start_lsn,
@@ -723,6 +730,7 @@ pub async fn backup(
         },
         parent: parent.as_ref().map(|(p, _)| p.name.clone()),
         chain: chain_links,
+        snapshot: None,
         has_tablespace_map: spcmap.is_some(),
         tablespaces: listing.tablespaces,
         directories: listing.dirs,

@@ -56,6 +56,9 @@ pub fn parent_problem(
     current: &Current,
     history: Option<&str>,
 ) -> Option<String> {
+    if parent.snapshot.is_some() {
+        return Some("it is a volume snapshot, whose blocks are not in storage".into());
+    }
     if parent.system_identifier != current.system_identifier {
         return Some(format!(
             "it is of another cluster (system identifier {}, this one is {})",
@@ -122,10 +125,9 @@ pub async fn choose_parent(
         ParentChoice::Full => return Ok(None),
         ParentChoice::Named(name) => load_anchored(repo, name, None).await?,
         ParentChoice::Newest => {
-            let newest = list_backups(repo)
-                .await?
-                .into_iter()
-                .rfind(|m| m.system_identifier == current.system_identifier);
+            let newest = list_backups(repo).await?.into_iter().rfind(|m| {
+                m.system_identifier == current.system_identifier && m.snapshot.is_none()
+            });
             match newest {
                 Some(m) => {
                     let sha = m.sha256();

@@ -169,6 +169,53 @@ fn walk(dir: &Path, rel: &str, out: &mut Listing) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Removes from a copy of a running server's data directory (a snapshot's clone) what a
+/// base backup leaves out, keeping the directories (and an empty `pg_wal/archive_status`).
+pub(crate) fn clear_server_state(pgdata: &Path) -> Result<(), EngineError> {
+    let gone_ok = |path: &Path, r: std::io::Result<()>| match r {
+        Err(e) if e.kind() != ErrorKind::NotFound => Err(EngineError::io(path)(e)),
+        _ => Ok(()),
+    };
+    for name in SKIP_FILES {
+        let path = pgdata.join(name);
+        gone_ok(&path, std::fs::remove_file(&path))?;
+    }
+    for name in SKIP_CONTENTS {
+        let dir = pgdata.join(name);
+        for entry in std::fs::read_dir(&dir).map_err(EngineError::io(&dir))? {
+            let path = entry.map_err(EngineError::io(&dir))?.path();
+            let removed = if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            gone_ok(&path, removed)?;
+        }
+    }
+    let status = pgdata.join("pg_wal/archive_status");
+    std::fs::create_dir(&status).map_err(EngineError::io(&status))?;
+    std::fs::set_permissions(&status, std::fs::Permissions::from_mode(0o700))
+        .map_err(EngineError::io(&status))?;
+    remove_skipped(pgdata)
+}
+
+/// Removes every entry below `dir` a backup skips wherever it is (temporary files).
+fn remove_skipped(dir: &Path) -> Result<(), EngineError> {
+    for entry in std::fs::read_dir(dir).map_err(EngineError::io(dir))? {
+        let entry = entry.map_err(EngineError::io(dir))?;
+        let path = entry.path();
+        let is_dir = entry.file_type().map_err(EngineError::io(&path))?.is_dir();
+        let skipped = entry.file_name().to_str().is_some_and(skipped_anywhere);
+        match (skipped, is_dir) {
+            (true, true) => std::fs::remove_dir_all(&path).map_err(EngineError::io(&path))?,
+            (true, false) => std::fs::remove_file(&path).map_err(EngineError::io(&path))?,
+            (false, true) => remove_skipped(&path)?,
+            (false, false) => {}
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +249,12 @@ mod tests {
         let files: Vec<_> = l.files.iter().map(|f| f.rel.as_str()).collect();
         assert_eq!(files, ["PG_VERSION", "base/1/123", "global/pg_control"]);
         let dirs: Vec<_> = l.dirs.iter().map(|d| d.path.as_str()).collect();
+        clear_server_state(p).unwrap();
+        assert!(!p.join("postmaster.pid").exists());
+        assert!(!p.join("pg_wal/000000010000000000000001").exists());
+        assert!(p.join("pg_wal/archive_status").is_dir());
+        assert!(!p.join("base/1/t3_456").exists() && !p.join("base/1/pgsql_tmp").exists());
+        assert!(p.join("base/1/123").exists() && p.join("pg_replslot").is_dir());
         assert_eq!(
             dirs,
             [

@@ -11,6 +11,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Version of an incremental's manifest (chunks may refer to the chain's parts): readers of
 /// format 1 alone must refuse it rather than restore only its changed blocks.
 pub const INCREMENTAL_FORMAT_VERSION: u32 = 2;
+/// Version of a volume snapshot backup's manifest (its data is in a snapshot, not in parts):
+/// older readers must refuse it rather than restore an empty data directory.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 /// Uncompressed bytes of file data per base backup part (the last part of a backup is smaller).
 pub const PART_SIZE: u64 = 16 * 1024 * 1024;
 /// Directory of base backups.

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use shardvault_storage::{Compression, StorageError};
 
-use super::layout::{self, FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION, Lsn};
+use super::layout::{
+    self, FORMAT_VERSION, INCREMENTAL_FORMAT_VERSION, Lsn, SNAPSHOT_FORMAT_VERSION,
+};
 use super::{EngineError, Repo};
 
 /// Everything known about one stored base backup (`basebackups/<name>/manifest.json`).
@@ -65,6 +67,9 @@ pub struct Manifest {
     /// The backups whose parts this one refers to, the full backup first, the parent last.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chain: Vec<ChainLink>,
+    /// The volume snapshot holding the data of a snapshot backup (whose `files` are empty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotRef>,
     /// Whether `tablespace_map` was stored beside `backup_label`.
     pub has_tablespace_map: bool,
     /// Tablespaces, stored under `pg_tblspc/<oid>/`.
@@ -84,6 +89,20 @@ pub enum BackupType {
     Full,
     /// Changed blocks and small files; the rest read from the chain.
     Incremental,
+    /// A volume snapshot of the data directory; storage holds its label and manifest.
+    Snapshot,
+}
+
+/// Where the data of a snapshot backup is: a snapshot on the source's own disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotRef {
+    /// The snapshot class (driver) that took it, e.g. `btrfs`.
+    pub class: String,
+    /// The snapshot's name in that driver.
+    pub name: String,
+    /// Where it is kept (the host and directory), on the same disk as the source's data.
+    pub location: String,
 }
 
 impl std::fmt::Display for BackupType {
@@ -91,6 +110,7 @@ impl std::fmt::Display for BackupType {
         f.write_str(match self {
             BackupType::Full => "full",
             BackupType::Incremental => "incremental",
+            BackupType::Snapshot => "snapshot",
         })
     }
 }
@@ -381,11 +401,16 @@ fn parse(key: &str, bytes: &[u8]) -> Result<Manifest, EngineError> {
     let head: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
     match head.get("format").and_then(|f| f.as_u64()) {
-        Some(f) if f == u64::from(FORMAT_VERSION) || f == u64::from(INCREMENTAL_FORMAT_VERSION) => {
-        }
+        Some(f)
+            if [
+                FORMAT_VERSION,
+                INCREMENTAL_FORMAT_VERSION,
+                SNAPSHOT_FORMAT_VERSION,
+            ]
+            .contains(&(f as u32)) => {}
         other => {
             return Err(bad(format!(
-                "format {other:?} is not supported (this shardvault reads formats {FORMAT_VERSION} and {INCREMENTAL_FORMAT_VERSION}): use the shardvault version that wrote it"
+                "format {other:?} is not supported (this shardvault reads formats {FORMAT_VERSION} to {SNAPSHOT_FORMAT_VERSION}): use the shardvault version that wrote it"
             )));
         }
     }

@@ -13,6 +13,7 @@ mod part;
 pub mod prune;
 pub mod restore;
 pub mod segment_identity;
+pub mod snapshot;
 pub mod verify;
 pub mod wal;
 
@@ -24,7 +25,7 @@ use shardvault_storage::{Codec, Destination, StorageError, Store};
 pub use backup::{BackupOptions, backup};
 pub use chain::ParentChoice;
 pub use manifest::{BackupSummary, BackupType, Manifest, list_backups, load_manifest};
-pub use restore::{RecoveryTarget, RestoreOptions, restore};
+pub use restore::{RecoveryTarget, RestoreOptions, restore, restore_snapshot_clone};
 pub use verify::{VerifyReport, verify};
 
 /// A destination opened for node work: its store and its codec.

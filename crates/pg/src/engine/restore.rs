@@ -209,6 +209,14 @@ pub async fn restore(source: &Destination, opts: &RestoreOptions) -> Result<Mani
     check_empty(&opts.pgdata)?;
     let repo = Repo::open(source)?;
     let manifest = load_manifest(&repo, &opts.backup).await?;
+    if let Some(snapshot) = &manifest.snapshot {
+        return Err(EngineError::Config(format!(
+            "backup {} is a volume snapshot ({} snapshot {} {}): its data is not in storage; \
+             restore it into a new cluster beside it (the runtime clones the snapshot), or \
+             restore a copy of it in storage",
+            manifest.name, snapshot.class, snapshot.name, snapshot.location
+        )));
+    }
     check_manifest(&manifest)?;
     let tablespaces: Vec<(String, PathBuf)> = manifest
         .tablespaces
@@ -302,6 +310,35 @@ pub async fn restore(source: &Destination, opts: &RestoreOptions) -> Result<Mani
     let pgdata = opts.pgdata.clone();
     blocking(move || finish(&pgdata, &label, spcmap.as_deref(), &settings, &control)).await?;
     tracing::info!(backup = %manifest.name, pgdata = %opts.pgdata.display(), "restore complete");
+    Ok(manifest)
+}
+
+/// Makes `opts.pgdata`, a clone of the volume snapshot of backup `opts.backup` made by the
+/// runtime, ready to start and recover to `opts.target` with the label stored in `source`.
+pub async fn restore_snapshot_clone(
+    source: &Destination,
+    opts: &RestoreOptions,
+) -> Result<Manifest, EngineError> {
+    let repo = Repo::open(source)?;
+    let manifest = load_manifest(&repo, &opts.backup).await?;
+    if manifest.snapshot.is_none() {
+        return Err(EngineError::Config(format!(
+            "backup {} is not a volume snapshot: restore it without --snapshot-clone into an empty directory",
+            manifest.name
+        )));
+    }
+    let label = repo
+        .get(&layout::backup_file_key(&manifest.name, "backup_label"))
+        .await?;
+    let settings = recovery_settings(&manifest.name, &opts.restore_command, &opts.target);
+    let (pgdata, m) = (opts.pgdata.clone(), manifest.clone());
+    blocking(move || {
+        super::snapshot::prepare_clone(&pgdata, &m)?;
+        write_recovery_files(&pgdata, &label, None, &settings)?;
+        sync_dirs(&pgdata)
+    })
+    .await?;
+    tracing::info!(backup = %manifest.name, pgdata = %opts.pgdata.display(), "snapshot clone ready to recover");
     Ok(manifest)
 }
 
@@ -477,6 +514,34 @@ fn finish(
     settings: &str,
     control: &[u8],
 ) -> Result<(), EngineError> {
+    write_recovery_files(pgdata, label, spcmap, settings)?;
+    user::chown_tree_to_server_user(pgdata).map_err(EngineError::io(pgdata))?;
+    let links = pgdata.join("pg_tblspc");
+    for link in std::fs::read_dir(&links).map_err(EngineError::io(&links))? {
+        let link = link.map_err(EngineError::io(&links))?.path();
+        let at = std::fs::read_link(&link).map_err(EngineError::io(&link))?;
+        user::chown_tree_to_server_user(&at).map_err(EngineError::io(&at))?;
+        sync_dirs(&at)?;
+    }
+    sync_dirs(pgdata)?;
+    let target = pgdata.join(CONTROL_FILE);
+    let tmp = target.with_extension("shardvault-tmp");
+    let mut f = open_for_write(&tmp, 0o600)?;
+    f.write_all(control).map_err(EngineError::io(&tmp))?;
+    f.sync_all().map_err(EngineError::io(&tmp))?;
+    user::chown_to_server_user(&tmp).map_err(EngineError::io(&tmp))?;
+    std::fs::rename(&tmp, &target).map_err(EngineError::io(&target))?;
+    sync_dir(&pgdata.join("global"))
+}
+
+/// Writes backup_label, tablespace_map, `recovery.signal` and the recovery settings (appended
+/// to `postgresql.auto.conf`), each synced.
+fn write_recovery_files(
+    pgdata: &Path,
+    label: &[u8],
+    spcmap: Option<&str>,
+    settings: &str,
+) -> Result<(), EngineError> {
     let write = |name: &str, data: &[u8]| {
         let path = pgdata.join(name);
         let mut f = open_for_write(&path, 0o600)?;
@@ -497,24 +562,7 @@ fn finish(
         .map_err(EngineError::io(&auto))?;
     conf.write_all(settings.as_bytes())
         .map_err(EngineError::io(&auto))?;
-    conf.sync_all().map_err(EngineError::io(&auto))?;
-    user::chown_tree_to_server_user(pgdata).map_err(EngineError::io(pgdata))?;
-    let links = pgdata.join("pg_tblspc");
-    for link in std::fs::read_dir(&links).map_err(EngineError::io(&links))? {
-        let link = link.map_err(EngineError::io(&links))?.path();
-        let at = std::fs::read_link(&link).map_err(EngineError::io(&link))?;
-        user::chown_tree_to_server_user(&at).map_err(EngineError::io(&at))?;
-        sync_dirs(&at)?;
-    }
-    sync_dirs(pgdata)?;
-    let target = pgdata.join(CONTROL_FILE);
-    let tmp = target.with_extension("shardvault-tmp");
-    let mut f = open_for_write(&tmp, 0o600)?;
-    f.write_all(control).map_err(EngineError::io(&tmp))?;
-    f.sync_all().map_err(EngineError::io(&tmp))?;
-    user::chown_to_server_user(&tmp).map_err(EngineError::io(&tmp))?;
-    std::fs::rename(&tmp, &target).map_err(EngineError::io(&target))?;
-    sync_dir(&pgdata.join("global"))
+    conf.sync_all().map_err(EngineError::io(&auto))
 }
 
 /// Flushes a directory's entries (names created, renamed) to disk.

@@ -19,7 +19,7 @@ use tokio::io::AsyncBufReadExt;
 use super::archiver::{self, ArchiveState};
 use super::error::RuntimeError;
 use super::instance::{self, Instance, SUPERUSER};
-use super::{isolation, pgbin, wiring};
+use super::{isolation, pgbin, snapshot, wiring};
 use crate::config::NodeConfig;
 use crate::statefile::{self, Owner};
 use crate::user;
@@ -53,6 +53,8 @@ pub struct ClusterPlan {
     pub members: Vec<MemberPlan>,
     /// Extra server settings for every instance (later ones win).
     pub extra_settings: Vec<(String, String)>,
+    /// Where the volume snapshots members are cloned from are kept.
+    pub snapshots_dir: PathBuf,
 }
 
 /// One member cluster: a primary and its streaming replicas.
@@ -87,6 +89,18 @@ pub enum Bootstrap {
         target: RecoveryTarget,
         /// Parallel downloads.
         concurrency: usize,
+    },
+    /// Cloned from the volume snapshot of a snapshot backup (no data copied), then
+    /// recovered with WAL from `source` and promoted.
+    CloneSnapshot {
+        /// Where the backup's label and its WAL are.
+        source: Destination,
+        /// The backup's name in that storage.
+        backup: String,
+        /// The snapshot's name in the runtime.
+        snapshot: String,
+        /// Where recovery stops.
+        target: RecoveryTarget,
     },
     /// Created earlier (restored, so never made again): a primary whose data directory is
     /// missing is an error, never an empty cluster in its place.
@@ -539,8 +553,10 @@ impl Layout {
                     settings: settings.clone(),
                 })
                 .collect();
-            let to_restore = matches!(member.bootstrap, Bootstrap::Restore { .. })
-                && !instances[0].is_bootstrapped();
+            let to_restore = matches!(
+                member.bootstrap,
+                Bootstrap::Restore { .. } | Bootstrap::CloneSnapshot { .. }
+            ) && !instances[0].is_bootstrapped();
             if to_restore || isolation::is_isolated(&instances[0].dir) {
                 instances[0]
                     .settings
@@ -558,7 +574,9 @@ impl Layout {
                 destinations: member.destinations.clone(),
                 restore_source: match &member.bootstrap {
                     Bootstrap::Initdb | Bootstrap::Existing { .. } => None,
-                    Bootstrap::Restore { source, .. } => Some(source.clone()),
+                    Bootstrap::Restore { source, .. } | Bootstrap::CloneSnapshot { source, .. } => {
+                        Some(source.clone())
+                    }
                 },
             }
             .save(&node_config)?;
@@ -650,13 +668,8 @@ async fn ensure_primary(
                         primary.name
                     )));
                 }
-                Bootstrap::Restore {
-                    backup,
-                    target,
-                    concurrency,
-                    ..
-                } => {
-                    restore(plan, member, primary, backup, target, *concurrency).await?;
+                Bootstrap::Restore { .. } | Bootstrap::CloneSnapshot { .. } => {
+                    let (backup, target) = restore(plan, member, primary).await?;
                     // Recovery may take long: wait_promoted waits as long as the server lives.
                     primary.launch().await?;
                     actions.push(format!(
@@ -686,30 +699,61 @@ async fn ensure_primary(
     Ok(actions)
 }
 
-/// Runs `shardvault node restore` as the server user into the primary's data directory,
-/// logging its output as it goes.
-async fn restore(
+/// Runs `shardvault node restore` as the server user into the primary's data directory
+/// (for a snapshot backup, into the clone of its snapshot made first), logging its output
+/// as it goes; returns the backup and target restored.
+async fn restore<'a>(
     plan: &ClusterPlan,
-    member: &MemberPlan,
+    member: &'a MemberPlan,
     primary: &Instance,
-    backup: &str,
-    target: &RecoveryTarget,
-    concurrency: usize,
-) -> Result<(), RuntimeError> {
+) -> Result<(&'a str, &'a RecoveryTarget), RuntimeError> {
     primary.prepare_dirs()?;
     let node_config = plan.dir.join(&member.name).join("node.json");
     let mut cmd = user::command(&plan.shardvault_bin);
     user::die_with_parent(&mut cmd);
     crate::child_log::mark(&mut cmd);
-    cmd.args(["node", "restore", "--config"])
-        .arg(&node_config)
-        .args(["--backup", backup, "--pgdata"])
-        .arg(primary.pgdata())
-        // Never where a (possibly crafted) manifest says: inside the instance directory.
-        .arg("--tablespace-dir")
-        .arg(primary.dir.join("tablespaces"))
-        .args(target.flags())
-        .args(["--concurrency", &concurrency.max(1).to_string()])
+    cmd.args(["node", "restore", "--config"]).arg(&node_config);
+    let (backup, target) = match &member.bootstrap {
+        Bootstrap::Restore {
+            backup,
+            target,
+            concurrency,
+            ..
+        } => {
+            cmd.args(["--backup", backup, "--pgdata"])
+                .arg(primary.pgdata())
+                // Never where a (possibly crafted) manifest says: inside the instance directory.
+                .arg("--tablespace-dir")
+                .arg(primary.dir.join("tablespaces"))
+                .args(["--concurrency", &(*concurrency).max(1).to_string()]);
+            (backup, target)
+        }
+        Bootstrap::CloneSnapshot {
+            backup,
+            snapshot,
+            target,
+            ..
+        } => {
+            let from = plan.snapshots_dir.join(snapshot);
+            if !from.exists() {
+                return Err(RuntimeError::Plan(format!(
+                    "the volume snapshot {snapshot} of backup {backup} is not on this host \
+                     (deleted, or taken elsewhere): restore from another backup"
+                )));
+            }
+            snapshot::clone_writable(&from, &primary.dir, "data")?;
+            cmd.args(["--backup", backup, "--snapshot-clone", "--pgdata"])
+                .arg(primary.pgdata());
+            (backup, target)
+        }
+        Bootstrap::Initdb | Bootstrap::Existing { .. } => {
+            return Err(RuntimeError::Plan(format!(
+                "member {} is not restored from a backup",
+                member.name
+            )));
+        }
+    };
+    cmd.args(target.flags())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -736,7 +780,8 @@ async fn restore(
         });
     }
     isolation::mark(&primary.dir)?;
-    primary.mark_bootstrapped()
+    primary.mark_bootstrapped()?;
+    Ok((backup, target))
 }
 
 /// Recovery settings a restore leaves in `postgresql.auto.conf` (the last two come with a

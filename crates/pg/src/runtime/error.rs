@@ -72,6 +72,9 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    /// A volume snapshot could not be taken, cloned or deleted.
+    #[error(transparent)]
+    Snapshot(#[from] super::snapshot::SnapshotError),
     /// The node config file of a member could not be written.
     #[error(transparent)]
     NodeConfig(#[from] crate::config::ConfigError),

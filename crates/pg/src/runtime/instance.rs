@@ -129,10 +129,20 @@ impl Instance {
         Ok(())
     }
 
+    /// On a filesystem that can snapshot, creates the (missing) data directory as a
+    /// subvolume, so volume snapshots can be taken of it.
+    async fn create_data_subvolume(&self) -> Result<(), RuntimeError> {
+        if super::snapshot::can_snapshot(&self.dir) {
+            super::snapshot::create_data_subvolume(&self.pgdata()).await?;
+        }
+        Ok(())
+    }
+
     /// Creates the data directory with `initdb` as the server user (no connection trusted:
     /// [`Instance::write_settings`] writes the access rules before every start).
     pub async fn initdb(&self) -> Result<(), RuntimeError> {
         self.prepare_dirs()?;
+        self.create_data_subvolume().await?;
         let mut cmd = user::command(self.pg_bin.join("initdb"));
         cmd.arg("-D")
             .arg(self.pgdata())
@@ -149,6 +159,7 @@ impl Instance {
     /// then `pg_basebackup -R -S <slot>` into this instance's data directory.
     pub async fn create_replica_of(&self, primary: &Instance) -> Result<(), RuntimeError> {
         self.prepare_dirs()?;
+        self.create_data_subvolume().await?;
         let slot = self.slot_name();
         let client = primary.connect("postgres").await?;
         client

@@ -12,12 +12,17 @@ use super::error::RuntimeError;
 use super::pgbin::find_pg_bin;
 use super::seam::{
     ClusterEndpoints, ClusterId, ClusterRuntime, DesiredCluster, MemberEndpoint, NodeWork,
+    VolumeSnapshot,
 };
+use super::snapshot::{self, SnapshotClass};
 use crate::config::NodeConfig;
 use crate::{statefile, user};
 
 /// Directory under the state directory holding the clusters.
 const CLUSTERS_DIR: &str = "clusters";
+
+/// Directory under the state directory holding volume snapshots, `<ns>/<name>` (ours, 0700).
+const SNAPSHOTS_DIR: &str = "snapshots";
 
 /// Directory under the state directory holding the node configs of running node work.
 const WORK_DIR: &str = "work";
@@ -86,8 +91,15 @@ impl LocalRuntime {
         Ok(work)
     }
 
+    /// `<state>/snapshots/<ns>`, ours and private (0700): the server user never reaches a
+    /// snapshot, so nothing it does can change one.
+    fn snapshots_dir(&self, namespace: &str) -> PathBuf {
+        self.state_dir.join(SNAPSHOTS_DIR).join(namespace)
+    }
+
     fn plan(&self, desired: DesiredCluster) -> Result<ClusterPlan, RuntimeError> {
         Ok(ClusterPlan {
+            snapshots_dir: self.snapshots_dir(&desired.id.namespace),
             dir: self.cluster_dir(&desired.id),
             pg_bin: find_pg_bin(major(&desired.postgres_version))?,
             name: desired.id.name,
@@ -107,6 +119,51 @@ fn major(version: &str) -> &str {
 impl ClusterRuntime for LocalRuntime {
     fn check_version(&self, version: &str) -> Result<(), RuntimeError> {
         find_pg_bin(major(version)).map(drop)
+    }
+
+    fn check_volume_snapshots(&self, class: Option<&str>) -> Result<(), RuntimeError> {
+        let class = SnapshotClass::parse(class)?;
+        Ok(snapshot::check_filesystem(
+            class,
+            &self.state_dir.join(CLUSTERS_DIR),
+        )?)
+    }
+
+    fn snapshot_member(
+        &self,
+        id: &ClusterId,
+        member: &str,
+        class: Option<&str>,
+        name: &str,
+    ) -> Result<VolumeSnapshot, RuntimeError> {
+        let class = SnapshotClass::parse(class)?;
+        let observed = self.observed(id)?;
+        let primary = observed
+            .members
+            .iter()
+            .find(|m| m.name == member)
+            .and_then(|m| m.instances.first())
+            .ok_or_else(|| {
+                RuntimeError::Plan(format!("cluster {id} has no member {member} running here"))
+            })?;
+        let dir = self.snapshots_dir(&id.namespace);
+        for d in [self.state_dir.join(SNAPSHOTS_DIR), dir.clone()] {
+            statefile::create_own_dir(&d, 0o700).map_err(RuntimeError::io(&d))?;
+        }
+        snapshot::check_filesystem(class, &primary.pgdata)?;
+        snapshot::snapshot_read_only(&primary.pgdata, &dir, name)?;
+        Ok(VolumeSnapshot {
+            class: class.name().to_string(),
+            name: name.to_string(),
+            location: format!(
+                "{} on this host, on the same disk as the cluster's data",
+                dir.join(name).display()
+            ),
+        })
+    }
+
+    fn delete_snapshot(&self, namespace: &str, name: &str) -> Result<bool, RuntimeError> {
+        Ok(snapshot::delete(&self.snapshots_dir(namespace), name)?)
     }
 
     fn reconcile(

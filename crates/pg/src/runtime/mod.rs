@@ -9,6 +9,7 @@ pub mod isolation;
 pub mod local;
 pub mod pgbin;
 pub mod seam;
+pub mod snapshot;
 pub mod wiring;
 
 pub use cluster::{
@@ -20,4 +21,5 @@ pub use local::LocalRuntime;
 pub use pgbin::find_pg_bin;
 pub use seam::{
     ClusterEndpoints, ClusterId, ClusterRuntime, DesiredCluster, MemberEndpoint, NodeWork,
+    VolumeSnapshot,
 };

@@ -91,10 +91,38 @@ pub struct NodeWork {
     pub args: Vec<OsString>,
 }
 
+/// A read-only snapshot of one member's data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSnapshot {
+    /// The snapshot class (driver) that took it, e.g. `btrfs`.
+    pub class: String,
+    /// Its name (unique in the cluster's namespace).
+    pub name: String,
+    /// Where it is kept, on the same disk as the member's data.
+    pub location: String,
+}
+
 /// Runs sharded clusters and their node work: local processes here, Kubernetes later.
 pub trait ClusterRuntime: Send + Sync + fmt::Debug + 'static {
     /// Refuses a `spec.postgres.version` this runtime cannot run, with what is available.
     fn check_version(&self, version: &str) -> Result<(), RuntimeError>;
+
+    /// Refuses volume snapshots of `class` (the runtime's default when None) where this
+    /// runtime keeps data, saying what to do instead.
+    fn check_volume_snapshots(&self, class: Option<&str>) -> Result<(), RuntimeError>;
+
+    /// Takes read-only snapshot `name` of the data directory of `member`'s primary (taken
+    /// while the server runs: call it between `pg_backup_start` and `pg_backup_stop`).
+    fn snapshot_member(
+        &self,
+        id: &ClusterId,
+        member: &str,
+        class: Option<&str>,
+        name: &str,
+    ) -> Result<VolumeSnapshot, RuntimeError>;
+
+    /// Deletes snapshot `name` of `namespace`; false when there is none.
+    fn delete_snapshot(&self, namespace: &str, name: &str) -> Result<bool, RuntimeError>;
 
     /// Creates, starts, adopts and wires what `desired` describes; idempotent.
     fn reconcile(

@@ -182,7 +182,11 @@ pub(crate) fn clear_server_state(pgdata: &Path) -> Result<(), EngineError> {
     }
     for name in SKIP_CONTENTS {
         let dir = pgdata.join(name);
-        for entry in std::fs::read_dir(&dir).map_err(EngineError::io(&dir))? {
+        let entries = match std::fs::read_dir(&dir) {
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            r => r.map_err(EngineError::io(&dir))?,
+        };
+        for entry in entries {
             let path = entry.map_err(EngineError::io(&dir))?.path();
             let removed = if path.is_dir() && !path.is_symlink() {
                 std::fs::remove_dir_all(&path)

@@ -129,6 +129,15 @@ pub async fn run(
     let cut = take_cut(&cut_members, &job.name, &job.cut_mode).await?;
 
     progress.phase("archive");
+    prove_archived(job, &cut).await?;
+    Ok(ShardedBackupOutcome { manifests, cut })
+}
+
+/// Waits until every member's archive holds the WAL of its restore point in `cut`.
+pub(crate) async fn prove_archived(
+    job: &ShardedBackupJob,
+    cut: &Cut,
+) -> Result<(), ShardedBackupError> {
     futures::future::try_join_all(
         job.members
             .iter()
@@ -148,7 +157,7 @@ pub async fn run(
             }),
     )
     .await?;
-    Ok(ShardedBackupOutcome { manifests, cut })
+    Ok(())
 }
 
 /// Runs `shardvault node backup` for one member (as the server user, by the runtime).

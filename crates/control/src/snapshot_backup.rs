@@ -13,9 +13,10 @@ use shardvault_pg::engine::manifest::SnapshotRef;
 use shardvault_pg::engine::snapshot::{SnapshotBackup, StoppedSnapshot};
 use shardvault_pg::runtime::{ClusterId, ClusterRuntime, VolumeSnapshot};
 
-use crate::archive::seal;
 use crate::cut::{CutMember, take_cut_holding};
-use crate::sharded_backup::{Progress, ShardedBackupError, ShardedBackupJob, ShardedBackupOutcome};
+use crate::sharded_backup::{
+    self, Progress, ShardedBackupError, ShardedBackupJob, ShardedBackupOutcome,
+};
 
 /// How the snapshots are taken.
 #[derive(Debug, Clone)]
@@ -140,25 +141,7 @@ pub async fn run(
     for (i, summary) in manifests.iter().enumerate() {
         progress.member_done(i, summary);
     }
-    try_join_all(
-        job.members
-            .iter()
-            .zip(&cut.members)
-            .map(|(m, point)| async {
-                seal(
-                    &m.node_config,
-                    false,
-                    Some(&point.wal_file),
-                    job.archive_wait,
-                )
-                .await
-                .map_err(|e| ShardedBackupError::Archive {
-                    member: m.name.clone(),
-                    source: e,
-                })
-            }),
-    )
-    .await?;
+    sharded_backup::prove_archived(job, &cut).await?;
     Ok(SnapshotOutcome {
         outcome: ShardedBackupOutcome { manifests, cut },
         snapshots,

@@ -503,20 +503,7 @@ pub async fn backup(
     opts: &BackupOptions,
 ) -> Result<Manifest, EngineError> {
     let name = opts.name.as_str();
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(EngineError::Config(format!(
-            "backup name {name:?} is not usable as a directory name: use letters, digits, '-' and '_'"
-        )));
-    }
-    let repo = Repo::open(dest)?;
-    if repo.store.exists(&layout::manifest_key(name)).await? {
-        return Err(EngineError::BackupExists {
-            name: name.to_string(),
-            location: repo.store.describe(),
-        });
-    }
-    // Parts left by an interrupted attempt with the same name are not a backup.
-    repo.store.delete_all(&layout::backup_dir(name)).await?;
+    let repo = fresh_repo(dest, name).await?;
 
     let start_time = jiff::Timestamp::now();
     let client = connect(cfg).await?;
@@ -817,6 +804,26 @@ fn from_parent(parent: Option<&FileEntry>, start: u64, end: u64) -> Vec<Chunk> {
             (a < b).then(|| c.narrowed(a, b))
         })
         .collect()
+}
+
+/// The repository at `dest`, ready for a new backup `name`: the name is usable, no backup of
+/// that name exists, and parts an interrupted attempt left under it are removed.
+pub(crate) async fn fresh_repo(dest: &Destination, name: &str) -> Result<Repo, EngineError> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(EngineError::Config(format!(
+            "backup name {name:?} is not usable as a directory name: use letters, digits, '-' and '_'"
+        )));
+    }
+    let repo = Repo::open(dest)?;
+    if repo.store.exists(&layout::manifest_key(name)).await? {
+        return Err(EngineError::BackupExists {
+            name: name.to_string(),
+            location: repo.store.describe(),
+        });
+    }
+    // Parts left by an interrupted attempt with the same name are not a backup.
+    repo.store.delete_all(&layout::backup_dir(name)).await?;
+    Ok(repo)
 }
 
 #[cfg(test)]

@@ -43,14 +43,7 @@ impl SnapshotBackup {
         name: &str,
         fast: bool,
     ) -> Result<SnapshotBackup, EngineError> {
-        let repo = Repo::open(dest)?;
-        if repo.store.exists(&layout::manifest_key(name)).await? {
-            return Err(EngineError::BackupExists {
-                name: name.to_string(),
-                location: repo.store.describe(),
-            });
-        }
-        repo.store.delete_all(&layout::backup_dir(name)).await?;
+        let repo = super::backup::fresh_repo(dest, name).await?;
         let start_time = jiff::Timestamp::now();
         let client = connect(cfg).await?;
         let started = start(&client, name, fast).await?;

@@ -617,19 +617,7 @@ pub async fn backup(
             .map_or(0, |p| p.pieces.iter().map(|c| c.got).sum()),
     );
 
-    let row = client
-        .query_one(
-            "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => false)",
-            &[],
-        )
-        .await
-        .map_err(EngineError::pg("pg_backup_stop"))?;
-    let end_lsn: Lsn = row
-        .get::<_, String>(0)
-        .parse()
-        .map_err(EngineError::Protocol)?;
-    let label: String = row.get(1);
-    let spcmap: Option<String> = row.get(2);
+    let (end_lsn, label, spcmap) = stop(&client).await?;
     if started.from_replica {
         // A standby cannot switch WAL; its primary must close the segment holding the
         // backup's end, or archiving waits for the next natural switch.
@@ -804,6 +792,23 @@ fn from_parent(parent: Option<&FileEntry>, start: u64, end: u64) -> Vec<Chunk> {
             (a < b).then(|| c.narrowed(a, b))
         })
         .collect()
+}
+
+/// Ends a backup begun on `client` (`pg_backup_stop`): its end LSN, backup label and
+/// tablespace map.
+pub(crate) async fn stop(client: &Client) -> Result<(Lsn, String, Option<String>), EngineError> {
+    let row = client
+        .query_one(
+            "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => false)",
+            &[],
+        )
+        .await
+        .map_err(EngineError::pg("pg_backup_stop"))?;
+    let end_lsn: Lsn = row
+        .get::<_, String>(0)
+        .parse()
+        .map_err(EngineError::Protocol)?;
+    Ok((end_lsn, row.get(1), row.get(2)))
 }
 
 /// The repository at `dest`, ready for a new backup `name`: the name is usable, no backup of

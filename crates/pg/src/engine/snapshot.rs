@@ -68,19 +68,7 @@ impl SnapshotBackup {
     /// Ends the backup (`pg_backup_stop`, which switches WAL); call it once the snapshot is
     /// taken. A member with tablespaces is refused: their files are outside the snapshot.
     pub async fn stop(self) -> Result<StoppedSnapshot, EngineError> {
-        let row = self
-            .client
-            .query_one(
-                "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(wait_for_archive => false)",
-                &[],
-            )
-            .await
-            .map_err(EngineError::pg("pg_backup_stop"))?;
-        let end_lsn: Lsn = row
-            .get::<_, String>(0)
-            .parse()
-            .map_err(EngineError::Protocol)?;
-        let spcmap: Option<String> = row.get(2);
+        let (end_lsn, label, spcmap) = super::backup::stop(&self.client).await?;
         if spcmap.is_some_and(|m| !m.trim().is_empty()) {
             return Err(EngineError::Config(format!(
                 "{} has tablespaces, whose files a snapshot of the data directory does not hold: take a regular backup (useVolumeSnapshot: false)",
@@ -88,7 +76,7 @@ impl SnapshotBackup {
             )));
         }
         Ok(StoppedSnapshot {
-            label: row.get(1),
+            label,
             end_lsn,
             backup: self,
         })

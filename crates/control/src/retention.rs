@@ -337,20 +337,24 @@ pub fn select(
 /// Which of the sharded backups in `delete` a remaining incremental needs: per member, the
 /// member backups that the kept ones' chains name (`chain::needed_by_kept`), mapped to the
 /// sharded backups they belong to.
-fn held_by_chains(
-    ours: &[&SGShardedBackup],
-    delete: &[String],
-    members: &[Vec<BackupSummary>],
-) -> Vec<Held> {
-    let owner_of: HashMap<&str, &SGShardedBackup> = ours
-        .iter()
+/// Which sharded backup each member backup (SGBackup name) belongs to.
+fn owners<'a>(ours: &[&'a SGShardedBackup]) -> HashMap<&'a str, &'a SGShardedBackup> {
+    ours.iter()
         .flat_map(|b| {
             b.status
                 .iter()
                 .flat_map(|s| &s.sg_backups)
                 .map(move |m| (m.as_str(), *b))
         })
-        .collect();
+        .collect()
+}
+
+fn held_by_chains(
+    ours: &[&SGShardedBackup],
+    delete: &[String],
+    members: &[Vec<BackupSummary>],
+) -> Vec<Held> {
+    let owner_of = owners(ours);
     let leaving = |member_backup: &str| {
         owner_of
             .get(member_backup)
@@ -450,16 +454,7 @@ pub async fn plan(
         .iter()
         .filter(|b| b.spec.sg_sharded_cluster == name)
         .collect();
-    // Which sharded backup each member backup (SGBackup name) belongs to.
-    let owner_of: HashMap<&str, &SGShardedBackup> = ours
-        .iter()
-        .flat_map(|b| {
-            b.status
-                .iter()
-                .flat_map(|s| &s.sg_backups)
-                .map(move |m| (m.as_str(), *b))
-        })
-        .collect();
+    let owner_of = owners(&ours);
     let dests = member_destinations(name, ns, spec, storages);
     let members = spec.member_names(name);
     let mut entries = Vec::new();

@@ -227,15 +227,7 @@ async fn serve_metrics(
         }),
     );
     tracing::info!("metrics on http://{addr}/metrics");
-    let shutdown = shutdown.clone();
-    Ok(tokio::spawn(async move {
-        let served = axum::serve(tcp, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::warn!("the metrics listener failed: {e}");
-        }
-    }))
+    Ok(spawn_listener(tcp, app, "metrics", shutdown))
 }
 
 /// Serves the read-only web console at `http://addr/` to holders of the API's `token` until
@@ -254,15 +246,7 @@ async fn serve_console(
     super::console::write_url(dir, addr, token)?;
     let app = shardvault_console::router(store.clone(), Arc::from(token));
     tracing::info!("web console on http://{addr}/ (open the address `shardvault console` prints)");
-    let shutdown = shutdown.clone();
-    Ok(tokio::spawn(async move {
-        let served = axum::serve(tcp, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::warn!("the console listener failed: {e}");
-        }
-    }))
+    Ok(spawn_listener(tcp, app, "console", shutdown))
 }
 
 /// Creates the state directory, ours with mode 0711 (the server user passes through to its
@@ -274,4 +258,22 @@ fn create_state_dir(dir: &Path) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create the state directory {}", dir.display()))?;
     }
     Ok(())
+}
+
+/// Serves `app` on `tcp` until shutdown; a failure of the `what` listener is logged.
+fn spawn_listener(
+    tcp: tokio::net::TcpListener,
+    app: axum::Router,
+    what: &'static str,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let served = axum::serve(tcp, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::warn!("the {what} listener failed: {e}");
+        }
+    })
 }

@@ -227,6 +227,9 @@ pub struct BackupStatus {
     /// Our extension: set when the backup's data is a volume snapshot (`useVolumeSnapshot`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume_snapshot: Option<VolumeSnapshotStatus>,
+    /// Our extension: how far the backup is, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::progress::BackupProgress>,
 }
 
 /// `status.volumeSnapshot` of an SGBackup: the snapshot holding its data.

@@ -9,6 +9,7 @@ pub mod member;
 pub mod meta;
 pub mod objectstorage;
 pub mod pods;
+pub mod progress;
 pub mod quantity;
 pub mod schema;
 pub mod secret;

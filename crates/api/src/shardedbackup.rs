@@ -149,6 +149,9 @@ pub struct ShardedBackupStatus {
     /// backup was taken with `useVolumeSnapshot`; on the same disk as the cluster's data.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volume_snapshots: Vec<String>,
+    /// Our extension: how far the backup is, while it runs (sums over members).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::progress::BackupProgress>,
 }
 
 /// `status.backupInformation` of a sharded backup (sums over members).

@@ -415,6 +415,9 @@ pub struct MemberRestoreStatus {
     /// Restore attempts that failed so far.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub failed_attempts: u32,
+    /// Our extension: how far the restore is, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<crate::progress::RestoreProgress>,
 }
 
 fn is_zero(n: &u32) -> bool {

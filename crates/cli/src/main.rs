@@ -154,7 +154,12 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", cmd::error_chain::sentence(&err));
+            let message = cmd::error_chain::sentence(&err);
+            if shardvault_pg::node_events::is_child() {
+                shardvault_pg::node_events::NodeEvent::Failed { message }.emit();
+            } else {
+                eprintln!("error: {message}");
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -33,6 +33,7 @@ use crate::status;
 
 mod children;
 mod plan;
+mod progress;
 mod worker;
 
 use children::ensure_children;

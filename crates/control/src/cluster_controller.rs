@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event};
@@ -30,6 +31,7 @@ use crate::lookup::{self, LookupError};
 use crate::resources::{BackupLocationError, backup_destination};
 use crate::restore_check::{ClusterTarget, StoredMember, check_restore, check_stored};
 use crate::restore_points::{ConsistentPointError, consistent_point};
+use crate::restore_progress;
 use crate::runner::{self, ReconcileFailure, Running};
 use crate::status;
 
@@ -44,6 +46,9 @@ const SUPERVISE_EVERY: Duration = Duration::from_secs(5);
 
 /// How long a refused cluster waits before it is looked at again.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
+
+/// How often the progress of a restore is written while it runs.
+const RESTORE_PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// Restore attempts a member gets before the restore is given up as Failed.
 const RESTORE_ATTEMPTS: u32 = 3;
@@ -274,7 +279,7 @@ async fn apply(
     let existing = restored.as_ref().map(|from| Bootstrap::Existing {
         origin: format!("restored from backup {from}"),
     });
-    let desired = desired_cluster(id, spec, version, dests, |i| match (&restore, &existing) {
+    let desired = desired_cluster(id.clone(), spec, version, dests, |i| match (&restore, &existing) {
         (Some(r), _) => r.bootstraps[i].clone(),
         (None, Some(e)) => e.clone(),
         (None, None) => Bootstrap::Initdb,
@@ -305,7 +310,12 @@ async fn apply(
         };
         pass.write(status).await?;
     }
-    let observed = match ctx.runtime.reconcile(desired).await {
+    let reconciled = ctx.runtime.reconcile(desired);
+    let reconciled = match &restore {
+        Some(r) => follow_restore(&mut pass, ctx, &id, &r.target_lsns, reconciled).await?,
+        None => reconciled.await,
+    };
+    let observed = match reconciled {
         Ok(o) => o,
         Err(e) => {
             let e = ClusterError::Runtime(e);
@@ -349,6 +359,33 @@ async fn apply(
     }
     pass.write(status).await?;
     Ok(Action::requeue(SUPERVISE_EVERY))
+}
+
+/// Awaits a reconcile that restores members, writing where each member's restore is every
+/// few seconds meanwhile.
+async fn follow_restore(
+    pass: &mut Pass<'_>,
+    ctx: &Context,
+    id: &ClusterId,
+    target_lsns: &[Option<String>],
+    reconciled: BoxFuture<'static, Result<ClusterObserved, RuntimeError>>,
+) -> Result<Result<ClusterObserved, RuntimeError>, ClusterError> {
+    let mut reconciled = reconciled;
+    let mut tick = tokio::time::interval(RESTORE_PROGRESS_EVERY);
+    let mut rates = restore_progress::Rates::default();
+    loop {
+        tokio::select! {
+            r = &mut reconciled => return Ok(r),
+            _ = tick.tick() => {
+                let seen = ctx.runtime.restore_progress(id);
+                let mut status = pass.current.clone();
+                let Some(restore) = status.restore.as_mut() else { continue };
+                if restore_progress::apply(restore, &seen, target_lsns, &mut rates) {
+                    pass.write(status).await?;
+                }
+            }
+        }
+    }
 }
 
 /// The WALArchiving condition of `new` when it is False and was not False in `old`.
@@ -495,6 +532,8 @@ struct RestorePlan {
     status: RestoreStatus,
     /// Source members to give a commit record after now (timestamp targets, live source).
     seal_sources: Option<Vec<NodeConfig>>,
+    /// Where each member's replay stops, when the target is the backup's own restore point.
+    target_lsns: Vec<Option<String>>,
 }
 
 async fn plan_restore(
@@ -567,6 +606,7 @@ async fn plan_restore(
             phase: RestorePhase::Restoring,
             failure: None,
             failed_attempts: 0,
+            progress: None,
         });
     }
     let record = status
@@ -607,6 +647,12 @@ async fn plan_restore(
         }
         target = ClusterTarget::RestorePoint(point);
     }
+    let target_lsns = match (&target, status.restore_point.as_ref()) {
+        (ClusterTarget::RestorePoint(n), Some(rp)) if *n == rp.name => {
+            rp.members.iter().map(|m| Some(m.lsn.clone())).collect()
+        }
+        _ => Vec::new(),
+    };
     let seal_sources = match target {
         ClusterTarget::Time { .. } => source_configs(ctx, ns, &backup),
         ClusterTarget::RestorePoint(_) => None,
@@ -622,6 +668,7 @@ async fn plan_restore(
             members,
         },
         seal_sources,
+        target_lsns,
     })
 }
 
@@ -636,6 +683,7 @@ impl RestorePlan {
                 m.phase = o.phase;
                 m.failure = o.failure.clone();
                 m.failed_attempts = o.failed_attempts;
+                m.progress = o.progress.clone();
             }
         }
     }
@@ -676,8 +724,10 @@ fn record_restore_outcome(restore: &mut RestoreStatus, observed: &ClusterObserve
             Some(p) if p.state == InstanceState::Running => {
                 m.phase = RestorePhase::Completed;
                 m.failure = None;
+                m.progress = None;
             }
             Some(p) => {
+                m.progress = None;
                 let reason = p.reason.clone().unwrap_or_else(|| "not running".into());
                 m.phase = RestorePhase::Failed;
                 m.failed_attempts += 1;
@@ -769,6 +819,7 @@ mod tests {
                     phase,
                     failure: (phase == RestorePhase::Failed).then(|| "bad WAL".into()),
                     failed_attempts: attempts,
+                    progress: None,
                 })
                 .collect(),
         }
@@ -877,6 +928,7 @@ mod tests {
             bootstraps: Vec::new(),
             status: restoring(0, RestorePhase::Restoring),
             seal_sources: None,
+            target_lsns: Vec::new(),
         };
         plan.keep_progress(Some(&restoring(2, RestorePhase::Failed)));
         assert!(
@@ -891,6 +943,7 @@ mod tests {
             bootstraps: Vec::new(),
             status: restoring(0, RestorePhase::Restoring),
             seal_sources: None,
+            target_lsns: Vec::new(),
         };
         plan.keep_progress(Some(&other));
         assert!(plan.status.members.iter().all(|m| m.failed_attempts == 0));

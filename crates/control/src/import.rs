@@ -108,6 +108,7 @@ pub fn statuses(
         attempts: None,
         sharded_record_config: Some(backup_config(&entry, storage_spec, record_prefix)),
         volume_snapshots: Vec::new(),
+        progress: None,
     };
     let members = record
         .members
@@ -133,6 +134,7 @@ pub fn statuses(
                     ..Default::default()
                 }),
                 sg_backup_config: Some(config),
+                progress: None,
                 volume_snapshot: None,
             };
             (m.sg_backup.clone(), status)

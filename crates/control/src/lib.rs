@@ -18,6 +18,7 @@ pub mod registry;
 pub mod resources;
 pub mod restore_check;
 pub mod restore_points;
+pub mod restore_progress;
 pub mod retention;
 pub mod runner;
 pub mod schedule;

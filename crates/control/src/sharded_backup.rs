@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use shardvault_api::progress::BackupStep;
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::engine::manifest::BackupSummary;
+use shardvault_pg::node_events::{ProgressSink, WorkProgress};
 use shardvault_pg::runtime::{ClusterId, ClusterRuntime, NodeWork};
 
 use crate::archive::{ArchiveError, seal};
@@ -82,10 +84,12 @@ pub enum ShardedBackupError {
 pub trait Progress: Send + Sync {
     /// Member `index` started its base backup.
     fn member_started(&self, index: usize);
+    /// Member `index` copied `done` bytes of its data directory so far.
+    fn member_copying(&self, index: usize, done: WorkProgress);
     /// Member `index` finished its base backup.
     fn member_done(&self, index: usize, manifest: &BackupSummary);
-    /// A phase of the whole began (`restore point`, `archive`).
-    fn phase(&self, phase: &str);
+    /// A step of the whole began (the restore point, waiting for WAL).
+    fn step(&self, step: BackupStep);
 }
 
 /// Runs the sharded backup, the member backups as node work of `runtime`; on any failure
@@ -101,7 +105,11 @@ pub async fn run(
                 let progress = progress.clone();
                 async move {
                     progress.member_started(i);
-                    let r = member_backup(runtime, job, &m).await;
+                    let copying: ProgressSink = {
+                        let progress = progress.clone();
+                        Arc::new(move |done| progress.member_copying(i, done))
+                    };
+                    let r = member_backup(runtime, job, &m, copying).await;
                     if let Ok(summary) = &r {
                         progress.member_done(i, summary);
                     }
@@ -117,7 +125,7 @@ pub async fn run(
         manifests.push(r?);
     }
 
-    progress.phase("restore point");
+    progress.step(BackupStep::RestorePoint);
     let cut_members: Vec<CutMember> = job
         .members
         .iter()
@@ -128,7 +136,7 @@ pub async fn run(
         .collect();
     let cut = take_cut(&cut_members, &job.name, &job.cut_mode).await?;
 
-    progress.phase("archive");
+    progress.step(BackupStep::WaitingForWal);
     prove_archived(job, &cut).await?;
     Ok(ShardedBackupOutcome { manifests, cut })
 }
@@ -165,6 +173,7 @@ async fn member_backup(
     runtime: &dyn ClusterRuntime,
     job: &ShardedBackupJob,
     m: &MemberJob,
+    copying: ProgressSink,
 ) -> Result<BackupSummary, ShardedBackupError> {
     let fail = |message: String| ShardedBackupError::Member {
         member: m.name.clone(),
@@ -182,7 +191,7 @@ async fn member_backup(
             .collect(),
     };
     let out = runtime
-        .run_node(work)
+        .run_node(work, Some(copying))
         .await
         .map_err(|e| fail(e.to_string()))?;
     serde_json::from_slice(&out).map_err(|e| fail(format!("unreadable engine output: {e}")))

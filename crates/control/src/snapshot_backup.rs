@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use futures::future::try_join_all;
 use shardvault_api::backup::VolumeSnapshotStatus;
+use shardvault_api::progress::BackupStep;
 use shardvault_pg::engine::manifest::SnapshotRef;
 use shardvault_pg::engine::snapshot::{SnapshotBackup, StoppedSnapshot};
 use shardvault_pg::runtime::{ClusterId, ClusterRuntime, VolumeSnapshot};
@@ -79,7 +80,7 @@ pub async fn run(
     }))
     .await?;
 
-    progress.phase("snapshots and restore point");
+    progress.step(BackupStep::Snapshot);
     let cut_members: Vec<CutMember> = job
         .members
         .iter()
@@ -121,7 +122,7 @@ pub async fn run(
     };
     let cut = take_cut_holding(&cut_members, &job.name, &job.cut_mode, Some(&hold)).await?;
 
-    progress.phase("labels and archive");
+    progress.step(BackupStep::WaitingForWal);
     let snapshots = taken.lock().expect("not poisoned").clone();
     let stopped = std::mem::take(&mut *stopped.lock().expect("not poisoned"));
     let manifests = try_join_all(job.members.iter().zip(stopped).zip(&snapshots).map(

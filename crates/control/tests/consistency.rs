@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use shardvault_api::progress::BackupStep;
 use shardvault_api::shardedbackup::RestorePoint;
 use shardvault_control::archive::seal;
 use shardvault_control::cut::{Cut, CutMember, CutMode, take_cut};
@@ -24,6 +25,7 @@ use shardvault_control::records::{Records, RestorePointRecord, newest_at_or_befo
 use shardvault_control::sharded_backup::{self, MemberJob, Progress, ShardedBackupJob};
 use shardvault_pg::config::NodeConfig;
 use shardvault_pg::engine::manifest::BackupSummary;
+use shardvault_pg::node_events::WorkProgress;
 use shardvault_pg::runtime::LocalRuntime;
 use shardvault_pg::runtime::cluster::{ClusterObserved, ClusterPlan, RecoveryTarget};
 use shardvault_testkit::TempStateDir;
@@ -92,9 +94,11 @@ impl Bank {
     /// Sharded backup `base` (barrier cut), which later cuts restore from.
     async fn base_backup(&self) {
         let base = self.backup_job("base", CutMode::default());
-        sharded_backup::run(&base, &self.runtime, Arc::new(Quiet))
+        let reports = Arc::new(Reports::default());
+        sharded_backup::run(&base, &self.runtime, reports.clone())
             .await
             .unwrap_or_else(|e| panic!("sharded backup base: {e}"));
+        reports.assert_complete(base.members.len());
     }
 
     /// Every member primary, for a cut taken without a base backup.
@@ -430,12 +434,38 @@ async fn barrier_waits_on_b<T: std::fmt::Debug>(bank: &Bank, backup: &mut JoinHa
     }
 }
 
-struct Quiet;
+/// What a sharded backup reported: each member's last copy progress and the steps.
+#[derive(Default)]
+struct Reports {
+    copying: std::sync::Mutex<std::collections::BTreeMap<usize, WorkProgress>>,
+    steps: std::sync::Mutex<Vec<BackupStep>>,
+}
 
-impl Progress for Quiet {
+impl Progress for Reports {
     fn member_started(&self, _: usize) {}
+    fn member_copying(&self, index: usize, done: WorkProgress) {
+        self.copying.lock().unwrap().insert(index, done);
+    }
     fn member_done(&self, _: usize, _: &BackupSummary) {}
-    fn phase(&self, _: &str) {}
+    fn step(&self, step: BackupStep) {
+        self.steps.lock().unwrap().push(step);
+    }
+}
+
+impl Reports {
+    /// Every one of `members` reported copying all its bytes (the node command's events,
+    /// through the runtime), then the restore point and the WAL wait, in that order.
+    fn assert_complete(&self, members: usize) {
+        let copying = self.copying.lock().unwrap();
+        assert_eq!(copying.len(), members, "copy progress of every member: {copying:?}");
+        for (i, p) in copying.iter() {
+            assert!(p.total > 0 && p.done == p.total, "member {i} copied it all: {p:?}");
+        }
+        assert_eq!(
+            *self.steps.lock().unwrap(),
+            [BackupStep::RestorePoint, BackupStep::WaitingForWal]
+        );
+    }
 }
 
 /// The nearest-rank percentile `p` (0..=100) of `values`.
@@ -467,7 +497,7 @@ async fn barrier_cut_is_consistent_under_cross_shard_load() {
         };
         let runtime = bank.runtime.clone();
         let mut backup =
-            tokio::spawn(async move { sharded_backup::run(&job, &runtime, Arc::new(Quiet)).await });
+            tokio::spawn(async move { sharded_backup::run(&job, &runtime, Arc::new(Reports::default())).await });
         if let Some(straddle) = straddle {
             barrier_waits_on_b(&bank, &mut backup).await;
             straddle.finish().await;
@@ -544,7 +574,7 @@ async fn incremental_sharded_backup_under_load_restores_consistently() {
     let bank = Bank::open("incr").await;
     let workload = Workload::start(&bank);
     let full = bank.backup_job("full", CutMode::default());
-    let full = sharded_backup::run(&full, &bank.runtime, Arc::new(Quiet))
+    let full = sharded_backup::run(&full, &bank.runtime, Arc::new(Reports::default()))
         .await
         .unwrap_or_else(|e| panic!("sharded backup full: {e}"));
 
@@ -554,7 +584,7 @@ async fn incremental_sharded_backup_under_load_restores_consistently() {
     let straddle = Straddle::hold(&bank, "straddle").await;
     let runtime = bank.runtime.clone();
     let mut backup =
-        tokio::spawn(async move { sharded_backup::run(&job, &runtime, Arc::new(Quiet)).await });
+        tokio::spawn(async move { sharded_backup::run(&job, &runtime, Arc::new(Reports::default())).await });
     barrier_waits_on_b(&bank, &mut backup).await;
     straddle.finish().await;
     let inc = backup

@@ -40,6 +40,7 @@ fn plan(state: &Path, name: &str, coord: u32, shards: u32, per_shard: u32) -> Cl
         members,
         extra_settings: vec![("fsync".into(), "off".into())],
         snapshots_dir: state.join("snapshots"),
+        restores: Default::default(),
     }
 }
 

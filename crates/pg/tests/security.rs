@@ -43,6 +43,7 @@ fn plan(state: &Path, name: &str, per_shard: u32) -> ClusterPlan {
         ],
         extra_settings: vec![("fsync".into(), "off".into())],
         snapshots_dir: state.join("snapshots"),
+        restores: Default::default(),
     }
 }
 

@@ -40,6 +40,7 @@ pub fn ddp_plan(state: &Path, name: &str, database: &str, shards: usize) -> Clus
             .collect(),
         extra_settings: vec![("fsync".into(), "off".into())],
         snapshots_dir: state.join("snapshots"),
+        restores: Default::default(),
     }
 }
 

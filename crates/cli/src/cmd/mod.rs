@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod catalog;
+pub mod child_events;
 pub mod client;
 pub mod console;
 pub mod crds;
@@ -26,7 +27,8 @@ pub mod verify;
 pub mod wait;
 pub mod wal;
 
-/// Plain log lines on stderr, filtered by `SHARDVAULT_LOG` (default `info`), repeats held back.
+/// Plain log lines on stderr, filtered by `SHARDVAULT_LOG` (default `info`), repeats held back;
+/// a child of the daemon writes events for it instead.
 pub fn init_logging() {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("SHARDVAULT_LOG").unwrap_or_else(|_| {
@@ -39,10 +41,9 @@ pub fn init_logging() {
     use tracing_subscriber::util::SubscriberInitExt;
     let registry = tracing_subscriber::registry().with(filter);
     let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let _ = if shardvault_pg::child_log::is_child() {
-        // `LEVEL message` for the parent to log once, under its own timestamp.
-        let lines = lines.without_time().with_target(false).with_ansi(false);
-        registry.with(lines).try_init()
+    let _ = if shardvault_pg::node_events::is_child() {
+        // Events for the parent to log once, under its own timestamp.
+        registry.with(child_events::ChildEvents).try_init()
     } else {
         let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
         let lines = lines

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shardvault_api::quantity::human_bytes;
+use shardvault_pg::node_events::{self, NodeEvent, WorkProgress};
 use shardvault_pg::engine::{
     self, BackupOptions, ParentChoice, Progress, RecoveryTarget, Repo, RestoreOptions,
 };
@@ -151,9 +152,20 @@ pub(crate) async fn backup_name(repo: &Repo, name: &str) -> anyhow::Result<Strin
     Ok(newest.name.clone())
 }
 
-/// A progress reporter: a bar on a terminal, else a log line every tenth of the way.
+/// A progress reporter: events for the daemon (at most one a second), a bar on a terminal,
+/// else a log line every tenth of the way.
 fn progress(what: &'static str) -> Progress {
-    if std::io::stderr().is_terminal() {
+    if node_events::is_child() {
+        let last = std::sync::Mutex::new(None::<std::time::Instant>);
+        Arc::new(move |done, total| {
+            let mut last = last.lock().expect("not poisoned");
+            if done < total && last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+            NodeEvent::Progress(WorkProgress { done, total }).emit();
+        })
+    } else if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(0).with_style(
             indicatif::ProgressStyle::with_template(
                 "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",

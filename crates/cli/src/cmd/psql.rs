@@ -135,6 +135,7 @@ mod tests {
             members: vec![member("pq-coord"), member("pq-shard0"), member("pq-shard1")],
             extra_settings: vec![("fsync".into(), "off".into())],
             snapshots_dir: state.path().join("snapshots"),
+            restores: Default::default(),
         };
         let observed = reconcile(&plan).await.unwrap();
         assert!(observed.ready(), "{observed:#?}");

@@ -114,6 +114,7 @@ pub(super) fn member_status(summary: &BackupSummary, config: &Value) -> BackupSt
         }),
         sg_backup_config: Some(config.clone()),
         volume_snapshot: None,
+        progress: None,
     }
 }
 

@@ -12,39 +12,19 @@ use shardvault_api::shardedbackup::{
 };
 use shardvault_api::shardedcluster::ShardingType;
 use shardvault_pg::engine::Repo;
-use shardvault_pg::engine::manifest::BackupSummary;
 use shardvault_pg::engine::prune::delete_backup;
 use tokio::sync::mpsc;
 
 use super::children::{member_status, plain_version, set_child};
 use super::plan::{BackupPlan, member_suffix};
+use super::progress::{ChannelProgress, Follower};
 use super::{namespace_of, now, set_status};
 use crate::context::Context;
 use crate::events::{self, EventType};
 use crate::incremental;
 use crate::records::{MemberRecord, Records, SHARDED_FORMAT, ShardedRecord};
-use crate::sharded_backup::{self, Progress};
+use crate::sharded_backup;
 use crate::snapshot_backup;
-
-/// Member progress as status updates, applied in order by one task.
-enum Update {
-    Started(usize),
-    Done(usize, Box<BackupSummary>),
-}
-
-struct ChannelProgress(mpsc::UnboundedSender<Update>);
-
-impl Progress for ChannelProgress {
-    fn member_started(&self, index: usize) {
-        let _ = self.0.send(Update::Started(index));
-    }
-    fn member_done(&self, index: usize, summary: &BackupSummary) {
-        let _ = self.0.send(Update::Done(index, Box::new(summary.clone())));
-    }
-    fn phase(&self, phase: &str) {
-        tracing::info!("sharded backup: {phase}");
-    }
-}
 
 /// How often and how long a worker tries.
 pub(super) struct Retries {
@@ -75,29 +55,15 @@ pub(super) async fn run_worker(
         cleanup_attempt(&ctx, &plan).await;
     }
     loop {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let updater = {
-            let children = children.clone();
-            let members: Vec<String> = plan.job.members.iter().map(|m| m.backup.clone()).collect();
-            let configs = plan.configs.clone();
-            tokio::spawn(async move {
-                while let Some(u) = rx.recv().await {
-                    match u {
-                        Update::Started(i) => {
-                            let mut s = BackupStatus::default();
-                            s.process.status = BackupPhase::Running;
-                            s.process.timing.start = Some(now());
-                            s.sg_backup_config = Some(configs[i].clone());
-                            set_child(&children, &members[i], &s).await;
-                        }
-                        Update::Done(i, summary) => {
-                            let s = member_status(&summary, &configs[i]);
-                            set_child(&children, &members[i], &s).await;
-                        }
-                    }
-                }
-            })
+        let (tx, rx) = mpsc::unbounded_channel();
+        let follower = Follower {
+            children: children.clone(),
+            api: api.clone(),
+            sharded: name.clone(),
+            names: plan.job.members.iter().map(|m| m.backup.clone()).collect(),
+            configs: plan.configs.clone(),
         };
+        let updater = tokio::spawn(follower.follow(rx));
         let progress = Arc::new(ChannelProgress(tx));
         let run = async {
             match &plan.snapshot {
@@ -124,6 +90,7 @@ pub(super) async fn run_worker(
             _ => return, // deleted meanwhile
         };
         let mut status = current.status.clone().unwrap_or_default();
+        status.progress = None;
         let message = match result {
             Ok((outcome, snapshots)) => {
                 let done = Done {

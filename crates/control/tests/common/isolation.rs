@@ -41,8 +41,9 @@ struct Quiet;
 
 impl Progress for Quiet {
     fn member_started(&self, _: usize) {}
+    fn member_copying(&self, _: usize, _: shardvault_pg::node_events::WorkProgress) {}
     fn member_done(&self, _: usize, _: &BackupSummary) {}
-    fn phase(&self, _: &str) {}
+    fn step(&self, _: shardvault_api::progress::BackupStep) {}
 }
 
 /// A source cluster of `sharding` with 100 accounts, that logs every connection and (citus)

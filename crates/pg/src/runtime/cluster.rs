@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -19,8 +20,10 @@ use tokio::io::AsyncBufReadExt;
 use super::archiver::{self, ArchiveState};
 use super::error::RuntimeError;
 use super::instance::{self, Instance, SUPERUSER};
+use super::restore_board::{RestoreBoard, RestoreProgress};
 use super::{isolation, pgbin, snapshot, wiring};
 use crate::config::NodeConfig;
+use crate::node_events::{self, ProgressSink, Relay};
 use crate::statefile::{self, Owner};
 use crate::user;
 
@@ -55,6 +58,8 @@ pub struct ClusterPlan {
     pub extra_settings: Vec<(String, String)>,
     /// Where the volume snapshots members are cloned from are kept.
     pub snapshots_dir: PathBuf,
+    /// Where the restores of members stand, for the controller to show.
+    pub restores: RestoreBoard,
 }
 
 /// One member cluster: a primary and its streaming replicas.
@@ -672,13 +677,20 @@ async fn ensure_primary(
                     let (backup, target) = restore(plan, member, primary).await?;
                     // Recovery may take long: wait_promoted waits as long as the server lives.
                     primary.launch().await?;
+                    let board = &plan.restores;
+                    let replayed = primary
+                        .wait_promoted_reporting(&|lsn, time| {
+                            board.set(&member.name, RestoreProgress::Replaying { lsn, time })
+                        })
+                        .await;
+                    board.clear(&member.name);
+                    replayed?;
                     actions.push(format!(
                         "restored {} from backup {backup} ({})",
                         primary.name,
                         target.flags().join(" ")
                     ));
                     if matches!(target, RecoveryTarget::Name(_)) {
-                        primary.wait_promoted().await?;
                         actions.extend(rollback_read_only_prepared(primary).await?);
                     }
                 }
@@ -711,7 +723,7 @@ async fn restore<'a>(
     let node_config = plan.dir.join(&member.name).join("node.json");
     let mut cmd = user::command(&plan.shardvault_bin);
     user::die_with_parent(&mut cmd);
-    crate::child_log::mark(&mut cmd);
+    node_events::mark(&mut cmd);
     cmd.args(["node", "restore", "--config"]).arg(&node_config);
     let (backup, target) = match &member.bootstrap {
         Bootstrap::Restore {
@@ -762,12 +774,19 @@ async fn restore<'a>(
         source,
     };
     let mut child = cmd.spawn().map_err(spawn_err)?;
-    let (_, err) = tokio::join!(
-        log_lines(&primary.name, child.stdout.take()),
-        log_lines(&primary.name, child.stderr.take()),
+    let board = plan.restores.clone();
+    let member_name = member.name.clone();
+    let copying: ProgressSink =
+        Arc::new(move |p| board.set(&member_name, RestoreProgress::Copying(p)));
+    let mut output = Relay::new(&primary.name, None);
+    let mut events = Relay::new(&primary.name, Some(copying));
+    tokio::join!(
+        relay_lines(&mut output, child.stdout.take()),
+        relay_lines(&mut events, child.stderr.take()),
     );
     let status = child.wait().await.map_err(spawn_err)?;
     if !status.success() {
+        plan.restores.clear(&member.name);
         // What a failed restore wrote is no member: nothing may take it for one.
         primary.prepare_dirs()?;
         return Err(RuntimeError::Command {
@@ -776,7 +795,7 @@ async fn restore<'a>(
                 primary.name
             ),
             status,
-            output: crate::child_log::failure(&err.join("\n")),
+            output: events.failure(),
         });
     }
     isolation::mark(&primary.dir)?;
@@ -924,24 +943,14 @@ async fn forget_recovery_settings(primary: &Instance) -> Result<(), RuntimeError
     Ok(())
 }
 
-/// Logs every line of a restore's output stream once (see [`crate::child_log`]); returns
-/// the last 20.
-async fn log_lines<R: tokio::io::AsyncRead + Unpin>(
-    instance: &str,
-    stream: Option<R>,
-) -> Vec<String> {
-    let mut tail = Vec::new();
+/// Hands every line of a restore's output stream to `relay` (see [`crate::node_events`]).
+async fn relay_lines<R: tokio::io::AsyncRead + Unpin>(relay: &mut Relay, stream: Option<R>) {
     if let Some(stream) = stream {
         let mut lines = tokio::io::BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
-            crate::child_log::relay(instance, &line);
-            tail.push(line);
-            if tail.len() > 20 {
-                tail.remove(0);
-            }
+            relay.line(&line);
         }
     }
-    tail
 }
 
 /// Makes a replica run and stream from `primary`: created with pg_basebackup when missing,

@@ -387,6 +387,15 @@ impl Instance {
     /// false), resuming replay if it paused at its target; fails with the log tail if the
     /// server exits.
     pub async fn wait_promoted(&self) -> Result<(), RuntimeError> {
+        self.wait_promoted_reporting(&|_, _| {}).await
+    }
+
+    /// [`Instance::wait_promoted`], telling `replayed` where recovery is on each look: the
+    /// WAL position replayed and the commit time of the last transaction replayed.
+    pub async fn wait_promoted_reporting(
+        &self,
+        replayed: &(dyn Fn(String, Option<String>) + Sync),
+    ) -> Result<(), RuntimeError> {
         let started = Instant::now();
         let mut last_note = Instant::now();
         loop {
@@ -394,13 +403,17 @@ impl Instance {
                 let row = client
                     .query_one(
                         "SELECT pg_is_in_recovery(), \
-                         CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END",
+                         CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END, \
+                         pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()::text",
                         &[],
                     )
                     .await;
                 if let Ok(row) = row {
                     if !row.get::<_, bool>(0) {
                         return Ok(());
+                    }
+                    if let Some(lsn) = row.get::<_, Option<String>>(2) {
+                        replayed(lsn, row.get(3));
                     }
                     if row.get::<_, String>(1) == "paused" {
                         tracing::info!(instance = %self.name, "recovery paused at its target; resuming to promote");

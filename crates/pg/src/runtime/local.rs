@@ -2,10 +2,12 @@
 //! [`cluster`](super::cluster)), node work runs `shardvault node` as the server user with
 //! its config in `<state>/work/<ns>/<job>/<member>.json` for as long as the command runs.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
 use super::cluster::{self, ClusterObserved, ClusterPlan};
 use super::error::RuntimeError;
@@ -14,8 +16,10 @@ use super::seam::{
     ClusterEndpoints, ClusterId, ClusterRuntime, DesiredCluster, MemberEndpoint, NodeWork,
     VolumeSnapshot,
 };
+use super::restore_board::{RestoreBoard, RestoreProgress};
 use super::snapshot::{self, SnapshotClass};
 use crate::config::NodeConfig;
+use crate::node_events::{self, ProgressSink, Relay};
 use crate::{statefile, user};
 
 /// Directory under the state directory holding the clusters.
@@ -33,6 +37,8 @@ pub struct LocalRuntime {
     state_dir: PathBuf,
     shardvault_bin: PathBuf,
     extra_settings: Vec<(String, String)>,
+    /// Restore progress of the clusters this runtime restores, by cluster directory.
+    restores: Arc<Mutex<HashMap<PathBuf, RestoreBoard>>>,
 }
 
 impl LocalRuntime {
@@ -61,6 +67,7 @@ impl LocalRuntime {
             state_dir: state_dir.to_path_buf(),
             shardvault_bin,
             extra_settings: Vec::new(),
+            restores: Arc::default(),
         }
     }
 
@@ -97,9 +104,16 @@ impl LocalRuntime {
         self.state_dir.join(SNAPSHOTS_DIR).join(namespace)
     }
 
+    /// The restore board of a cluster (made on first use).
+    fn board(&self, id: &ClusterId) -> RestoreBoard {
+        let mut boards = self.restores.lock().unwrap_or_else(|p| p.into_inner());
+        boards.entry(self.cluster_dir(id)).or_default().clone()
+    }
+
     fn plan(&self, desired: DesiredCluster) -> Result<ClusterPlan, RuntimeError> {
         Ok(ClusterPlan {
             snapshots_dir: self.snapshots_dir(&desired.id.namespace),
+            restores: self.board(&desired.id),
             dir: self.cluster_dir(&desired.id),
             pg_bin: find_pg_bin(major(&desired.postgres_version))?,
             name: desired.id.name,
@@ -202,19 +216,32 @@ impl ClusterRuntime for LocalRuntime {
         })
     }
 
-    fn run_node(&self, work: NodeWork) -> BoxFuture<'static, Result<Vec<u8>, RuntimeError>> {
+    fn restore_progress(&self, id: &ClusterId) -> BTreeMap<String, RestoreProgress> {
+        self.board(id).snapshot()
+    }
+
+    fn run_node(
+        &self,
+        work: NodeWork,
+        progress: Option<ProgressSink>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RuntimeError>> {
         let dir = self.work_dir(&work.cluster, &work.job);
         let bin = self.shardvault_bin.clone();
-        Box::pin(async move { run_node(&bin, &dir?, work).await })
+        Box::pin(async move { run_node(&bin, &dir?, work, progress).await })
     }
 }
 
 /// Runs `bin node SUBCOMMAND --config FILE ARGS...` as the server user; the config file
 /// is removed whatever happens, also when the work is cancelled (its future dropped).
-async fn run_node(bin: &Path, dir: &Path, work: NodeWork) -> Result<Vec<u8>, RuntimeError> {
+async fn run_node(
+    bin: &Path,
+    dir: &Path,
+    work: NodeWork,
+    progress: Option<ProgressSink>,
+) -> Result<Vec<u8>, RuntimeError> {
     let config = ConfigFile(dir.join(format!("{}.json", work.member)));
     work.config.save(&config.0)?;
-    run_with_config(bin, &config.0, &work).await
+    run_with_config(bin, &config.0, &work, progress).await
 }
 
 /// A node config written for one command: it carries the storage's secrets, so it is
@@ -236,10 +263,11 @@ async fn run_with_config(
     bin: &Path,
     config: &Path,
     work: &NodeWork,
+    progress: Option<ProgressSink>,
 ) -> Result<Vec<u8>, RuntimeError> {
     let mut cmd = user::command(bin);
     user::die_with_parent(&mut cmd);
-    crate::child_log::mark(&mut cmd);
+    node_events::mark(&mut cmd);
     // `node SUBCOMMAND --config FILE REST...`: the config right after the subcommand.
     let (sub, rest) = work
         .args
@@ -262,14 +290,18 @@ async fn run_with_config(
             source,
         })?;
     let mut stdout = child.stdout.take().expect("piped");
-    let mut stderr = child.stderr.take().expect("piped");
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let (r1, r2, status) = tokio::join!(
-        stdout.read_to_end(&mut out),
-        stderr.read_to_end(&mut err),
-        child.wait()
-    );
-    r1.and(r2).map_err(RuntimeError::io(bin))?;
+    let stderr = child.stderr.take().expect("piped");
+    let mut out = Vec::new();
+    let mut relay = Relay::new(&work.member, progress);
+    let events = async {
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Some(line) = lines.next_line().await? {
+            relay.line(&line);
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let (r1, r2, status) = tokio::join!(stdout.read_to_end(&mut out), events, child.wait());
+    r1.map(drop).and(r2).map_err(RuntimeError::io(bin))?;
     let status = status.map_err(RuntimeError::io(bin))?;
     if !status.success() {
         return Err(RuntimeError::Command {
@@ -278,7 +310,7 @@ async fn run_with_config(
                 work.args.first().and_then(|a| a.to_str()).unwrap_or("")
             ),
             status,
-            output: crate::child_log::failure(&String::from_utf8_lossy(&err)),
+            output: relay.failure(),
         });
     }
     Ok(out)

@@ -8,6 +8,7 @@ pub mod instance;
 pub mod isolation;
 pub mod local;
 pub mod pgbin;
+pub mod restore_board;
 pub mod seam;
 pub mod snapshot;
 pub mod wiring;
@@ -19,6 +20,7 @@ pub use cluster::{
 pub use error::RuntimeError;
 pub use local::LocalRuntime;
 pub use pgbin::find_pg_bin;
+pub use restore_board::{RestoreBoard, RestoreProgress};
 pub use seam::{
     ClusterEndpoints, ClusterId, ClusterRuntime, DesiredCluster, MemberEndpoint, NodeWork,
     VolumeSnapshot,

@@ -3,6 +3,7 @@
 //! node` command against one member) is run by the runtime, so no controller knows where
 //! a runtime keeps its state.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 
@@ -10,7 +11,9 @@ use futures::future::BoxFuture;
 
 use super::cluster::{ClusterObserved, InstanceObserved, MemberPlan, Sharding};
 use super::error::RuntimeError;
+use super::restore_board::RestoreProgress;
 use crate::config::NodeConfig;
+use crate::node_events::ProgressSink;
 
 /// A sharded cluster by namespace and name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -139,7 +142,14 @@ pub trait ClusterRuntime: Send + Sync + fmt::Debug + 'static {
     /// The members of a running cluster with their node configs.
     fn endpoints(&self, id: &ClusterId) -> Result<ClusterEndpoints, RuntimeError>;
 
-    /// Runs one node command as the server user and returns its standard output; a failure
-    /// carries the last line the command wrote to standard error.
-    fn run_node(&self, work: NodeWork) -> BoxFuture<'static, Result<Vec<u8>, RuntimeError>>;
+    /// Where the members of a cluster being restored are (none when nothing is restored).
+    fn restore_progress(&self, id: &ClusterId) -> BTreeMap<String, RestoreProgress>;
+
+    /// Runs one node command as the server user and returns its standard output, handing its
+    /// progress to `progress`; a failure carries what the command said last.
+    fn run_node(
+        &self,
+        work: NodeWork,
+        progress: Option<ProgressSink>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, RuntimeError>>;
 }

@@ -47,8 +47,11 @@ const SUPERVISE_EVERY: Duration = Duration::from_secs(5);
 /// How long a refused cluster waits before it is looked at again.
 const REFUSED_RETRY: Duration = Duration::from_secs(30);
 
-/// How often the progress of a restore is written while it runs.
+/// How often the progress of a restore is written while bytes move.
 const RESTORE_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+/// How often the runtime's restore board is looked at.
+const RESTORE_LOOK_EVERY: Duration = Duration::from_millis(250);
 
 /// Restore attempts a member gets before the restore is given up as Failed.
 const RESTORE_ATTEMPTS: u32 = 3;
@@ -279,10 +282,12 @@ async fn apply(
     let existing = restored.as_ref().map(|from| Bootstrap::Existing {
         origin: format!("restored from backup {from}"),
     });
-    let desired = desired_cluster(id.clone(), spec, version, dests, |i| match (&restore, &existing) {
-        (Some(r), _) => r.bootstraps[i].clone(),
-        (None, Some(e)) => e.clone(),
-        (None, None) => Bootstrap::Initdb,
+    let desired = desired_cluster(id.clone(), spec, version, dests, |i| {
+        match (&restore, &existing) {
+            (Some(r), _) => r.bootstraps[i].clone(),
+            (None, Some(e)) => e.clone(),
+            (None, None) => Bootstrap::Initdb,
+        }
     });
     if let Some(r) = &restore {
         // Once, when the restore begins (the status below records that it did): later
@@ -361,8 +366,8 @@ async fn apply(
     Ok(Action::requeue(SUPERVISE_EVERY))
 }
 
-/// Awaits a reconcile that restores members, writing where each member's restore is every
-/// few seconds meanwhile.
+/// Awaits a reconcile that restores members, writing where each member's restore is
+/// meanwhile: at once when a member moves to its next step, else every few seconds.
 async fn follow_restore(
     pass: &mut Pass<'_>,
     ctx: &Context,
@@ -371,17 +376,25 @@ async fn follow_restore(
     reconciled: BoxFuture<'static, Result<ClusterObserved, RuntimeError>>,
 ) -> Result<Result<ClusterObserved, RuntimeError>, ClusterError> {
     let mut reconciled = reconciled;
-    let mut tick = tokio::time::interval(RESTORE_PROGRESS_EVERY);
+    let mut look = tokio::time::interval(RESTORE_LOOK_EVERY);
     let mut rates = restore_progress::Rates::default();
+    let mut written = tokio::time::Instant::now();
     loop {
         tokio::select! {
             r = &mut reconciled => return Ok(r),
-            _ = tick.tick() => {
+            _ = look.tick() => {
                 let seen = ctx.runtime.restore_progress(id);
                 let mut status = pass.current.clone();
                 let Some(restore) = status.restore.as_mut() else { continue };
-                if restore_progress::apply(restore, &seen, target_lsns, &mut rates) {
+                let steps = |r: &shardvault_api::shardedcluster::RestoreStatus| -> Vec<_> {
+                    r.members.iter().map(|m| m.progress.as_ref().map(|p| p.phase)).collect()
+                };
+                let before = steps(restore);
+                let changed = restore_progress::apply(restore, &seen, target_lsns, &mut rates);
+                let stepped = steps(restore) != before;
+                if stepped || (changed && written.elapsed() >= RESTORE_PROGRESS_EVERY) {
                     pass.write(status).await?;
+                    written = tokio::time::Instant::now();
                 }
             }
         }

@@ -90,9 +90,15 @@ mod tests {
             Seen::Copying(WorkProgress { done: 5, total: 10 }),
         )]);
         assert!(apply(&mut status, &seen, &targets, &mut rates));
-        assert!(!apply(&mut status, &seen, &targets, &mut rates), "no change, no write");
+        assert!(
+            !apply(&mut status, &seen, &targets, &mut rates),
+            "no change, no write"
+        );
         let coord = status.members[0].progress.clone().unwrap();
-        assert_eq!((coord.phase, coord.bytes_done, coord.bytes_total), (RestoreStep::Copying, 5, 10));
+        assert_eq!(
+            (coord.phase, coord.bytes_done, coord.bytes_total),
+            (RestoreStep::Copying, 5, 10)
+        );
         assert_eq!(coord.target_lsn.as_deref(), Some("0/3000000"));
         assert!(status.members[1].progress.is_none());
         let seen = BTreeMap::from([(

@@ -457,9 +457,16 @@ impl Reports {
     /// through the runtime), then the restore point and the WAL wait, in that order.
     fn assert_complete(&self, members: usize) {
         let copying = self.copying.lock().unwrap();
-        assert_eq!(copying.len(), members, "copy progress of every member: {copying:?}");
+        assert_eq!(
+            copying.len(),
+            members,
+            "copy progress of every member: {copying:?}"
+        );
         for (i, p) in copying.iter() {
-            assert!(p.total > 0 && p.done == p.total, "member {i} copied it all: {p:?}");
+            assert!(
+                p.total > 0 && p.done == p.total,
+                "member {i} copied it all: {p:?}"
+            );
         }
         assert_eq!(
             *self.steps.lock().unwrap(),
@@ -496,8 +503,9 @@ async fn barrier_cut_is_consistent_under_cross_shard_load() {
             None
         };
         let runtime = bank.runtime.clone();
-        let mut backup =
-            tokio::spawn(async move { sharded_backup::run(&job, &runtime, Arc::new(Reports::default())).await });
+        let mut backup = tokio::spawn(async move {
+            sharded_backup::run(&job, &runtime, Arc::new(Reports::default())).await
+        });
         if let Some(straddle) = straddle {
             barrier_waits_on_b(&bank, &mut backup).await;
             straddle.finish().await;
@@ -583,8 +591,9 @@ async fn incremental_sharded_backup_under_load_restores_consistently() {
     let before = workload.committed();
     let straddle = Straddle::hold(&bank, "straddle").await;
     let runtime = bank.runtime.clone();
-    let mut backup =
-        tokio::spawn(async move { sharded_backup::run(&job, &runtime, Arc::new(Reports::default())).await });
+    let mut backup = tokio::spawn(async move {
+        sharded_backup::run(&job, &runtime, Arc::new(Reports::default())).await
+    });
     barrier_waits_on_b(&bank, &mut backup).await;
     straddle.finish().await;
     let inc = backup

@@ -290,7 +290,7 @@ impl Client {
         namespace: &str,
         name: &str,
         timeout: Duration,
-        done: impl Fn(Option<&Value>) -> bool,
+        mut done: impl FnMut(Option<&Value>) -> bool,
     ) -> anyhow::Result<Option<Value>> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use shardvault_api::Kind;
 
 use super::client::{ConnArgs, runtime};
+use super::progress_view::{Shown, View};
 use super::stdout::{out, outln};
 
 /// Output formats of `get`.
@@ -178,6 +179,7 @@ fn headers(kind: Kind, wide: bool) -> Vec<&'static str> {
             "NAME",
             "CLUSTER",
             "STATUS",
+            "PROGRESS",
             "TYPE",
             "START",
             "DURATION",
@@ -189,6 +191,7 @@ fn headers(kind: Kind, wide: bool) -> Vec<&'static str> {
             "NAME",
             "CLUSTER",
             "STATUS",
+            "PROGRESS",
             "TYPE",
             "START",
             "COMPRESSED",
@@ -282,11 +285,13 @@ fn row(kind: Kind, v: &Value, wide: bool) -> Vec<String> {
     let backup_type = || or_dash(s(v, "/status/backupInformation/backupType"));
     let parent = || or_dash(s(v, "/status/backupInformation/parent"));
     let restore_reads = || size_at(v, "/status/backupInformation/size/restore");
+    let progress = || Shown::of(kind, v).map_or("-".into(), |p| p.text());
     let mut r = match kind {
         Kind::SGShardedBackup => vec![
             name,
             s(v, "/spec/sgShardedCluster").into(),
             status(),
+            progress(),
             backup_type(),
             start(),
             timing_duration(v),
@@ -298,6 +303,7 @@ fn row(kind: Kind, v: &Value, wide: bool) -> Vec<String> {
             name,
             s(v, "/spec/sgCluster").into(),
             status(),
+            progress(),
             backup_type(),
             start(),
             size_at(v, "/status/backupInformation/size/compressed"),
@@ -461,6 +467,7 @@ async fn watch(args: &Args, kind: Kind, ns: Option<&str>) -> anyhow::Result<Exit
     let mut stream = client.watch(kind, ns, args.selector.as_deref()).await?;
     let wide = args.output == Some(Output::Wide);
     let mut first = true;
+    let mut view = View::new();
     while let Some((event, obj)) = stream.next().await? {
         if event == "ERROR" {
             bail!(
@@ -474,10 +481,14 @@ async fn watch(args: &Args, kind: Kind, ns: Option<&str>) -> anyhow::Result<Exit
         } else {
             text.split_once('\n').map_or("", |(_, rows)| rows)
         };
-        out!("{shown}");
+        view.print(|| out!("{shown}"));
         if super::stdout::closed() {
             break;
         }
+        let running = (event != "DELETED")
+            .then(|| Shown::of(kind, &obj))
+            .flatten();
+        view.show(s(&obj, "/metadata/name"), running);
         first = false;
     }
     Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@ pub mod get;
 pub mod member_backups;
 pub mod node;
 pub mod operator;
+pub mod progress_view;
 pub mod psql;
 pub mod repeats;
 pub mod restore_points;

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shardvault_api::quantity::human_bytes;
-use shardvault_pg::node_events::{self, NodeEvent, WorkProgress};
 use shardvault_pg::engine::{
     self, BackupOptions, ParentChoice, Progress, RecoveryTarget, Repo, RestoreOptions,
 };
+use shardvault_pg::node_events::{self, NodeEvent, WorkProgress};
 
 use super::settings::SettingsArgs;
 use super::stdout::outln;

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use super::client::{ConnArgs, runtime};
 use super::get::parse_targets;
+use super::progress_view::{Shown, View};
 use super::stdout::outln;
 
 /// Options of `shardvault wait`.
@@ -168,12 +169,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 );
             }
             let cond = &args.condition;
-            client
+            let mut view = View::new();
+            let waited = client
                 .wait_for(kind, &args.namespace, &name, args.timeout, |o| {
+                    view.show(&name, o.and_then(|o| Shown::of(kind, o)));
                     cond.holds(o)
                 })
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}: the condition {cond:?} did not hold"))?;
+                .await;
+            view.show(&name, None);
+            waited.map_err(|e| anyhow::anyhow!("{e}: the condition {cond:?} did not hold"))?;
             match cond {
                 Condition::Delete => outln!("{}/{name} deleted", kind.qualified()),
                 _ => outln!("{}/{name} condition met", kind.qualified()),

@@ -170,7 +170,10 @@ impl Follower {
             status::replace(&self.api, &obj, &old, &new).await
         };
         if let Err(e) = written.await {
-            tracing::warn!("SGShardedBackup {}: cannot write its progress: {e}", self.sharded);
+            tracing::warn!(
+                "SGShardedBackup {}: cannot write its progress: {e}",
+                self.sharded
+            );
         }
     }
 }
@@ -178,10 +181,12 @@ impl Follower {
 /// The sharded backup's progress: the members' bytes summed, at the step of the whole (or
 /// copying while any member copies).
 fn sum(members: &[Member], step: Option<BackupStep>) -> BackupProgress {
-    let bytes = members.iter().fold(WorkProgress::default(), |a, m| WorkProgress {
-        done: a.done + m.bytes.done,
-        total: a.total + m.bytes.total,
-    });
+    let bytes = members
+        .iter()
+        .fold(WorkProgress::default(), |a, m| WorkProgress {
+            done: a.done + m.bytes.done,
+            total: a.total + m.bytes.total,
+        });
     let began = members.iter().filter_map(|m| m.copy_began).min();
     let step = step.unwrap_or(if members.iter().all(|m| m.done) {
         BackupStep::Copied

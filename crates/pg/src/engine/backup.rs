@@ -234,6 +234,7 @@ fn read_part(
     chunks: &[PlannedChunk],
     disk: Option<&Throttle>,
     base: Option<&Base>,
+    read: &dyn Fn(u64),
 ) -> Result<(Vec<u8>, Vec<Piece>), EngineError> {
     let whole: u64 = chunks
         .iter()
@@ -307,17 +308,19 @@ fn read_part(
             got: got as u64,
             stored,
         });
+        read(c.len);
     }
     Ok((builder.finish(), pieces))
 }
 
-/// How parts are read and encoded: the disk bandwidth limit and the permits of the
-/// `uploadDiskConcurrency` readers/compressors.
+/// How parts are read and encoded: the disk bandwidth limit, the permits of the
+/// `uploadDiskConcurrency` readers/compressors, and who is told of the bytes read.
 #[derive(Clone)]
 struct Readers {
     disk: Option<Arc<Throttle>>,
     permits: Arc<tokio::sync::Semaphore>,
     base: Option<Arc<Base>>,
+    read: Arc<dyn Fn(u64) + Send + Sync>,
 }
 
 /// Reads and encodes part `index` (holding a reader permit), then stores it (the store
@@ -331,9 +334,9 @@ async fn store_part(
 ) -> Result<StoredPart, EngineError> {
     let codec = repo.codec.clone();
     let permit = readers.permits.acquire_owned().await.expect("never closed");
-    let (disk, base) = (readers.disk, readers.base);
+    let (disk, base, read) = (readers.disk, readers.base, readers.read);
     let (object, mut pieces) = blocking(move || {
-        let (payload, pieces) = read_part(&chunks, disk.as_deref(), base.as_deref())?;
+        let (payload, pieces) = read_part(&chunks, disk.as_deref(), base.as_deref(), &*read)?;
         // An incremental's part whose blocks all come from the chain is not stored.
         let object = (!payload.is_empty()).then(|| codec.encode(&payload));
         Ok::<_, EngineError>((object, pieces))
@@ -571,6 +574,18 @@ pub async fn backup(
         .partition(|f| f.size > 0 && base.as_ref().is_some_and(|b| b.untouched(f, now_ns)));
     let planned = plan(&to_read, opts.part_size);
     let workers = dest.performance.upload_disk_concurrency.max(1);
+    // Progress counts bytes as they are read (files the parent already has count at once).
+    let done = Arc::new(AtomicU64::new(0));
+    let report: Arc<dyn Fn(u64) + Send + Sync> = {
+        let progress = opts.progress.clone();
+        Arc::new(move |bytes: u64| {
+            let now = done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            if let Some(p) = &progress {
+                p(now, total);
+            }
+        })
+    };
+    report(untouched.iter().map(|f| f.size).sum());
     let readers = Readers {
         disk: dest
             .performance
@@ -578,29 +593,13 @@ pub async fn backup(
             .map(|r| Arc::new(Throttle::new(r))),
         permits: Arc::new(tokio::sync::Semaphore::new(workers)),
         base: base.clone(),
+        read: report,
     };
     // Parts in flight: those being read and encoded, plus those being uploaded.
     let in_flight = workers + dest.performance.upload_concurrency.max(1);
-    let done = Arc::new(AtomicU64::new(0));
-    let report = |bytes: u64| {
-        let now = done.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        if let Some(p) = &opts.progress {
-            p(now, total);
-        }
-    };
-    report(untouched.iter().map(|f| f.size).sum());
     let control_index = planned.len() as u32;
     let mut stored: Vec<StoredPart> = futures::stream::iter(planned.into_iter().enumerate())
-        .map(|(i, chunks)| {
-            let bytes: u64 = chunks.iter().map(|c| c.len).sum();
-            let part = store_part(&repo, name, i as u32, chunks, readers.clone());
-            let report = &report;
-            async move {
-                let part = part.await?;
-                report(bytes);
-                Ok::<_, EngineError>(part)
-            }
-        })
+        .map(|(i, chunks)| store_part(&repo, name, i as u32, chunks, readers.clone()))
         .buffer_unordered(in_flight)
         .try_collect()
         .await?;
@@ -611,11 +610,6 @@ pub async fn backup(
         offset: 0,
     }];
     stored.push(store_part(&repo, name, control_index, control_chunk, readers).await?);
-    report(
-        stored
-            .last()
-            .map_or(0, |p| p.pieces.iter().map(|c| c.got).sum()),
-    );
 
     let (end_lsn, label, spcmap) = stop(&client).await?;
     if started.from_replica {
@@ -1028,7 +1022,7 @@ mod tests {
             offset: 0,
             len: 5 * BLOCK_SIZE,
         }];
-        let (payload, pieces) = read_part(&planned, None, Some(&base)).unwrap();
+        let (payload, pieces) = read_part(&planned, None, Some(&base), &|_| {}).unwrap();
         let stored: Vec<(u64, u64)> = pieces[0].stored.iter().map(|c| (c.offset, c.len)).collect();
         assert_eq!(
             stored,

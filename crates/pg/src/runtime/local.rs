@@ -12,11 +12,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use super::cluster::{self, ClusterObserved, ClusterPlan};
 use super::error::RuntimeError;
 use super::pgbin::find_pg_bin;
+use super::restore_board::{RestoreBoard, RestoreProgress};
 use super::seam::{
     ClusterEndpoints, ClusterId, ClusterRuntime, DesiredCluster, MemberEndpoint, NodeWork,
     VolumeSnapshot,
 };
-use super::restore_board::{RestoreBoard, RestoreProgress};
 use super::snapshot::{self, SnapshotClass};
 use crate::config::NodeConfig;
 use crate::node_events::{self, ProgressSink, Relay};

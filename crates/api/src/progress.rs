@@ -20,13 +20,18 @@ pub struct BackupProgress {
     pub updated: String,
 }
 
-impl BackupProgress {
-    /// Done as a whole percentage of the total (0 while the total is unknown).
-    pub fn percent(&self) -> u64 {
-        (self.bytes_done * 100)
-            .checked_div(self.bytes_total)
-            .unwrap_or(0)
-            .min(100)
+/// `done` as a whole percentage of `total` (0 while the total is unknown).
+pub fn percent(done: u64, total: u64) -> u64 {
+    (done * 100).checked_div(total).unwrap_or(0).min(100)
+}
+
+/// Average bytes per second of `bytes` moved since `began` (0 in the first half second).
+pub fn average_rate(bytes: u64, began: std::time::Instant) -> u64 {
+    let seconds = began.elapsed().as_secs_f64();
+    if seconds >= 0.5 {
+        (bytes as f64 / seconds) as u64
+    } else {
+        0
     }
 }
 

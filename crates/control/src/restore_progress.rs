@@ -2,11 +2,11 @@
 //! `status.restore.members[].progress`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
 
-use shardvault_api::progress::RestoreStep;
+use shardvault_api::progress::{RestoreStep, average_rate};
 use shardvault_api::shardedcluster::RestoreStatus;
 use shardvault_pg::runtime::RestoreProgress as Seen;
-use tokio::time::Instant;
 
 /// When each member began to copy, for the average rate.
 #[derive(Default)]
@@ -32,15 +32,10 @@ pub fn apply(
         match now {
             Seen::Copying(bytes) => {
                 let began = rates.0.entry(m.name.clone()).or_insert_with(Instant::now);
-                let seconds = began.elapsed().as_secs_f64();
                 p.phase = RestoreStep::Copying;
                 p.bytes_done = bytes.done;
                 p.bytes_total = bytes.total;
-                p.bytes_per_second = if seconds >= 0.5 {
-                    (bytes.done as f64 / seconds) as u64
-                } else {
-                    0
-                };
+                p.bytes_per_second = average_rate(bytes.done, *began);
             }
             Seen::Replaying { lsn, time } => {
                 p.phase = RestoreStep::Replaying;

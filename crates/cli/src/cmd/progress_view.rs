@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde_json::Value;
 use shardvault_api::Kind;
-use shardvault_api::progress::{BackupProgress, RestoreProgress, RestoreStep};
+use shardvault_api::progress::{BackupProgress, RestoreProgress, RestoreStep, percent};
 use shardvault_api::quantity::human_bytes;
 
 /// How often a plain progress line is written at most, per object.
@@ -52,14 +52,6 @@ impl Shown {
         }
     }
 
-    /// The share done, in whole percent (0 while the total is unknown).
-    fn percent(&self) -> u64 {
-        (self.done * 100)
-            .checked_div(self.total)
-            .unwrap_or(0)
-            .min(100)
-    }
-
     /// One cell or line: `copying 45% of 27.0 MiB, 3.1 MiB/s`.
     pub fn text(&self) -> String {
         if self.total == 0 {
@@ -68,7 +60,7 @@ impl Shown {
         let mut text = format!(
             "{} {}% of {}",
             self.phase,
-            self.percent(),
+            percent(self.done, self.total),
             human_bytes(self.total)
         );
         if self.rate > 0 && self.done < self.total {

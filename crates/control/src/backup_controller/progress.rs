@@ -6,7 +6,7 @@ use std::time::Duration;
 use kube::api::Api;
 use serde_json::Value;
 use shardvault_api::backup::{BackupPhase, BackupStatus, SGBackup};
-use shardvault_api::progress::{BackupProgress, BackupStep};
+use shardvault_api::progress::{BackupProgress, BackupStep, average_rate};
 use shardvault_api::shardedbackup::SGShardedBackup;
 use shardvault_pg::engine::manifest::BackupSummary;
 use shardvault_pg::node_events::WorkProgress;
@@ -65,16 +65,11 @@ impl Member {
 }
 
 fn progress(step: BackupStep, bytes: WorkProgress, began: Option<Instant>) -> BackupProgress {
-    let seconds = began.map_or(0.0, |b| b.elapsed().as_secs_f64());
     BackupProgress {
         phase: step,
         bytes_done: bytes.done,
         bytes_total: bytes.total,
-        bytes_per_second: if seconds >= 0.5 {
-            (bytes.done as f64 / seconds) as u64
-        } else {
-            0
-        },
+        bytes_per_second: began.map_or(0, |b| average_rate(bytes.done, b.into_std())),
         updated: now(),
     }
 }
@@ -201,6 +196,7 @@ fn sum(members: &[Member], step: Option<BackupStep>) -> BackupProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shardvault_api::progress::percent;
 
     #[test]
     fn the_sum_adds_members_and_takes_the_step_of_the_whole() {
@@ -213,7 +209,12 @@ mod tests {
         let members = [copying(10, 100), copying(30, 50), Member::default()];
         let p = sum(&members, None);
         assert_eq!(
-            (p.phase, p.bytes_done, p.bytes_total, p.percent()),
+            (
+                p.phase,
+                p.bytes_done,
+                p.bytes_total,
+                percent(p.bytes_done, p.bytes_total)
+            ),
             (BackupStep::Copying, 40, 150, 26)
         );
         assert_eq!(sum(&[], None).phase, BackupStep::Copied);

@@ -3,6 +3,8 @@
 
 const REFRESH_MS = 5000;
 let latest = null;
+// Per cluster: the JSON last drawn, its card, and its chart (kept, so a refresh redraws in place).
+const drawn = new Map();
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -86,16 +88,19 @@ function timeline(c) {
   return svg;
 }
 
-function growthChart(c, holder) {
+function growthData(c) {
   const mib = n => n / (1024 * 1024);
-  const data = {
+  return {
     labels: c.growth.map(p => when(p.time).slice(5, 16)),
     series: [
       { name: "stored", data: c.growth.map(p => mib(p.storedBytes)) },
       { name: "wal", data: c.growth.map(p => mib(p.walBytes)) },
     ],
   };
-  new Chartist.LineChart(holder, data, {
+}
+
+function growthChart(c, holder) {
+  return new Chartist.LineChart(holder, growthData(c), {
     height: "220px",
     showArea: true,
     fullWidth: true,
@@ -164,16 +169,40 @@ function detail(o) {
         el("td", {}, s.lsnStart || ""), el("td", {}, s.lsnEnd || ""), el("td", {}, s.timeline ?? "")))));
 }
 
+// Draws a cluster's card, or returns the one already drawn when nothing changed; the chart
+// element and its Chartist instance move to the new card, so the chart never goes blank.
+function cardFor(c) {
+  const key = `${c.namespace}/${c.name}`;
+  const json = JSON.stringify(c);
+  const had = drawn.get(key);
+  if (had && had.json === json) return had;
+  const { card, chart } = clusterCard(c);
+  let instance;
+  if (had) {
+    chart.replaceWith(had.chart);
+    had.instance.update(growthData(c));
+    instance = had.instance;
+  }
+  const entry = { json, card, chart: had ? had.chart : chart, instance, fresh: !had };
+  drawn.set(key, entry);
+  return entry;
+}
+
 function render(o) {
   latest = o;
   document.getElementById("updated").textContent = `as of ${when(o.generatedAt)}`;
   const holder = document.getElementById("clusters");
   if (o.clusters.length === 0) {
+    drawn.clear();
     holder.replaceChildren(el("p", {}, "No sharded clusters yet: apply an SGShardedCluster."));
   } else {
-    const cards = o.clusters.map(clusterCard);
-    holder.replaceChildren(...cards.map(x => x.card));
-    o.clusters.forEach((c, i) => growthChart(c, cards[i].chart));
+    const entries = o.clusters.map(cardFor);
+    const keep = new Set(o.clusters.map(c => `${c.namespace}/${c.name}`));
+    for (const k of [...drawn.keys()]) if (!keep.has(k)) drawn.delete(k);
+    holder.replaceChildren(...entries.map(e => e.card));
+    entries.forEach((e, i) => {
+      if (e.fresh) { e.instance = growthChart(o.clusters[i], e.chart); e.fresh = false; }
+    });
   }
   detail(o);
 }

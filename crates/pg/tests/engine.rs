@@ -316,7 +316,8 @@ async fn a_backup_during_writes_restores_the_same_content_and_corruption_is_name
     // A changed byte in a stored part fails verify and restore, naming the part.
     let part = layout::part_key("b1", 0);
     let path = work.object_path(&dest, &part);
-    let mut bytes = std::fs::read(&path).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let mut bytes = good.clone();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&path, bytes).unwrap();
@@ -332,6 +333,32 @@ async fn a_backup_during_writes_restores_the_same_content_and_corruption_is_name
         !opts.pgdata.join("global/pg_control").exists(),
         "a failed restore never gets pg_control"
     );
+    std::fs::write(&path, good).unwrap();
+
+    // A part no file refers to (its files all vanished while the backup read them) is still
+    // read by verify: a changed byte in it is named.
+    let repo = Repo::open(&dest).unwrap();
+    let mut m = engine::manifest::load_manifest(&repo, "b1").await.unwrap();
+    let last = m.parts - 1;
+    for f in &mut m.files {
+        f.chunks.retain(|c| c.part != last);
+    }
+    m.files.retain(|f| !f.chunks.is_empty() || f.size == 0);
+    repo.put(
+        &layout::manifest_key("b1"),
+        serde_json::to_vec_pretty(&m).unwrap(),
+    )
+    .await
+    .unwrap();
+    engine::verify(&dest, "b1").await.unwrap();
+    let part = layout::part_key("b1", last);
+    let path = work.object_path(&dest, &part);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+    let err = engine::verify(&dest, "b1").await.unwrap_err();
+    assert!(err.to_string().contains(&part), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

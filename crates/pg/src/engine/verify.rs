@@ -50,7 +50,20 @@ pub async fn verify(source: &Destination, name: &str) -> Result<VerifyReport, En
     for m in &chain {
         super::restore::check_manifest(m)?;
     }
-    let parts = parts_to_read(&manifest, &chain)?;
+    let mut parts = parts_to_read(&manifest, &chain)?;
+    // A part whose files all vanished during the backup is referred to by none; it is still
+    // this backup's object and must decode.
+    let referred: std::collections::HashSet<String> =
+        parts.iter().map(|p| p.key.clone()).collect();
+    parts.extend(
+        (0..manifest.parts)
+            .map(|i| layout::part_key(name, i))
+            .filter(|k| !referred.contains(k))
+            .map(|key| PartToRead {
+                key,
+                chunks: Vec::new(),
+            }),
+    );
     let part_count = parts.len() as u32;
     let concurrency = source.performance.download_concurrency.max(1);
     let manifest = &manifest;

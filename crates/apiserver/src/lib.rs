@@ -37,12 +37,12 @@ pub const APPLY_OUTCOME_HEADER: &str = "x-shardvault-apply";
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listener could not be opened.
-    #[error("cannot listen on {what}: {source}")]
+    #[error("cannot listen on {what}: {cause}")]
     Listen {
         /// The address or socket path.
         what: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The self-signed certificate could not be made.
     #[error("cannot make the API server's TLS certificate: {0}")]

@@ -105,11 +105,11 @@ impl ApiServer {
             let unix =
                 tokio::net::UnixListener::bind(socket).map_err(|source| StartError::Listen {
                     what: socket.display().to_string(),
-                    source,
+                    cause: source,
                 })?;
             owner_only(socket).map_err(|source| StartError::Listen {
                 what: socket.display().to_string(),
-                source,
+                cause: source,
             })?;
             let state = AppState {
                 api: api.clone(),
@@ -126,7 +126,7 @@ impl ApiServer {
                 .await
                 .map_err(|source| StartError::Listen {
                     what: addr.to_string(),
-                    source,
+                    cause: source,
                 })?;
             let state = AppState {
                 api: api.clone(),

@@ -79,7 +79,7 @@ impl TlsListener {
     pub async fn bind(addr: SocketAddr, identity: &Identity) -> Result<TlsListener, StartError> {
         let listen_error = |source| StartError::Listen {
             what: addr.to_string(),
-            source,
+            cause: source,
         };
         let tcp = TcpListener::bind(addr).await.map_err(listen_error)?;
         let addr = tcp.local_addr().map_err(listen_error)?;

@@ -63,13 +63,12 @@ pub enum ClusterError {
     #[error("the API: {0}")]
     Api(#[from] kube::Error),
     /// `spec.postgres.version` cannot run here.
-    #[error("spec.postgres.version: {version:?}: {source}")]
+    #[error("spec.postgres.version: {version:?}: {cause}")]
     UnsupportedVersion {
         /// The version asked for.
         version: String,
         /// Why the runtime cannot run it.
-        #[source]
-        source: RuntimeError,
+        cause: RuntimeError,
     },
     /// A referenced storage or Secret is missing or unusable.
     #[error(transparent)]
@@ -84,13 +83,12 @@ pub enum ClusterError {
     #[error(transparent)]
     ConsistentPoint(#[from] ConsistentPointError),
     /// A source member could not be sealed before a timestamp restore.
-    #[error("source member {member}: {source}")]
+    #[error("source member {member}: {cause}")]
     Seal {
         /// The source member.
         member: String,
         /// What failed.
-        #[source]
-        source: ArchiveError,
+        cause: ArchiveError,
     },
     /// A member restore failed too often and was given up.
     #[error("{0}")]
@@ -247,7 +245,10 @@ async fn apply(
         .unwrap_or_default();
     if let Err(source) = ctx.runtime.check_version(&version) {
         return pass
-            .refuse(ClusterError::UnsupportedVersion { version, source })
+            .refuse(ClusterError::UnsupportedVersion {
+                version,
+                cause: source,
+            })
             .await;
     }
     let storages = match lookup::cluster_storages(&ctx.client, &ns, spec).await {
@@ -301,7 +302,7 @@ async fn apply(
                 .await
                 .map_err(|source| ClusterError::Seal {
                     member: cfg.member.clone(),
-                    source,
+                    cause: source,
                 })?;
         }
         let status = ShardedClusterStatus {

@@ -85,11 +85,10 @@ pub struct Cut {
 #[derive(Debug, thiserror::Error)]
 pub enum CutError {
     /// A member could not be reached or refused a statement.
-    #[error("member {member}: {}", shardvault_pg::sql_error::message(source))]
+    #[error("member {member}: {}", shardvault_pg::sql_error::message(cause))]
     Member {
         member: String,
-        #[source]
-        source: tokio_postgres::Error,
+        cause: tokio_postgres::Error,
     },
     /// A member's restore point record is not where Citus wrote it.
     #[error(
@@ -115,7 +114,7 @@ pub enum CutError {
 fn member_err(member: &str) -> impl FnOnce(tokio_postgres::Error) -> CutError + '_ {
     move |source| CutError::Member {
         member: member.to_string(),
-        source,
+        cause: source,
     }
 }
 
@@ -323,7 +322,7 @@ async fn cancel_autovacuum(members: &[CutMember], clients: &[Client]) {
 fn is_retryable(e: &CutError) -> bool {
     use tokio_postgres::error::SqlState;
     match e {
-        CutError::Member { source, .. } => {
+        CutError::Member { cause: source, .. } => {
             source.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
                 || source.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
         }

@@ -73,13 +73,12 @@ impl SecretLookup for Secrets {
 
 /// A filesystem storage directory that cannot be made ready for the server user.
 #[derive(Debug, thiserror::Error)]
-#[error("filesystem.path {}: {source}: create it, writable by the postgres user", dir.display())]
+#[error("filesystem.path {}: {cause}: create it, writable by the postgres user", dir.display())]
 pub struct PrepareError {
     /// The directory.
     pub dir: PathBuf,
     /// Why it cannot be made.
-    #[source]
-    pub source: std::io::Error,
+    pub cause: std::io::Error,
 }
 
 /// Makes sure a filesystem storage directory (and `prefix` under it) exists and that the
@@ -88,7 +87,7 @@ pub fn prepare_for_server(config: &StorageConfig, prefix: &str) -> Result<(), Pr
     if let StorageConfig::Filesystem { path } = config {
         let dir = path.join(prefix.trim_matches('/'));
         shardvault_pg::user::create_dir_all_for_server(&dir)
-            .map_err(|source| PrepareError { dir, source })?;
+            .map_err(|source| PrepareError { dir, cause: source })?;
     }
     Ok(())
 }
@@ -122,13 +121,12 @@ pub enum BackupLocationError {
         what: String,
     },
     /// The storage's Secrets cannot be resolved today.
-    #[error("SGBackup {backup}: {source}")]
+    #[error("SGBackup {backup}: {cause}")]
     Reference {
         /// The SGBackup.
         backup: String,
         /// What is missing.
-        #[source]
-        source: ResolveError,
+        cause: ResolveError,
     },
 }
 
@@ -157,7 +155,7 @@ pub fn backup_destination(
     let resolved =
         resolve_storage(&spec, secrets).map_err(|source| BackupLocationError::Reference {
             backup: backup.to_string(),
-            source,
+            cause: source,
         })?;
     Ok(Destination {
         storage: resolved.config,

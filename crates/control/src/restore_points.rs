@@ -121,25 +121,23 @@ pub enum RestorePointError {
     #[error("metadata.annotations[{SCHEDULE_ANNOTATION:?}]: {0}")]
     InvalidSchedule(String),
     /// The cluster does not run (yet), so it has no members to cut.
-    #[error("SGShardedCluster {cluster}: {source}")]
+    #[error("SGShardedCluster {cluster}: {cause}")]
     NotRunning {
         /// The cluster.
         cluster: String,
         /// What the runtime says.
-        #[source]
-        source: RuntimeError,
+        cause: RuntimeError,
     },
     /// The cut could not be taken.
     #[error(transparent)]
     Cut(#[from] CutError),
     /// A member's restore point WAL did not reach the archive.
-    #[error("{member}: {source}")]
+    #[error("{member}: {cause}")]
     Seal {
         /// The member.
         member: String,
         /// What failed.
-        #[source]
-        source: ArchiveError,
+        cause: ArchiveError,
     },
     /// The storage of a backups[] entry cannot be looked up.
     #[error(transparent)]
@@ -192,7 +190,7 @@ async fn take(
         .endpoints(&ClusterId::new(&ns, &cname))
         .map_err(|source| RestorePointError::NotRunning {
             cluster: cname.clone(),
-            source,
+            cause: source,
         })?;
     let members: Vec<CutMember> = endpoints
         .members
@@ -217,7 +215,7 @@ async fn take(
                     .await
                     .map_err(|source| RestorePointError::Seal {
                         member: p.name.clone(),
-                        source,
+                        cause: source,
                     })
             }),
     )

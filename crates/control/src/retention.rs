@@ -62,14 +62,14 @@ pub enum RetentionError {
     #[error(transparent)]
     Lookup(#[from] LookupError),
     /// Reading or deleting in a member's storage failed.
-    #[error("{member} ({location}): {source}")]
+    #[error("{member} ({location}): {cause}")]
     Objects {
         /// Member cluster name.
         member: String,
         /// Where its objects are.
         location: String,
         /// The failure.
-        source: EngineError,
+        cause: EngineError,
     },
 }
 
@@ -420,7 +420,7 @@ fn records_err(entry: usize, err: StorageError) -> RetentionError {
     RetentionError::Objects {
         member: "restore point records".into(),
         location: format!("backups[{entry}]"),
-        source: err.into(),
+        cause: err.into(),
     }
 }
 
@@ -467,7 +467,7 @@ pub async fn plan(
             let fail = |source: EngineError| RetentionError::Objects {
                 member: member.clone(),
                 location: format!("backups[{e}]"),
-                source,
+                cause: source,
             };
             let repo = Repo::open(&dests[i][e]).map_err(fail)?;
             let summaries: Vec<BackupSummary> = list_backups(&repo)
@@ -491,7 +491,7 @@ pub async fn plan(
             let fail = |source: EngineError| RetentionError::Objects {
                 member: member.clone(),
                 location: format!("backups[{e}]"),
-                source,
+                cause: source,
             };
             let repo = &repos[i];
             let location = repo.store.describe();
@@ -671,7 +671,7 @@ pub async fn execute(
                 let failed = |location: String, err: StorageError| RetentionError::Objects {
                     member: "restore point records".into(),
                     location,
-                    source: err.into(),
+                    cause: err.into(),
                 };
                 let records =
                     Records::open(dest).map_err(|err| failed(dest.prefix.clone(), err))?;
@@ -701,7 +701,7 @@ pub async fn execute(
             let failed = |source: EngineError| RetentionError::Objects {
                 member: w.member.clone(),
                 location: w.location.clone(),
-                source,
+                cause: source,
             };
             let repo = Repo::open(dest).map_err(failed)?;
             prune::delete_wal(&repo, &w.delete).await.map_err(failed)?;

@@ -72,12 +72,8 @@ pub enum ShardedBackupError {
     #[error("restore point: {0}")]
     Cut(#[from] CutError),
     /// The restore point's WAL could not be shown archived.
-    #[error("member {member}: {source}")]
-    Archive {
-        member: String,
-        #[source]
-        source: ArchiveError,
-    },
+    #[error("member {member}: {cause}")]
+    Archive { member: String, cause: ArchiveError },
 }
 
 /// Reports progress of a sharded backup.
@@ -160,7 +156,7 @@ pub(crate) async fn prove_archived(
                 .await
                 .map_err(|e| ShardedBackupError::Archive {
                     member: m.name.clone(),
-                    source: e,
+                    cause: e,
                 })
             }),
     )

@@ -33,20 +33,18 @@ pub struct NodeConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read or written.
-    #[error("node config {path}: {source}")]
+    #[error("node config {path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not a valid node config.
     #[error(
-        "node config {path}: {source}; it is written by the shardvault runtime, rewrite it with the cluster's spec"
+        "node config {path}: {cause}; it is written by the shardvault runtime, rewrite it with the cluster's spec"
     )]
     Parse {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
 }
 
@@ -59,11 +57,11 @@ impl NodeConfig {
             .and_then(|mut f| f.read_to_end(&mut text))
             .map_err(|source| ConfigError::Io {
                 path: path.into(),
-                source,
+                cause: source,
             })?;
         serde_json::from_slice(&text).map_err(|source| ConfigError::Parse {
             path: path.into(),
-            source,
+            cause: source,
         })
     }
 
@@ -73,7 +71,7 @@ impl NodeConfig {
         crate::statefile::write(path, &bytes, 0o600, crate::statefile::Owner::ServerUser).map_err(
             |source| ConfigError::Io {
                 path: path.into(),
-                source,
+                cause: source,
             },
         )
     }

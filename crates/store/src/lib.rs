@@ -78,11 +78,11 @@ pub enum StoreError {
     BadRequest(String),
     /// The database could not be opened.
     #[error(
-        "cannot open the store {path}: {source}; check the state directory's permissions and free space"
+        "cannot open the store {path}: {cause}; check the state directory's permissions and free space"
     )]
     Open {
         path: PathBuf,
-        source: rusqlite::Error,
+        cause: rusqlite::Error,
     },
     /// The database failed.
     #[error("store database error: {0}")]
@@ -325,7 +325,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let open_err = |source| StoreError::Open {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         };
         create_private(path);
         let conn = Connection::open(path).map_err(open_err)?;

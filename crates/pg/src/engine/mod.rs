@@ -75,19 +75,17 @@ pub enum EngineError {
     Storage(#[from] StorageError),
     /// A SQL statement against the server failed.
     #[error(
-        "PostgreSQL {what}: {source}; check that the server is running and the node config's host/port/user are right"
+        "PostgreSQL {what}: {cause}; check that the server is running and the node config's host/port/user are right"
     )]
     Postgres {
         what: String,
-        #[source]
-        source: tokio_postgres::Error,
+        cause: tokio_postgres::Error,
     },
     /// A local file or directory could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The WAL a backup needs did not reach the archive in time.
     #[error(
@@ -178,14 +176,17 @@ impl EngineError {
     /// An [`EngineError::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> EngineError {
         let path = path.into();
-        move |source| EngineError::Io { path, source }
+        move |source| EngineError::Io {
+            path,
+            cause: source,
+        }
     }
 
     /// An [`EngineError::Postgres`] for the statement described by `what`.
     pub(crate) fn pg(what: &str) -> impl FnOnce(tokio_postgres::Error) -> EngineError + '_ {
         move |source| EngineError::Postgres {
             what: what.to_string(),
-            source,
+            cause: source,
         }
     }
 }

@@ -53,8 +53,7 @@ pub async fn verify(source: &Destination, name: &str) -> Result<VerifyReport, En
     let mut parts = parts_to_read(&manifest, &chain)?;
     // A part whose files all vanished during the backup is referred to by none; it is still
     // this backup's object and must decode.
-    let referred: std::collections::HashSet<String> =
-        parts.iter().map(|p| p.key.clone()).collect();
+    let referred: std::collections::HashSet<String> = parts.iter().map(|p| p.key.clone()).collect();
     parts.extend(
         (0..manifest.parts)
             .map(|i| layout::part_key(name, i))

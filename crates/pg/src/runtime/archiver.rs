@@ -67,7 +67,7 @@ pub async fn observe(primary: &Instance) -> Result<ArchiveState, RuntimeError> {
         .map_err(|source| RuntimeError::Sql {
             instance: primary.name.clone(),
             what: "reading pg_stat_archiver".into(),
-            source,
+            cause: source,
         })?;
     let failing: bool = row.get(4);
     let pending_segments: i64 = row.get(7);

@@ -239,7 +239,10 @@ impl ClusterObserved {
     pub fn load(dir: &Path) -> Result<ClusterObserved, RuntimeError> {
         let path = dir.join(OBSERVED_FILE);
         let text = statefile::read_trusted(&path).map_err(RuntimeError::io(&path))?;
-        serde_json::from_slice(&text).map_err(|source| RuntimeError::State { path, source })
+        serde_json::from_slice(&text).map_err(|source| RuntimeError::State {
+            path,
+            cause: source,
+        })
     }
 
     /// A libpq connection string for the primary of member `index` (0 = coordinator).
@@ -605,10 +608,15 @@ fn allocate_ports(plan: &ClusterPlan) -> Result<BTreeMap<String, u16>, RuntimeEr
     let mut ports: BTreeMap<String, u16> = match statefile::read_trusted(&path) {
         Ok(text) => serde_json::from_slice(&text).map_err(|source| RuntimeError::State {
             path: path.clone(),
-            source,
+            cause: source,
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-        Err(source) => return Err(RuntimeError::Io { path, source }),
+        Err(source) => {
+            return Err(RuntimeError::Io {
+                path,
+                cause: source,
+            });
+        }
     };
     let missing: Vec<String> = plan
         .members
@@ -623,7 +631,7 @@ fn allocate_ports(plan: &ClusterPlan) -> Result<BTreeMap<String, u16>, RuntimeEr
     let free =
         instance::free_ports(missing.len(), &taken).map_err(|source| RuntimeError::NoPort {
             instance: missing[0].clone(),
-            source,
+            cause: source,
         })?;
     ports.extend(missing.into_iter().zip(free));
     let text = serde_json::to_vec_pretty(&ports).expect("ports serialize");
@@ -771,7 +779,7 @@ async fn restore<'a>(
         .stderr(std::process::Stdio::piped());
     let spawn_err = |source| RuntimeError::Spawn {
         program: plan.shardvault_bin.clone(),
-        source,
+        cause: source,
     };
     let mut child = cmd.spawn().map_err(spawn_err)?;
     let board = plan.restores.clone();
@@ -829,7 +837,7 @@ async fn rollback_read_only_prepared(primary: &Instance) -> Result<Vec<String>, 
         move |source| RuntimeError::Sql {
             instance,
             what,
-            source,
+            cause: source,
         }
     };
     let client = primary.connect("postgres").await?;
@@ -907,7 +915,7 @@ async fn archive_mode_change(primary: &Instance) -> Result<Option<&'static str>,
         .map_err(|source| RuntimeError::Sql {
             instance: primary.name.clone(),
             what: "reading archive_mode".to_string(),
-            source,
+            cause: source,
         })?
         .get(0);
     Ok((current != wanted).then_some(wanted))
@@ -937,7 +945,7 @@ async fn forget_recovery_settings(primary: &Instance) -> Result<(), RuntimeError
             .map_err(|source| RuntimeError::Sql {
                 instance: primary.name.clone(),
                 what: format!("resetting {key} after recovery"),
-                source,
+                cause: source,
             })?;
     }
     Ok(())
@@ -998,7 +1006,7 @@ async fn wait_streaming(replica: &Instance) -> Result<InstanceState, RuntimeErro
             .map_err(|source| RuntimeError::Sql {
                 instance: replica.name.clone(),
                 what: "reading pg_stat_wal_receiver".to_string(),
-                source,
+                cause: source,
             })?
             .is_some();
         if streaming {
@@ -1020,7 +1028,7 @@ async fn ensure_database(server: &Instance, database: &str) -> Result<bool, Runt
         move |source| RuntimeError::Sql {
             instance,
             what,
-            source,
+            cause: source,
         }
     };
     let exists = client

@@ -1,4 +1,5 @@
-//! The runtime's error type.
+//! The runtime's error type. A variant says its cause in its own message and does not also
+//! return it from `source()`, so a printer of the chain says it once.
 
 use std::path::PathBuf;
 
@@ -6,18 +7,16 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     /// A file or directory could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A program could not be run at all.
-    #[error("could not run {program}: {source}; check that it is installed and executable")]
+    #[error("could not run {program}: {cause}; check that it is installed and executable")]
     Spawn {
         program: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A program ran and failed.
     #[error("{what} failed ({status}): {output}")]
@@ -46,31 +45,28 @@ pub enum RuntimeError {
         tail: String,
     },
     /// A SQL statement failed.
-    #[error("{instance}: {what}: {}", crate::sql_error::message(source))]
+    #[error("{instance}: {what}: {}", crate::sql_error::message(cause))]
     Sql {
         instance: String,
         what: String,
-        #[source]
-        source: tokio_postgres::Error,
+        cause: tokio_postgres::Error,
     },
     /// A runtime state file exists but cannot be understood.
     #[error(
-        "{path}: {source}; it is written by the shardvault runtime, remove the cluster and create it again"
+        "{path}: {cause}; it is written by the shardvault runtime, remove the cluster and create it again"
     )]
     State {
         path: PathBuf,
-        #[source]
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// The cluster plan cannot be carried out as given.
     #[error("{0}")]
     Plan(String),
     /// Not enough free ports on this host.
-    #[error("no free port for {instance}: {source}")]
+    #[error("no free port for {instance}: {cause}")]
     NoPort {
         instance: String,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A volume snapshot could not be taken, cloned or deleted.
     #[error(transparent)]
@@ -84,6 +80,9 @@ impl RuntimeError {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> RuntimeError {
         let path = path.into();
-        move |source| RuntimeError::Io { path, source }
+        move |source| RuntimeError::Io {
+            path,
+            cause: source,
+        }
     }
 }

@@ -172,7 +172,7 @@ impl Instance {
             .map_err(|source| RuntimeError::Sql {
                 instance: primary.name.clone(),
                 what: format!("creating replication slot {slot}"),
-                source,
+                cause: source,
             })?;
         let mut cmd = user::command(self.pg_bin.join("pg_basebackup"));
         cmd.arg("-D")
@@ -289,7 +289,7 @@ impl Instance {
                 .map_err(|source| RuntimeError::Sql {
                     instance: self.name.clone(),
                     what: "reloading the access rules".to_string(),
-                    source,
+                    cause: source,
                 })?;
             tracing::info!(instance = %self.name, "access rules rewritten and reloaded");
         }
@@ -322,7 +322,7 @@ impl Instance {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                         return Err(RuntimeError::Io {
                             path: lock,
-                            source: e,
+                            cause: e,
                         });
                     }
                     _ => {}
@@ -477,7 +477,7 @@ impl Instance {
             .map_err(|source| RuntimeError::Sql {
                 instance: self.name.clone(),
                 what: format!("connecting to database {db} on port {}", self.port),
-                source,
+                cause: source,
             })
     }
 
@@ -576,7 +576,10 @@ pub(crate) async fn run(
         .stdin(std::process::Stdio::null())
         .output()
         .await
-        .map_err(|source| RuntimeError::Spawn { program, source })?;
+        .map_err(|source| RuntimeError::Spawn {
+            program,
+            cause: source,
+        })?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);

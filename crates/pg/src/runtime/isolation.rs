@@ -90,7 +90,7 @@ async fn rewrite_pg_dist_node(
         move |source| RuntimeError::Sql {
             instance,
             what,
-            source,
+            cause: source,
         }
     };
     let client = member.connect(database).await?;
@@ -162,7 +162,7 @@ pub async fn resolve_in_doubt(
         move |source| RuntimeError::Sql {
             instance,
             what,
-            source,
+            cause: source,
         }
     };
     // Each member's group id and the commit records it holds as an initiator.
@@ -234,7 +234,7 @@ pub async fn release(released: &Instance) -> Result<(), RuntimeError> {
         .map_err(|source| RuntimeError::Sql {
             instance: released.name.clone(),
             what: "reloading its settings after isolation".to_string(),
-            source,
+            cause: source,
         })?;
     let path = marker(&released.dir);
     std::fs::remove_file(&path).map_err(RuntimeError::io(&path))

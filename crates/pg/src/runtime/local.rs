@@ -52,7 +52,7 @@ impl LocalRuntime {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(RuntimeError::Io {
                     path: work,
-                    source: e,
+                    cause: e,
                 });
             }
             _ => {}
@@ -287,7 +287,7 @@ async fn run_with_config(
         .spawn()
         .map_err(|source| RuntimeError::Spawn {
             program: bin.to_path_buf(),
-            source,
+            cause: source,
         })?;
     let mut stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");

@@ -63,12 +63,11 @@ pub enum SnapshotError {
     #[error("{}: {why}; it was changed under us, so nothing was done", path.display())]
     Untrusted { path: PathBuf, why: String },
     /// A system call failed.
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}: {cause}", path.display())]
     Sys {
         what: &'static str,
         path: PathBuf,
-        #[source]
-        source: nix::Error,
+        cause: nix::Error,
     },
     /// `btrfs subvolume create` could not run or failed.
     #[error("btrfs subvolume create {}: {message}", path.display())]
@@ -134,7 +133,7 @@ fn open_dir(path: &Path) -> Result<OwnedFd, SnapshotError> {
     let sys = |source| SnapshotError::Sys {
         what: "open",
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let mut fd = nix::fcntl::open("/", flags, Mode::empty()).map_err(sys)?;
     for c in path.components() {
@@ -210,7 +209,7 @@ fn snapshot(
     let meta = nix::sys::stat::fstat(&src).map_err(|source_err| SnapshotError::Sys {
         what: "stat",
         path: source.to_path_buf(),
-        source: source_err,
+        cause: source_err,
     })?;
     if meta.st_ino != SUBVOLUME_INO || !on_btrfs(source) {
         return Err(SnapshotError::Untrusted {
@@ -236,7 +235,7 @@ fn snapshot(
         .map_err(|source_err| SnapshotError::Sys {
             what: "snapshot into",
             path: dest_dir.join(name),
-            source: source_err,
+            cause: source_err,
         })
 }
 
@@ -255,7 +254,7 @@ pub fn delete(dir: &Path, name: &str) -> Result<bool, SnapshotError> {
     let parent = match open_dir(dir) {
         Ok(fd) => fd,
         Err(SnapshotError::Sys {
-            source: nix::Error::ENOENT,
+            cause: nix::Error::ENOENT,
             ..
         }) => return Ok(false),
         Err(e) => return Err(e),
@@ -275,7 +274,7 @@ pub fn delete(dir: &Path, name: &str) -> Result<bool, SnapshotError> {
         Err(source) => Err(SnapshotError::Sys {
             what: "delete subvolume",
             path: dir.join(name),
-            source,
+            cause: source,
         }),
     }
 }

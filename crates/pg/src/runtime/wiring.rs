@@ -68,7 +68,7 @@ pub async fn wire_ddp(
         move |source| RuntimeError::Sql {
             instance,
             what,
-            source,
+            cause: source,
         }
     };
     let mut actions = Vec::new();
@@ -221,7 +221,7 @@ pub async fn wire_citus(
             .map_err(|source| RuntimeError::Sql {
                 instance: member.name.clone(),
                 what: "creating extension citus".to_string(),
-                source,
+                cause: source,
             })?;
         if created {
             actions.push(format!("created extension citus on {}", member.name));
@@ -233,7 +233,7 @@ pub async fn wire_citus(
         move |source| RuntimeError::Sql {
             instance,
             what,
-            source,
+            cause: source,
         }
     };
     let host = |i: &Instance| i.socket_dir.to_string_lossy().into_owned();

@@ -143,6 +143,7 @@ impl Workers {
 pub fn controller(ctx: Arc<Context>) -> Running {
     let workers = Workers::default();
     runner::running(
+        "backups",
         runner::controller::<SGShardedBackup>(&ctx),
         move |obj, ctx| reconcile(obj, ctx, workers.clone()),
         ctx,

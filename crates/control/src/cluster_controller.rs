@@ -119,7 +119,12 @@ impl ReconcileFailure for ClusterError {
 
 /// The cluster controller, ready to run.
 pub fn controller(ctx: Arc<Context>) -> Running {
-    runner::running(runner::controller::<SGShardedCluster>(&ctx), reconcile, ctx)
+    runner::running(
+        "servers",
+        runner::controller::<SGShardedCluster>(&ctx),
+        reconcile,
+        ctx,
+    )
 }
 
 /// Reconciles one SGShardedCluster: runs it, or removes it when it is being deleted.

@@ -163,7 +163,12 @@ impl ReconcileFailure for RestorePointError {
 /// The restore point scheduler, ready to run: takes the scheduled cluster-wide restore
 /// points of every SGShardedCluster with a [`SCHEDULE_ANNOTATION`].
 pub fn controller(ctx: Arc<Context>) -> Running {
-    runner::running(runner::controller::<SGShardedCluster>(&ctx), reconcile, ctx)
+    runner::running(
+        "restore points",
+        runner::controller::<SGShardedCluster>(&ctx),
+        reconcile,
+        ctx,
+    )
 }
 
 fn is_ready(cluster: &SGShardedCluster) -> bool {

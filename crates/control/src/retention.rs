@@ -788,6 +788,7 @@ pub fn controller(ctx: Arc<Context>) -> Running {
     let poll = ctx.clock.poll().min(Duration::from_secs(30));
     let seen = Seen::default();
     runner::running(
+        "retention",
         runner::controller::<SGShardedCluster>(&ctx),
         move |cluster, ctx| reconcile(cluster, ctx, poll, seen.clone()),
         ctx,

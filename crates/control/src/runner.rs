@@ -94,8 +94,8 @@ where
 
 /// A controller ready to run until shutdown.
 pub struct Running {
-    /// The kind it reconciles, for logs.
-    pub kind: String,
+    /// What it does, for logs ("retention of SGShardedCluster").
+    pub name: String,
     /// Runs it; returns once it stopped.
     pub future: BoxFuture<'static, ()>,
 }
@@ -113,9 +113,14 @@ where
     .graceful_shutdown_on(ctx.shutdown.clone().cancelled_owned())
 }
 
-/// Runs `controller` with `reconcile` and [`error_policy`]: successes reset the object's
-/// backoff, watch errors are logged.
-pub fn running<K, E, F, Fut>(controller: Controller<K>, reconcile: F, ctx: Arc<Context>) -> Running
+/// Runs `controller` (named `what` in logs) with `reconcile` and [`error_policy`]: successes
+/// reset the object's backoff, watch errors are logged.
+pub fn running<K, E, F, Fut>(
+    what: &str,
+    controller: Controller<K>,
+    reconcile: F,
+    ctx: Arc<Context>,
+) -> Running
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -130,9 +135,10 @@ where
     F: FnMut(Arc<K>, Arc<Context>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Action, E>> + Send + 'static,
 {
-    let kind = K::kind(&()).into_owned();
+    let name = format!("{what} of {}", K::kind(&()));
     let report = ctx.clone();
     let stream = controller.run(reconcile, error_policy::<K, E>, ctx);
+    let label = name.clone();
     let future = stream.for_each(move |result| {
         match result {
             Ok((r, _)) => report.succeeded(&key_of_ref(&r)),
@@ -140,12 +146,12 @@ where
             Err(controller::Error::ObjectNotFound(r)) => {
                 tracing::debug!("{r} is gone before its reconcile")
             }
-            Err(e) => tracing::warn!("the {} controller: {e}", K::kind(&())),
+            Err(e) => tracing::warn!("the {label} controller: {e}"),
         }
         futures::future::ready(())
     });
     Running {
-        kind,
+        name,
         future: Box::pin(future),
     }
 }
@@ -153,8 +159,8 @@ where
 /// Runs every controller until `ctx.shutdown` is cancelled; running reconciles then get
 /// `ctx.settings.shutdown_grace` to return before they are cancelled.
 pub async fn run(controllers: Vec<Running>, ctx: Arc<Context>) {
-    let kinds: Vec<String> = controllers.iter().map(|c| c.kind.clone()).collect();
-    tracing::info!("controllers running for {}", kinds.join(", "));
+    let names: Vec<String> = controllers.iter().map(|c| c.name.clone()).collect();
+    tracing::info!("controllers running: {}", names.join(", "));
     let all = futures::future::join_all(controllers.into_iter().map(|c| c.future));
     tokio::pin!(all);
     tokio::select! {

@@ -191,7 +191,12 @@ impl ReconcileFailure for ScheduleError {
 /// The scheduler, ready to run: creates scheduled SGShardedBackups for every backups[] entry
 /// with a `cronSchedule`.
 pub fn controller(ctx: Arc<Context>) -> Running {
-    runner::running(runner::controller::<SGShardedCluster>(&ctx), reconcile, ctx)
+    runner::running(
+        "schedules",
+        runner::controller::<SGShardedCluster>(&ctx),
+        reconcile,
+        ctx,
+    )
 }
 
 /// True when a scheduled backup of `entry` of `cluster` is Pending or Running.

@@ -117,6 +117,7 @@ async fn reconciles_retries_with_backoff_records_warnings_and_finalizes() {
     let seen = Arc::new(Seen::default());
     let s = seen.clone();
     let controller = runner::running(
+        "test reconciles",
         runner::controller::<SGShardedBackup>(&ctx),
         move |obj, ctx| reconcile(obj, ctx, s.clone()),
         ctx.clone(),

@@ -287,12 +287,15 @@ async fn restore(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     } else {
         engine::restore(&source, &opts).await?
     };
-    eprintln!(
-        "restored backup {} into {}: start the server to recover {}",
-        manifest.name,
-        opts.pgdata.display(),
-        opts.target
-    );
+    // Run by the daemon, the runtime says what it restored; by hand, say what comes next.
+    if !shardvault_pg::node_events::is_child() {
+        eprintln!(
+            "restored backup {} into {}: start the server to recover {}",
+            manifest.name,
+            opts.pgdata.display(),
+            opts.target
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -309,7 +309,6 @@ pub async fn restore(source: &Destination, opts: &RestoreOptions) -> Result<Mani
     let settings = recovery_settings(&manifest.name, &opts.restore_command, &opts.target);
     let pgdata = opts.pgdata.clone();
     blocking(move || finish(&pgdata, &label, spcmap.as_deref(), &settings, &control)).await?;
-    tracing::info!(backup = %manifest.name, pgdata = %opts.pgdata.display(), "restore complete");
     Ok(manifest)
 }
 

@@ -27,6 +27,24 @@ use crate::quantity::Timeout;
         json_path = ".status.process.status"
     ),
     printcolumn(
+        name = "STEP",
+        type_ = "string",
+        json_path = ".status.progress.phase"
+    ),
+    printcolumn(
+        name = "DONE",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.progress.bytesDone"
+    ),
+    printcolumn(
+        name = "TOTAL",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.progress.bytesTotal",
+        priority = 1
+    ),
+    printcolumn(
         name = "START",
         type_ = "string",
         json_path = ".status.process.timing.start"

@@ -40,6 +40,24 @@ pub const BACKUP_TYPE_ANNOTATION: &str = "shardvault.io/backup-type";
         json_path = ".status.process.status"
     ),
     printcolumn(
+        name = "STEP",
+        type_ = "string",
+        json_path = ".status.progress.phase"
+    ),
+    printcolumn(
+        name = "DONE",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.progress.bytesDone"
+    ),
+    printcolumn(
+        name = "TOTAL",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.progress.bytesTotal",
+        priority = 1
+    ),
+    printcolumn(
         name = "START",
         type_ = "string",
         json_path = ".status.process.timing.start"

@@ -12,6 +12,24 @@ use shardvault_testkit::manifests::{DdpCluster, filesystem_storage, sharded_back
 const RATE: u64 = 3_000_000;
 
 /// `status.progress` of an object (None when it has none).
+/// `kubectl get sgshardedbackup <name>` through the daemon's kubeconfig.
+fn kubectl_get(d: &Daemon, name: &str) -> String {
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(d.state().join("kubeconfig"))
+        .env("HOME", d.state())
+        .env_remove("KUBECONFIG")
+        .args(["get", "sgshardedbackup", name])
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn progress(o: &Value) -> Option<Value> {
     o.pointer("/status/progress").cloned()
 }
@@ -48,11 +66,15 @@ async fn backup_and_restore_progress_move_in_status_and_wait_shows_them() {
         })
     };
     let (mut member, mut sharded) = (Vec::new(), Vec::new());
+    let mut kubectl_row = None;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     let done = loop {
         let b = d.json(&["get", "sgshardedbackup", "b1"]);
         if matches!(phase(&b), "Completed" | "Failed") {
             break b;
+        }
+        if kubectl_row.is_none() && progress(&b).is_some_and(|p| p["phase"] == "Copying") {
+            kubectl_row = Some(kubectl_get(&d, "b1"));
         }
         sharded.extend(progress(&b));
         if let Some(p) = d
@@ -112,6 +134,13 @@ async fn backup_and_restore_progress_move_in_status_and_wait_shows_them() {
     assert!(
         sum_totals.iter().any(|t| *t > total),
         "the sum over two members exceeds the coordinator's {total}: {sharded:#?}"
+    );
+
+    // kubectl's printer columns show the step and the bytes done while it copies.
+    let row = kubectl_row.expect("kubectl saw the backup copying");
+    assert!(
+        row.contains("STEP") && row.contains("DONE") && row.contains("Copying"),
+        "{row}"
     );
 
     // Piped, `wait` says where the backup is in plain lines.

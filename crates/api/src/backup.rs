@@ -26,11 +26,7 @@ use crate::quantity::Timeout;
         type_ = "string",
         json_path = ".status.process.status"
     ),
-    printcolumn(
-        name = "STEP",
-        type_ = "string",
-        json_path = ".status.progress.phase"
-    ),
+    printcolumn(name = "STEP", type_ = "string", json_path = ".status.progress.phase"),
     printcolumn(
         name = "DONE",
         type_ = "integer",

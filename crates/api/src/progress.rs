@@ -35,6 +35,82 @@ pub fn average_rate(bytes: u64, began: std::time::Instant) -> u64 {
     }
 }
 
+/// How far an object's work is, in a few words and numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// What it does now (`copying`, `waiting for WAL`, ...).
+    pub phase: String,
+    pub done: u64,
+    pub total: u64,
+    /// Bytes per second.
+    pub rate: u64,
+}
+
+impl Summary {
+    /// The restore of `members` summed: copying while any member copies, else replaying WAL;
+    /// None when no member reports.
+    pub fn of_restore(members: &[RestoreProgress]) -> Option<Summary> {
+        restore_sum(members)
+    }
+
+    /// One cell or line: `copying 45% of 27.0 MiB, 3.1 MiB/s`.
+    pub fn text(&self) -> String {
+        if self.total == 0 {
+            return self.phase.clone();
+        }
+        let mut text = format!(
+            "{} {}% of {}",
+            self.phase,
+            percent(self.done, self.total),
+            crate::quantity::human_bytes(self.total)
+        );
+        if self.rate > 0 && self.done < self.total {
+            text.push_str(&format!(", {}/s", crate::quantity::human_bytes(self.rate)));
+        }
+        text
+    }
+}
+
+/// The restore of members summed: copying while any member copies, else replaying WAL.
+fn restore_sum(members: &[RestoreProgress]) -> Option<Summary> {
+    if members.is_empty() {
+        return None;
+    }
+    let copying = members.iter().any(|m| m.phase == RestoreStep::Copying);
+    let phase = if copying {
+        RestoreStep::Copying.to_string()
+    } else {
+        let at: Vec<String> = members
+            .iter()
+            .filter_map(|m| {
+                let lsn = m.replay_lsn.as_deref()?;
+                Some(match &m.target_lsn {
+                    Some(t) => format!("{lsn} of {t}"),
+                    None => lsn.to_string(),
+                })
+            })
+            .collect();
+        format!("{} (at {})", RestoreStep::Replaying, at.join(", "))
+    };
+    Some(Summary {
+        phase,
+        done: members.iter().map(|m| m.bytes_done).sum(),
+        total: members.iter().map(|m| m.bytes_total).sum(),
+        rate: members.iter().map(|m| m.bytes_per_second).sum(),
+    })
+}
+
+impl From<&BackupProgress> for Summary {
+    fn from(p: &BackupProgress) -> Summary {
+        Summary {
+            phase: p.phase.to_string(),
+            done: p.bytes_done,
+            total: p.bytes_total,
+            rate: p.bytes_per_second,
+        }
+    }
+}
+
 /// The step a running backup is at.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum BackupStep {

@@ -39,11 +39,7 @@ pub const BACKUP_TYPE_ANNOTATION: &str = "shardvault.io/backup-type";
         type_ = "string",
         json_path = ".status.process.status"
     ),
-    printcolumn(
-        name = "STEP",
-        type_ = "string",
-        json_path = ".status.progress.phase"
-    ),
+    printcolumn(name = "STEP", type_ = "string", json_path = ".status.progress.phase"),
     printcolumn(
         name = "DONE",
         type_ = "integer",

@@ -1,7 +1,8 @@
 //! The web console in a real browser (Debian's headless Chromium) against a running daemon:
 //! the page shows the cluster, its members and backups, the growth chart has one point per
 //! completed backup, a backup's detail lists its SGBackups, and nothing is shown without the
-//! token. A screenshot of the page is kept in the test's target directory.
+//! token, and a running backup shows its progress. A screenshot of the page (with that backup
+//! running) is kept in the test's target directory.
 
 use std::path::Path;
 use std::process::Command;
@@ -105,6 +106,29 @@ fn the_console_shows_clusters_backups_and_one_chart_point_per_backup() {
     assert!(
         detail.contains(r#"data-sgbackup="shop-second-shard0""#),
         "{detail}"
+    );
+
+    // A backup that runs (reads throttled to 4 MB/s) shows its progress bar and sentence.
+    d.apply(
+        &DdpCluster::new("shop")
+            .shards(1)
+            .backups_to("local")
+            .entry_line("performance: {maxDiskBandwidth: 4000000}")
+            .yaml(),
+    );
+    d.apply(&sharded_backup("shop-third", "shop", &[]));
+    d.wait_until("sgshardedbackup", "shop-third", 60, |o| {
+        o["status"]["progress"]["bytesDone"].as_u64().unwrap_or(0) > 0
+    });
+    let running = chromium(d.state(), url, None);
+    let row = running
+        .split(r#"<tr class="backup" data-backup="shop-third""#)
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no row for shop-third: {running}"));
+    assert!(
+        row.contains(r#"<span class="progress"><progress"#) && row.contains("copying"),
+        "{row}"
     );
 
     let png = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use shardvault_api::backup::BackupPhase;
+use shardvault_api::progress::{Summary, percent};
 use shardvault_api::shardedcluster::ShardingType;
 use shardvault_api::{Kind, SGBackup, SGShardedBackup, SGShardedCluster};
 use shardvault_store::{Selector, Store, StoreError};
@@ -44,6 +45,8 @@ pub struct ClusterView {
     pub ready_message: Option<String>,
     /// The `WALArchiving` condition: None when archiving works or nothing is archived.
     pub archiving_problem: Option<String>,
+    /// How far a restore into this cluster is, while one runs.
+    pub restore_progress: Option<ProgressView>,
     pub members: Vec<MemberView>,
     /// Backups of this cluster, oldest first.
     pub backups: Vec<BackupView>,
@@ -97,6 +100,8 @@ pub struct BackupView {
     /// Bytes of the data directories backed up.
     pub original_bytes: u64,
     pub restore_point: Option<RestorePointView>,
+    /// How far it is, while it runs.
+    pub progress: Option<ProgressView>,
     /// Its SGBackups, coordinator first.
     pub members: Vec<MemberBackupView>,
 }
@@ -121,6 +126,27 @@ pub struct MemberBackupView {
     pub lsn_start: Option<String>,
     pub lsn_end: Option<String>,
     pub timeline: Option<u32>,
+    /// How far it is, while it runs.
+    pub progress: Option<ProgressView>,
+}
+
+/// How far running work is: a sentence and a percentage for a bar.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressView {
+    /// `copying 45% of 27.0 MiB, 3.1 MiB/s`.
+    pub text: String,
+    /// 0 to 100 (0 while the total is unknown).
+    pub percent: u64,
+}
+
+impl From<Summary> for ProgressView {
+    fn from(s: Summary) -> ProgressView {
+        ProgressView {
+            text: s.text(),
+            percent: percent(s.done, s.total),
+        }
+    }
 }
 
 /// The size of one completed backup and the WAL written since the backup before it.
@@ -208,6 +234,18 @@ fn cluster_view(c: &Cluster, backups: Vec<BackupView>, growth: Vec<GrowthPoint>)
         ready: ready.is_some_and(|x| x.status == "True"),
         ready_message: ready.and_then(|x| x.message.clone()),
         archiving_problem,
+        restore_progress: status
+            .restore
+            .as_ref()
+            .and_then(|r| {
+                let members: Vec<_> = r
+                    .members
+                    .iter()
+                    .filter_map(|m| m.progress.clone())
+                    .collect();
+                Summary::of_restore(&members)
+            })
+            .map(ProgressView::from),
         members: status
             .members
             .iter()
@@ -265,6 +303,9 @@ fn backup_view(b: &ShardedBackup, by_name: &BTreeMap<(&str, &str), &MemberBackup
                 lsn_start: info.map(|i| i.lsn.start.clone()),
                 lsn_end: info.map(|i| i.lsn.end.clone()),
                 timeline: info.map(|i| i.timeline),
+                progress: st
+                    .and_then(|s| s.progress.as_ref())
+                    .map(|p| Summary::from(p).into()),
             }
         })
         .collect();
@@ -282,6 +323,7 @@ fn backup_view(b: &ShardedBackup, by_name: &BTreeMap<(&str, &str), &MemberBackup
             time: r.time.clone(),
             write_pause_ms: r.write_pause_ms,
         }),
+        progress: status.progress.as_ref().map(|p| Summary::from(p).into()),
         members,
     }
 }

@@ -39,6 +39,13 @@ function badge(text, cls) {
   return el("span", { class: `badge ${cls}` }, text);
 }
 
+// A running object's progress: a bar and its sentence; nothing once it is done.
+function progress(p) {
+  if (!p) return null;
+  return el("span", { class: "progress" },
+    el("progress", { max: "100", value: String(p.percent) }), ` ${p.text}`);
+}
+
 function archiveLag(a) {
   if (!a) return el("td", { class: "archive-lag" }, "unknown");
   const lag = a.pendingSegments === 0 ? "up to date"
@@ -118,7 +125,7 @@ function backupsTable(c) {
       onclick: () => { location.hash = `#backup/${c.namespace}/${b.name}`; },
     },
       el("td", {}, b.name),
-      el("td", {}, badge(b.phase, b.phase)),
+      el("td", {}, badge(b.phase, b.phase), progress(b.progress)),
       el("td", {}, when(b.start)),
       el("td", {}, seconds(b.durationSeconds)),
       el("td", {}, bytes(b.storedBytes)),
@@ -133,6 +140,7 @@ function clusterCard(c) {
       " ", el("small", {}, c.sharding)),
     c.readyMessage ? el("p", {}, c.readyMessage) : null,
     c.archivingProblem ? el("p", { class: "problem archiving" }, c.archivingProblem) : null,
+    c.restoreProgress ? el("p", { class: "restoring" }, "Restoring: ", progress(c.restoreProgress)) : null,
     el("div", { class: "panes" },
       el("div", {}, el("h3", {}, "Members"), membersTable(c)),
       el("div", {}, el("h3", {}, "Backup size and WAL written between backups (MiB)"),
@@ -164,7 +172,7 @@ function detail(o) {
       el("tr", {}, ["SGBackup", "status", "stored", "original", "LSN start", "LSN end", "timeline"]
         .map(h => el("th", {}, h))),
       b.members.map(s => el("tr", { "data-sgbackup": s.name },
-        el("td", {}, s.name), el("td", {}, badge(s.phase, s.phase)),
+        el("td", {}, s.name), el("td", {}, badge(s.phase, s.phase), progress(s.progress)),
         el("td", {}, bytes(s.storedBytes)), el("td", {}, bytes(s.originalBytes)),
         el("td", {}, s.lsnStart || ""), el("td", {}, s.lsnEnd || ""), el("td", {}, s.timeline ?? "")))));
 }

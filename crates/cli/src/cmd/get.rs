@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use shardvault_api::Kind;
 
 use super::client::{ConnArgs, runtime};
-use super::progress_view::{Shown, View};
+use super::progress_view::{self, View};
 use super::stdout::{out, outln};
 
 /// Output formats of `get`.
@@ -285,7 +285,7 @@ fn row(kind: Kind, v: &Value, wide: bool) -> Vec<String> {
     let backup_type = || or_dash(s(v, "/status/backupInformation/backupType"));
     let parent = || or_dash(s(v, "/status/backupInformation/parent"));
     let restore_reads = || size_at(v, "/status/backupInformation/size/restore");
-    let progress = || Shown::of(kind, v).map_or("-".into(), |p| p.text());
+    let progress = || progress_view::of(kind, v).map_or("-".into(), |p| p.text());
     let mut r = match kind {
         Kind::SGShardedBackup => vec![
             name,
@@ -486,7 +486,7 @@ async fn watch(args: &Args, kind: Kind, ns: Option<&str>) -> anyhow::Result<Exit
             break;
         }
         let running = (event != "DELETED")
-            .then(|| Shown::of(kind, &obj))
+            .then(|| progress_view::of(kind, &obj))
             .flatten();
         view.show(s(&obj, "/metadata/name"), running);
         first = false;

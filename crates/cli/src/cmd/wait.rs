@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::client::{ConnArgs, runtime};
 use super::get::parse_targets;
-use super::progress_view::{Shown, View};
+use super::progress_view::{self, View};
 use super::stdout::outln;
 
 /// Options of `shardvault wait`.
@@ -172,7 +172,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let mut view = View::new();
             let waited = client
                 .wait_for(kind, &args.namespace, &name, args.timeout, |o| {
-                    view.show(&name, o.and_then(|o| Shown::of(kind, o)));
+                    view.show(&name, o.and_then(|o| progress_view::of(kind, o)));
                     cond.holds(o)
                 })
                 .await;

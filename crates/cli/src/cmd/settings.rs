@@ -76,13 +76,16 @@ impl SettingsArgs {
                 origin: "the environment".to_string(),
             });
         };
-        let text = read(path)?;
+        let (text, mode) = read(path)?;
         let file = std::path::absolute(path)
             .with_context(|| format!("{}: cannot make the path absolute", path.display()))?;
         let origin = path.display().to_string();
         let node = match settings_file(&text, path)? {
             None => NodeConfig::load(path)?,
             Some(mut values) => {
+                if let Some(warning) = others_can_read(path, mode, &values) {
+                    tracing::warn!("{warning}");
+                }
                 for name in SETTINGS {
                     if let Some(v) = env(name) {
                         values.insert(name.to_string(), v);
@@ -115,14 +118,41 @@ impl Settings {
     }
 }
 
-/// Reads a settings or node config file (never through a link at its last component).
-fn read(path: &Path) -> anyhow::Result<String> {
+/// Settings that are secrets: a file holding one should be readable by its owner only.
+const SECRETS: &[&str] = &[
+    "SHARDVAULT_S3_SECRET_ACCESS_KEY",
+    "SHARDVAULT_AZURE_ACCESS_KEY",
+    "SHARDVAULT_SODIUM_KEY",
+    "SHARDVAULT_OPENPGP_KEY_PASSPHRASE",
+];
+
+/// Reads a settings or node config file (never through a link at its last component);
+/// returns its text and permission bits.
+fn read(path: &Path) -> anyhow::Result<(String, u32)> {
     use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
     let mut text = String::new();
-    shardvault_pg::statefile::open_nofollow(path)
-        .and_then(|mut f| f.read_to_string(&mut text))
+    let mode = shardvault_pg::statefile::open_nofollow(path)
+        .and_then(|mut f| {
+            f.read_to_string(&mut text)?;
+            Ok(f.metadata()?.permissions().mode())
+        })
         .with_context(|| format!("cannot read settings file {}", path.display()))?;
-    Ok(text)
+    Ok((text, mode))
+}
+
+/// The warning, as libpq gives for a `.pgpass`, when a settings file holding a secret can be
+/// read by other users.
+fn others_can_read(path: &Path, mode: u32, values: &BTreeMap<String, String>) -> Option<String> {
+    let secret = SECRETS.iter().find(|s| values.contains_key(**s))?;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "settings file {} holds {secret} and other users can read it (mode {:o}): chmod 600 {}",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
 }
 
 /// The settings of a settings file, or None when the file is a node config (its keys are
@@ -472,5 +502,19 @@ mod tests {
             e.starts_with("s.yaml: SHARDVAULT_STORAGE_PREFX is not a setting"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_secret_in_a_file_others_can_read_is_warned_about() {
+        let p = Path::new("s.yaml");
+        let secret = BTreeMap::from([("SHARDVAULT_SODIUM_KEY".to_string(), "k".to_string())]);
+        let w = others_can_read(p, 0o100644, &secret).expect("a warning");
+        assert!(
+            w.contains("SHARDVAULT_SODIUM_KEY") && w.contains("chmod 600 s.yaml"),
+            "{w}"
+        );
+        assert_eq!(others_can_read(p, 0o100600, &secret), None);
+        let plain = BTreeMap::from([("PGPORT".to_string(), "5433".to_string())]);
+        assert_eq!(others_can_read(p, 0o100644, &plain), None);
     }
 }

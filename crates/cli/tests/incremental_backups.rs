@@ -2,8 +2,10 @@
 //! an incremental policy takes a full backup first and then incrementals over it, status says
 //! the type, the parent and both sizes, retention keeps the parent a kept incremental needs
 //! (and the plan says so), an incremental restores into a new cluster with the same content,
-//! the storage catalog lists it with its parent for a new installation to import, and the `shardvault.io/backup-type: full` annotation starts a new chain, after which
-//! retention lets the old chain go.
+//! a parent deleted by hand is held while the incremental needs it, the storage catalog lists
+//! it with its parent for a new installation to import, and the
+//! `shardvault.io/backup-type: full` annotation starts a new chain, after which retention
+//! lets the old chain go (and the held parent with it).
 
 use serde_json::Value;
 use shardvault_pg::fingerprint;
@@ -118,6 +120,28 @@ async fn incrementals_follow_the_entry_policy_restore_and_hold_their_parent() {
         exists(&d, "b1"),
         "retention must not delete the parent of b2"
     );
+
+    // Deleted by hand while b2 needs it, b1 stays (Terminating, its objects kept), says why,
+    // and b2 still verifies; it goes once b2 goes (below).
+    d.ok(&["delete", "sgshardedbackup", "b1"]);
+    d.wait_until("sgshardedbackup", "b1", 30, |o| {
+        o["metadata"]["deletionTimestamp"].is_string()
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let described = loop {
+        let text = d.ok(&["describe", "sgshardedbackup", "b1"]);
+        if text.contains("DeletionHeld") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert!(
+        described.contains("DeletionHeld") && described.contains("SGShardedBackup b2"),
+        "{described}"
+    );
+    assert!(exists(&d, "b1"), "b1 is held while b2 needs it");
+    let verified = d.ok(&["verify", "sgshardedbackup", "b2"]);
+    assert!(verified.contains("verified"), "{verified}");
 
     // The storage catalog lists the chain, and an import says what it is.
     let dr = Daemon::start();

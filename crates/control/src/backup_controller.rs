@@ -1,7 +1,8 @@
 //! The SGShardedBackup controller: takes the cluster's backup lock, creates one SGBackup per
 //! member, runs the sharded backup (member backups, cluster-wide restore point, archive
 //! proof) in a worker with `timeout` and `maxRetries`, and writes status and the storage
-//! catalog record. Deleting a sharded backup removes its objects from storage. Planning is
+//! catalog record. Deleting a sharded backup removes its objects from storage, once no
+//! incremental that stays needs it ([`held`]). Planning is
 //! in [`plan`], the member SGBackups in [`children`], the worker in [`worker`].
 
 use std::collections::HashMap;
@@ -11,6 +12,8 @@ use std::time::Duration;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{self, Event};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use shardvault_api::backup::{BackupPhase, SGBackup};
 use shardvault_api::shardedbackup::{
@@ -32,6 +35,7 @@ use crate::runner::{self, ReconcileFailure, Running};
 use crate::status;
 
 mod children;
+mod held;
 mod plan;
 mod progress;
 mod worker;
@@ -86,6 +90,14 @@ pub enum BackupError {
     /// Storage failed while deleting the backup's objects.
     #[error("{0}")]
     Storage(String),
+    /// Deleting it would break an incremental that stays.
+    #[error(
+        "SGShardedBackup {needed_by} is an incremental over it and restores only with it: delete {needed_by} too, and both go"
+    )]
+    NeededByIncremental {
+        /// The incremental that needs it.
+        needed_by: String,
+    },
 }
 
 impl ReconcileFailure for BackupError {
@@ -100,6 +112,7 @@ impl ReconcileFailure for BackupError {
                 "InvalidAnnotation"
             }
             BackupError::Storage(_) => "StorageError",
+            BackupError::NeededByIncremental { .. } => "DeletionHeld",
         }
     }
 }
@@ -142,9 +155,19 @@ impl Workers {
 /// The sharded backup controller, ready to run.
 pub fn controller(ctx: Arc<Context>) -> Running {
     let workers = Workers::default();
+    // A change to an incremental (its deletion above all) looks at its parent again, so a
+    // parent held for it goes as soon as it may.
+    let parents = runner::controller::<SGShardedBackup>(&ctx).watches(
+        Api::<SGShardedBackup>::all(ctx.client.clone()),
+        watcher::Config::default(),
+        |b| {
+            let ns = b.namespace()?;
+            held::parent(&b).map(|p| ObjectRef::new(p).within(&ns))
+        },
+    );
     runner::running(
         "backups",
-        runner::controller::<SGShardedBackup>(&ctx),
+        parents,
         move |obj, ctx| reconcile(obj, ctx, workers.clone()),
         ctx,
     )
@@ -186,6 +209,12 @@ async fn reconcile(
         match event {
             Event::Apply(obj) => apply(&obj, &ctx, &api, &workers).await,
             Event::Cleanup(obj) => {
+                let all = api.list(&ListParams::default()).await?.items;
+                if let Some(b) = held::needed_by(&obj, &all) {
+                    return Err(BackupError::NeededByIncremental {
+                        needed_by: b.name_any(),
+                    });
+                }
                 workers.stop(&obj.uid().unwrap_or_default()).await;
                 delete_objects(&ctx, &obj).await?;
                 Ok(Action::await_change())

@@ -334,9 +334,6 @@ pub fn select(
     }
 }
 
-/// Which of the sharded backups in `delete` a remaining incremental needs: per member, the
-/// member backups that the kept ones' chains name (`chain::needed_by_kept`), mapped to the
-/// sharded backups they belong to.
 /// Which sharded backup each member backup (SGBackup name) belongs to.
 fn owners<'a>(ours: &[&'a SGShardedBackup]) -> HashMap<&'a str, &'a SGShardedBackup> {
     ours.iter()
@@ -349,6 +346,9 @@ fn owners<'a>(ours: &[&'a SGShardedBackup]) -> HashMap<&'a str, &'a SGShardedBac
         .collect()
 }
 
+/// Which of the sharded backups in `delete` a remaining incremental needs: per member, the
+/// member backups that the kept ones' chains name (`chain::needed_by_kept`), mapped to the
+/// sharded backups they belong to.
 fn held_by_chains(
     ours: &[&SGShardedBackup],
     delete: &[String],

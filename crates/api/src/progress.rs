@@ -50,7 +50,31 @@ impl Summary {
     /// The restore of `members` summed: copying while any member copies, else replaying WAL;
     /// None when no member reports.
     pub fn of_restore(members: &[RestoreProgress]) -> Option<Summary> {
-        restore_sum(members)
+        if members.is_empty() {
+            return None;
+        }
+        let copying = members.iter().any(|m| m.phase == RestoreStep::Copying);
+        let phase = if copying {
+            RestoreStep::Copying.to_string()
+        } else {
+            let at: Vec<String> = members
+                .iter()
+                .filter_map(|m| {
+                    let lsn = m.replay_lsn.as_deref()?;
+                    Some(match &m.target_lsn {
+                        Some(t) => format!("{lsn} of {t}"),
+                        None => lsn.to_string(),
+                    })
+                })
+                .collect();
+            format!("{} (at {})", RestoreStep::Replaying, at.join(", "))
+        };
+        Some(Summary {
+            phase,
+            done: members.iter().map(|m| m.bytes_done).sum(),
+            total: members.iter().map(|m| m.bytes_total).sum(),
+            rate: members.iter().map(|m| m.bytes_per_second).sum(),
+        })
     }
 
     /// One cell or line: `copying 45% of 27.0 MiB, 3.1 MiB/s`.
@@ -69,35 +93,6 @@ impl Summary {
         }
         text
     }
-}
-
-/// The restore of members summed: copying while any member copies, else replaying WAL.
-fn restore_sum(members: &[RestoreProgress]) -> Option<Summary> {
-    if members.is_empty() {
-        return None;
-    }
-    let copying = members.iter().any(|m| m.phase == RestoreStep::Copying);
-    let phase = if copying {
-        RestoreStep::Copying.to_string()
-    } else {
-        let at: Vec<String> = members
-            .iter()
-            .filter_map(|m| {
-                let lsn = m.replay_lsn.as_deref()?;
-                Some(match &m.target_lsn {
-                    Some(t) => format!("{lsn} of {t}"),
-                    None => lsn.to_string(),
-                })
-            })
-            .collect();
-        format!("{} (at {})", RestoreStep::Replaying, at.join(", "))
-    };
-    Some(Summary {
-        phase,
-        done: members.iter().map(|m| m.bytes_done).sum(),
-        total: members.iter().map(|m| m.bytes_total).sum(),
-        rate: members.iter().map(|m| m.bytes_per_second).sum(),
-    })
 }
 
 impl From<&BackupProgress> for Summary {

@@ -243,6 +243,9 @@ fn crds_name_every_kind_with_its_columns_and_the_guides_fields() {
             vec![
                 ("CLUSTER", ".spec.sgShardedCluster", 0),
                 ("STATUS", ".status.process.status", 0),
+                ("STEP", ".status.progress.phase", 0),
+                ("DONE", ".status.progress.bytesDone", 0),
+                ("TOTAL", ".status.progress.bytesTotal", 1),
                 ("START", ".status.process.timing.start", 0),
                 ("END", ".status.process.timing.end", 0),
                 ("TYPE", ".status.backupInformation.backupType", 0),
@@ -266,6 +269,9 @@ fn crds_name_every_kind_with_its_columns_and_the_guides_fields() {
             vec![
                 ("CLUSTER", ".spec.sgCluster", 0),
                 ("STATUS", ".status.process.status", 0),
+                ("STEP", ".status.progress.phase", 0),
+                ("DONE", ".status.progress.bytesDone", 0),
+                ("TOTAL", ".status.progress.bytesTotal", 1),
                 ("START", ".status.process.timing.start", 0),
                 ("TYPE", ".status.backupInformation.backupType", 0),
                 ("COMPRESSED", ".status.backupInformation.size.compressed", 0),

@@ -2,7 +2,8 @@
 //! cluster whose data directories are subvolumes, a snapshot backup taken under cross-shard
 //! two-phase-commit transfers, restores by cloning to its restore point and to a later time
 //! (the bank's total exact, no prepared transaction left), deletion of the backup removing
-//! its subvolumes, and a class the runtime does not have refused at apply.
+//! its subvolumes, a class the runtime does not have refused at apply, and retention over
+//! hourly snapshot backups (a driven clock) keeping the newest with their subvolumes.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -274,4 +275,88 @@ async fn snapshot_backups_restore_by_cloning_under_two_phase_transfers() {
     }
     let (total, _) = audit(&d, "at-point").await;
     assert_eq!(total, want);
+}
+
+/// Names of the entries of `dir` (none when it does not exist).
+fn entries(dir: &std::path::Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_over_scheduled_snapshot_backups_keeps_the_newest_with_their_subvolumes() {
+    let fs = LoopBtrfs::new().expect("a loop-mounted btrfs image");
+    let clock_dir = tempfile::tempdir().unwrap();
+    let clock = clock_dir.path().join("now");
+    let hour = |h: i64| {
+        "2030-01-01T00:00:10Z"
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .checked_add(jiff::SignedDuration::from_hours(h))
+            .unwrap()
+    };
+    let set_clock = |h: i64| std::fs::write(&clock, hour(h).to_string()).unwrap();
+    set_clock(0);
+    // SAFETY: set before any thread of this test process reads the environment; the daemon
+    // (a child process) inherits it. Other tests run in their own processes under nextest.
+    unsafe { std::env::set_var(shardvault_control::clock::CLOCK_FILE_ENV, &clock) };
+    let d = Daemon::start_in(fs.state_dir(), &[]);
+    d.apply(&storage(&d));
+    d.apply(&cluster(
+        "snaps",
+        "btrfs",
+        "        cronSchedule: '0 * * * *'\n        retention: 2\n",
+    ));
+    d.wait_until("sgshardedcluster", "snaps", 180, ready);
+    let scheduled = |h: i64| format!("snaps-{}", hour(h).strftime("%Y-%m-%d-%H-00-00"));
+
+    // Four hourly snapshot backups; retention 2 keeps the newest two, and only their
+    // subvolumes stay on the disk.
+    for h in 1..=4 {
+        set_clock(h);
+        let b = d.wait_until("sgshardedbackup", &scheduled(h), 120, phase_done);
+        assert_eq!(b["status"]["process"]["status"], "Completed", "{b:#}");
+        assert_eq!(
+            b["status"]["volumeSnapshots"].as_array().map(Vec::len),
+            Some(3),
+            "{b:#}"
+        );
+    }
+    let kept: std::collections::BTreeSet<String> = [3, 4].into_iter().map(scheduled).collect();
+    let snapshots_dir = d.state().join("snapshots/default");
+    let want_snapshots: std::collections::BTreeSet<String> = kept
+        .iter()
+        .flat_map(|b| ["coord", "shard0", "shard1"].map(|m| format!("{b}-{m}")))
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let list = d.json(&["get", "sgshardedbackup"]);
+        let names: std::collections::BTreeSet<String> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        if names == kept && entries(&snapshots_dir) == want_snapshots {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention kept {names:?} and snapshots {:?}; want {kept:?} and {want_snapshots:?}",
+            entries(&snapshots_dir)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for s in &want_snapshots {
+        assert!(is_subvolume(&snapshots_dir.join(s)), "{s} is a subvolume");
+    }
+    let plan = d.ok(&["retention", "plan", "snaps"]);
+    assert!(
+        plan.contains("keep 2 managed backup(s)") && plan.contains("nothing to delete"),
+        "{plan}"
+    );
 }

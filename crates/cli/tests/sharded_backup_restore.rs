@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 use shardvault_pg::fingerprint;
 use shardvault_pg::runtime::cluster::ClusterObserved;
-use shardvault_testkit::cluster::{assert_same_content, sql};
+use shardvault_testkit::cluster::{assert_same_content, connect, sql};
 use shardvault_testkit::daemon::{Daemon, ready};
 
 fn storage(d: &Daemon) -> String {
@@ -195,11 +195,30 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
     std::fs::write(&part, &good).unwrap();
 
     sql(&coord, "INSERT INTO accounts SELECT i, 5 FROM generate_series(1001, 1500) i; UPDATE accounts SET balance = 0 WHERE id < 10;").await;
+    // Client-driven two-phase transactions around the target time: "early" is prepared on
+    // shard1 before it, "late" on both shards after it; both commit after it.
+    let shards = [
+        source.primary_conninfo(1).unwrap(),
+        source.primary_conninfo(2).unwrap(),
+    ];
+    let prepare = |gid: &str, rows: &str| {
+        format!(
+            "BEGIN; UPDATE accounts SET balance = balance WHERE id = (SELECT min(id) FROM accounts WHERE {rows}); PREPARE TRANSACTION '{gid}'"
+        )
+    };
+    sql(&shards[1], &prepare("early", "true")).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let target = jiff::Timestamp::now();
     let at_target = fingerprint::members(&source).await.expect("fingerprint");
     tokio::time::sleep(Duration::from_millis(1100)).await;
+    for shard in &shards {
+        sql(shard, &prepare("late", "id > 500")).await;
+    }
     sql(&coord, "INSERT INTO accounts SELECT i, 7 FROM generate_series(1501, 1600) i; DELETE FROM accounts WHERE id > 1590;").await;
+    sql(&shards[1], "COMMIT PREPARED 'early'").await;
+    for shard in &shards {
+        sql(shard, "COMMIT PREPARED 'late'").await;
+    }
 
     // Refusals: `apply` itself refuses, naming the field, and stores nothing; no server or
     // data directory is created.
@@ -273,6 +292,37 @@ async fn sharded_backup_restores_every_member_to_the_restore_point_and_to_a_time
             .expect("fingerprint"),
         "restore to a time",
     );
+    // "late" was prepared after the time, so it committed nowhere by then: rolled back on
+    // both shards. "early" may have committed elsewhere by then: left in doubt, and said.
+    let mut prepared = Vec::new();
+    for m in 0..3 {
+        let c = connect(&time_cluster.primary_conninfo(m).unwrap()).await;
+        let gids: Vec<String> = c
+            .query("SELECT gid FROM pg_prepared_xacts ORDER BY gid", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        prepared.push(gids);
+    }
+    assert_eq!(
+        prepared,
+        [vec![], vec![], vec!["early".to_string()]],
+        "prepared transactions of the restore to a time"
+    );
+    let log = d.log();
+    assert!(
+        log.contains("rolled back in-doubt transaction \"late\" on at-time-shard0-0")
+            && log.contains("rolled back in-doubt transaction \"late\" on at-time-shard1-0")
+            && log.contains("left in doubt: transaction \"early\" on at-time-shard1-0"),
+        "{log}"
+    );
+    sql(
+        &time_cluster.primary_conninfo(2).unwrap(),
+        "ROLLBACK PREPARED 'early'",
+    )
+    .await;
 
     // The restored coordinators read their own shards, never the source's.
     for (cluster, rows) in [(&rp_cluster, 1000i64), (&time_cluster, 1500)] {

@@ -868,8 +868,8 @@ async fn rollback_read_only_prepared(primary: &Instance) -> Result<Vec<String>, 
     Ok(actions)
 }
 
-/// Once every member primary runs: resolves what citus left in doubt on the restored
-/// members, then releases every isolated primary (see [`isolation`]). Returns what it did.
+/// Once every member primary runs: resolves what citus, or for ddp a restore to a time, left
+/// in doubt on the restored members, then releases every isolated primary (see [`isolation`]). Returns what it did.
 async fn end_isolation(plan: &ClusterPlan, layout: &Layout) -> Result<Vec<String>, RuntimeError> {
     let isolated: Vec<usize> = (0..layout.members.len())
         .filter(|m| isolation::is_isolated(&layout.members[*m][0].dir))
@@ -881,6 +881,19 @@ async fn end_isolation(plan: &ClusterPlan, layout: &Layout) -> Result<Vec<String
     let mut actions = Vec::new();
     if plan.sharding == Sharding::Citus {
         actions.extend(isolation::resolve_in_doubt(&primaries, &plan.database).await?);
+    } else if let Some(time) = isolated
+        .iter()
+        .find_map(|m| match &plan.members[*m].bootstrap {
+            Bootstrap::Restore { target, .. } | Bootstrap::CloneSnapshot { target, .. } => {
+                match target {
+                    RecoveryTarget::Time { time, .. } => Some(time.clone()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+    {
+        actions.extend(isolation::roll_back_prepared_after(&primaries, &time).await?);
     }
     for m in isolated {
         let released = Instance {

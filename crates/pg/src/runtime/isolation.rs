@@ -222,6 +222,71 @@ pub async fn resolve_in_doubt(
     Ok(actions)
 }
 
+/// After a restore to `time` of a ddp cluster: rolls back, on every restored member, each
+/// two-phase transaction that some member prepared after `time`. Recovery to a time stops
+/// at the first commit after it but replays prepares past it; a distributed commit comes
+/// only after all its prepares, so such a transaction committed nowhere by `time` (one clock
+/// on one host). One prepared at or before `time` may have committed on a member that shows
+/// nothing: it is left in doubt, and said so. Returns what was done.
+pub async fn roll_back_prepared_after(
+    primaries: &[&Instance],
+    time: &str,
+) -> Result<Vec<String>, RuntimeError> {
+    let sql = |instance: &Instance, what: &str| {
+        let (instance, what) = (instance.name.clone(), what.to_string());
+        move |source| RuntimeError::Sql {
+            instance,
+            what,
+            cause: source,
+        }
+    };
+    // (member index, gid, database, prepared after the time, when prepared)
+    let mut found: Vec<(usize, String, String, bool, String)> = Vec::new();
+    for (i, p) in primaries.iter().enumerate() {
+        let rows = p
+            .connect("postgres")
+            .await?
+            .query(
+                "SELECT gid, database, prepared > $1::text::timestamptz, prepared::text \
+                 FROM pg_prepared_xacts ORDER BY gid",
+                &[&time],
+            )
+            .await
+            .map_err(sql(p, "listing prepared transactions"))?;
+        found.extend(
+            rows.iter()
+                .map(|r| (i, r.get(0), r.get(1), r.get(2), r.get(3))),
+        );
+    }
+    let late: std::collections::BTreeSet<&str> =
+        found.iter().filter(|f| f.3).map(|f| f.1.as_str()).collect();
+    let mut actions = Vec::new();
+    for (i, gid, database, _, at) in &found {
+        let p = primaries[*i];
+        if !late.contains(gid.as_str()) {
+            actions.push(format!(
+                "left in doubt: transaction {gid:?} on {} was prepared at {at}, before the target \
+                 time, and may have committed on another member: end it with COMMIT PREPARED or \
+                 ROLLBACK PREPARED",
+                p.name
+            ));
+            continue;
+        }
+        let escaped = gid.replace('\'', "''");
+        p.connect(database)
+            .await?
+            .batch_execute(&format!("ROLLBACK PREPARED '{escaped}'"))
+            .await
+            .map_err(sql(p, &format!("ROLLBACK PREPARED {gid}")))?;
+        actions.push(format!(
+            "rolled back in-doubt transaction {gid:?} on {} (prepared after the target time on a \
+             member, so committed nowhere by then)",
+            p.name
+        ));
+    }
+    Ok(actions)
+}
+
 /// Ends isolation of a primary: its normal settings (`released`, the same instance without
 /// the isolation settings) are written and reloaded, and the marker removed.
 pub async fn release(released: &Instance) -> Result<(), RuntimeError> {

@@ -832,14 +832,7 @@ const RECOVERY_SETTINGS: [&str; 10] = [
 /// would block vacuum forever. It changed nothing, so rolling it back loses nothing.
 /// Prepared transactions that wrote are left alone.
 async fn rollback_read_only_prepared(primary: &Instance) -> Result<Vec<String>, RuntimeError> {
-    let sql_err = |what: &str| {
-        let (instance, what) = (primary.name.clone(), what.to_string());
-        move |source| RuntimeError::Sql {
-            instance,
-            what,
-            cause: source,
-        }
-    };
+    let sql_err = |what: &str| RuntimeError::sql(&primary.name, what);
     let client = primary.connect("postgres").await?;
     let rows = client
         .query(

@@ -85,4 +85,17 @@ impl RuntimeError {
             cause: source,
         }
     }
+
+    /// Wraps a SQL error of `instance`, which failed doing `what`.
+    pub fn sql(
+        instance: &str,
+        what: &str,
+    ) -> impl FnOnce(tokio_postgres::Error) -> RuntimeError + use<> {
+        let (instance, what) = (instance.to_string(), what.to_string());
+        move |cause| RuntimeError::Sql {
+            instance,
+            what,
+            cause,
+        }
+    }
 }

@@ -157,14 +157,7 @@ pub async fn resolve_in_doubt(
     for p in primaries {
         clients.push(p.connect(database).await?);
     }
-    let sql = |instance: &Instance, what: &str| {
-        let (instance, what) = (instance.name.clone(), what.to_string());
-        move |source| RuntimeError::Sql {
-            instance,
-            what,
-            cause: source,
-        }
-    };
+    let sql = |instance: &Instance, what: &str| RuntimeError::sql(&instance.name, what);
     // Each member's group id and the commit records it holds as an initiator.
     let mut initiators = Vec::new();
     for (p, c) in primaries.iter().zip(&clients) {
@@ -232,14 +225,7 @@ pub async fn roll_back_prepared_after(
     primaries: &[&Instance],
     time: &str,
 ) -> Result<Vec<String>, RuntimeError> {
-    let sql = |instance: &Instance, what: &str| {
-        let (instance, what) = (instance.name.clone(), what.to_string());
-        move |source| RuntimeError::Sql {
-            instance,
-            what,
-            cause: source,
-        }
-    };
+    let sql = |instance: &Instance, what: &str| RuntimeError::sql(&instance.name, what);
     // (member index, gid, database, prepared after the time, when prepared)
     let mut found: Vec<(usize, String, String, bool, String)> = Vec::new();
     for (i, p) in primaries.iter().enumerate() {

@@ -26,8 +26,12 @@ MNT=$ROOT/mnt
 export SHARDVAULT_HOME=$MNT/state
 sv() { "$BIN" "$@"; }
 
-# Stops the daemon and unmounts the image (the servers may take a moment to let go of it).
+# Deletes the clusters (their servers outlive the daemon), stops the daemon and unmounts the
+# image.
 cleanup() {
+  for c in bench from-snap from-streamed; do
+    sv delete sgshardedcluster "$c" --wait >/dev/null 2>&1 || true
+  done
   sv down >/dev/null 2>&1 || true
   for _ in $(seq 60); do
     mountpoint -q "$MNT" || return 0

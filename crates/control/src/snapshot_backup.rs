@@ -99,31 +99,17 @@ pub async fn run(
                 .expect("not poisoned")
                 .take()
                 .ok_or("the snapshots were already taken")?;
-            // All members at once: the barrier holds writes until the last one is taken.
-            let shots: Vec<Result<VolumeSnapshot, String>> = std::thread::scope(|scope| {
-                let threads: Vec<_> = job
-                    .members
-                    .iter()
-                    .map(|m| {
-                        scope.spawn(move || {
-                            runtime
-                                .snapshot_member(
-                                    &settings.cluster,
-                                    &m.name,
-                                    settings.class.as_deref(),
-                                    &m.backup,
-                                )
-                                .map_err(|e| format!("member {}: snapshot: {e}", m.name))
-                        })
-                    })
-                    .collect();
-                threads
-                    .into_iter()
-                    .map(|t| t.join().expect("a snapshot thread does not panic"))
-                    .collect()
-            });
-            let shots: Vec<VolumeSnapshot> = shots.into_iter().collect::<Result<_, _>>()?;
-            taken.lock().expect("not poisoned").extend(shots);
+            for m in &job.members {
+                let s = runtime
+                    .snapshot_member(
+                        &settings.cluster,
+                        &m.name,
+                        settings.class.as_deref(),
+                        &m.backup,
+                    )
+                    .map_err(|e| format!("member {}: snapshot: {e}", m.name))?;
+                taken.lock().expect("not poisoned").push(s);
+            }
             let ends = try_join_all(job.members.iter().zip(begun).map(|(m, b)| async move {
                 b.stop()
                     .await

@@ -862,7 +862,8 @@ async fn rollback_read_only_prepared(primary: &Instance) -> Result<Vec<String>, 
 }
 
 /// Once every member primary runs: resolves what citus, or for ddp a restore to a time, left
-/// in doubt on the restored members, then releases every isolated primary (see [`isolation`]). Returns what it did.
+/// in doubt on the restored members, then releases every isolated primary (see
+/// [`isolation`]). Returns what it did.
 async fn end_isolation(plan: &ClusterPlan, layout: &Layout) -> Result<Vec<String>, RuntimeError> {
     let isolated: Vec<usize> = (0..layout.members.len())
         .filter(|m| isolation::is_isolated(&layout.members[*m][0].dir))

@@ -157,19 +157,18 @@ pub async fn resolve_in_doubt(
     for p in primaries {
         clients.push(p.connect(database).await?);
     }
-    let sql = |instance: &Instance, what: &str| RuntimeError::sql(&instance.name, what);
     // Each member's group id and the commit records it holds as an initiator.
     let mut initiators = Vec::new();
     for (p, c) in primaries.iter().zip(&clients) {
         let group: i32 = c
             .query_one("SELECT groupid FROM pg_dist_local_group", &[])
             .await
-            .map_err(sql(p, "reading pg_dist_local_group"))?
+            .map_err(RuntimeError::sql(&p.name, "reading pg_dist_local_group"))?
             .get(0);
         let records: Vec<String> = c
             .query("SELECT gid FROM pg_dist_transaction", &[])
             .await
-            .map_err(sql(p, "reading pg_dist_transaction"))?
+            .map_err(RuntimeError::sql(&p.name, "reading pg_dist_transaction"))?
             .iter()
             .map(|r| r.get(0))
             .collect();
@@ -184,7 +183,7 @@ pub async fn resolve_in_doubt(
                 &[],
             )
             .await
-            .map_err(sql(p, "listing prepared transactions"))?
+            .map_err(RuntimeError::sql(&p.name, "listing prepared transactions"))?
             .iter()
             .map(|r| r.get(0))
             .collect();
@@ -199,7 +198,10 @@ pub async fn resolve_in_doubt(
             let escaped = gid.replace('\'', "''");
             c.batch_execute(&format!("{verb} PREPARED '{escaped}'"))
                 .await
-                .map_err(sql(p, &format!("{verb} PREPARED {gid}")))?;
+                .map_err(RuntimeError::sql(
+                    &p.name,
+                    &format!("{verb} PREPARED {gid}"),
+                ))?;
             actions.push(format!(
                 "{} in-doubt transaction {gid} on {} ({})",
                 if commit { "committed" } else { "rolled back" },
@@ -225,10 +227,16 @@ pub async fn roll_back_prepared_after(
     primaries: &[&Instance],
     time: &str,
 ) -> Result<Vec<String>, RuntimeError> {
-    let sql = |instance: &Instance, what: &str| RuntimeError::sql(&instance.name, what);
-    // (member index, gid, database, prepared after the time, when prepared)
-    let mut found: Vec<(usize, String, String, bool, String)> = Vec::new();
-    for (i, p) in primaries.iter().enumerate() {
+    /// One prepared transaction of a restored member.
+    struct Prepared {
+        member: usize,
+        gid: String,
+        database: String,
+        after_target: bool,
+        at: String,
+    }
+    let mut found = Vec::new();
+    for (member, p) in primaries.iter().enumerate() {
         let rows = p
             .connect("postgres")
             .await?
@@ -238,32 +246,41 @@ pub async fn roll_back_prepared_after(
                 &[&time],
             )
             .await
-            .map_err(sql(p, "listing prepared transactions"))?;
-        found.extend(
-            rows.iter()
-                .map(|r| (i, r.get(0), r.get(1), r.get(2), r.get(3))),
-        );
+            .map_err(RuntimeError::sql(&p.name, "listing prepared transactions"))?;
+        found.extend(rows.iter().map(|r| Prepared {
+            member,
+            gid: r.get(0),
+            database: r.get(1),
+            after_target: r.get(2),
+            at: r.get(3),
+        }));
     }
-    let late: std::collections::BTreeSet<&str> =
-        found.iter().filter(|f| f.3).map(|f| f.1.as_str()).collect();
+    let late: std::collections::BTreeSet<&str> = found
+        .iter()
+        .filter(|f| f.after_target)
+        .map(|f| f.gid.as_str())
+        .collect();
     let mut actions = Vec::new();
-    for (i, gid, database, _, at) in &found {
-        let p = primaries[*i];
+    for f in &found {
+        let (p, gid) = (primaries[f.member], &f.gid);
         if !late.contains(gid.as_str()) {
             actions.push(format!(
-                "left in doubt: transaction {gid:?} on {} was prepared at {at}, before the target \
+                "left in doubt: transaction {gid:?} on {} was prepared at {}, before the target \
                  time, and may have committed on another member: end it with COMMIT PREPARED or \
                  ROLLBACK PREPARED",
-                p.name
+                p.name, f.at
             ));
             continue;
         }
         let escaped = gid.replace('\'', "''");
-        p.connect(database)
+        p.connect(&f.database)
             .await?
             .batch_execute(&format!("ROLLBACK PREPARED '{escaped}'"))
             .await
-            .map_err(sql(p, &format!("ROLLBACK PREPARED {gid}")))?;
+            .map_err(RuntimeError::sql(
+                &p.name,
+                &format!("ROLLBACK PREPARED {gid}"),
+            ))?;
         actions.push(format!(
             "rolled back in-doubt transaction {gid:?} on {} (prepared after the target time on a \
              member, so committed nowhere by then)",
